@@ -1,0 +1,401 @@
+//! The webhook handler both modes share: verify, parse, filter, publish, answer.
+//!
+//! Promises (design.md §6–7), in this order:
+//! - a body over the limit → 413;
+//! - a missing, malformed or wrong `Qlik-Signature` → 401, checked on the raw bytes before any
+//!   JSON parsing;
+//! - not an event, or an id/type/tenant unsafe for a topic → 400 with a short reason;
+//! - filtered out by type, tenant or age → 202 with the reason (deliberately not published);
+//! - published and acknowledged by the broker → 200;
+//! - anything else → 503, so Qlik marks the delivery failed and it can be resent. Never 2xx for
+//!   an event the broker did not take.
+//!
+//! Each request is logged once, with event id, type, tenant, topic, status and latency; never
+//! the secret or the signature.
+
+use crate::config::FilterConfig;
+use crate::publish::{Message, Publish};
+use qlik_events::{topic, Event, Matched, Verifier};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// An HTTP answer, independent of the server that sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    /// A small JSON document.
+    pub body: String,
+}
+
+impl Reply {
+    fn json(status: u16, body: serde_json::Value) -> Self {
+        Reply {
+            status,
+            body: body.to_string(),
+        }
+    }
+
+    pub fn error(status: u16, reason: &str) -> Self {
+        Reply::json(status, json!({ "error": reason }))
+    }
+}
+
+/// Which events are published.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    config: FilterConfig,
+}
+
+impl Filter {
+    pub fn new(config: FilterConfig) -> Self {
+        Filter { config }
+    }
+
+    /// `Ok(None)` to publish, `Ok(Some(reason))` to accept without publishing, `Err` when the
+    /// age cannot be judged because the event time is missing or malformed.
+    pub fn check(&self, event: &Event<'_>, now: OffsetDateTime) -> Result<Option<String>, String> {
+        if let Some(types) = &self.config.event_types {
+            let allowed = types.iter().any(|t| match t.strip_suffix('*') {
+                Some(prefix) => event.event_type.starts_with(prefix),
+                None => *t == event.event_type,
+            });
+            if !allowed {
+                return Ok(Some(format!("event type {} is not allowed", event.event_type)));
+            }
+        }
+        if let Some(tenants) = &self.config.tenant_ids {
+            if !tenants.iter().any(|t| *t == event.tenant_id) {
+                return Ok(Some(format!("tenant {} is not allowed", event.tenant_id)));
+            }
+        }
+        if let Some(max_age) = self.config.max_age {
+            let time = event.timestamp().map_err(|e| e.to_string())?;
+            let age = now - time;
+            if age > max_age {
+                return Ok(Some(format!(
+                    "event is {}s old, more than the {}s allowed",
+                    age.whole_seconds(),
+                    max_age.as_secs()
+                )));
+            }
+        }
+        Ok(None)
+    }
+}
+
+pub struct Forwarder {
+    verifier: Verifier,
+    filter: Filter,
+    topic_prefix: String,
+    publisher: Arc<dyn Publish>,
+    max_body_bytes: usize,
+}
+
+/// What happened to one request, for the reply and the log line.
+struct Outcome<'a> {
+    status: u16,
+    event: Option<Event<'a>>,
+    topic: Option<String>,
+    /// Why it was refused, filtered or failed.
+    reason: Option<String>,
+}
+
+impl Forwarder {
+    pub fn new(
+        verifier: Verifier,
+        filter: Filter,
+        topic_prefix: String,
+        publisher: Arc<dyn Publish>,
+        max_body_bytes: usize,
+    ) -> Self {
+        Forwarder {
+            verifier,
+            filter,
+            topic_prefix,
+            publisher,
+            max_body_bytes,
+        }
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    pub fn publisher(&self) -> &dyn Publish {
+        self.publisher.as_ref()
+    }
+
+    /// Handles one webhook delivery: the raw `Qlik-Signature` header value and the raw body.
+    pub async fn handle(&self, signature: Option<&[u8]>, body: &[u8]) -> Reply {
+        let started = Instant::now();
+        let outcome = self.process(signature, body).await;
+        let reply = match outcome.status {
+            200 => Reply::json(
+                200,
+                json!({
+                    "status": "published",
+                    "eventId": outcome.event.as_ref().map(|e| e.id.as_ref()),
+                    "topic": outcome.topic,
+                }),
+            ),
+            202 => Reply::json(
+                202,
+                json!({
+                    "status": "filtered",
+                    "eventId": outcome.event.as_ref().map(|e| e.id.as_ref()),
+                    "reason": outcome.reason,
+                }),
+            ),
+            status => Reply::error(status, outcome.reason.as_deref().unwrap_or("refused")),
+        };
+        log(&outcome, body.len(), started.elapsed());
+        reply
+    }
+
+    async fn process<'a>(&self, signature: Option<&[u8]>, body: &'a [u8]) -> Outcome<'a> {
+        let refuse = |status: u16, reason: String| Outcome {
+            status,
+            event: None,
+            topic: None,
+            reason: Some(reason),
+        };
+        if body.len() > self.max_body_bytes {
+            return refuse(413, format!("body is larger than {} bytes", self.max_body_bytes));
+        }
+        match self.verifier.verify(signature, body) {
+            Ok(Matched::Current) => {}
+            Ok(Matched::Previous) => {
+                tracing::info!("signed with QLIK_WEBHOOK_SECRET_PREVIOUS: update the webhook's secret in Qlik Cloud");
+            }
+            Err(e) => return refuse(401, e.to_string()),
+        }
+        let event = match Event::parse(body) {
+            Ok(event) => event,
+            Err(e) => return refuse(400, e.to_string()),
+        };
+        let topic = match topic::topic_for(&self.topic_prefix, &event.event_type, &event.tenant_id) {
+            Ok(topic) => topic,
+            Err(e) => return Outcome { event: Some(event), ..refuse(400, e.to_string()) },
+        };
+        match self.filter.check(&event, OffsetDateTime::now_utc()) {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                return Outcome { event: Some(event), ..refuse(202, reason) };
+            }
+            Err(reason) => return Outcome { event: Some(event), ..refuse(400, reason) },
+        }
+        // The header is verified hex by now, so this is plain ASCII.
+        let signature = signature
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .map(str::trim);
+        let message = Message {
+            topic: &topic,
+            payload: body,
+            signature,
+        };
+        let result = self.publisher.publish(message).await;
+        Outcome {
+            status: if result.is_ok() { 200 } else { 503 },
+            reason: result.err().map(|e| e.to_string()),
+            event: Some(event),
+            topic: Some(topic),
+        }
+    }
+}
+
+fn log(outcome: &Outcome<'_>, bytes: usize, elapsed: Duration) {
+    let event = outcome.event.as_ref();
+    let id = event.map(|e| e.id.as_ref()).unwrap_or("-");
+    let event_type = event.map(|e| e.event_type.as_ref()).unwrap_or("-");
+    let tenant = event.map(|e| e.tenant_id.as_ref()).unwrap_or("-");
+    let format = event.map(|e| e.format.as_str()).unwrap_or("-");
+    let topic = outcome.topic.as_deref().unwrap_or("-");
+    let reason = outcome.reason.as_deref().unwrap_or("-");
+    let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    macro_rules! line {
+        ($level:ident, $msg:literal) => {
+            tracing::$level!(
+                status = outcome.status,
+                event_id = id,
+                event_type,
+                tenant,
+                format,
+                topic,
+                bytes,
+                latency_ms,
+                reason,
+                $msg
+            )
+        };
+    }
+    match outcome.status {
+        200 => line!(info, "webhook published"),
+        202 => line!(info, "webhook accepted, not published"),
+        503 => line!(error, "webhook not published"),
+        _ => line!(warn, "webhook refused"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::{PublishError, PublishFuture};
+    use qlik_events::{sign, Secret};
+    use std::sync::Mutex;
+
+    const SECRET: &str = "forward-test-secret-0123456789abcdef";
+
+    /// topic, payload, signature
+    type Sent = (String, Vec<u8>, Option<String>);
+
+    /// Records what would be published; answers with `result`.
+    struct Recorder {
+        sent: Mutex<Vec<Sent>>,
+        result: Result<(), PublishError>,
+    }
+
+    impl Publish for Recorder {
+        fn publish<'a>(&'a self, m: Message<'a>) -> PublishFuture<'a> {
+            self.sent.lock().unwrap().push((
+                m.topic.to_owned(),
+                m.payload.to_vec(),
+                m.signature.map(str::to_owned),
+            ));
+            let result = self.result.clone();
+            Box::pin(async move { result })
+        }
+        fn describe(&self) -> String {
+            "recorder".into()
+        }
+    }
+
+    fn forwarder(filter: FilterConfig, result: Result<(), PublishError>) -> (Forwarder, Arc<Recorder>) {
+        let rec = Arc::new(Recorder {
+            sent: Mutex::new(vec![]),
+            result,
+        });
+        let f = Forwarder::new(
+            Verifier::new(&Secret::new(SECRET), None),
+            Filter::new(filter),
+            "qscloud".into(),
+            rec.clone(),
+            4096,
+        );
+        (f, rec)
+    }
+
+    fn signed(body: &str) -> String {
+        sign(&Secret::new(SECRET), body.as_bytes())
+    }
+
+    const EVENT: &str = r#"{"id":"e1","type":"com.qlik.v1.app.reload.finished","tenantid":"t1","time":"2026-11-20T06:14:52Z"}"#;
+
+    fn body_json(reply: &Reply) -> serde_json::Value {
+        serde_json::from_str(&reply.body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn publishes_the_raw_body_with_its_signature() {
+        let (f, rec) = forwarder(FilterConfig::default(), Ok(()));
+        let sig = format!(" {} ", signed(EVENT).to_uppercase());
+        let reply = f.handle(Some(sig.as_bytes()), EVENT.as_bytes()).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let b = body_json(&reply);
+        assert_eq!(b["status"], "published");
+        assert_eq!(b["eventId"], "e1");
+        assert_eq!(b["topic"], "qscloud/app/reload/t1");
+        let sent = rec.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, "qscloud/app/reload/t1");
+        assert_eq!(sent[0].1, EVENT.as_bytes());
+        assert_eq!(sent[0].2.as_deref(), Some(signed(EVENT).to_uppercase().as_str()));
+    }
+
+    #[tokio::test]
+    async fn refusals_publish_nothing() {
+        let (f, rec) = forwarder(FilterConfig::default(), Ok(()));
+        let unsafe_tenant = r#"{"id":"e1","type":"t","tenantid":"a/#"}"#;
+        let not_json = "{nope";
+        let big = "x".repeat(4097);
+        let cases: Vec<(Option<String>, &str, u16, &str)> = vec![
+            (None, EVENT, 401, "missing"),
+            (Some("zz".into()), EVENT, 401, "not hexadecimal"),
+            (Some(signed("other")), EVENT, 401, "does not match"),
+            (Some(signed(not_json)), not_json, 400, "not a JSON event"),
+            (Some(signed("{}")), "{}", 400, "no event id"),
+            (Some(signed(unsafe_tenant)), unsafe_tenant, 400, "tenant id contains '/'"),
+            (Some(signed(&big)), &big, 413, "larger than 4096 bytes"),
+        ];
+        for (sig, body, status, reason) in cases {
+            let reply = f.handle(sig.as_deref().map(str::as_bytes), body.as_bytes()).await;
+            assert_eq!(reply.status, status, "{body}: {}", reply.body);
+            let err = body_json(&reply)["error"].as_str().unwrap().to_owned();
+            assert!(err.contains(reason), "{err}");
+        }
+        assert!(rec.sent.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn filters_answer_202_and_publish_nothing() {
+        let filter = FilterConfig {
+            event_types: Some(vec!["com.qlik.v1.*".into(), "com.qlik.app.created".into()]),
+            tenant_ids: Some(vec!["t1".into()]),
+            max_age: Some(Duration::from_secs(3600)),
+        };
+        let (f, rec) = forwarder(filter, Ok(()));
+        let now = OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+        let cases = [
+            (format!(r#"{{"id":"1","type":"com.qlik.user.created","tenantid":"t1","time":"{now}"}}"#), 202, "type com.qlik.user.created is not allowed"),
+            (format!(r#"{{"id":"2","type":"com.qlik.v1.reload.finished","tenantid":"t2","time":"{now}"}}"#), 202, "tenant t2 is not allowed"),
+            (r#"{"id":"3","type":"com.qlik.app.created","tenantid":"t1","time":"2020-01-01T00:00:00Z"}"#.to_owned(), 202, "more than the 3600s allowed"),
+            (r#"{"id":"4","type":"com.qlik.app.created","tenantid":"t1"}"#.to_owned(), 400, "no event time"),
+            (r#"{"id":"5","type":"com.qlik.app.created","tenantid":"t1","time":"soon"}"#.to_owned(), 400, "RFC 3339"),
+        ];
+        for (body, status, reason) in &cases {
+            let reply = f.handle(Some(signed(body).as_bytes()), body.as_bytes()).await;
+            assert_eq!(reply.status, *status, "{body}: {}", reply.body);
+            assert!(reply.body.contains(reason), "{}", reply.body);
+        }
+        assert!(rec.sent.lock().unwrap().is_empty());
+        // Allowed ones go through, including by prefix.
+        for body in [
+            format!(r#"{{"id":"6","type":"com.qlik.v1.reload.finished","tenantid":"t1","time":"{now}"}}"#),
+            format!(r#"{{"id":"7","type":"com.qlik.app.created","tenantid":"t1","time":"{now}"}}"#),
+        ] {
+            let reply = f.handle(Some(signed(&body).as_bytes()), body.as_bytes()).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+        }
+        assert_eq!(rec.sent.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn publish_failure_is_503_never_2xx() {
+        for error in [
+            PublishError::Unavailable("connection refused".into()),
+            PublishError::Timeout(Duration::from_secs(5)),
+            PublishError::Refused("PUBACK reason NotAuthorized".into()),
+        ] {
+            let (f, _) = forwarder(FilterConfig::default(), Err(error.clone()));
+            let reply = f.handle(Some(signed(EVENT).as_bytes()), EVENT.as_bytes()).await;
+            assert_eq!(reply.status, 503);
+            assert_eq!(body_json(&reply)["error"], error.to_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn previous_secret_still_publishes() {
+        let rec = Arc::new(Recorder { sent: Mutex::new(vec![]), result: Ok(()) });
+        let old = Secret::new("previous-secret-0123456789abcdef0123");
+        let f = Forwarder::new(
+            Verifier::new(&Secret::new(SECRET), Some(&old)),
+            Filter::default(),
+            "qscloud".into(),
+            rec.clone(),
+            4096,
+        );
+        let reply = f.handle(Some(sign(&old, EVENT.as_bytes()).as_bytes()), EVENT.as_bytes()).await;
+        assert_eq!(reply.status, 200);
+    }
+}

@@ -1,0 +1,163 @@
+//! The `qlik-webhook` binary: parses arguments, sets up logging and wires the library parts.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Verifies Qlik Cloud webhooks (Qlik-Signature) and publishes them to MQTT with QoS 1,
+/// answering 2xx only after the broker acknowledged.
+///
+/// Under AWS Lambda (AWS_LAMBDA_RUNTIME_API set) it runs as the function handler without any
+/// arguments. Elsewhere use `serve`. Settings come from the environment: QLIK_WEBHOOK_SECRET
+/// (or _SSM_PARAMETER / _ID), and MQTT_URL or AWS_IOT_ENDPOINT; see the README for the full list.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run as an HTTP server: POST / or /webhook takes webhooks, GET /healthz answers 200.
+    Serve {
+        /// Address to listen on. Port 0 picks a free port; the chosen address is printed.
+        #[arg(long, env = "QLIK_WEBHOOK_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Log format.
+        #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Run under the AWS Lambda runtime (the default when AWS_LAMBDA_RUNTIME_API is set).
+    Lambda,
+    /// Print the Qlik-Signature value for a body (a file, or standard input), as Qlik computes it.
+    Sign {
+        /// Environment variable holding the webhook secret.
+        #[arg(long, default_value = "QLIK_WEBHOOK_SECRET")]
+        secret_env: String,
+        /// File with the body; standard input when absent.
+        file: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Errors carry context and never a secret value (see config and secrets).
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    match cli.command {
+        Some(Command::Sign { secret_env, file }) => sign(&secret_env, file.as_deref()),
+        Some(Command::Serve { listen, log_format }) => {
+            init_logging(log_format);
+            let config = qlik_webhook::config::Config::from_env()?;
+            let forwarder = Arc::new(qlik_webhook::build(config).await?);
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("--listen: cannot listen on {listen}"))?;
+            let local = listener.local_addr().context("no local address")?;
+            // On stdout, for scripts and tests; logs go to stderr.
+            println!("qlik-webhook listening on http://{local}");
+            tracing::info!(address = %local, "listening");
+            qlik_webhook::server::serve(listener, forwarder, shutdown_signal())
+                .await
+                .context("HTTP server failed")?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Some(Command::Lambda) | None if on_lambda || matches!(cli.command, Some(Command::Lambda)) => {
+            init_logging(LogFormat::Json);
+            let config = qlik_webhook::config::Config::from_env()?;
+            let forwarder = Arc::new(qlik_webhook::build(config).await?);
+            qlik_webhook::lambda::run(forwarder)
+                .await
+                .map_err(|e| anyhow::anyhow!("Lambda runtime failed: {e}"))
+        }
+        _ => {
+            use clap::CommandFactory as _;
+            Cli::command().print_help().context("cannot print help")?;
+            anyhow::bail!("no command: use `qlik-webhook serve`, or run under AWS Lambda");
+        }
+    }
+}
+
+fn sign(secret_env: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let secret = std::env::var(secret_env)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .with_context(|| format!("--secret-env: environment variable {secret_env} is not set"))?;
+    let body = match file {
+        Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        None => {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .context("cannot read standard input")?;
+            body
+        }
+    };
+    println!("{}", qlik_events::sign(&qlik_events::Secret::new(secret), &body));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
