@@ -150,7 +150,10 @@ impl<'a> Event<'a> {
             _ => Format::CloudEvents,
         };
 
-        let id = required(pick("event id", env.id, env.event_id)?, "event id (`id` or `eventId`)")?;
+        let id = required(
+            pick("event id", env.id, env.event_id)?,
+            "event id (`id` or `eventId`)",
+        )?;
         let event_type = required(
             pick("event type", env.ce_type, env.event_type)?,
             "event type (`type` or `eventType`)",
@@ -180,7 +183,10 @@ impl<'a> Event<'a> {
 
     /// The event time, parsed.
     pub fn timestamp(&self) -> Result<OffsetDateTime, EventError> {
-        let time = self.time.as_deref().ok_or(EventError::Missing("event time"))?;
+        let time = self
+            .time
+            .as_deref()
+            .ok_or(EventError::Missing("event time"))?;
         OffsetDateTime::parse(time, &Rfc3339).map_err(|_| EventError::BadTime)
     }
 
@@ -304,7 +310,10 @@ fn pick<'a>(
     }
 }
 
-fn required<'a>(value: Option<Cow<'a, str>>, what: &'static str) -> Result<Cow<'a, str>, EventError> {
+fn required<'a>(
+    value: Option<Cow<'a, str>>,
+    what: &'static str,
+) -> Result<Cow<'a, str>, EventError> {
     match value {
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(EventError::Missing(what)),
@@ -338,7 +347,10 @@ mod tests {
     const TENANT: &str = "Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG";
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../testdata/events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../testdata/events/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -354,7 +366,10 @@ mod tests {
         assert_eq!(e.source.as_deref(), Some("com.qlik/engine"));
         assert_eq!(e.owner_id.as_deref(), Some("65a1f0c2e4b0d1a2b3c4d5e6"));
         assert_eq!(e.space_id.as_deref(), Some("6511aa22bb33cc44dd55ee66"));
-        assert_eq!(e.app_id().as_deref(), Some("4f2c9d1e-7a6b-4c3d-9e8f-1a2b3c4d5e6f"));
+        assert_eq!(
+            e.app_id().as_deref(),
+            Some("4f2c9d1e-7a6b-4c3d-9e8f-1a2b3c4d5e6f")
+        );
         let ts = e.timestamp().unwrap();
         assert_eq!(ts.unix_timestamp(), 1_795_155_292);
         let r = e.reload().unwrap().unwrap();
@@ -374,7 +389,10 @@ mod tests {
         assert_eq!(e.time.as_deref(), Some("2026-09-02T21:03:11.482Z"));
         // spaceid only exists in the legacy extensions here.
         assert_eq!(e.space_id.as_deref(), Some("6511aa22bb33cc44dd55ee66"));
-        assert_eq!(e.app_id().as_deref(), Some("c2d3e4f5-a6b7-4c8d-9e0f-112233445566"));
+        assert_eq!(
+            e.app_id().as_deref(),
+            Some("c2d3e4f5-a6b7-4c8d-9e0f-112233445566")
+        );
         let r = e.reload().unwrap().unwrap();
         assert_eq!(r.reload_id.as_deref(), Some("66d63a0f9b8c7d6e5f4a3b2c"));
         assert!(r.is_failure());
@@ -390,7 +408,10 @@ mod tests {
         assert_eq!(e.tenant_id, TENANT);
         assert_eq!(e.time.as_deref(), Some("2026-09-02T21:03:11.482Z"));
         assert_eq!(e.user_id.as_deref(), Some("65a1f0c2e4b0d1a2b3c4d5e6"));
-        assert_eq!(e.app_id().as_deref(), Some("c2d3e4f5-a6b7-4c8d-9e0f-112233445566"));
+        assert_eq!(
+            e.app_id().as_deref(),
+            Some("c2d3e4f5-a6b7-4c8d-9e0f-112233445566")
+        );
         assert!(e.reload().unwrap().unwrap().is_failure());
     }
 
@@ -404,7 +425,10 @@ mod tests {
         assert_eq!(e.time.as_deref(), Some("2026-11-21T02:00:41Z"));
         let r = e.reload().unwrap().unwrap();
         assert_eq!(r.reload_id.as_deref(), Some("673e95b1f0e1d2c3b4a59687"));
-        assert_eq!(r.app_id.as_deref(), Some("8d7c6b5a-4e3f-4a1b-9c0d-aabbccddeeff"));
+        assert_eq!(
+            r.app_id.as_deref(),
+            Some("8d7c6b5a-4e3f-4a1b-9c0d-aabbccddeeff")
+        );
         assert_eq!(r.status.as_deref(), Some("FAILED"));
         assert!(r.is_failure());
     }
@@ -427,16 +451,31 @@ mod tests {
         assert_eq!(e.id, "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d");
         assert_eq!(e.timestamp().unwrap().unix_timestamp(), 1_795_342_500);
         assert!(e.reload().is_none());
-        assert_eq!(e.app_id().as_deref(), Some("0f9e8d7c-6b5a-4f3e-8d2c-1b0a99887766"));
+        assert_eq!(
+            e.app_id().as_deref(),
+            Some("0f9e8d7c-6b5a-4f3e-8d2c-1b0a99887766")
+        );
     }
 
     #[test]
     fn reloads_service_status_table() {
         let cases = [
-            (r#""status":"SUCCEEDED","succeeded":true"#, ReloadOutcome::Succeeded),
-            (r#""status":"FAILED","succeeded":false"#, ReloadOutcome::Failed),
-            (r#""status":"EXCEEDED_LIMIT","succeeded":false"#, ReloadOutcome::Failed),
-            (r#""status":"CANCELED","succeeded":false"#, ReloadOutcome::Canceled),
+            (
+                r#""status":"SUCCEEDED","succeeded":true"#,
+                ReloadOutcome::Succeeded,
+            ),
+            (
+                r#""status":"FAILED","succeeded":false"#,
+                ReloadOutcome::Failed,
+            ),
+            (
+                r#""status":"EXCEEDED_LIMIT","succeeded":false"#,
+                ReloadOutcome::Failed,
+            ),
+            (
+                r#""status":"CANCELED","succeeded":false"#,
+                ReloadOutcome::Canceled,
+            ),
             (r#""succeeded":false"#, ReloadOutcome::Failed),
             (r#""succeeded":true"#, ReloadOutcome::Succeeded),
             (r#""status":"QUEUED""#, ReloadOutcome::Unknown),
@@ -469,7 +508,9 @@ mod tests {
 
     #[test]
     fn reload_with_malformed_data_is_an_error_but_the_event_parses() {
-        let body = format!(r#"{{"id":"e","type":"{APP_RELOAD_FINISHED}","tenantid":"t","data":{{"status":5}}}}"#);
+        let body = format!(
+            r#"{{"id":"e","type":"{APP_RELOAD_FINISHED}","tenantid":"t","data":{{"status":5}}}}"#
+        );
         let e = Event::parse(body.as_bytes()).unwrap();
         assert!(matches!(e.reload(), Some(Err(EventError::BadData(_)))));
         let no_data = format!(r#"{{"id":"e","type":"{APP_RELOAD_FINISHED}","tenantid":"t"}}"#);
@@ -483,30 +524,71 @@ mod tests {
     #[test]
     fn missing_required_fields() {
         let cases = [
-            (r#"{"type":"t","tenantid":"x"}"#, "event id (`id` or `eventId`)"),
-            (r#"{"id":"","type":"t","tenantid":"x"}"#, "event id (`id` or `eventId`)"),
-            (r#"{"id":"1","tenantid":"x"}"#, "event type (`type` or `eventType`)"),
-            (r#"{"id":"1","type":"t"}"#, "tenant id (`tenantid` or `extensions.tenantId`)"),
-            (r#"{"id":"1","type":"t","tenantid":null}"#, "tenant id (`tenantid` or `extensions.tenantId`)"),
-            (r#"{"eventId":"1","eventType":"t","extensions":{}}"#, "tenant id (`tenantid` or `extensions.tenantId`)"),
+            (
+                r#"{"type":"t","tenantid":"x"}"#,
+                "event id (`id` or `eventId`)",
+            ),
+            (
+                r#"{"id":"","type":"t","tenantid":"x"}"#,
+                "event id (`id` or `eventId`)",
+            ),
+            (
+                r#"{"id":"1","tenantid":"x"}"#,
+                "event type (`type` or `eventType`)",
+            ),
+            (
+                r#"{"id":"1","type":"t"}"#,
+                "tenant id (`tenantid` or `extensions.tenantId`)",
+            ),
+            (
+                r#"{"id":"1","type":"t","tenantid":null}"#,
+                "tenant id (`tenantid` or `extensions.tenantId`)",
+            ),
+            (
+                r#"{"eventId":"1","eventType":"t","extensions":{}}"#,
+                "tenant id (`tenantid` or `extensions.tenantId`)",
+            ),
             ("{}", "event id (`id` or `eventId`)"),
         ];
         for (body, what) in cases {
-            assert_eq!(Event::parse(body.as_bytes()).err(), Some(EventError::Missing(what)), "{body}");
+            assert_eq!(
+                Event::parse(body.as_bytes()).err(),
+                Some(EventError::Missing(what)),
+                "{body}"
+            );
         }
     }
 
     #[test]
     fn hybrid_fields_must_agree() {
         let cases = [
-            (r#"{"id":"1","eventId":"2","type":"t","tenantid":"x"}"#, "event id"),
-            (r#"{"id":"1","type":"a","eventType":"b","tenantid":"x"}"#, "event type"),
-            (r#"{"id":"1","type":"t","tenantid":"x","extensions":{"tenantId":"y"}}"#, "tenant id"),
-            (r#"{"id":"1","type":"t","tenantid":"x","time":"2026-01-01T00:00:00Z","eventTime":"2026-01-01T00:00:01Z"}"#, "event time"),
-            (r#"{"id":"1","type":"t","tenantid":"x","toplevelresourceid":"a","extensions":{"topLevelResourceId":"b"}}"#, "top-level resource id"),
+            (
+                r#"{"id":"1","eventId":"2","type":"t","tenantid":"x"}"#,
+                "event id",
+            ),
+            (
+                r#"{"id":"1","type":"a","eventType":"b","tenantid":"x"}"#,
+                "event type",
+            ),
+            (
+                r#"{"id":"1","type":"t","tenantid":"x","extensions":{"tenantId":"y"}}"#,
+                "tenant id",
+            ),
+            (
+                r#"{"id":"1","type":"t","tenantid":"x","time":"2026-01-01T00:00:00Z","eventTime":"2026-01-01T00:00:01Z"}"#,
+                "event time",
+            ),
+            (
+                r#"{"id":"1","type":"t","tenantid":"x","toplevelresourceid":"a","extensions":{"topLevelResourceId":"b"}}"#,
+                "top-level resource id",
+            ),
         ];
         for (body, what) in cases {
-            assert_eq!(Event::parse(body.as_bytes()).err(), Some(EventError::Conflict(what)), "{body}");
+            assert_eq!(
+                Event::parse(body.as_bytes()).err(),
+                Some(EventError::Conflict(what)),
+                "{body}"
+            );
         }
         // Agreeing duplicates are fine.
         let ok = r#"{"id":"1","eventId":"1","type":"t","eventType":"t","tenantid":"x","extensions":{"tenantId":"x"}}"#;
@@ -543,12 +625,17 @@ mod tests {
         let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         // In `data`, the envelope parse skips it without recursing; reading it as a reload
         // hits serde_json's recursion limit and reports bad data.
-        let body = format!(r#"{{"id":"1","type":"{APP_RELOAD_FINISHED}","tenantid":"x","data":{{"status":{nested}}}}}"#);
+        let body = format!(
+            r#"{{"id":"1","type":"{APP_RELOAD_FINISHED}","tenantid":"x","data":{{"status":{nested}}}}}"#
+        );
         let e = Event::parse(body.as_bytes()).unwrap();
         assert!(matches!(e.reload(), Some(Err(EventError::BadData(_)))));
         // In a field we read, it is refused.
         let body = format!(r#"{{"id":"1","type":"t","tenantid":"x","extensions":{nested}}}"#);
-        assert!(matches!(Event::parse(body.as_bytes()), Err(EventError::Json(_))));
+        assert!(matches!(
+            Event::parse(body.as_bytes()),
+            Err(EventError::Json(_))
+        ));
     }
 
     #[test]
@@ -562,7 +649,10 @@ mod tests {
     #[test]
     fn bad_time() {
         let body = br#"{"id":"1","type":"t","tenantid":"x","time":"yesterday"}"#;
-        assert_eq!(Event::parse(body).unwrap().timestamp(), Err(EventError::BadTime));
+        assert_eq!(
+            Event::parse(body).unwrap().timestamp(),
+            Err(EventError::BadTime)
+        );
         let body = br#"{"id":"1","type":"t","tenantid":"x"}"#;
         assert_eq!(
             Event::parse(body).unwrap().timestamp(),

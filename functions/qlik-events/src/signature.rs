@@ -218,17 +218,28 @@ mod tests {
     fn accepts_own_signature() {
         let sig = sign(&Secret::new(SECRET), BODY);
         assert_eq!(sig.len(), 64);
-        assert!(sig.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
-        assert_eq!(verifier().verify(Some(sig.as_bytes()), BODY), Ok(Matched::Current));
+        assert!(sig
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
+        assert_eq!(
+            verifier().verify(Some(sig.as_bytes()), BODY),
+            Ok(Matched::Current)
+        );
     }
 
     #[test]
     fn accepts_uppercase_and_surrounding_whitespace() {
         let sig = sign(&Secret::new(SECRET), BODY);
         let upper = sig.to_ascii_uppercase();
-        assert_eq!(verifier().verify(Some(upper.as_bytes()), BODY), Ok(Matched::Current));
+        assert_eq!(
+            verifier().verify(Some(upper.as_bytes()), BODY),
+            Ok(Matched::Current)
+        );
         let padded = format!(" \t{sig}\r\n");
-        assert_eq!(verifier().verify(Some(padded.as_bytes()), BODY), Ok(Matched::Current));
+        assert_eq!(
+            verifier().verify(Some(padded.as_bytes()), BODY),
+            Ok(Matched::Current)
+        );
     }
 
     #[test]
@@ -263,9 +274,15 @@ mod tests {
         let old = Secret::new("old-secret-0123456789abcdef012345678");
         let v = Verifier::new(&Secret::new(SECRET), Some(&old));
         let by_old = sign(&old, BODY);
-        assert_eq!(v.verify(Some(by_old.as_bytes()), BODY), Ok(Matched::Previous));
+        assert_eq!(
+            v.verify(Some(by_old.as_bytes()), BODY),
+            Ok(Matched::Previous)
+        );
         let by_new = sign(&Secret::new(SECRET), BODY);
-        assert_eq!(v.verify(Some(by_new.as_bytes()), BODY), Ok(Matched::Current));
+        assert_eq!(
+            v.verify(Some(by_new.as_bytes()), BODY),
+            Ok(Matched::Current)
+        );
         // Without the previous secret configured, the old signature fails.
         assert_eq!(
             verifier().verify(Some(by_old.as_bytes()), BODY),
@@ -280,9 +297,18 @@ mod tests {
         assert_eq!(v.verify(Some(b""), BODY), Err(SignatureError::Missing));
         assert_eq!(v.verify(Some(b"   "), BODY), Err(SignatureError::Missing));
         assert_eq!(v.verify(Some(b"xyz"), BODY), Err(SignatureError::NotHex));
-        assert_eq!(v.verify(Some(b"sha256=abcd"), BODY), Err(SignatureError::NotHex));
-        assert_eq!(v.verify(Some(&[0xff, 0xfe]), BODY), Err(SignatureError::NotHex));
-        assert_eq!(v.verify(Some(b"abcd"), BODY), Err(SignatureError::WrongLength(4)));
+        assert_eq!(
+            v.verify(Some(b"sha256=abcd"), BODY),
+            Err(SignatureError::NotHex)
+        );
+        assert_eq!(
+            v.verify(Some(&[0xff, 0xfe]), BODY),
+            Err(SignatureError::NotHex)
+        );
+        assert_eq!(
+            v.verify(Some(b"abcd"), BODY),
+            Err(SignatureError::WrongLength(4))
+        );
         let sig = sign(&Secret::new(SECRET), BODY);
         let truncated = &sig[..63];
         assert_eq!(
@@ -295,13 +321,19 @@ mod tests {
             Err(SignatureError::WrongLength(128))
         );
         let two_values = format!("{sig}, {sig}");
-        assert_eq!(v.verify(Some(two_values.as_bytes()), BODY), Err(SignatureError::NotHex));
+        assert_eq!(
+            v.verify(Some(two_values.as_bytes()), BODY),
+            Err(SignatureError::NotHex)
+        );
     }
 
     #[test]
     fn empty_body_can_be_signed_but_not_forged() {
         let sig = sign(&Secret::new(SECRET), b"");
-        assert_eq!(verifier().verify(Some(sig.as_bytes()), b""), Ok(Matched::Current));
+        assert_eq!(
+            verifier().verify(Some(sig.as_bytes()), b""),
+            Ok(Matched::Current)
+        );
         let zeros = "0".repeat(64);
         assert_eq!(
             verifier().verify(Some(zeros.as_bytes()), b""),

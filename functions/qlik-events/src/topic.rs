@@ -21,7 +21,10 @@ pub enum TopicError {
     #[error("{0} is empty")]
     Empty(&'static str),
     #[error("{what} contains {found}, which would change MQTT routing")]
-    Unsafe { what: &'static str, found: &'static str },
+    Unsafe {
+        what: &'static str,
+        found: &'static str,
+    },
     #[error("topic would be {0} bytes, more than the {MAX_TOPIC_BYTES} allowed")]
     TooLong(usize),
     #[error("topic prefix must not start or end with '/' or contain an empty level")]
@@ -116,32 +119,53 @@ mod tests {
         for (tenant, found) in cases {
             assert_eq!(
                 topic_for("qscloud", APP_RELOAD_FINISHED, tenant),
-                Err(TopicError::Unsafe { what: "tenant id", found }),
+                Err(TopicError::Unsafe {
+                    what: "tenant id",
+                    found
+                }),
                 "{tenant:?}"
             );
             assert_eq!(
                 topic_for("qscloud", tenant, TENANT),
-                Err(TopicError::Unsafe { what: "event type", found }),
+                Err(TopicError::Unsafe {
+                    what: "event type",
+                    found
+                }),
                 "{tenant:?}"
             );
         }
-        assert_eq!(topic_for("qscloud", "t", ""), Err(TopicError::Empty("tenant id")));
-        assert_eq!(topic_for("qscloud", "", TENANT), Err(TopicError::Empty("event type")));
+        assert_eq!(
+            topic_for("qscloud", "t", ""),
+            Err(TopicError::Empty("tenant id"))
+        );
+        assert_eq!(
+            topic_for("qscloud", "", TENANT),
+            Err(TopicError::Empty("event type"))
+        );
     }
 
     #[test]
     fn unicode_is_allowed() {
-        assert_eq!(topic_for("q", "type", "tenänt-✓").unwrap(), "q/event/type/tenänt-✓");
+        assert_eq!(
+            topic_for("q", "type", "tenänt-✓").unwrap(),
+            "q/event/type/tenänt-✓"
+        );
     }
 
     #[test]
     fn topic_length_is_capped() {
         let long_type = "t".repeat(MAX_TOPIC_BYTES);
-        assert!(matches!(topic_for("qscloud", &long_type, TENANT), Err(TopicError::TooLong(_))));
+        assert!(matches!(
+            topic_for("qscloud", &long_type, TENANT),
+            Err(TopicError::TooLong(_))
+        ));
         // Exactly at the limit is fine.
         let fixed = "qscloud/event//x".len();
         let fits = "t".repeat(MAX_TOPIC_BYTES - fixed);
-        assert_eq!(topic_for("qscloud", &fits, "x").unwrap().len(), MAX_TOPIC_BYTES);
+        assert_eq!(
+            topic_for("qscloud", &fits, "x").unwrap().len(),
+            MAX_TOPIC_BYTES
+        );
     }
 
     #[test]
@@ -152,7 +176,10 @@ mod tests {
         assert_eq!(check_prefix("/qscloud"), Err(TopicError::PrefixShape));
         assert_eq!(check_prefix("qscloud/"), Err(TopicError::PrefixShape));
         assert_eq!(check_prefix("a//b"), Err(TopicError::PrefixShape));
-        assert!(matches!(check_prefix("qscloud/#"), Err(TopicError::Unsafe { .. })));
+        assert!(matches!(
+            check_prefix("qscloud/#"),
+            Err(TopicError::Unsafe { .. })
+        ));
         assert!(matches!(check_prefix("q+"), Err(TopicError::Unsafe { .. })));
     }
 }

@@ -46,7 +46,9 @@ pub enum SecretSource {
 pub enum PublisherConfig {
     Mqtt(MqttConfig),
     /// AWS IoT Core through the IoT data plane HTTPS API.
-    IotCore { endpoint_url: String },
+    IotCore {
+        endpoint_url: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +96,8 @@ impl MqttUrl {
     pub fn parse(var: &'static str, value: &str) -> Result<Self, ConfigError> {
         const SHAPE: &str = "expected mqtt://host[:port] or mqtts://[user:password@]host[:port]";
         // The value may contain a password: errors describe it, never quote it.
-        let url = url::Url::parse(value.trim()).map_err(|_| err(var, format!("not a URL ({SHAPE})")))?;
+        let url =
+            url::Url::parse(value.trim()).map_err(|_| err(var, format!("not a URL ({SHAPE})")))?;
         let (tls, default_port) = match url.scheme() {
             "mqtt" | "tcp" => (false, 1883),
             "mqtts" | "ssl" => (true, 8883),
@@ -108,7 +111,10 @@ impl MqttUrl {
             .trim_end_matches(']')
             .to_owned();
         if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-            return Err(err(var, format!("a broker URL has no path or query ({SHAPE})")));
+            return Err(err(
+                var,
+                format!("a broker URL has no path or query ({SHAPE})"),
+            ));
         }
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
@@ -187,18 +193,19 @@ impl Config {
                 "QLIK_WEBHOOK_SECRET_ID",
             ],
         )?;
-        let secret = match secret {
-            Some(("QLIK_WEBHOOK_SECRET", v)) => SecretSource::Env(Secret::new(v)),
-            Some(("QLIK_WEBHOOK_SECRET_SSM_PARAMETER", v)) => SecretSource::Ssm(v.trim().to_owned()),
-            Some((_, v)) => SecretSource::SecretsManager(v.trim().to_owned()),
-            None => {
-                return Err(err(
+        let secret =
+            match secret {
+                Some(("QLIK_WEBHOOK_SECRET", v)) => SecretSource::Env(Secret::new(v)),
+                Some(("QLIK_WEBHOOK_SECRET_SSM_PARAMETER", v)) => {
+                    SecretSource::Ssm(v.trim().to_owned())
+                }
+                Some((_, v)) => SecretSource::SecretsManager(v.trim().to_owned()),
+                None => return Err(err(
                     "QLIK_WEBHOOK_SECRET",
                     "not set: give the webhook secret in QLIK_WEBHOOK_SECRET, or its location in \
                      QLIK_WEBHOOK_SECRET_SSM_PARAMETER or QLIK_WEBHOOK_SECRET_ID",
-                ))
-            }
-        };
+                )),
+            };
         let previous_secret = get("QLIK_WEBHOOK_SECRET_PREVIOUS").map(Secret::new);
 
         let publisher = publisher(&get)?;
@@ -260,7 +267,9 @@ fn publisher(get: &impl Fn(&str) -> Option<String>) -> Result<PublisherConfig, C
     match (mqtt, iot) {
         (Some((mqtt_var, _)), Some((iot_var, _))) => Err(err(
             mqtt_var,
-            format!("set either {mqtt_var} (any MQTT broker) or {iot_var} (AWS IoT Core), not both"),
+            format!(
+                "set either {mqtt_var} (any MQTT broker) or {iot_var} (AWS IoT Core), not both"
+            ),
         )),
         (None, None) => Err(err(
             "MQTT_URL",
@@ -269,7 +278,10 @@ fn publisher(get: &impl Fn(&str) -> Option<String>) -> Result<PublisherConfig, C
         )),
         (None, Some((var, value))) => {
             if let Some(stray) = mqtt_only.iter().find(|v| get(v).is_some()) {
-                return Err(err(stray, format!("only applies to MQTT_URL, but {var} is set")));
+                return Err(err(
+                    stray,
+                    format!("only applies to MQTT_URL, but {var} is set"),
+                ));
             }
             Ok(PublisherConfig::IotCore {
                 endpoint_url: iot_endpoint_url(var, value.trim())?,
@@ -299,13 +311,22 @@ fn publisher(get: &impl Fn(&str) -> Option<String>) -> Result<PublisherConfig, C
                     Some(path) => Err(err(name, format!("no such file: {}", path.trim()))),
                 }
             };
-            let (cert, key) = (file("MQTT_CLIENT_CERT_FILE")?, file("MQTT_CLIENT_KEY_FILE")?);
+            let (cert, key) = (
+                file("MQTT_CLIENT_CERT_FILE")?,
+                file("MQTT_CLIENT_KEY_FILE")?,
+            );
             match (&cert, &key) {
                 (Some(_), None) => {
-                    return Err(err("MQTT_CLIENT_KEY_FILE", "needed with MQTT_CLIENT_CERT_FILE"))
+                    return Err(err(
+                        "MQTT_CLIENT_KEY_FILE",
+                        "needed with MQTT_CLIENT_CERT_FILE",
+                    ))
                 }
                 (None, Some(_)) => {
-                    return Err(err("MQTT_CLIENT_CERT_FILE", "needed with MQTT_CLIENT_KEY_FILE"))
+                    return Err(err(
+                        "MQTT_CLIENT_CERT_FILE",
+                        "needed with MQTT_CLIENT_KEY_FILE",
+                    ))
                 }
                 _ => {}
             }
@@ -322,7 +343,10 @@ fn publisher(get: &impl Fn(&str) -> Option<String>) -> Result<PublisherConfig, C
                 .map(|c| c.trim().to_owned())
                 .unwrap_or_else(|| "qlik-webhook".to_owned());
             if client_id_prefix.len() > 40 {
-                return Err(err("MQTT_CLIENT_ID", "at most 40 characters (a suffix is added)"));
+                return Err(err(
+                    "MQTT_CLIENT_ID",
+                    "at most 40 characters (a suffix is added)",
+                ));
             }
             Ok(PublisherConfig::Mqtt(MqttConfig {
                 url,
@@ -369,7 +393,10 @@ fn one_of<const N: usize>(
         1 => Ok(set.into_iter().next()),
         _ => {
             let names: Vec<_> = set.iter().map(|(v, _)| *v).collect();
-            Err(err(set[0].0, format!("only one of {} may be set", names.join(", "))))
+            Err(err(
+                set[0].0,
+                format!("only one of {} may be set", names.join(", ")),
+            ))
         }
     }
 }
@@ -380,10 +407,18 @@ fn number(
     min: u64,
     max: u64,
 ) -> Result<Option<u64>, ConfigError> {
-    let Some(value) = get(var) else { return Ok(None) };
+    let Some(value) = get(var) else {
+        return Ok(None);
+    };
     match value.trim().parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-        _ => Err(err(var, format!("'{}' is not a whole number from {min} to {max}", value.trim()))),
+        _ => Err(err(
+            var,
+            format!(
+                "'{}' is not a whole number from {min} to {max}",
+                value.trim()
+            ),
+        )),
     }
 }
 
@@ -405,8 +440,10 @@ mod tests {
     const SECRET: &str = "a-webhook-secret-of-32-characters!!";
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -423,30 +460,49 @@ mod tests {
 
     #[test]
     fn minimal_mqtt() {
-        let c = config(&[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://localhost:1883")])
-            .unwrap();
+        let c = config(&[
+            ("QLIK_WEBHOOK_SECRET", SECRET),
+            ("MQTT_URL", "mqtt://localhost:1883"),
+        ])
+        .unwrap();
         assert_eq!(c.secret, SecretSource::Env(Secret::new(SECRET)));
         assert_eq!(c.topic_prefix, "qscloud");
         assert_eq!(c.max_body_bytes, 256 * 1024);
         assert_eq!(c.publish_timeout, Duration::from_secs(5));
         assert_eq!(c.filter, FilterConfig::default());
         assert!(!c.needs_aws());
-        let PublisherConfig::Mqtt(m) = c.publisher else { panic!() };
+        let PublisherConfig::Mqtt(m) = c.publisher else {
+            panic!()
+        };
         assert_eq!(m.protocol, MqttProtocol::V5);
         assert_eq!(m.client_id_prefix, "qlik-webhook");
-        let MqttUrlSource::Env(url) = m.url else { panic!() };
-        assert_eq!((url.tls, url.host.as_str(), url.port), (false, "localhost", 1883));
+        let MqttUrlSource::Env(url) = m.url else {
+            panic!()
+        };
+        assert_eq!(
+            (url.tls, url.host.as_str(), url.port),
+            (false, "localhost", 1883)
+        );
     }
 
     #[test]
     fn mqtts_url_with_credentials() {
-        let url = MqttUrl::parse("MQTT_URL", "mqtts://relay%40acme:pa55%2Fw0rd@broker.example.com")
-            .unwrap();
+        let url = MqttUrl::parse(
+            "MQTT_URL",
+            "mqtts://relay%40acme:pa55%2Fw0rd@broker.example.com",
+        )
+        .unwrap();
         assert!(url.tls);
         assert_eq!(url.port, 8883);
         assert_eq!(url.username.as_deref(), Some("relay@acme"));
-        assert_eq!(url.password.as_ref().map(|p| p.expose()), Some(&b"pa55/w0rd"[..]));
-        assert_eq!(url.redacted(), "mqtts://relay@acme:***@broker.example.com:8883");
+        assert_eq!(
+            url.password.as_ref().map(|p| p.expose()),
+            Some(&b"pa55/w0rd"[..])
+        );
+        assert_eq!(
+            url.redacted(),
+            "mqtts://relay@acme:***@broker.example.com:8883"
+        );
         assert!(!format!("{url:?}").contains("pa55"));
         let v6 = MqttUrl::parse("MQTT_URL", "mqtt://[::1]:1884").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 1884));
@@ -471,12 +527,22 @@ mod tests {
 
     #[test]
     fn secret_sources() {
-        let c = config(&[("QLIK_WEBHOOK_SECRET_SSM_PARAMETER", "/qlik/secret"), ("MQTT_URL", "mqtt://h")])
-            .unwrap();
+        let c = config(&[
+            ("QLIK_WEBHOOK_SECRET_SSM_PARAMETER", "/qlik/secret"),
+            ("MQTT_URL", "mqtt://h"),
+        ])
+        .unwrap();
         assert_eq!(c.secret, SecretSource::Ssm("/qlik/secret".into()));
         assert!(c.needs_aws());
-        let c = config(&[("QLIK_WEBHOOK_SECRET_ID", "qlik/webhook"), ("MQTT_URL", "mqtt://h")]).unwrap();
-        assert_eq!(c.secret, SecretSource::SecretsManager("qlik/webhook".into()));
+        let c = config(&[
+            ("QLIK_WEBHOOK_SECRET_ID", "qlik/webhook"),
+            ("MQTT_URL", "mqtt://h"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.secret,
+            SecretSource::SecretsManager("qlik/webhook".into())
+        );
         let c = config(&[
             ("QLIK_WEBHOOK_SECRET", SECRET),
             ("QLIK_WEBHOOK_SECRET_PREVIOUS", "old-secret"),
@@ -488,66 +554,128 @@ mod tests {
 
     #[test]
     fn missing_and_contradictory_settings() {
-        fails(&[("MQTT_URL", "mqtt://h")], "QLIK_WEBHOOK_SECRET", "not set");
-        fails(&[("QLIK_WEBHOOK_SECRET", " "), ("MQTT_URL", "mqtt://h")], "QLIK_WEBHOOK_SECRET", "not set");
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("QLIK_WEBHOOK_SECRET_ID", "x"), ("MQTT_URL", "mqtt://h")],
+            &[("MQTT_URL", "mqtt://h")],
+            "QLIK_WEBHOOK_SECRET",
+            "not set",
+        );
+        fails(
+            &[("QLIK_WEBHOOK_SECRET", " "), ("MQTT_URL", "mqtt://h")],
+            "QLIK_WEBHOOK_SECRET",
+            "not set",
+        );
+        fails(
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("QLIK_WEBHOOK_SECRET_ID", "x"),
+                ("MQTT_URL", "mqtt://h"),
+            ],
             "QLIK_WEBHOOK_SECRET",
             "only one of QLIK_WEBHOOK_SECRET, QLIK_WEBHOOK_SECRET_ID",
         );
-        fails(&[("QLIK_WEBHOOK_SECRET", SECRET)], "MQTT_URL", "no publisher");
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://h"), ("AWS_IOT_ENDPOINT", "x-ats.iot.eu-west-1.amazonaws.com")],
+            &[("QLIK_WEBHOOK_SECRET", SECRET)],
+            "MQTT_URL",
+            "no publisher",
+        );
+        fails(
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", "mqtt://h"),
+                ("AWS_IOT_ENDPOINT", "x-ats.iot.eu-west-1.amazonaws.com"),
+            ],
             "MQTT_URL",
             "not both",
         );
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://h"), ("MQTT_URL_SSM_PARAMETER", "/p")],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", "mqtt://h"),
+                ("MQTT_URL_SSM_PARAMETER", "/p"),
+            ],
             "MQTT_URL",
             "only one of",
         );
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("AWS_IOT_ENDPOINT", "x-ats.iot.eu-west-1.amazonaws.com"), ("MQTT_CLIENT_ID", "c")],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("AWS_IOT_ENDPOINT", "x-ats.iot.eu-west-1.amazonaws.com"),
+                ("MQTT_CLIENT_ID", "c"),
+            ],
             "MQTT_CLIENT_ID",
             "only applies to MQTT_URL",
         );
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("AWS_IOT_ENDPOINT", "https://x-ats.iot.eu-west-1.amazonaws.com")],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                (
+                    "AWS_IOT_ENDPOINT",
+                    "https://x-ats.iot.eu-west-1.amazonaws.com",
+                ),
+            ],
             "AWS_IOT_ENDPOINT",
             "host name",
         );
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://h"), ("MQTT_PROTOCOL_VERSION", "6")],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", "mqtt://h"),
+                ("MQTT_PROTOCOL_VERSION", "6"),
+            ],
             "MQTT_PROTOCOL_VERSION",
             "not 5 or 3.1.1",
         );
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtts://h"), ("MQTT_CA_FILE", "/nonexistent/ca.pem")],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", "mqtts://h"),
+                ("MQTT_CA_FILE", "/nonexistent/ca.pem"),
+            ],
             "MQTT_CA_FILE",
             "no such file",
         );
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://h"), ("MQTT_TOPIC_PREFIX", "qscloud/#")],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", "mqtt://h"),
+                ("MQTT_TOPIC_PREFIX", "qscloud/#"),
+            ],
             "MQTT_TOPIC_PREFIX",
             "'#'",
         );
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://h"), ("MAX_BODY_BYTES", "12kb")],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", "mqtt://h"),
+                ("MAX_BODY_BYTES", "12kb"),
+            ],
             "MAX_BODY_BYTES",
             "whole number",
         );
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://h"), ("MAX_BODY_BYTES", "1")],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", "mqtt://h"),
+                ("MAX_BODY_BYTES", "1"),
+            ],
             "MAX_BODY_BYTES",
             "from 1024",
         );
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://h"), ("MAX_EVENT_AGE_SECONDS", "-5")],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", "mqtt://h"),
+                ("MAX_EVENT_AGE_SECONDS", "-5"),
+            ],
             "MAX_EVENT_AGE_SECONDS",
             "whole number",
         );
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://h"), ("PUBLISH_TIMEOUT_MS", "600000")],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", "mqtt://h"),
+                ("PUBLISH_TIMEOUT_MS", "600000"),
+            ],
             "PUBLISH_TIMEOUT_MS",
             "to 60000",
         );
@@ -561,12 +689,20 @@ mod tests {
         std::fs::write(&pem, "-").unwrap();
         let pem = pem.to_str().unwrap();
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtts://h"), ("MQTT_CLIENT_CERT_FILE", pem)],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", "mqtts://h"),
+                ("MQTT_CLIENT_CERT_FILE", pem),
+            ],
             "MQTT_CLIENT_KEY_FILE",
             "needed with",
         );
         fails(
-            &[("QLIK_WEBHOOK_SECRET", SECRET), ("MQTT_URL", "mqtt://h"), ("MQTT_CA_FILE", pem)],
+            &[
+                ("QLIK_WEBHOOK_SECRET", SECRET),
+                ("MQTT_URL", "mqtt://h"),
+                ("MQTT_CA_FILE", pem),
+            ],
             "MQTT_URL",
             "not mqtts://",
         );
@@ -580,7 +716,9 @@ mod tests {
             ("MQTT_PROTOCOL_VERSION", "3.1.1"),
         ])
         .unwrap();
-        let PublisherConfig::Mqtt(m) = c.publisher else { panic!() };
+        let PublisherConfig::Mqtt(m) = c.publisher else {
+            panic!()
+        };
         assert_eq!(m.ca_file.as_deref(), Some(pem));
         assert_eq!(m.protocol, MqttProtocol::V311);
         assert_eq!(m.client_id_prefix, "relay");
@@ -593,7 +731,10 @@ mod tests {
             ("QLIK_WEBHOOK_SECRET", SECRET),
             ("AWS_IOT_ENDPOINT", "abc123-ats.iot.eu-west-1.amazonaws.com"),
             ("MQTT_TOPIC_PREFIX", "acme/qscloud"),
-            ("ALLOWED_EVENT_TYPES", "com.qlik.v1.app.reload.finished, com.qlik.v1.reload.*,"),
+            (
+                "ALLOWED_EVENT_TYPES",
+                "com.qlik.v1.app.reload.finished, com.qlik.v1.reload.*,",
+            ),
             ("ALLOWED_TENANT_IDS", "t1,t2"),
             ("MAX_EVENT_AGE_SECONDS", "3600"),
             ("MAX_BODY_BYTES", "65536"),
@@ -602,21 +743,34 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.publisher,
-            PublisherConfig::IotCore { endpoint_url: "https://abc123-ats.iot.eu-west-1.amazonaws.com".into() }
+            PublisherConfig::IotCore {
+                endpoint_url: "https://abc123-ats.iot.eu-west-1.amazonaws.com".into()
+            }
         );
         assert!(c.needs_aws());
         assert_eq!(c.topic_prefix, "acme/qscloud");
         assert_eq!(
             c.filter.event_types,
-            Some(vec!["com.qlik.v1.app.reload.finished".into(), "com.qlik.v1.reload.*".into()])
+            Some(vec![
+                "com.qlik.v1.app.reload.finished".into(),
+                "com.qlik.v1.reload.*".into()
+            ])
         );
         assert_eq!(c.filter.tenant_ids, Some(vec!["t1".into(), "t2".into()]));
         assert_eq!(c.filter.max_age, Some(Duration::from_secs(3600)));
         assert_eq!(c.max_body_bytes, 65536);
         assert_eq!(c.publish_timeout, Duration::from_millis(2500));
 
-        let c = config(&[("QLIK_WEBHOOK_SECRET", SECRET), ("AWS_IOT_ENDPOINT_URL", "http://127.0.0.1:5000/")])
-            .unwrap();
-        assert_eq!(c.publisher, PublisherConfig::IotCore { endpoint_url: "http://127.0.0.1:5000".into() });
+        let c = config(&[
+            ("QLIK_WEBHOOK_SECRET", SECRET),
+            ("AWS_IOT_ENDPOINT_URL", "http://127.0.0.1:5000/"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.publisher,
+            PublisherConfig::IotCore {
+                endpoint_url: "http://127.0.0.1:5000".into()
+            }
+        );
     }
 }

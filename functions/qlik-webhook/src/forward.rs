@@ -62,7 +62,10 @@ impl Filter {
                 None => *t == event.event_type,
             });
             if !allowed {
-                return Ok(Some(format!("event type {} is not allowed", event.event_type)));
+                return Ok(Some(format!(
+                    "event type {} is not allowed",
+                    event.event_type
+                )));
             }
         }
         if let Some(tenants) = &self.config.tenant_ids {
@@ -162,7 +165,10 @@ impl Forwarder {
             reason: Some(reason),
         };
         if body.len() > self.max_body_bytes {
-            return refuse(413, format!("body is larger than {} bytes", self.max_body_bytes));
+            return refuse(
+                413,
+                format!("body is larger than {} bytes", self.max_body_bytes),
+            );
         }
         match self.verifier.verify(signature, body) {
             Ok(Matched::Current) => {}
@@ -175,16 +181,30 @@ impl Forwarder {
             Ok(event) => event,
             Err(e) => return refuse(400, e.to_string()),
         };
-        let topic = match topic::topic_for(&self.topic_prefix, &event.event_type, &event.tenant_id) {
+        let topic = match topic::topic_for(&self.topic_prefix, &event.event_type, &event.tenant_id)
+        {
             Ok(topic) => topic,
-            Err(e) => return Outcome { event: Some(event), ..refuse(400, e.to_string()) },
+            Err(e) => {
+                return Outcome {
+                    event: Some(event),
+                    ..refuse(400, e.to_string())
+                }
+            }
         };
         match self.filter.check(&event, OffsetDateTime::now_utc()) {
             Ok(None) => {}
             Ok(Some(reason)) => {
-                return Outcome { event: Some(event), ..refuse(202, reason) };
+                return Outcome {
+                    event: Some(event),
+                    ..refuse(202, reason)
+                };
             }
-            Err(reason) => return Outcome { event: Some(event), ..refuse(400, reason) },
+            Err(reason) => {
+                return Outcome {
+                    event: Some(event),
+                    ..refuse(400, reason)
+                }
+            }
         }
         // The header is verified hex by now, so this is plain ASCII.
         let signature = signature
@@ -271,7 +291,10 @@ mod tests {
         }
     }
 
-    fn forwarder(filter: FilterConfig, result: Result<(), PublishError>) -> (Forwarder, Arc<Recorder>) {
+    fn forwarder(
+        filter: FilterConfig,
+        result: Result<(), PublishError>,
+    ) -> (Forwarder, Arc<Recorder>) {
         let rec = Arc::new(Recorder {
             sent: Mutex::new(vec![]),
             result,
@@ -310,7 +333,10 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, "qscloud/app/reload/t1");
         assert_eq!(sent[0].1, EVENT.as_bytes());
-        assert_eq!(sent[0].2.as_deref(), Some(signed(EVENT).to_uppercase().as_str()));
+        assert_eq!(
+            sent[0].2.as_deref(),
+            Some(signed(EVENT).to_uppercase().as_str())
+        );
     }
 
     #[tokio::test]
@@ -325,11 +351,18 @@ mod tests {
             (Some(signed("other")), EVENT, 401, "does not match"),
             (Some(signed(not_json)), not_json, 400, "not a JSON event"),
             (Some(signed("{}")), "{}", 400, "no event id"),
-            (Some(signed(unsafe_tenant)), unsafe_tenant, 400, "tenant id contains '/'"),
+            (
+                Some(signed(unsafe_tenant)),
+                unsafe_tenant,
+                400,
+                "tenant id contains '/'",
+            ),
             (Some(signed(&big)), &big, 413, "larger than 4096 bytes"),
         ];
         for (sig, body, status, reason) in cases {
-            let reply = f.handle(sig.as_deref().map(str::as_bytes), body.as_bytes()).await;
+            let reply = f
+                .handle(sig.as_deref().map(str::as_bytes), body.as_bytes())
+                .await;
             assert_eq!(reply.status, status, "{body}: {}", reply.body);
             let err = body_json(&reply)["error"].as_str().unwrap().to_owned();
             assert!(err.contains(reason), "{err}");
@@ -345,7 +378,9 @@ mod tests {
             max_age: Some(Duration::from_secs(3600)),
         };
         let (f, rec) = forwarder(filter, Ok(()));
-        let now = OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+        let now = OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
         let cases = [
             (format!(r#"{{"id":"1","type":"com.qlik.user.created","tenantid":"t1","time":"{now}"}}"#), 202, "type com.qlik.user.created is not allowed"),
             (format!(r#"{{"id":"2","type":"com.qlik.v1.reload.finished","tenantid":"t2","time":"{now}"}}"#), 202, "tenant t2 is not allowed"),
@@ -354,17 +389,23 @@ mod tests {
             (r#"{"id":"5","type":"com.qlik.app.created","tenantid":"t1","time":"soon"}"#.to_owned(), 400, "RFC 3339"),
         ];
         for (body, status, reason) in &cases {
-            let reply = f.handle(Some(signed(body).as_bytes()), body.as_bytes()).await;
+            let reply = f
+                .handle(Some(signed(body).as_bytes()), body.as_bytes())
+                .await;
             assert_eq!(reply.status, *status, "{body}: {}", reply.body);
             assert!(reply.body.contains(reason), "{}", reply.body);
         }
         assert!(rec.sent.lock().unwrap().is_empty());
         // Allowed ones go through, including by prefix.
         for body in [
-            format!(r#"{{"id":"6","type":"com.qlik.v1.reload.finished","tenantid":"t1","time":"{now}"}}"#),
+            format!(
+                r#"{{"id":"6","type":"com.qlik.v1.reload.finished","tenantid":"t1","time":"{now}"}}"#
+            ),
             format!(r#"{{"id":"7","type":"com.qlik.app.created","tenantid":"t1","time":"{now}"}}"#),
         ] {
-            let reply = f.handle(Some(signed(&body).as_bytes()), body.as_bytes()).await;
+            let reply = f
+                .handle(Some(signed(&body).as_bytes()), body.as_bytes())
+                .await;
             assert_eq!(reply.status, 200, "{}", reply.body);
         }
         assert_eq!(rec.sent.lock().unwrap().len(), 2);
@@ -378,7 +419,9 @@ mod tests {
             PublishError::Refused("PUBACK reason NotAuthorized".into()),
         ] {
             let (f, _) = forwarder(FilterConfig::default(), Err(error.clone()));
-            let reply = f.handle(Some(signed(EVENT).as_bytes()), EVENT.as_bytes()).await;
+            let reply = f
+                .handle(Some(signed(EVENT).as_bytes()), EVENT.as_bytes())
+                .await;
             assert_eq!(reply.status, 503);
             assert_eq!(body_json(&reply)["error"], error.to_string());
         }
@@ -386,7 +429,10 @@ mod tests {
 
     #[tokio::test]
     async fn previous_secret_still_publishes() {
-        let rec = Arc::new(Recorder { sent: Mutex::new(vec![]), result: Ok(()) });
+        let rec = Arc::new(Recorder {
+            sent: Mutex::new(vec![]),
+            result: Ok(()),
+        });
         let old = Secret::new("previous-secret-0123456789abcdef0123");
         let f = Forwarder::new(
             Verifier::new(&Secret::new(SECRET), Some(&old)),
@@ -395,7 +441,12 @@ mod tests {
             rec.clone(),
             4096,
         );
-        let reply = f.handle(Some(sign(&old, EVENT.as_bytes()).as_bytes()), EVENT.as_bytes()).await;
+        let reply = f
+            .handle(
+                Some(sign(&old, EVENT.as_bytes()).as_bytes()),
+                EVENT.as_bytes(),
+            )
+            .await;
         assert_eq!(reply.status, 200);
     }
 }

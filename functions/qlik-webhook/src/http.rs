@@ -51,7 +51,10 @@ pub fn route(mode: Mode, method: &Method, path: &str) -> Route {
 /// The replies for routes that never reach the forwarder.
 pub fn route_reply(route: Route) -> Reply {
     match route {
-        Route::Health => Reply { status: 200, body: r#"{"status":"ok"}"#.to_owned() },
+        Route::Health => Reply {
+            status: 200,
+            body: r#"{"status":"ok"}"#.to_owned(),
+        },
         Route::NotFound => Reply::error(404, "not found: POST webhooks to / or /webhook"),
         Route::MethodNotAllowed { .. } => Reply::error(405, "method not allowed"),
         Route::Webhook => Reply::error(500, "internal routing error"),
@@ -82,7 +85,11 @@ mod tests {
             (Method::PUT, "/webhook", MethodNotAllowed { allow: "POST" }),
             (Method::GET, "/healthz", Health),
             (Method::HEAD, "/healthz", Health),
-            (Method::POST, "/healthz", MethodNotAllowed { allow: "GET, HEAD" }),
+            (
+                Method::POST,
+                "/healthz",
+                MethodNotAllowed { allow: "GET, HEAD" },
+            ),
             (Method::POST, "/webhooks", NotFound),
             (Method::POST, "/webhook/", NotFound),
             (Method::GET, "/../etc/passwd", NotFound),
@@ -97,7 +104,10 @@ mod tests {
         use Route::*;
         assert_eq!(route(Mode::Lambda, &Method::POST, "/"), Webhook);
         assert_eq!(route(Mode::Lambda, &Method::POST, "/prod/qlik"), Webhook);
-        assert_eq!(route(Mode::Lambda, &Method::GET, "/"), MethodNotAllowed { allow: "POST" });
+        assert_eq!(
+            route(Mode::Lambda, &Method::GET, "/"),
+            MethodNotAllowed { allow: "POST" }
+        );
         assert_eq!(route(Mode::Lambda, &Method::GET, "/prod/healthz"), Health);
     }
 

@@ -26,7 +26,11 @@ use std::sync::Arc;
 /// come up later, and until then webhooks get 503 and Qlik can resend them).
 pub async fn build(config: Config) -> anyhow::Result<Forwarder> {
     let aws = if config.needs_aws() {
-        Some(aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await)
+        Some(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .load()
+                .await,
+        )
     } else {
         None
     };
@@ -35,14 +39,22 @@ pub async fn build(config: Config) -> anyhow::Result<Forwarder> {
 
     let publisher: Arc<dyn Publish> = match &config.publisher {
         PublisherConfig::IotCore { endpoint_url } => {
-            let sdk = aws.as_ref().context("AWS_IOT_ENDPOINT: no AWS configuration")?;
-            Arc::new(IotCorePublisher::new(sdk, endpoint_url, config.publish_timeout))
+            let sdk = aws
+                .as_ref()
+                .context("AWS_IOT_ENDPOINT: no AWS configuration")?;
+            Arc::new(IotCorePublisher::new(
+                sdk,
+                endpoint_url,
+                config.publish_timeout,
+            ))
         }
         PublisherConfig::Mqtt(mqtt) => {
             let url = match &mqtt.url {
                 MqttUrlSource::Env(url) => url.clone(),
                 MqttUrlSource::Ssm(name) => {
-                    let value = secrets::ssm_parameter(aws.as_ref(), "MQTT_URL_SSM_PARAMETER", name).await?;
+                    let value =
+                        secrets::ssm_parameter(aws.as_ref(), "MQTT_URL_SSM_PARAMETER", name)
+                            .await?;
                     MqttUrl::parse("MQTT_URL_SSM_PARAMETER", &value)?
                 }
             };

@@ -64,7 +64,10 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -103,7 +106,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("stopped");
             Ok(())
         }
-        Some(Command::Lambda) | None if on_lambda || matches!(cli.command, Some(Command::Lambda)) => {
+        Some(Command::Lambda) | None
+            if on_lambda || matches!(cli.command, Some(Command::Lambda)) =>
+        {
             init_logging(LogFormat::Json);
             let config = qlik_webhook::config::Config::from_env()?;
             let forwarder = Arc::new(qlik_webhook::build(config).await?);
@@ -125,7 +130,9 @@ fn sign(secret_env: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> 
         .filter(|s| !s.is_empty())
         .with_context(|| format!("--secret-env: environment variable {secret_env} is not set"))?;
     let body = match file {
-        Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
         None => {
             let mut body = Vec::new();
             std::io::stdin()
@@ -134,7 +141,10 @@ fn sign(secret_env: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> 
             body
         }
     };
-    println!("{}", qlik_events::sign(&qlik_events::Secret::new(secret), &body));
+    println!(
+        "{}",
+        qlik_events::sign(&qlik_events::Secret::new(secret), &body)
+    );
     Ok(())
 }
 

@@ -8,12 +8,15 @@ use crate::config::SecretSource;
 use anyhow::{bail, Context as _};
 use qlik_events::Secret;
 
-pub async fn resolve(source: &SecretSource, aws: Option<&aws_config::SdkConfig>) -> anyhow::Result<Secret> {
+pub async fn resolve(
+    source: &SecretSource,
+    aws: Option<&aws_config::SdkConfig>,
+) -> anyhow::Result<Secret> {
     let secret = match source {
         SecretSource::Env(secret) => secret.clone(),
-        SecretSource::Ssm(name) => Secret::new(
-            ssm_parameter(aws, "QLIK_WEBHOOK_SECRET_SSM_PARAMETER", name).await?,
-        ),
+        SecretSource::Ssm(name) => {
+            Secret::new(ssm_parameter(aws, "QLIK_WEBHOOK_SECRET_SSM_PARAMETER", name).await?)
+        }
         SecretSource::SecretsManager(id) => {
             let sdk = aws.context("QLIK_WEBHOOK_SECRET_ID: no AWS configuration")?;
             let out = aws_sdk_secretsmanager::Client::new(sdk)
@@ -21,7 +24,9 @@ pub async fn resolve(source: &SecretSource, aws: Option<&aws_config::SdkConfig>)
                 .secret_id(id)
                 .send()
                 .await
-                .map_err(|e| anyhow::anyhow!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)))
+                .map_err(|e| {
+                    anyhow::anyhow!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e))
+                })
                 .with_context(|| format!("QLIK_WEBHOOK_SECRET_ID: cannot read secret {id}"))?;
             match out.secret_string() {
                 Some(value) => Secret::new(value.trim()),

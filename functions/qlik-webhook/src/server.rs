@@ -25,7 +25,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = axum::Router::new().fallback(handle).with_state(forwarder);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn handle(State(forwarder): State<Arc<Forwarder>>, request: Request) -> Response {
@@ -36,7 +38,9 @@ async fn handle(State(forwarder): State<Arc<Forwarder>>, request: Request) -> Re
     };
     let mut response = to_response(reply);
     if let Route::MethodNotAllowed { allow } = route {
-        response.headers_mut().insert(ALLOW, http::HeaderValue::from_static(allow));
+        response
+            .headers_mut()
+            .insert(ALLOW, http::HeaderValue::from_static(allow));
     }
     response
 }
@@ -71,8 +75,9 @@ fn to_response(reply: Reply) -> Response {
     let mut response = Response::new(Body::from(reply.body));
     *response.status_mut() =
         http::StatusCode::from_u16(reply.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }

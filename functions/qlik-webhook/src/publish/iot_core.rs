@@ -66,7 +66,9 @@ where
             let message = err.message().unwrap_or("");
             PublishError::Refused(format!("IoT Core: {code} {message}").trim_end().to_owned())
         }
-        SdkError::TimeoutError(_) => PublishError::Unavailable("IoT Core: request timed out".into()),
+        SdkError::TimeoutError(_) => {
+            PublishError::Unavailable("IoT Core: request timed out".into())
+        }
         _ => PublishError::Unavailable(format!(
             "IoT Core: {}",
             aws_sdk_iotdataplane::error::DisplayErrorContext(&e)

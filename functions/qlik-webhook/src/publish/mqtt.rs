@@ -112,7 +112,9 @@ impl Shared {
     fn tracker(&self) -> MutexGuard<'_, AckTracker> {
         // A panic while holding this lock cannot leave the tracker inconsistent in a way that
         // matters more than losing the process, so recover the guard.
-        self.tracker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tracker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn on_event(&self, event: LoopEvent) {
@@ -131,7 +133,11 @@ impl Shared {
 
     fn on_lost(&self, reason: String) {
         self.dead.store(true, Ordering::SeqCst);
-        let was = if self.connected.load(Ordering::SeqCst) { "lost" } else { "failed" };
+        let was = if self.connected.load(Ordering::SeqCst) {
+            "lost"
+        } else {
+            "failed"
+        };
         tracing::warn!(reason = %reason, "broker connection {was}");
         self.tracker().fail_all(&PublishError::Unavailable(reason));
     }
@@ -183,7 +189,12 @@ impl Connection {
             }
             .map_err(|e| e.to_string()),
             Client::V311(client) => client
-                .try_publish(msg.topic, rumqttc::QoS::AtLeastOnce, false, msg.payload.to_vec())
+                .try_publish(
+                    msg.topic,
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    msg.payload.to_vec(),
+                )
                 .map_err(|e| e.to_string()),
         };
         match queued {
@@ -191,7 +202,9 @@ impl Connection {
                 tracker.queued(tx);
                 Ok(rx)
             }
-            Err(e) => Err(PublishError::Unavailable(format!("could not queue the message: {e}"))),
+            Err(e) => Err(PublishError::Unavailable(format!(
+                "could not queue the message: {e}"
+            ))),
         }
     }
 }
@@ -225,7 +238,10 @@ impl MqttPublisher {
         let tls = if url.tls {
             Some(Arc::new(tls_config(
                 config.ca_file.as_deref(),
-                config.client_cert_file.as_deref().zip(config.client_key_file.as_deref()),
+                config
+                    .client_cert_file
+                    .as_deref()
+                    .zip(config.client_key_file.as_deref()),
             )?))
         } else {
             None
@@ -332,16 +348,20 @@ impl Endpoint {
         // RandomState is seeded randomly per process and per instance: enough to keep
         // concurrent Lambda instances from taking over each other's session.
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
         format!("{}-{:08x}", self.client_id_prefix, h.finish() as u32)
     }
 
     fn transport(&self) -> rumqttc::Transport {
         match &self.tls {
-            Some(tls) => rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())),
+            Some(tls) => {
+                rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone()))
+            }
             None => rumqttc::Transport::tcp(),
         }
     }
@@ -395,12 +415,18 @@ impl Endpoint {
                     opts.set_credentials(u, p);
                 }
                 let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, CHANNEL);
-                eventloop.network_options.set_connection_timeout(self.connect_timeout_secs());
+                eventloop
+                    .network_options
+                    .set_connection_timeout(self.connect_timeout_secs());
                 let task = tokio::spawn(drive_v311(eventloop, shared.clone()));
                 (Client::V311(client), task)
             }
         };
-        Connection { client, shared, task }
+        Connection {
+            client,
+            shared,
+            task,
+        }
     }
 }
 
@@ -489,11 +515,12 @@ pub fn tls_config(
                 .with_context(|| {
                     format!("MQTT_CLIENT_CERT_FILE: cannot read certificates from {cert_path}")
                 })?;
-            let key = PrivateKeyDer::from_pem_file(key_path)
-                .with_context(|| format!("MQTT_CLIENT_KEY_FILE: cannot read a private key from {key_path}"))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .context("MQTT_CLIENT_CERT_FILE / MQTT_CLIENT_KEY_FILE: certificate and key do not match")?
+            let key = PrivateKeyDer::from_pem_file(key_path).with_context(|| {
+                format!("MQTT_CLIENT_KEY_FILE: cannot read a private key from {key_path}")
+            })?;
+            builder.with_client_auth_cert(certs, key).context(
+                "MQTT_CLIENT_CERT_FILE / MQTT_CLIENT_KEY_FILE: certificate and key do not match",
+            )?
         }
         None => builder.with_no_client_auth(),
     };
@@ -523,7 +550,10 @@ mod tests {
         assert_eq!(b.try_recv(), Ok(Ok(())));
         assert!(a.try_recv().is_err() && c.try_recv().is_err());
         t.acked(9, Err(PublishError::Refused("NotAuthorized".into())));
-        assert_eq!(c.try_recv(), Ok(Err(PublishError::Refused("NotAuthorized".into()))));
+        assert_eq!(
+            c.try_recv(),
+            Ok(Err(PublishError::Refused("NotAuthorized".into())))
+        );
         t.acked(7, Ok(()));
         assert_eq!(a.try_recv(), Ok(Ok(())));
         assert!(t.is_empty());
@@ -583,7 +613,10 @@ mod tests {
     #[test]
     fn tls_config_errors_name_the_setting() {
         let e = tls_config(Some("/nonexistent/ca.pem"), None).unwrap_err();
-        assert!(format!("{e:#}").starts_with("MQTT_CA_FILE: cannot read"), "{e:#}");
+        assert!(
+            format!("{e:#}").starts_with("MQTT_CA_FILE: cannot read"),
+            "{e:#}"
+        );
         let dir = std::env::temp_dir().join(format!("qlik-webhook-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");

@@ -1,0 +1,356 @@
+//! HTTP stand-ins for AWS services the tests cannot reach, speaking their documented APIs:
+//! the Lambda Runtime API (so the real `bootstrap` binary runs as it would in Lambda) and the
+//! IoT data plane's `Publish` (`POST /topics/{topic}?qos=1`).
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+async fn serve(app: axum::Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+/// The Lambda Runtime API (`/2018-06-01/runtime/...`): hands out queued events on
+/// `invocation/next` and routes each `invocation/{id}/response` back to its caller.
+pub struct FakeRuntime {
+    pub addr: SocketAddr,
+    state: Arc<RuntimeState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct RuntimeState {
+    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, serde_json::Value)>>,
+    queue: mpsc::UnboundedSender<(String, serde_json::Value)>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<serde_json::Value>>>,
+    next_id: AtomicU64,
+}
+
+impl Drop for FakeRuntime {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeRuntime {
+    pub async fn start() -> FakeRuntime {
+        let (queue, events) = mpsc::unbounded_channel();
+        let state = Arc::new(RuntimeState {
+            events: tokio::sync::Mutex::new(events),
+            queue,
+            waiting: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let app = axum::Router::new()
+            .fallback(runtime_api)
+            .with_state(state.clone());
+        let (addr, task) = serve(app).await;
+        FakeRuntime { addr, state, task }
+    }
+
+    /// The value for `AWS_LAMBDA_RUNTIME_API`.
+    pub fn api(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Sends one invocation and returns the function's response document.
+    pub async fn invoke(&self, event: serde_json::Value) -> serde_json::Value {
+        let id = format!("req-{}", self.state.next_id.fetch_add(1, Ordering::SeqCst));
+        let (tx, rx) = oneshot::channel();
+        self.state.waiting.lock().unwrap().insert(id.clone(), tx);
+        self.state.queue.send((id, event)).expect("queue event");
+        tokio::time::timeout(Duration::from_secs(20), rx)
+            .await
+            .expect("no Lambda response within 20 s")
+            .expect("runtime fake dropped")
+    }
+}
+
+async fn runtime_api(State(state): State<Arc<RuntimeState>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let body = axum::body::to_bytes(request.into_body(), 10 << 20)
+        .await
+        .unwrap_or_default();
+    let Some(rest) = path.strip_prefix("/2018-06-01/runtime/") else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if rest == "invocation/next" {
+        let next = state.events.lock().await.recv().await;
+        let Some((id, event)) = next else {
+            return StatusCode::GONE.into_response();
+        };
+        let deadline = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() + 30_000)
+            .unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        headers.insert("lambda-runtime-aws-request-id", id.parse().expect("header"));
+        headers.insert(
+            "lambda-runtime-deadline-ms",
+            deadline.to_string().parse().expect("header"),
+        );
+        headers.insert(
+            "lambda-runtime-invoked-function-arn",
+            "arn:aws:lambda:eu-west-1:123456789012:function:qlik-webhook"
+                .parse()
+                .expect("header"),
+        );
+        headers.insert("content-type", "application/json".parse().expect("header"));
+        return (StatusCode::OK, headers, event.to_string()).into_response();
+    }
+    if let Some(inv) = rest.strip_prefix("invocation/") {
+        let (id, kind) = inv.split_once('/').unwrap_or((inv, ""));
+        let doc = match kind {
+            "response" => serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            _ => serde_json::json!({ "lambdaError": String::from_utf8_lossy(&body) }),
+        };
+        if let Some(tx) = state.waiting.lock().unwrap().remove(id) {
+            let _ = tx.send(doc);
+        }
+        return StatusCode::ACCEPTED.into_response();
+    }
+    StatusCode::NOT_FOUND.into_response()
+}
+
+/// An API Gateway HTTP API / Function URL (payload 2.0) event.
+pub fn function_url_event(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    base64: bool,
+) -> serde_json::Value {
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::from(*v)))
+        .collect();
+    let body = if base64 {
+        base64::engine::general_purpose::STANDARD.encode(body)
+    } else {
+        String::from_utf8(body.to_vec()).expect("text body must be UTF-8")
+    };
+    serde_json::json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abcdefghijklmnop",
+            "domainName": "abcdefghijklmnop.lambda-url.eu-west-1.on.aws",
+            "domainPrefix": "abcdefghijklmnop",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.10",
+                "userAgent": "Qlik Webhook"
+            },
+            "requestId": "c9a8b7e6-0000-4000-8000-000000000001",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "20/Nov/2026:06:14:53 +0000",
+            "timeEpoch": 1795155293000u64
+        },
+        "body": body,
+        "isBase64Encoded": base64
+    })
+}
+
+/// An API Gateway REST API (payload 1.0) proxy event.
+pub fn rest_api_event(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    base64: bool,
+) -> serde_json::Value {
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let multi: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::json!([v])))
+        .collect();
+    let body = if base64 {
+        base64::engine::general_purpose::STANDARD.encode(body)
+    } else {
+        String::from_utf8(body.to_vec()).expect("text body must be UTF-8")
+    };
+    serde_json::json!({
+        "resource": "/webhook",
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": multi,
+        "queryStringParameters": null,
+        "multiValueQueryStringParameters": null,
+        "pathParameters": null,
+        "stageVariables": null,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "1234567890",
+            "resourceId": "abc123",
+            "stage": "prod",
+            "requestId": "c9a8b7e6-0000-4000-8000-000000000002",
+            "identity": { "sourceIp": "203.0.113.10", "userAgent": "Qlik Webhook" },
+            "resourcePath": "/webhook",
+            "httpMethod": method,
+            "path": format!("/prod{path}"),
+            "protocol": "HTTP/1.1",
+            "requestTimeEpoch": 1795155293000u64
+        },
+        "body": body,
+        "isBase64Encoded": base64
+    })
+}
+
+/// The body of a Lambda HTTP response document, decoded if it is base64.
+pub fn response_body(doc: &serde_json::Value) -> String {
+    let body = doc["body"].as_str().unwrap_or_default();
+    if doc["isBase64Encoded"].as_bool() == Some(true) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .expect("base64 body");
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        body.to_owned()
+    }
+}
+
+/// One `Publish` call received by [`FakeIotData`].
+#[derive(Debug, Clone)]
+pub struct IotPublish {
+    pub topic: String,
+    pub query: HashMap<String, String>,
+    /// `x-amz-mqtt5-user-properties`, decoded from base64 and parsed.
+    pub user_properties: Option<serde_json::Value>,
+    pub payload: Vec<u8>,
+    pub signed: bool,
+}
+
+/// The IoT data plane's `POST /topics/{topic}`: records each call and answers with the
+/// configured status (200 by default).
+pub struct FakeIotData {
+    pub addr: SocketAddr,
+    published: Arc<Mutex<Vec<IotPublish>>>,
+    status: Arc<AtomicU16>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeIotData {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type IotState = (Arc<Mutex<Vec<IotPublish>>>, Arc<AtomicU16>);
+
+impl FakeIotData {
+    pub async fn start() -> FakeIotData {
+        let published = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(AtomicU16::new(200));
+        let app = axum::Router::new()
+            .fallback(iot_publish)
+            .with_state((published.clone(), status.clone()));
+        let (addr, task) = serve(app).await;
+        FakeIotData {
+            addr,
+            published,
+            status,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn published(&self) -> Vec<IotPublish> {
+        self.published.lock().unwrap().clone()
+    }
+
+    /// Makes the next calls answer `status` (e.g. 503, or 403 for a denied topic).
+    pub fn answer(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+}
+
+async fn iot_publish(State((published, status)): State<IotState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(raw_topic) = parts.uri.path().strip_prefix("/topics/") else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if parts.method != axum::http::Method::POST {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let topic = percent_decode(raw_topic);
+    let query = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect();
+    let user_properties = parts
+        .headers
+        .get("x-amz-mqtt5-user-properties")
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .ok()
+        })
+        .and_then(|json| serde_json::from_slice(&json).ok());
+    let signed = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256"));
+    let payload = axum::body::to_bytes(body, 10 << 20)
+        .await
+        .unwrap_or_default()
+        .to_vec();
+    let status = StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
+    if status.is_success() {
+        published.lock().unwrap().push(IotPublish {
+            topic,
+            query,
+            user_properties,
+            payload,
+            signed,
+        });
+        return (status, [("content-type", "application/json")], "{}").into_response();
+    }
+    let body = serde_json::json!({ "message": "simulated failure" }).to_string();
+    (
+        status,
+        [
+            ("content-type", "application/json"),
+            ("x-amzn-errortype", "ServiceUnavailableException"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}

@@ -1,0 +1,82 @@
+//! A real Mosquitto broker per test, on a free port, with its own config file.
+
+use crate::wait;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// Starts a broker that lets anyone connect on 127.0.0.1.
+    pub async fn start() -> Mosquitto {
+        Self::start_with("allow_anonymous true\n").await
+    }
+
+    /// Starts a broker with extra configuration lines (TLS, passwords, ACLs).
+    pub async fn start_with(extra_config: &str) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = crate::free_port();
+        let config = format!(
+            "listener {port} 127.0.0.1\npersistence false\nlog_type error\nlog_type warning\n{extra_config}"
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), config).expect("write mosquitto.conf");
+        let mut broker = Mosquitto {
+            port,
+            dir,
+            child: None,
+        };
+        broker.restart().await;
+        broker
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// Starts the broker (again) on the same port.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start `mosquitto` ({e}); install it: apt-get install mosquitto")
+            });
+        self.child = Some(child);
+        let port = self.port;
+        wait::until(
+            Duration::from_secs(10),
+            "mosquitto to listen",
+            || async move { wait::port_open(port).await.then_some(()) },
+        )
+        .await;
+    }
+
+    /// Stops the broker (SIGKILL) and waits until its port is closed.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+            let port = self.port;
+            wait::until(
+                Duration::from_secs(10),
+                "mosquitto to stop",
+                || async move { (!wait::port_open(port).await).then_some(()) },
+            )
+            .await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}

@@ -1,0 +1,133 @@
+//! The project's binaries as child processes: started with a given environment, their stderr
+//! (the logs) kept for assertions, killed when dropped.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub struct Running {
+    child: Child,
+    /// What the process printed on stdout and stderr so far, line by line.
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    /// Starts `bin` with `args`, a clean environment plus `env`, capturing its output.
+    pub fn spawn(bin: &str, args: &[&str], env: &[(&str, String)]) -> Running {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(collect(stdout, output.clone()));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(collect(stderr, output.clone()));
+        }
+        Running { child, output }
+    }
+
+    /// Starts `bin` and waits for an output line starting with `ready_prefix`; returns the
+    /// rest of that line.
+    pub async fn start(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        ready_prefix: &str,
+    ) -> (Running, String) {
+        let mut running = Running::spawn(bin, args, env);
+        let ready = running
+            .wait_for_line(ready_prefix, Duration::from_secs(30))
+            .await;
+        (running, ready)
+    }
+
+    /// Waits for an output line starting with `prefix`; panics with the output if the process
+    /// exits first or nothing comes within `limit`.
+    pub async fn wait_for_line(&mut self, prefix: &str, limit: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(line) = self.output().iter().find_map(|l| l.strip_prefix(prefix)) {
+                return line.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "process exited ({status}) before printing {prefix:?}:\n{}",
+                    self.output().join("\n")
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "no line {prefix:?} within {limit:?}:\n{}",
+                    self.output().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+async fn collect(stream: impl tokio::io::AsyncRead + Unpin, output: Arc<Mutex<Vec<String>>>) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("  [child] {line}");
+        output.lock().unwrap().push(line);
+    }
+}
+
+/// Runs `bin` to completion with a clean environment plus `env`; returns the exit code and
+/// everything it printed (stdout, then stderr).
+pub async fn run(bin: &str, args: &[&str], env: &[(&str, String)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("command did not finish within 60 s")
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// Starts `qlik-webhook serve` on a free port with `env`; returns it and its base URL.
+pub async fn serve_forwarder(bin: &str, env: &[(&str, String)]) -> (Running, String) {
+    Running::start(
+        bin,
+        &["serve", "--listen", "127.0.0.1:0"],
+        env,
+        "qlik-webhook listening on ",
+    )
+    .await
+}
