@@ -10,6 +10,7 @@ pub mod mosquitto;
 pub mod moto;
 pub mod mqtt;
 pub mod process;
+pub mod tls;
 pub mod wait;
 
 /// Asks the OS for a free TCP port on 127.0.0.1.

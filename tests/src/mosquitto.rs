@@ -42,7 +42,7 @@ impl Mosquitto {
     /// Starts the broker (again) on the same port.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let child = Command::new("mosquitto")
+        let child = Command::new(mosquitto_bin())
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
             .stdout(Stdio::null())
@@ -79,4 +79,18 @@ impl Mosquitto {
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
+}
+
+/// `$MOSQUITTO`, else `mosquitto` on the PATH, else Debian's `/usr/sbin/mosquitto` (not on a
+/// normal user's PATH).
+fn mosquitto_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOSQUITTO") {
+        return path.into();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("mosquitto"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from("mosquitto"))
 }

@@ -106,6 +106,8 @@ struct Shared {
     connected: AtomicBool,
     /// The connection failed; a new one is needed.
     dead: AtomicBool,
+    /// Why it failed, for the caller that waited on it.
+    lost_reason: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -132,6 +134,7 @@ impl Shared {
     }
 
     fn on_lost(&self, reason: String) {
+        *self.lost_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
         self.dead.store(true, Ordering::SeqCst);
         let was = if self.connected.load(Ordering::SeqCst) {
             "lost"
@@ -267,7 +270,15 @@ impl MqttPublisher {
         let deadline = tokio::time::Instant::now() + self.endpoint.timeout;
         while !conn.shared.connected.load(Ordering::SeqCst) {
             if !conn.is_usable() {
-                return Err(PublishError::Unavailable("connection failed".into()));
+                let reason = conn
+                    .shared
+                    .lost_reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                return Err(PublishError::Unavailable(
+                    reason.unwrap_or_else(|| "connection failed".into()),
+                ));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(PublishError::Timeout(self.endpoint.timeout));
@@ -375,6 +386,7 @@ impl Endpoint {
             tracker: Mutex::new(AckTracker::default()),
             connected: AtomicBool::new(false),
             dead: AtomicBool::new(false),
+            lost_reason: Mutex::new(None),
         });
         let id = self.client_id();
         let (host, port) = (self.url.host.clone(), self.url.port);

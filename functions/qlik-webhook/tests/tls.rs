@@ -1,0 +1,80 @@
+//! `mqtts://` against a real Mosquitto TLS listener that requires client certificates: the
+//! forwarder verifies the broker against `MQTT_CA_FILE` and authenticates with its own
+//! certificate; a wrong CA or a missing client certificate fails with a clear 503.
+
+use relay_tests::fixtures::{self, SECRET};
+use relay_tests::mosquitto::Mosquitto;
+use relay_tests::mqtt::Subscriber;
+use relay_tests::process;
+use relay_tests::tls::TestCa;
+
+const BIN: &str = env!("CARGO_BIN_EXE_qlik-webhook");
+
+#[tokio::test]
+async fn mutual_tls_with_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "broker");
+    let server = ca.issue("server", &["localhost", "127.0.0.1"]);
+    let client = ca.issue("qlik-webhook", &["qlik-webhook"]);
+    let stranger_ca = TestCa::new(dir.path(), "stranger");
+
+    let tls_port = relay_tests::free_port();
+    let broker = Mosquitto::start_with(&format!(
+        "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        ca.ca_file.display(),
+        server.cert.display(),
+        server.key.display(),
+    ))
+    .await;
+    let mut sub = Subscriber::connect(broker.port, "qscloud/#").await;
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let base_env = |ca_file: &std::path::Path| {
+        vec![
+            ("QLIK_WEBHOOK_SECRET", SECRET.to_owned()),
+            ("MQTT_URL", format!("mqtts://localhost:{tls_port}")),
+            ("MQTT_CA_FILE", path(ca_file)),
+            ("PUBLISH_TIMEOUT_MS", "3000".to_owned()),
+        ]
+    };
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    let post = |base: String| {
+        let body = body.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(format!("{base}/webhook"))
+                .header("qlik-signature", fixtures::sign(&body))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+
+    // The right CA and a client certificate: published.
+    let mut env = base_env(&ca.ca_file);
+    env.push(("MQTT_CLIENT_CERT_FILE", path(&client.cert)));
+    env.push(("MQTT_CLIENT_KEY_FILE", path(&client.key)));
+    let (fwd, base) = process::serve_forwarder(BIN, &env).await;
+    let (status, reply) = post(base).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(sub.expect().await.payload, body);
+    drop(fwd);
+
+    // A CA that did not sign the broker's certificate: refused, and the reason is given.
+    let mut env = base_env(&stranger_ca.ca_file);
+    env.push(("MQTT_CLIENT_CERT_FILE", path(&client.cert)));
+    env.push(("MQTT_CLIENT_KEY_FILE", path(&client.key)));
+    let (fwd, base) = process::serve_forwarder(BIN, &env).await;
+    let (status, reply) = post(base).await;
+    assert_eq!(status, 503, "{reply}");
+    assert!(reply.to_lowercase().contains("certificate"), "{reply}");
+    drop(fwd);
+
+    // No client certificate where the broker requires one: refused.
+    let (_fwd, base) = process::serve_forwarder(BIN, &base_env(&ca.ca_file)).await;
+    let (status, reply) = post(base).await;
+    assert_eq!(status, 503, "{reply}");
+
+    assert!(sub.drain().is_empty(), "nothing else was published");
+}
