@@ -354,3 +354,202 @@ fn percent_decode(s: &str) -> String {
         .decode_utf8_lossy()
         .into_owned()
 }
+
+/// One call the fake Qlik Cloud API received.
+#[derive(Debug, Clone)]
+pub struct ApiCall {
+    pub path_and_query: String,
+    pub authorization: Option<String>,
+}
+
+/// The Qlik Cloud REST API endpoints the listener reads (design.md §5), answering for any app:
+/// the app is named `App <id>`, owned by Ada Lovelace, tagged `alert`, and its reloads failed
+/// with the script log of `testdata/events/script-log.txt`. Faults can be injected.
+pub struct FakeQlikCloud {
+    pub addr: SocketAddr,
+    pub tenant_id: String,
+    pub token: String,
+    calls: Arc<Mutex<Vec<ApiCall>>>,
+    faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How the next call is answered instead of normally.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    Status(u16),
+    /// HTTP 429 with `Retry-After: <secs>`.
+    TooMany(u64),
+    /// Answers after this long.
+    Delay(Duration),
+}
+
+#[derive(Clone)]
+struct QlikState {
+    tenant_id: String,
+    token: String,
+    calls: Arc<Mutex<Vec<ApiCall>>>,
+    faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
+    script_log: Arc<String>,
+}
+
+impl Drop for FakeQlikCloud {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The owner every fake app has.
+pub const OWNER_ID: &str = "65a1f0c2e4b0d1a2b3c4d5e6";
+
+impl FakeQlikCloud {
+    pub async fn start(tenant_id: &str, token: &str) -> FakeQlikCloud {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let script_log =
+            std::fs::read_to_string(crate::fixtures::testdata_dir().join("events/script-log.txt"))
+                .expect("script log fixture")
+                .replace("\r\n", "\n")
+                .replace('\n', "\r\n");
+        let state = QlikState {
+            tenant_id: tenant_id.to_owned(),
+            token: token.to_owned(),
+            calls: calls.clone(),
+            faults: faults.clone(),
+            script_log: Arc::new(script_log),
+        };
+        let app = axum::Router::new().fallback(qlik_api).with_state(state);
+        let (addr, task) = serve(app).await;
+        FakeQlikCloud {
+            addr,
+            tenant_id: tenant_id.to_owned(),
+            token: token.to_owned(),
+            calls,
+            faults,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> Vec<ApiCall> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Calls whose path starts with `prefix`.
+    pub fn calls_to(&self, prefix: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.path_and_query.starts_with(prefix))
+            .count()
+    }
+
+    /// Drops faults not yet used.
+    pub fn clear_faults(&self) {
+        self.faults.lock().unwrap().clear();
+    }
+
+    /// The next calls are answered with these faults, in order.
+    pub fn inject(&self, faults: &[Fault]) {
+        self.faults.lock().unwrap().extend(faults.iter().copied());
+    }
+}
+
+async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response {
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    state.calls.lock().unwrap().push(ApiCall {
+        path_and_query: path_and_query.clone(),
+        authorization: authorization.clone(),
+    });
+    if authorization.as_deref() != Some(&format!("Bearer {}", state.token)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            r#"{"errors":[{"title":"Unauthorized","code":"AUTH-1"}]}"#,
+        )
+            .into_response();
+    }
+    let fault = state.faults.lock().unwrap().pop_front();
+    match fault {
+        Some(Fault::Status(s)) => {
+            return (
+                StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "{}",
+            )
+                .into_response()
+        }
+        Some(Fault::TooMany(secs)) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", secs.to_string())],
+                "{}",
+            )
+                .into_response()
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+    let json = |v: serde_json::Value| {
+        ([("content-type", "application/json")], v.to_string()).into_response()
+    };
+    match segments.as_slice() {
+        ["users", "me"] => json(serde_json::json!({
+            "id": "me-user", "tenantId": state.tenant_id, "name": "Service account", "email": "svc@example.com"
+        })),
+        ["users", id] if *id == OWNER_ID => json(serde_json::json!({
+            "id": id, "tenantId": state.tenant_id, "name": "Ada Lovelace", "email": "ada@example.com", "status": "active"
+        })),
+        ["reloads", id] => json(serde_json::json!({
+            "id": id, "appId": "from-reloads-api", "tenantId": state.tenant_id, "userId": OWNER_ID,
+            "type": "chronos", "status": "FAILED", "partial": false,
+            "creationTime": "2026-11-20T06:14:01.000Z",
+            "startTime": "2026-11-20T06:14:04.090Z", "endTime": "2026-11-20T06:14:52.120Z",
+            "errorCode": "EngineReloadFailed", "errorMessage": "Field \"Amount\" not found",
+            "log": "Error: Field \"Amount\" not found"
+        })),
+        ["apps", app, "reloads", "logs", _reload] if !app.is_empty() => (
+            [("content-type", "text/plain; charset=utf-8")],
+            state.script_log.as_str().to_owned(),
+        )
+            .into_response(),
+        ["apps", app] => json(serde_json::json!({
+            "attributes": {
+                "id": app, "name": format!("App {app}"), "description": "Demo app",
+                "owner": format!("auth0|{OWNER_ID}"), "ownerId": OWNER_ID, "usage": "ANALYTICS"
+            },
+            "privileges": []
+        })),
+        ["items"] => {
+            let id = request
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("resourceId="))
+                .unwrap_or_default()
+                .to_owned();
+            json(serde_json::json!({
+                "data": [{ "id": "item-1", "resourceId": id, "resourceType": "app", "name": format!("App {id}"),
+                           "meta": { "tags": [{ "id": "tag-1", "name": "alert" }], "collections": [] } }],
+                "links": {}
+            }))
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            r#"{"errors":[{"title":"Not found"}]}"#,
+        )
+            .into_response(),
+    }
+}

@@ -114,3 +114,36 @@ impl Subscriber {
         out
     }
 }
+
+/// Publishes like the forwarder does (QoS 1, optional `qlik-signature` user property) and waits
+/// for the broker's PUBACK.
+pub async fn publish(port: u16, topic: &str, payload: &[u8], signature: Option<&str>) {
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    let id = format!("test-pub-{}", crate::free_port());
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 10);
+    let props = PublishProperties {
+        user_properties: signature
+            .map(|s| vec![("qlik-signature".to_owned(), s.to_owned())])
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    client
+        .publish_with_properties(topic, QoS::AtLeastOnce, false, payload.to_vec(), props)
+        .await
+        .expect("queue publish");
+    let acked = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return,
+                Ok(_) => {}
+                Err(e) => panic!("publish to port {port} failed: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), acked)
+        .await
+        .expect("no PUBACK within 10 s");
+    let _ = client.disconnect().await;
+}

@@ -80,6 +80,30 @@ impl Running {
         }
     }
 
+    /// Waits until some output line contains `needle`, at least `count` times in all.
+    pub async fn wait_for_output(&mut self, needle: &str, count: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let seen = self.output().iter().filter(|l| l.contains(needle)).count();
+            if seen >= count {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "process exited ({status}) before printing {needle:?}:\n{}",
+                    self.output().join("\n")
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "{needle:?} seen {seen} times, not {count}, within {limit:?}:\n{}",
+                    self.output().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Everything printed so far.
     pub fn output(&self) -> Vec<String> {
         self.output.lock().unwrap().clone()

@@ -6,6 +6,8 @@
 
 pub mod event;
 pub mod signature;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topic;
 
 pub use event::{Event, EventError, Format, Reload, ReloadOutcome};

@@ -14,15 +14,22 @@
 
 use super::{Message, Publish, PublishError, PublishFuture, SIGNATURE_PROPERTY};
 use crate::config::{MqttConfig, MqttProtocol, MqttUrl};
-use anyhow::Context as _;
+use qlik_events::tls::{self, SettingNames, TlsFiles};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
 type AckResult = Result<(), PublishError>;
+
+const TLS_SETTINGS: SettingNames = SettingNames {
+    ca_file: "MQTT_CA_FILE",
+    cert_file: "MQTT_CLIENT_CERT_FILE",
+    key_file: "MQTT_CLIENT_KEY_FILE",
+};
 
 /// Matches publish requests to PUBACKs, in the order rumqttc handles them.
 ///
@@ -35,12 +42,27 @@ pub struct AckTracker {
     /// A publish held back by rumqttc because its packet id was still in flight.
     held: Option<(u16, oneshot::Sender<AckResult>)>,
     in_flight: HashMap<u16, oneshot::Sender<AckResult>>,
+    /// Set when the connection failed: nothing more can be tracked on it.
+    closed: Option<PublishError>,
 }
 
 impl AckTracker {
+    /// Whether publishes can still be tracked; the error says why not.
+    pub fn check_open(&self) -> Result<(), PublishError> {
+        match &self.closed {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// A publish was handed to the client; `tx` learns its fate.
     pub fn queued(&mut self, tx: oneshot::Sender<AckResult>) {
-        self.queued.push_back(tx);
+        match &self.closed {
+            Some(error) => {
+                let _ = tx.send(Err(error.clone()));
+            }
+            None => self.queued.push_back(tx),
+        }
     }
 
     /// rumqttc wrote the next publish with packet id `pkid`.
@@ -76,8 +98,10 @@ impl AckTracker {
         }
     }
 
-    /// The connection is gone: every publish not yet acknowledged fails.
+    /// The connection is gone: every publish not yet acknowledged fails, and so does any
+    /// publish queued from now on.
     pub fn fail_all(&mut self, error: &PublishError) {
+        self.closed = Some(error.clone());
         let held = self.held.take().map(|(_, tx)| tx);
         let in_flight = self.in_flight.drain().map(|(_, tx)| tx);
         for tx in self.queued.drain(..).chain(held).chain(in_flight) {
@@ -106,8 +130,6 @@ struct Shared {
     connected: AtomicBool,
     /// The connection failed; a new one is needed.
     dead: AtomicBool,
-    /// Why it failed, for the caller that waited on it.
-    lost_reason: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -134,7 +156,6 @@ impl Shared {
     }
 
     fn on_lost(&self, reason: String) {
-        *self.lost_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
         self.dead.store(true, Ordering::SeqCst);
         let was = if self.connected.load(Ordering::SeqCst) {
             "lost"
@@ -171,8 +192,10 @@ impl Connection {
     /// Queues the message and returns where its acknowledgement will arrive.
     fn enqueue(&self, msg: &Message<'_>) -> Result<oneshot::Receiver<AckResult>, PublishError> {
         let (tx, rx) = oneshot::channel();
-        // Hold the tracker while queueing so that queue order is tracker order.
+        // Hold the tracker while queueing so that queue order is tracker order, and so that a
+        // connection failing at this moment either fails this publish or refuses it here.
         let mut tracker = self.shared.tracker();
+        tracker.check_open()?;
         let queued = match &self.client {
             Client::V5(client) => {
                 let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
@@ -239,13 +262,16 @@ impl MqttPublisher {
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         let tls = if url.tls {
-            Some(Arc::new(tls_config(
-                config.ca_file.as_deref(),
-                config
+            let files = TlsFiles {
+                ca_file: config.ca_file.as_deref().map(Path::new),
+                client: config
                     .client_cert_file
                     .as_deref()
-                    .zip(config.client_key_file.as_deref()),
-            )?))
+                    .zip(config.client_key_file.as_deref())
+                    .map(|(c, k)| (Path::new(c), Path::new(k))),
+                insecure_skip_verify: false,
+            };
+            Some(Arc::new(tls::client_config(files, TLS_SETTINGS)?))
         } else {
             None
         };
@@ -270,15 +296,8 @@ impl MqttPublisher {
         let deadline = tokio::time::Instant::now() + self.endpoint.timeout;
         while !conn.shared.connected.load(Ordering::SeqCst) {
             if !conn.is_usable() {
-                let reason = conn
-                    .shared
-                    .lost_reason
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                return Err(PublishError::Unavailable(
-                    reason.unwrap_or_else(|| "connection failed".into()),
-                ));
+                conn.shared.tracker().check_open()?;
+                return Err(PublishError::Unavailable("connection failed".into()));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(PublishError::Timeout(self.endpoint.timeout));
@@ -326,6 +345,7 @@ impl MqttPublisher {
                 },
                 Err(e) => Err(e),
             };
+            tracing::debug!(was_connected, retried, outcome = ?outcome, "publish attempt");
             match outcome {
                 Err(PublishError::Unavailable(reason)) if was_connected && !retried => {
                     // The connection was healthy once and dropped since (a frozen Lambda, a
@@ -386,7 +406,6 @@ impl Endpoint {
             tracker: Mutex::new(AckTracker::default()),
             connected: AtomicBool::new(false),
             dead: AtomicBool::new(false),
-            lost_reason: Mutex::new(None),
         });
         let id = self.client_id();
         let (host, port) = (self.url.host.clone(), self.url.port);
@@ -480,65 +499,6 @@ async fn drive_v311(mut eventloop: rumqttc::EventLoop, shared: Arc<Shared>) {
     }
 }
 
-/// TLS settings with certificate verification: the CA file if given, else the system roots;
-/// a client certificate if given (AWS IoT Core, mTLS brokers).
-pub fn tls_config(
-    ca_file: Option<&str>,
-    client_cert: Option<(&str, &str)>,
-) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .with_context(|| format!("MQTT_CA_FILE: cannot read certificates from {path}"))?;
-            if certs.is_empty() {
-                anyhow::bail!("MQTT_CA_FILE: no certificate in {path}");
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .with_context(|| format!("MQTT_CA_FILE: invalid certificate in {path}"))?;
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for cert in native.certs {
-                // Skip the odd unparsable system certificate, as browsers do.
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                anyhow::bail!("no system CA certificates found; set MQTT_CA_FILE");
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS: no usable protocol version")?
-        .with_root_certificates(roots);
-    let config = match client_cert {
-        Some((cert_path, key_path)) => {
-            let certs = CertificateDer::pem_file_iter(cert_path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .with_context(|| {
-                    format!("MQTT_CLIENT_CERT_FILE: cannot read certificates from {cert_path}")
-                })?;
-            let key = PrivateKeyDer::from_pem_file(key_path).with_context(|| {
-                format!("MQTT_CLIENT_KEY_FILE: cannot read a private key from {key_path}")
-            })?;
-            builder.with_client_auth_cert(certs, key).context(
-                "MQTT_CLIENT_CERT_FILE / MQTT_CLIENT_KEY_FILE: certificate and key do not match",
-            )?
-        }
-        None => builder.with_no_client_auth(),
-    };
-    Ok(config)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,6 +567,11 @@ mod tests {
             assert_eq!(rx.try_recv(), Ok(Err(lost.clone())));
         }
         assert!(t.is_empty());
+        // A publish queued after the failure is refused at once, not left waiting.
+        assert_eq!(t.check_open(), Err(lost.clone()));
+        let mut late = waiter(&mut t);
+        assert_eq!(late.try_recv(), Ok(Err(lost)));
+        assert!(t.is_empty());
     }
 
     #[test]
@@ -620,21 +585,5 @@ mod tests {
         t.acked(1, Ok(()));
         t.acked(2, Ok(()));
         assert_eq!(b.try_recv(), Ok(Ok(())));
-    }
-
-    #[test]
-    fn tls_config_errors_name_the_setting() {
-        let e = tls_config(Some("/nonexistent/ca.pem"), None).unwrap_err();
-        assert!(
-            format!("{e:#}").starts_with("MQTT_CA_FILE: cannot read"),
-            "{e:#}"
-        );
-        let dir = std::env::temp_dir().join(format!("qlik-webhook-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let empty = dir.join("empty.pem");
-        std::fs::write(&empty, "no pem here").unwrap();
-        let e = tls_config(empty.to_str(), None).unwrap_err();
-        assert!(format!("{e:#}").contains("no certificate"), "{e:#}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

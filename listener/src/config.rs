@@ -1,0 +1,936 @@
+//! The listener's configuration: the Butler-style YAML of design.md §4.
+//!
+//! Why Butler's layout: a Butler user can point the listener at the file they already have.
+//! Sections the listener does not use are ignored; the keys it uses are checked strictly at
+//! start-up, and every problem is reported (all of them, not just the first) with the file and
+//! the key path, e.g. `butler.yaml: Butler.qlikSenseCloud.event.mqtt.tenant.tenantUrl: not a URL`.
+//! Secret values may be written as `${ENV_VAR}` and never appear in errors or summaries.
+//!
+//! Our extensions live in the same tree (see the README's listener section):
+//! - `…mqttForward.broker.{tls.{enable,caFile,certFile,keyFile,insecureSkipVerify}, clientId,
+//!   protocolVersion, keepAliveSeconds, sessionExpirySeconds}`;
+//! - `…mqttForward.requireSignature` with a `webhookSecret` per tenant;
+//! - `Butler.qlikSenseCloud.event.mqtt.tenants: [ … ]` beside Butler's single `tenant`;
+//! - `Butler.qlikCloudListener.{journal.path, journal.retentionDays, logLevel}`.
+
+use qlik_events::Secret;
+use serde_norway::Value;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+const FORWARD: &str = "Butler.mqttConfig.qlikSenseCloud.event.mqttForward";
+const CLOUD: &str = "Butler.qlikSenseCloud";
+const TENANT_ROOT: &str = "Butler.qlikSenseCloud.event.mqtt";
+const SCRIPT_LOG: &str = "Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure";
+const LISTENER: &str = "Butler.qlikCloudListener";
+
+/// One problem in the file: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Every problem found, with the file they are in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}: {}", self.file.display(), e.path, e.reason)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    V5,
+    V311,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub enable: bool,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub tls: TlsSettings,
+    /// Stable, so the broker keeps our session (and queued events) while we are away.
+    pub client_id: String,
+    pub protocol: Protocol,
+    pub keep_alive_secs: u16,
+    /// How long the broker keeps the session after a disconnect (MQTT 5).
+    pub session_expiry_secs: u32,
+}
+
+/// How a tenant was named in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantRef {
+    /// The tenant id as events carry it.
+    Id(String),
+    /// A host name (Butler's template shows `tenant.id: xyz.eu.qlikcloud.com`): resolved to the
+    /// id once at start-up with `GET /api/v1/users/me`.
+    Host(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantConfig {
+    /// Where in the file, for messages.
+    pub path: String,
+    pub id: TenantRef,
+    pub tenant_url: url::Url,
+    /// API key or JWT for `Authorization: Bearer`.
+    pub token: Secret,
+    pub qmc_url: Option<String>,
+    pub hub_url: Option<String>,
+    pub comment: Option<String>,
+    /// The webhook's secret, to check the `qlik-signature` user property.
+    pub webhook_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub file: PathBuf,
+    pub broker: BrokerConfig,
+    /// `topic.subscriptionRoot` (Butler: `qscloud/#`).
+    pub subscription_root: String,
+    /// `topic.appReload` (Butler: `qscloud/app/reload`).
+    pub app_reload_topic: String,
+    pub require_signature: bool,
+    pub tenants: Vec<TenantConfig>,
+    pub journal_path: PathBuf,
+    pub retention_days: u32,
+    /// `Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure.logDirectory` when enabled.
+    pub script_log_dir: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Reads and checks `file`. `env` resolves `${VAR}` references.
+    pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let fail = |reason: String| ConfigErrors {
+            file: file.to_owned(),
+            errors: vec![ConfigError {
+                path: "(file)".into(),
+                reason,
+            }],
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| fail(format!("cannot read: {e}")))?;
+        Self::parse(file, &text, env)
+    }
+
+    /// Checks the YAML `text`; `file` is only used in messages and to resolve relative paths.
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let root: Value = serde_norway::from_str(text).map_err(|e| ConfigErrors {
+            file: file.to_owned(),
+            errors: vec![ConfigError {
+                path: "(file)".into(),
+                reason: format!("not valid YAML: {e}"),
+            }],
+        })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut r = Reader {
+            root: &root,
+            env,
+            errors: Vec::new(),
+            base,
+        };
+        let config = r.config(file);
+        if r.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors {
+                file: file.to_owned(),
+                errors: r.errors,
+            })
+        }
+    }
+
+    /// A human summary for `check-config`, with secrets masked.
+    pub fn summary(&self) -> String {
+        let b = &self.broker;
+        let scheme = if b.tls.enable { "mqtts" } else { "mqtt" };
+        let user = match (&b.username, &b.password) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (Some(u), None) => format!("{u}@"),
+            _ => String::new(),
+        };
+        let mut out = format!(
+            "config file:   {}\nbroker:        {scheme}://{user}{}:{} (MQTT {}, client id {}{}{})\n",
+            self.file.display(),
+            b.host,
+            b.port,
+            match b.protocol {
+                Protocol::V5 => "5",
+                Protocol::V311 => "3.1.1",
+            },
+            b.client_id,
+            if b.tls.cert_file.is_some() { ", client certificate" } else { "" },
+            if b.tls.insecure_skip_verify { ", CERTIFICATE VERIFICATION OFF" } else { "" },
+        );
+        out += &format!(
+            "subscription:  {} (app reloads on {})\nsignatures:    {}\n",
+            self.subscription_root,
+            self.app_reload_topic,
+            if self.require_signature {
+                "required (qlik-signature user property)"
+            } else {
+                "not checked"
+            }
+        );
+        for t in &self.tenants {
+            let id = match &t.id {
+                TenantRef::Id(id) => id.clone(),
+                TenantRef::Host(h) => format!("{h} (host name; id resolved at start-up)"),
+            };
+            out += &format!(
+                "tenant:        {id} at {} (token ***{})\n",
+                t.tenant_url,
+                if t.webhook_secret.is_some() {
+                    ", webhook secret ***"
+                } else {
+                    ""
+                }
+            );
+        }
+        out += &format!(
+            "journal:       {} (kept {} days)\nscript logs:   {}\n",
+            self.journal_path.display(),
+            self.retention_days,
+            self.script_log_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "not stored".into())
+        );
+        out
+    }
+}
+
+/// Walks the YAML tree by key path, collecting errors instead of stopping at the first.
+struct Reader<'a> {
+    root: &'a Value,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<ConfigError>,
+    base: &'a Path,
+}
+
+fn join(path: &str, key: &str) -> String {
+    format!("{path}.{key}")
+}
+
+impl<'a> Reader<'a> {
+    fn error(&mut self, path: &str, reason: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.to_owned(),
+            reason: reason.into(),
+        });
+    }
+
+    /// The value at a dotted path below `from` (the root when `from` is `None`).
+    fn at(&self, path: &str) -> Option<&'a Value> {
+        self.below(self.root, path)
+    }
+
+    fn below(&self, from: &'a Value, path: &str) -> Option<&'a Value> {
+        path.split('.')
+            .try_fold(from, |v, key| v.get(key))
+            .filter(|v| !v.is_null())
+    }
+
+    fn string(&mut self, v: Option<&Value>, path: &str) -> Option<String> {
+        match v? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => {
+                self.error(path, "expected a string");
+                None
+            }
+        }
+    }
+
+    fn required(&mut self, v: Option<&Value>, path: &str) -> Option<String> {
+        match self.string(v, path) {
+            Some(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Some(_) => {
+                self.error(path, "is empty");
+                None
+            }
+            None if v.is_none() => {
+                self.error(path, "missing");
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// A secret: a literal or `${VAR}`, resolved from the environment.
+    fn secret(&mut self, v: Option<&Value>, path: &str) -> Option<Secret> {
+        let raw = self.string(v, path)?;
+        let raw = raw.trim();
+        if let Some(var) = raw.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+            return match (self.env)(var) {
+                Some(value) if !value.is_empty() => Some(Secret::new(value)),
+                _ => {
+                    self.error(path, format!("environment variable {var} is not set"));
+                    None
+                }
+            };
+        }
+        if raw.is_empty() {
+            self.error(path, "is empty");
+            return None;
+        }
+        Some(Secret::new(raw))
+    }
+
+    fn boolean(&mut self, v: Option<&Value>, path: &str, default: bool) -> bool {
+        match v {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                self.error(path, "expected true or false");
+                default
+            }
+        }
+    }
+
+    fn number(
+        &mut self,
+        v: Option<&Value>,
+        path: &str,
+        range: std::ops::RangeInclusive<u64>,
+        default: u64,
+    ) -> u64 {
+        let n = match v {
+            None => return default,
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            Some(_) => None,
+        };
+        match n {
+            Some(n) if range.contains(&n) => n,
+            _ => {
+                self.error(
+                    path,
+                    format!(
+                        "expected a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn file(&mut self, v: Option<&Value>, path: &str) -> Option<PathBuf> {
+        let name = self.required(v, path)?;
+        let p = self.base.join(name);
+        if !p.is_file() {
+            self.error(path, format!("no such file: {}", p.display()));
+            return None;
+        }
+        Some(p)
+    }
+
+    fn topic_filter(&mut self, v: Option<&Value>, path: &str, default: &str) -> String {
+        let t = self.string(v, path).unwrap_or_else(|| default.to_owned());
+        let t = t.trim().to_owned();
+        let bad_wildcard = t.split('/').enumerate().any(|(i, level)| {
+            let last = i == t.split('/').count() - 1;
+            (level.contains('#') && (level != "#" || !last))
+                || (level.contains('+') && level != "+")
+        });
+        if t.is_empty() || bad_wildcard || t.contains('\0') {
+            self.error(path, "not a valid MQTT topic filter (e.g. qscloud/#)");
+        }
+        t
+    }
+
+    fn config(&mut self, file: &Path) -> Config {
+        if self.at("Butler").is_none() {
+            self.error(
+                "Butler",
+                "missing: the file must have the root key Butler, as Butler's own config",
+            );
+        }
+        let forward_enabled = self.at(&join(FORWARD, "enable"));
+        if !self.boolean(forward_enabled, &join(FORWARD, "enable"), false) {
+            self.error(
+                &join(FORWARD, "enable"),
+                "must be true: the listener receives Qlik Cloud events through this broker",
+            );
+        }
+        let broker = self.broker();
+        let subscription_root = self.topic_filter(
+            self.at(&join(FORWARD, "topic.subscriptionRoot")),
+            &join(FORWARD, "topic.subscriptionRoot"),
+            "qscloud/#",
+        );
+        let app_reload_topic = self
+            .string(
+                self.at(&join(FORWARD, "topic.appReload")),
+                &join(FORWARD, "topic.appReload"),
+            )
+            .unwrap_or_else(|| "qscloud/app/reload".into());
+        let require_signature = self.boolean(
+            self.at(&join(FORWARD, "requireSignature")),
+            &join(FORWARD, "requireSignature"),
+            false,
+        );
+
+        let cloud_enabled = self.at(&join(CLOUD, "enable"));
+        if !self.boolean(cloud_enabled, &join(CLOUD, "enable"), false) {
+            self.error(
+                &join(CLOUD, "enable"),
+                "must be true to handle Qlik Cloud events",
+            );
+        }
+        let tenants = self.tenants(require_signature);
+
+        let journal_path = match self.string(
+            self.at(&join(LISTENER, "journal.path")),
+            &join(LISTENER, "journal.path"),
+        ) {
+            Some(p) => self.base.join(p.trim()),
+            None => self.base.join("qlik-listener.sqlite"),
+        };
+        let retention_days = self.number(
+            self.at(&join(LISTENER, "journal.retentionDays")),
+            &join(LISTENER, "journal.retentionDays"),
+            1..=3650,
+            30,
+        ) as u32;
+        let log_level = self.string(
+            self.at(&join(LISTENER, "logLevel")),
+            &join(LISTENER, "logLevel"),
+        );
+
+        let script_log_dir = if self.boolean(
+            self.at(&join(SCRIPT_LOG, "enable")),
+            &join(SCRIPT_LOG, "enable"),
+            false,
+        ) {
+            self.required(
+                self.at(&join(SCRIPT_LOG, "logDirectory")),
+                &join(SCRIPT_LOG, "logDirectory"),
+            )
+            .map(|d| self.base.join(d))
+        } else {
+            None
+        };
+
+        Config {
+            file: file.to_owned(),
+            broker,
+            subscription_root,
+            app_reload_topic,
+            require_signature,
+            tenants,
+            journal_path,
+            retention_days,
+            script_log_dir,
+            log_level,
+        }
+    }
+
+    fn broker(&mut self) -> BrokerConfig {
+        let b = join(FORWARD, "broker");
+        let host = self
+            .required(self.at(&join(&b, "host")), &join(&b, "host"))
+            .unwrap_or_default();
+        if host.contains("://") {
+            self.error(
+                &join(&b, "host"),
+                "expected a host name, without mqtt:// or mqtts://",
+            );
+        }
+        let tls_path = join(&b, "tls");
+        let enable = self.boolean(
+            self.at(&join(&tls_path, "enable")),
+            &join(&tls_path, "enable"),
+            true,
+        );
+        let ca_file = self
+            .at(&join(&tls_path, "caFile"))
+            .and_then(|v| self.file(Some(v), &join(&tls_path, "caFile")));
+        let cert_file = self
+            .at(&join(&tls_path, "certFile"))
+            .and_then(|v| self.file(Some(v), &join(&tls_path, "certFile")));
+        let key_file = self
+            .at(&join(&tls_path, "keyFile"))
+            .and_then(|v| self.file(Some(v), &join(&tls_path, "keyFile")));
+        if cert_file.is_some() != key_file.is_some() {
+            self.error(&tls_path, "certFile and keyFile go together");
+        }
+        let insecure = self.boolean(
+            self.at(&join(&tls_path, "insecureSkipVerify")),
+            &join(&tls_path, "insecureSkipVerify"),
+            false,
+        );
+        let port_default = if enable { 8883 } else { 1883 };
+        let port = self.number(
+            self.at(&join(&b, "port")),
+            &join(&b, "port"),
+            1..=65535,
+            port_default,
+        ) as u16;
+        let username = self
+            .string(self.at(&join(&b, "username")), &join(&b, "username"))
+            .filter(|u| !u.trim().is_empty());
+        let password = match self.at(&join(&b, "password")) {
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(v) => self.secret(Some(v), &join(&b, "password")),
+            None => None,
+        };
+        if password.is_some() && username.is_none() {
+            self.error(&join(&b, "password"), "a password needs a username");
+        }
+        let client_id = self
+            .string(self.at(&join(&b, "clientId")), &join(&b, "clientId"))
+            .unwrap_or_else(|| "qlik-listener".into());
+        if client_id.trim().is_empty() || client_id.len() > 128 {
+            self.error(&join(&b, "clientId"), "must be 1 to 128 characters");
+        }
+        let protocol = match self
+            .string(
+                self.at(&join(&b, "protocolVersion")),
+                &join(&b, "protocolVersion"),
+            )
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("5") | Some("5.0") => Protocol::V5,
+            Some("3.1.1") | Some("4") => Protocol::V311,
+            Some(other) => {
+                self.error(
+                    &join(&b, "protocolVersion"),
+                    format!("'{other}' is not 5 or 3.1.1"),
+                );
+                Protocol::V5
+            }
+        };
+        let keep_alive_secs = self.number(
+            self.at(&join(&b, "keepAliveSeconds")),
+            &join(&b, "keepAliveSeconds"),
+            5..=3600,
+            30,
+        ) as u16;
+        let session_expiry_secs = self.number(
+            self.at(&join(&b, "sessionExpirySeconds")),
+            &join(&b, "sessionExpirySeconds"),
+            60..=u32::MAX as u64,
+            7 * 24 * 3600,
+        ) as u32;
+        BrokerConfig {
+            host,
+            port,
+            username,
+            password,
+            tls: TlsSettings {
+                enable,
+                ca_file,
+                cert_file,
+                key_file,
+                insecure_skip_verify: insecure,
+            },
+            client_id: client_id.trim().to_owned(),
+            protocol,
+            keep_alive_secs,
+            session_expiry_secs,
+        }
+    }
+
+    fn tenants(&mut self, require_signature: bool) -> Vec<TenantConfig> {
+        let single = join(TENANT_ROOT, "tenant");
+        let list = join(TENANT_ROOT, "tenants");
+        let mut nodes: Vec<(String, &'a Value)> = Vec::new();
+        if let Some(t) = self.at(&single) {
+            nodes.push((single.clone(), t));
+        }
+        match self.at(&list) {
+            Some(Value::Sequence(items)) => {
+                for (i, t) in items.iter().enumerate() {
+                    nodes.push((format!("{list}[{i}]"), t));
+                }
+            }
+            Some(_) => self.error(&list, "expected a list of tenants"),
+            None => {}
+        }
+        if nodes.is_empty() {
+            self.error(
+                &single,
+                "missing: configure the Qlik Cloud tenant (or a list under tenants)",
+            );
+        }
+        let mut tenants: Vec<TenantConfig> = Vec::new();
+        for (path, node) in nodes {
+            if let Some(t) = self.tenant(&path, node, require_signature) {
+                if tenants.iter().any(|other| other.id == t.id) {
+                    self.error(&join(&path, "id"), "the same tenant is configured twice");
+                } else {
+                    tenants.push(t);
+                }
+            }
+        }
+        tenants
+    }
+
+    fn tenant(
+        &mut self,
+        path: &str,
+        node: &'a Value,
+        require_signature: bool,
+    ) -> Option<TenantConfig> {
+        let id_path = join(path, "id");
+        let id = self.required(self.below(node, "id"), &id_path);
+        let url_path = join(path, "tenantUrl");
+        let tenant_url = self
+            .required(self.below(node, "tenantUrl"), &url_path)
+            .and_then(|u| match url::Url::parse(&u) {
+                Ok(url) if matches!(url.scheme(), "https" | "http") && url.host_str().is_some() => {
+                    Some(url)
+                }
+                _ => {
+                    self.error(
+                        &url_path,
+                        "not a URL (expected https://<tenant>.<region>.qlikcloud.com)",
+                    );
+                    None
+                }
+            });
+        let auth_type = self.string(self.below(node, "authType"), &join(path, "authType"));
+        if let Some(t) = auth_type.as_deref() {
+            if !t.eq_ignore_ascii_case("jwt") && !t.eq_ignore_ascii_case("apikey") {
+                self.error(
+                    &join(path, "authType"),
+                    format!("'{t}' is not supported (jwt: an API key or JWT as bearer token)"),
+                );
+            }
+        }
+        let token_path = join(path, "auth.jwt.token");
+        let token = match self.below(node, "auth.jwt.token") {
+            Some(v) => self.secret(Some(v), &token_path),
+            None => {
+                self.error(
+                    &token_path,
+                    "missing: an API key for the Qlik Cloud REST API",
+                );
+                None
+            }
+        };
+        let secret_path = join(path, "webhookSecret");
+        let webhook_secret = self
+            .below(node, "webhookSecret")
+            .and_then(|v| self.secret(Some(v), &secret_path));
+        if require_signature
+            && webhook_secret.is_none()
+            && self.below(node, "webhookSecret").is_none()
+        {
+            self.error(
+                &secret_path,
+                "missing: requireSignature is on, so each tenant needs the webhook's secret",
+            );
+        }
+        let qmc_url = self.string(
+            self.below(node, "qlikSenseUrls.qmc"),
+            &join(path, "qlikSenseUrls.qmc"),
+        );
+        let hub_url = self.string(
+            self.below(node, "qlikSenseUrls.hub"),
+            &join(path, "qlikSenseUrls.hub"),
+        );
+        let comment = self.string(self.below(node, "comment"), &join(path, "comment"));
+        let id = id?;
+        let id = if id.contains('.') || id.contains(':') {
+            TenantRef::Host(
+                id.trim_start_matches("https://")
+                    .trim_end_matches('/')
+                    .to_owned(),
+            )
+        } else {
+            TenantRef::Id(id)
+        };
+        Some(TenantConfig {
+            path: path.to_owned(),
+            id,
+            tenant_url: tenant_url?,
+            token: token?,
+            qmc_url,
+            hub_url,
+            comment,
+            webhook_secret,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+Butler:
+  logLevel: info            # Butler's own keys are ignored
+  mqttConfig:
+    enable: true
+    brokerHost: 10.0.0.5
+    qlikSenseCloud:
+      event:
+        mqttForward:
+          enable: true
+          broker:
+            host: broker.example.com
+            port: 8883
+            username: listener
+            password: ${BROKER_PASSWORD}
+          topic:
+            subscriptionRoot: qscloud/#
+            appReload: qscloud/app/reload
+  qlikSenseCloud:
+    enable: true
+    event:
+      mqtt:
+        tenant:
+          id: acme.eu.qlikcloud.com
+          tenantUrl: https://acme.eu.qlikcloud.com
+          authType: jwt
+          auth:
+            jwt:
+              token: ${QLIK_API_KEY}
+          qlikSenseUrls:
+            qmc: https://acme.eu.qlikcloud.com/console
+            hub: https://acme.eu.qlikcloud.com/hub
+          comment: Production tenant
+          alert:
+            teamsNotification:
+              reloadAppFailure:
+                enable: false
+  scriptLog:
+    storeOnDisk:
+      qsCloud:
+        appReloadFailure:
+          enable: true
+          logDirectory: scriptlogs
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "BROKER_PASSWORD" => Some("br0ker-pa55".into()),
+            "QLIK_API_KEY" => Some("eyJhbGciOi.api-key".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(Path::new("/etc/qlik/butler.yaml"), text, &env)
+    }
+
+    #[test]
+    fn a_butler_config_is_understood() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.broker.host, "broker.example.com");
+        assert_eq!(c.broker.port, 8883);
+        assert!(c.broker.tls.enable, "TLS is on by default, as in Butler");
+        assert_eq!(c.broker.username.as_deref(), Some("listener"));
+        assert_eq!(c.broker.password, Some(Secret::new("br0ker-pa55")));
+        assert_eq!(c.broker.client_id, "qlik-listener");
+        assert_eq!(c.broker.protocol, Protocol::V5);
+        assert_eq!(c.subscription_root, "qscloud/#");
+        assert_eq!(c.app_reload_topic, "qscloud/app/reload");
+        assert_eq!(c.tenants.len(), 1);
+        let t = &c.tenants[0];
+        assert_eq!(t.id, TenantRef::Host("acme.eu.qlikcloud.com".into()));
+        assert_eq!(t.tenant_url.as_str(), "https://acme.eu.qlikcloud.com/");
+        assert_eq!(t.token, Secret::new("eyJhbGciOi.api-key"));
+        assert_eq!(
+            t.hub_url.as_deref(),
+            Some("https://acme.eu.qlikcloud.com/hub")
+        );
+        assert_eq!(c.journal_path, Path::new("/etc/qlik/qlik-listener.sqlite"));
+        assert_eq!(c.retention_days, 30);
+        assert_eq!(
+            c.script_log_dir.as_deref(),
+            Some(Path::new("/etc/qlik/scriptlogs"))
+        );
+        let summary = c.summary();
+        assert!(
+            summary.contains("mqtts://listener:***@broker.example.com:8883"),
+            "{summary}"
+        );
+        assert!(
+            !summary.contains("br0ker-pa55") && !summary.contains("api-key"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn extensions() {
+        let text = GOOD
+            .replace("            port: 8883\n", "            port: 1883\n            clientId: relay-1\n            protocolVersion: \"3.1.1\"\n            tls:\n              enable: false\n")
+            .replace("          enable: true\n          broker:", "          enable: true\n          requireSignature: true\n          broker:")
+            .replace("          comment: Production tenant\n", "          comment: Production tenant\n          webhookSecret: s3cret-s3cret-s3cret-s3cret-s3cret\n")
+            .replace("  scriptLog:\n", "        tenants:\n          - id: Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG\n            tenantUrl: https://other.us.qlikcloud.com\n            auth: { jwt: { token: literal-token } }\n            webhookSecret: ${QLIK_API_KEY}\n  scriptLog:\n")
+            + "  qlikCloudListener:\n    journal:\n      path: /var/lib/qlik-listener/journal.sqlite\n      retentionDays: 7\n";
+        let c = parse(&text).unwrap();
+        assert!(!c.broker.tls.enable);
+        assert_eq!(c.broker.port, 1883);
+        assert_eq!(c.broker.client_id, "relay-1");
+        assert_eq!(c.broker.protocol, Protocol::V311);
+        assert!(c.require_signature);
+        assert_eq!(c.tenants.len(), 2);
+        assert_eq!(
+            c.tenants[1].id,
+            TenantRef::Id("Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG".into())
+        );
+        assert_eq!(
+            c.tenants[1].path,
+            "Butler.qlikSenseCloud.event.mqtt.tenants[0]"
+        );
+        assert_eq!(
+            c.tenants[1].webhook_secret,
+            Some(Secret::new("eyJhbGciOi.api-key"))
+        );
+        assert_eq!(
+            c.journal_path,
+            Path::new("/var/lib/qlik-listener/journal.sqlite")
+        );
+        assert_eq!(c.retention_days, 7);
+    }
+
+    /// Each broken config gives the expected message, with the key path.
+    #[test]
+    fn broken_configs_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "tenantUrl: https://acme.eu.qlikcloud.com",
+                "tenantUrl: acme",
+                "Butler.qlikSenseCloud.event.mqtt.tenant.tenantUrl: not a URL",
+            ),
+            (
+                "            host: broker.example.com\n",
+                "",
+                "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.host: missing",
+            ),
+            (
+                "host: broker.example.com",
+                "host: mqtts://broker.example.com",
+                "broker.host: expected a host name",
+            ),
+            (
+                "port: 8883",
+                "port: 99999",
+                "broker.port: expected a whole number from 1 to 65535",
+            ),
+            (
+                "port: 8883",
+                "port: [1]",
+                "broker.port: expected a whole number",
+            ),
+            (
+                "${BROKER_PASSWORD}",
+                "${NOT_SET}",
+                "broker.password: environment variable NOT_SET is not set",
+            ),
+            (
+                "token: ${QLIK_API_KEY}",
+                "token: \"\"",
+                "tenant.auth.jwt.token: is empty",
+            ),
+            (
+                "          enable: true\n          broker:",
+                "          enable: false\n          broker:",
+                "mqttForward.enable: must be true",
+            ),
+            (
+                "subscriptionRoot: qscloud/#",
+                "subscriptionRoot: qscloud/#/x",
+                "topic.subscriptionRoot: not a valid MQTT topic filter",
+            ),
+            (
+                "authType: jwt",
+                "authType: cert",
+                "tenant.authType: 'cert' is not supported",
+            ),
+            (
+                "logDirectory: scriptlogs",
+                "logDirectory: \"\"",
+                "appReloadFailure.logDirectory: is empty",
+            ),
+            (
+                "enable: true\n          logDirectory",
+                "enable: yes-please\n          logDirectory",
+                "appReloadFailure.enable: expected true or false",
+            ),
+            (
+                "            port: 8883\n",
+                "            port: 8883\n            tls:\n              caFile: missing-ca.pem\n",
+                "broker.tls.caFile: no such file: /etc/qlik/missing-ca.pem",
+            ),
+            (
+                "            port: 8883\n",
+                "            port: 8883\n            protocolVersion: 6\n",
+                "broker.protocolVersion: '6' is not 5 or 3.1.1",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            assert!(GOOD.contains(from), "case does not apply: {from}");
+            let text = GOOD.replacen(from, to, 1);
+            let e = parse(&text).expect_err(expected);
+            let msg = e.to_string();
+            assert!(msg.contains(expected), "expected {expected:?} in:\n{msg}");
+            assert!(msg.starts_with("/etc/qlik/butler.yaml: "), "{msg}");
+            assert!(
+                !msg.contains("br0ker-pa55") && !msg.contains("api-key"),
+                "secret in: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_mistakes_are_reported_at_once() {
+        let text = GOOD
+            .replacen(
+                "tenantUrl: https://acme.eu.qlikcloud.com",
+                "tenantUrl: nope",
+                1,
+            )
+            .replacen("port: 8883", "port: 0", 1);
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.errors.len(), 2, "{e}");
+    }
+
+    #[test]
+    fn not_yaml_or_not_butler() {
+        let e = parse("Butler: [unclosed").unwrap_err();
+        assert!(e.to_string().contains("(file): not valid YAML"), "{e}");
+        let e = parse("Other: {}").unwrap_err();
+        assert!(e.to_string().contains("Butler: missing"), "{e}");
+        let e = Config::load(Path::new("/nonexistent/butler.yaml"), &env).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/nonexistent/butler.yaml: (file): cannot read"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! Enrichment of a reload failure from the Qlik Cloud REST API: the reload (trigger, times,
+//! error), the script log, the app (name, description, owner), its tags and the owner.
+//!
+//! Promise: the lookups run concurrently and each failure is recorded in
+//! [`Enrichment::errors`]; a failed lookup degrades the alert, it never drops it.
+
+use crate::qlik_api::{ApiError, QlikApi};
+use crate::template::Enrichment;
+use qlik_events::{Event, Reload};
+
+pub async fn enrich(api: &QlikApi, event: &Event<'_>, reload: &Reload) -> Enrichment {
+    let mut errors = Vec::new();
+    let app_id = reload.app_id.as_deref();
+    let reload_id = reload.reload_id.as_deref();
+
+    let (info, log, app, tags) = tokio::join!(
+        optional(reload_id.map(|r| api.reload(r))),
+        optional(app_id.zip(reload_id).map(|(a, r)| api.script_log(a, r))),
+        optional(app_id.map(|a| api.app(a))),
+        optional(app_id.map(|a| api.app_tags(a))),
+    );
+    let reload_info = keep(info, &mut errors);
+    let script_log = keep(log, &mut errors);
+    let app = keep(app, &mut errors);
+    let tags = keep(tags, &mut errors);
+
+    let owner_id = app
+        .as_ref()
+        .and_then(|a| a.owner_id.clone())
+        .or_else(|| event.owner_id.as_deref().map(str::to_owned));
+    let owner = keep(
+        optional(owner_id.as_deref().map(|o| api.user(o))).await,
+        &mut errors,
+    );
+    if app_id.is_none() {
+        errors.push("the event names no app".to_owned());
+    }
+    if reload_id.is_none() {
+        errors.push("the event names no reload".to_owned());
+    }
+    Enrichment {
+        reload: reload_info,
+        app,
+        owner,
+        tags,
+        script_log,
+        errors,
+    }
+}
+
+async fn optional<T>(
+    call: Option<impl std::future::Future<Output = Result<T, ApiError>>>,
+) -> Option<Result<T, ApiError>> {
+    match call {
+        Some(call) => Some(call.await),
+        None => None,
+    }
+}
+
+fn keep<T>(result: Option<Result<T, ApiError>>, errors: &mut Vec<String>) -> Option<T> {
+    match result? {
+        Ok(value) => Some(value),
+        Err(e) => {
+            errors.push(e.to_string());
+            None
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The journal: every event the listener received, in an embedded SQLite database.
+//!
+//! Why: the listener acknowledges an MQTT message only once the event is recorded here, so a
+//! crash between receipt and notification loses nothing, and duplicate deliveries (QoS 1
+//! redeliveries, Qlik resends) are recognised by event id. Pending work is found here again
+//! after a restart.
+//!
+//! Promises: `record` is one transaction, durable when it returns (WAL, `synchronous=FULL`);
+//! an event id is recorded once; all calls run off the async runtime's worker threads.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("journal: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("journal: worker thread failed: {0}")]
+    Join(String),
+}
+
+/// What the listener does with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// A reload failure of a configured tenant, not yet fully handled.
+    Pending,
+    /// Handled (enriched; alerts are the notification stage's).
+    Done,
+    /// Recorded only: not a failure, nothing to do.
+    Recorded,
+    /// From a tenant that is not configured.
+    Skipped,
+    /// Its signature did not verify (`requireSignature`).
+    Rejected,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Done => "done",
+            State::Recorded => "recorded",
+            State::Skipped => "skipped",
+            State::Rejected => "rejected",
+        }
+    }
+
+    fn parse(s: &str) -> State {
+        match s {
+            "pending" => State::Pending,
+            "done" => State::Done,
+            "skipped" => State::Skipped,
+            "rejected" => State::Rejected,
+            _ => State::Recorded,
+        }
+    }
+}
+
+/// An event as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub event_type: String,
+    pub tenant_id: String,
+    pub app_id: Option<String>,
+    pub reload_id: Option<String>,
+    pub reload_status: Option<String>,
+    pub topic: String,
+    /// Unix time in milliseconds.
+    pub received_at: i64,
+    pub body: Vec<u8>,
+    pub state: State,
+    pub note: Option<String>,
+    /// The template data, once enriched (JSON).
+    pub enrichment: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    Duplicate,
+}
+
+#[derive(Clone)]
+pub struct Journal {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id            TEXT PRIMARY KEY,
+    event_type    TEXT NOT NULL,
+    tenant_id     TEXT NOT NULL,
+    app_id        TEXT,
+    reload_id     TEXT,
+    reload_status TEXT,
+    topic         TEXT NOT NULL,
+    received_at   INTEGER NOT NULL,
+    body          BLOB NOT NULL,
+    state         TEXT NOT NULL,
+    note          TEXT,
+    enrichment    TEXT
+);
+CREATE INDEX IF NOT EXISTS events_state ON events(state);
+CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+";
+
+impl Journal {
+    /// Opens (or creates) the journal at `path`, creating its directory.
+    pub async fn open(path: &Path) -> Result<Journal, JournalError> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || {
+            let open_err = |source| JournalError::Open {
+                path: path.display().to_string(),
+                source,
+            };
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    open_err(rusqlite::Error::InvalidPath(
+                        format!("{}: {e}", dir.display()).into(),
+                    ))
+                })?;
+            }
+            let conn = Connection::open(&path).map_err(open_err)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(open_err)?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(open_err)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(open_err)?;
+            conn.execute_batch(SCHEMA).map_err(open_err)?;
+            Ok::<_, JournalError>(conn)
+        })
+        .await
+        .map_err(|e| JournalError::Join(e.to_string()))??;
+        Ok(Journal {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on a blocking thread.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn).map_err(JournalError::from)
+        })
+        .await
+        .map_err(|e| JournalError::Join(e.to_string()))?
+    }
+
+    /// Records an event unless its id is already known.
+    pub async fn record(&self, entry: Entry) -> Result<Recorded, JournalError> {
+        self.with(move |c| {
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO events
+                 (id, event_type, tenant_id, app_id, reload_id, reload_status, topic, received_at, body, state, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    entry.id,
+                    entry.event_type,
+                    entry.tenant_id,
+                    entry.app_id,
+                    entry.reload_id,
+                    entry.reload_status,
+                    entry.topic,
+                    entry.received_at,
+                    entry.body,
+                    entry.state.as_str(),
+                    entry.note,
+                ],
+            )?;
+            Ok(if inserted == 1 { Recorded::New } else { Recorded::Duplicate })
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM events WHERE id = ?1"),
+                [id],
+                row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Events with work left, oldest first.
+    pub async fn pending(&self) -> Result<Vec<Entry>, JournalError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM events WHERE state = 'pending' ORDER BY received_at"
+            ))?;
+            let rows = stmt.query_map([], row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Events received since `since_ms` (unix ms), newest first, at most `limit`.
+    pub async fn recent(&self, since_ms: i64, limit: u32) -> Result<Vec<Entry>, JournalError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM events WHERE received_at >= ?1 ORDER BY received_at DESC LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![since_ms, limit], row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Stores the enrichment (template data) of an event.
+    pub async fn set_enrichment(&self, id: &str, enrichment: String) -> Result<(), JournalError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE events SET enrichment = ?2 WHERE id = ?1",
+                params![id, enrichment],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_state(
+        &self,
+        id: &str,
+        state: State,
+        note: Option<String>,
+    ) -> Result<(), JournalError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE events SET state = ?2, note = COALESCE(?3, note) WHERE id = ?1",
+                params![id, state.as_str(), note],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes events received before `before_ms` that have no work left; returns how many.
+    pub async fn prune(&self, before_ms: i64) -> Result<usize, JournalError> {
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM events WHERE received_at < ?1 AND state != 'pending'",
+                [before_ms],
+            )
+        })
+        .await
+    }
+}
+
+const COLUMNS: &str = "id, event_type, tenant_id, app_id, reload_id, reload_status, topic, received_at, body, state, note, enrichment";
+
+fn row(r: &rusqlite::Row<'_>) -> Result<Entry, rusqlite::Error> {
+    Ok(Entry {
+        id: r.get(0)?,
+        event_type: r.get(1)?,
+        tenant_id: r.get(2)?,
+        app_id: r.get(3)?,
+        reload_id: r.get(4)?,
+        reload_status: r.get(5)?,
+        topic: r.get(6)?,
+        received_at: r.get(7)?,
+        body: r.get(8)?,
+        state: State::parse(&r.get::<_, String>(9)?),
+        note: r.get(10)?,
+        enrichment: r.get(11)?,
+    })
+}
+
+/// Now, in unix milliseconds.
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, state: State, received_at: i64) -> Entry {
+        Entry {
+            id: id.into(),
+            event_type: "com.qlik.v1.app.reload.finished".into(),
+            tenant_id: "t".into(),
+            app_id: Some("app".into()),
+            reload_id: Some("r".into()),
+            reload_status: Some("error".into()),
+            topic: "qscloud/app/reload/t".into(),
+            received_at,
+            body: b"{}".to_vec(),
+            state,
+            note: None,
+            enrichment: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_once_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/journal.sqlite");
+        let j = Journal::open(&path).await.unwrap();
+        assert_eq!(
+            j.record(entry("e1", State::Pending, 1)).await.unwrap(),
+            Recorded::New
+        );
+        assert_eq!(
+            j.record(entry("e1", State::Pending, 2)).await.unwrap(),
+            Recorded::Duplicate
+        );
+        assert_eq!(
+            j.record(entry("e2", State::Recorded, 3)).await.unwrap(),
+            Recorded::New
+        );
+        drop(j);
+        let j = Journal::open(&path).await.unwrap();
+        let pending = j.pending().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0], entry("e1", State::Pending, 1));
+        j.set_enrichment("e1", "{\"appName\":\"A\"}".into())
+            .await
+            .unwrap();
+        j.set_state("e1", State::Done, None).await.unwrap();
+        assert!(j.pending().await.unwrap().is_empty());
+        let e1 = j.get("e1").await.unwrap().unwrap();
+        assert_eq!(e1.state, State::Done);
+        assert_eq!(e1.enrichment.as_deref(), Some("{\"appName\":\"A\"}"));
+        assert_eq!(j.recent(0, 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn prune_keeps_pending_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.sqlite")).await.unwrap();
+        j.record(entry("old-done", State::Done, 10)).await.unwrap();
+        j.record(entry("old-pending", State::Pending, 10))
+            .await
+            .unwrap();
+        j.record(entry("new", State::Done, 1000)).await.unwrap();
+        assert_eq!(j.prune(500).await.unwrap(), 1);
+        assert!(j.get("old-done").await.unwrap().is_none());
+        assert!(j.get("old-pending").await.unwrap().is_some());
+        assert!(j.get("new").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn unwritable_path_is_a_clear_error() {
+        let e = Journal::open(Path::new("/proc/no/such/dir/journal.sqlite"))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("journal /proc/no/such/dir/journal.sqlite"),
+            "{e}"
+        );
+    }
+}

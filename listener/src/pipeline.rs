@@ -1,0 +1,290 @@
+//! What happens to each message: normalise → decide → record → acknowledge, then, for reload
+//! failures, enrich from the Qlik Cloud API and hand the template data to the alert stage.
+//!
+//! Promises (design.md §6):
+//! - a message is acknowledged only after its event is in the journal; if the journal cannot
+//!   be written, it is not acknowledged and the broker delivers it again later;
+//! - an event id is handled once, however often it is delivered;
+//! - garbage (not an event) is logged with its topic and acknowledged, never crashes the loop;
+//! - with `requireSignature`, an event whose `qlik-signature` does not verify is recorded as
+//!   rejected and not acted on;
+//! - pending work survives restarts: the worker starts with what the journal still holds.
+
+use crate::config::{Config, TenantConfig};
+use crate::journal::{self, Entry, Journal, Recorded, State};
+use crate::qlik_api::QlikApi;
+use crate::subscriber::{Message, MAX_MESSAGE_BYTES};
+use crate::template::{self, Enrichment};
+use crate::{enrich, script_log};
+use qlik_events::{Event, Verifier};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Notify};
+
+/// Script-log lines in the stored template data until the alert channels set their own.
+const DEFAULT_HEAD_LINES: usize = 15;
+const DEFAULT_TAIL_LINES: usize = 15;
+
+/// A configured tenant, ready to use.
+pub struct Tenant {
+    pub id: String,
+    pub config: TenantConfig,
+    pub api: QlikApi,
+    verifier: Option<Verifier>,
+}
+
+impl Tenant {
+    pub fn new(id: String, config: TenantConfig, api: QlikApi) -> Tenant {
+        let verifier = config
+            .webhook_secret
+            .as_ref()
+            .map(|s| Verifier::new(s, None));
+        Tenant {
+            id,
+            config,
+            api,
+            verifier,
+        }
+    }
+}
+
+pub struct Pipeline {
+    journal: Journal,
+    tenants: HashMap<String, Tenant>,
+    require_signature: bool,
+    script_log_dir: Option<PathBuf>,
+    wake: Notify,
+    warned_tenants: Mutex<HashSet<String>>,
+}
+
+impl Pipeline {
+    pub fn new(config: &Config, journal: Journal, tenants: Vec<Tenant>) -> Arc<Pipeline> {
+        Arc::new(Pipeline {
+            journal,
+            tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            require_signature: config.require_signature,
+            script_log_dir: config.script_log_dir.clone(),
+            wake: Notify::new(),
+            warned_tenants: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Receives until the channel closes; each message is recorded, then acknowledged.
+    pub async fn receive(self: Arc<Self>, mut messages: mpsc::Receiver<Message>) {
+        while let Some(message) = messages.recv().await {
+            let topic = message.topic.clone();
+            match self.record(&message).await {
+                Ok(()) => {
+                    if let Err(e) = message.ack().await {
+                        tracing::warn!(topic = %topic, error = %e, "could not acknowledge; the broker will deliver again");
+                    }
+                }
+                Err(e) => {
+                    // Not acknowledged: the broker redelivers after a reconnect.
+                    tracing::error!(topic = %topic, error = %e, "could not record the event; not acknowledged");
+                }
+            }
+        }
+    }
+
+    /// Decides what the message is and records it. `Ok` means: acknowledge it.
+    async fn record(&self, message: &Message) -> Result<(), journal::JournalError> {
+        let topic = message.topic.as_str();
+        if message.payload.len() > MAX_MESSAGE_BYTES as usize {
+            tracing::warn!(
+                topic,
+                bytes = message.payload.len(),
+                "message too large; dropped"
+            );
+            return Ok(());
+        }
+        let event = match Event::parse(&message.payload) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(topic, bytes = message.payload.len(), reason = %e, "not a Qlik Cloud event; dropped");
+                return Ok(());
+            }
+        };
+        let reload = event.reload().and_then(Result::ok);
+        let (state, note) = self.decide(&event, reload.as_ref(), message);
+        let entry = Entry {
+            id: event.id.to_string(),
+            event_type: event.event_type.to_string(),
+            tenant_id: event.tenant_id.to_string(),
+            app_id: reload
+                .as_ref()
+                .and_then(|r| r.app_id.clone())
+                .or_else(|| event.app_id()),
+            reload_id: reload.as_ref().and_then(|r| r.reload_id.clone()),
+            reload_status: reload.as_ref().and_then(|r| r.status.clone()),
+            topic: topic.to_owned(),
+            received_at: journal::now_ms(),
+            body: message.payload.to_vec(),
+            state,
+            note: note.clone(),
+            enrichment: None,
+        };
+        let recorded = self.journal.record(entry).await?;
+        let level_fields = (
+            event.id.as_ref(),
+            event.event_type.as_ref(),
+            event.tenant_id.as_ref(),
+        );
+        match recorded {
+            Recorded::Duplicate => {
+                tracing::info!(
+                    event_id = level_fields.0,
+                    event_type = level_fields.1,
+                    "duplicate event; already recorded"
+                )
+            }
+            Recorded::New => {
+                tracing::info!(
+                    event_id = level_fields.0,
+                    event_type = level_fields.1,
+                    tenant = level_fields.2,
+                    format = event.format.as_str(),
+                    state = state.as_str(),
+                    note = note.as_deref().unwrap_or("-"),
+                    "event recorded"
+                );
+                if state == State::Pending {
+                    self.wake.notify_one();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn decide(
+        &self,
+        event: &Event<'_>,
+        reload: Option<&qlik_events::Reload>,
+        message: &Message,
+    ) -> (State, Option<String>) {
+        let Some(tenant) = self.tenants.get(event.tenant_id.as_ref()) else {
+            let mut warned = self
+                .warned_tenants
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if warned.insert(event.tenant_id.to_string()) {
+                tracing::warn!(tenant = %event.tenant_id, "event from a tenant that is not configured; recorded and skipped (warned once per tenant)");
+            }
+            return (State::Skipped, Some("tenant not configured".into()));
+        };
+        if self.require_signature {
+            let verdict = match &tenant.verifier {
+                Some(v) => v
+                    .verify(
+                        message.signature.as_deref().map(str::as_bytes),
+                        &message.payload,
+                    )
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => Err("no webhook secret for this tenant".into()),
+            };
+            if let Err(reason) = verdict {
+                tracing::warn!(event_id = %event.id, tenant = %event.tenant_id, reason = %reason, "signature check failed; event rejected");
+                return (State::Rejected, Some(format!("signature: {reason}")));
+            }
+        }
+        match reload {
+            Some(r) if r.is_failure() => (State::Pending, None),
+            _ => (State::Recorded, None),
+        }
+    }
+
+    /// Handles pending events: those left from before a restart, then each new one.
+    pub async fn work(self: Arc<Self>) {
+        loop {
+            match self.journal.pending().await {
+                Ok(entries) => {
+                    for entry in entries {
+                        self.process(entry).await;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read pending events"),
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    async fn process(&self, entry: Entry) {
+        let Ok(event) = Event::parse(&entry.body) else {
+            // Recorded events parsed before; a journal edited by hand could break that.
+            let _ = self
+                .journal
+                .set_state(&entry.id, State::Done, Some("body no longer parses".into()))
+                .await;
+            return;
+        };
+        let (Some(tenant), Some(Ok(reload))) =
+            (self.tenants.get(event.tenant_id.as_ref()), event.reload())
+        else {
+            let _ = self
+                .journal
+                .set_state(&entry.id, State::Done, Some("nothing to do".into()))
+                .await;
+            return;
+        };
+        let enrichment: Enrichment = enrich::enrich(&tenant.api, &event, &reload).await;
+        for error in &enrichment.errors {
+            tracing::warn!(event_id = %entry.id, error = %error, "Qlik Cloud lookup failed; the alert will lack it");
+        }
+        if let (Some(dir), Some(log)) = (&self.script_log_dir, &enrichment.script_log) {
+            match script_log::store(
+                dir,
+                &event.tenant_id,
+                reload.app_id.as_deref(),
+                reload.reload_id.as_deref(),
+                log,
+            ) {
+                Ok(path) => {
+                    tracing::info!(event_id = %entry.id, path = %path.display(), "script log stored")
+                }
+                Err(e) => tracing::warn!(event_id = %entry.id, error = %e, "script log not stored"),
+            }
+        }
+        let data = template::build(
+            &event,
+            &reload,
+            &tenant.config,
+            &enrichment,
+            DEFAULT_HEAD_LINES,
+            DEFAULT_TAIL_LINES,
+        );
+        if let Err(e) = self
+            .journal
+            .set_enrichment(&entry.id, data.to_string())
+            .await
+        {
+            tracing::error!(event_id = %entry.id, error = %e, "cannot store the enrichment; will retry");
+            return;
+        }
+        tracing::info!(
+            event_id = %entry.id,
+            app = %data["appName"].as_str().unwrap_or_default(),
+            app_id = %data["appId"].as_str().unwrap_or_default(),
+            reload_id = %data["reloadId"].as_str().unwrap_or_default(),
+            error = %data["errorMessage"].as_str().unwrap_or_default(),
+            "reload failure enriched; alert data ready"
+        );
+        if let Err(e) = self.journal.set_state(&entry.id, State::Done, None).await {
+            tracing::error!(event_id = %entry.id, error = %e, "cannot mark the event done; will retry");
+        }
+    }
+
+    /// Deletes finished events older than `retention_days`, now and then daily.
+    pub async fn prune(self: Arc<Self>, retention_days: u32) {
+        let keep_ms = i64::from(retention_days) * 24 * 3600 * 1000;
+        loop {
+            match self.journal.prune(journal::now_ms() - keep_ms).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, retention_days, "journal pruned"),
+                Err(e) => tracing::warn!(error = %e, "journal pruning failed"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)).await;
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! A small client for the Qlik Cloud REST API calls the listener needs (design.md §5).
+//!
+//! Promises: every call has a bounded time; HTTP 429 waits for `Retry-After` (capped) and 5xx or
+//! network errors are retried with back-off a few times; the bearer token never appears in an
+//! error or a log line.
+
+use qlik_events::Secret;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How many times a call is tried in all.
+const ATTEMPTS: u32 = 4;
+const TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("GET {path}: HTTP {status}")]
+    Status { path: String, status: u16 },
+    #[error("GET {path}: {reason}")]
+    Transport { path: String, reason: String },
+    #[error("GET {path}: unexpected response: {reason}")]
+    Body { path: String, reason: String },
+}
+
+#[derive(Clone)]
+pub struct QlikApi {
+    http: reqwest::Client,
+    base: url::Url,
+    token: Secret,
+    /// Back-off unit between retries (shortened in tests).
+    backoff: Duration,
+}
+
+/// `GET /api/v1/reloads/{id}`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadInfo {
+    #[serde(rename = "type")]
+    pub trigger: Option<String>,
+    pub status: Option<String>,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub log: Option<String>,
+}
+
+/// `GET /api/v1/apps/{id}`: `attributes`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppInfo {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub owner_id: Option<String>,
+}
+
+/// `GET /api/v1/users/{id}`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserInfo {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+impl QlikApi {
+    pub fn new(base: url::Url, token: Secret) -> Result<QlikApi, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("qlik-listener/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Transport {
+                path: base.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(QlikApi {
+            http,
+            base,
+            token,
+            backoff: Duration::from_millis(500),
+        })
+    }
+
+    /// Shortens the wait between retries (for tests).
+    pub fn with_backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    pub async fn reload(&self, reload_id: &str) -> Result<ReloadInfo, ApiError> {
+        self.get_json(&format!("/api/v1/reloads/{}", segment(reload_id)))
+            .await
+    }
+
+    pub async fn script_log(&self, app_id: &str, reload_id: &str) -> Result<String, ApiError> {
+        let path = format!(
+            "/api/v1/apps/{}/reloads/logs/{}",
+            segment(app_id),
+            segment(reload_id)
+        );
+        let bytes = self.get(&path, "text/plain").await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    pub async fn app(&self, app_id: &str) -> Result<AppInfo, ApiError> {
+        #[derive(Deserialize)]
+        struct App {
+            attributes: AppInfo,
+        }
+        let app: App = self
+            .get_json(&format!("/api/v1/apps/{}", segment(app_id)))
+            .await?;
+        Ok(app.attributes)
+    }
+
+    /// The tag names of the app's item.
+    pub async fn app_tags(&self, app_id: &str) -> Result<Vec<String>, ApiError> {
+        #[derive(Deserialize)]
+        struct Items {
+            data: Vec<Item>,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            meta: Option<Meta>,
+        }
+        #[derive(Deserialize)]
+        struct Meta {
+            #[serde(default)]
+            tags: Vec<Tag>,
+        }
+        #[derive(Deserialize)]
+        struct Tag {
+            name: String,
+        }
+        let path = format!(
+            "/api/v1/items?resourceType=app&resourceId={}",
+            segment(app_id)
+        );
+        let items: Items = self.get_json(&path).await?;
+        Ok(items
+            .data
+            .into_iter()
+            .filter_map(|i| i.meta)
+            .flat_map(|m| m.tags)
+            .map(|t| t.name)
+            .collect())
+    }
+
+    pub async fn user(&self, user_id: &str) -> Result<UserInfo, ApiError> {
+        self.get_json(&format!("/api/v1/users/{}", segment(user_id)))
+            .await
+    }
+
+    /// `GET /api/v1/users/me`: the caller, with `tenantId`.
+    pub async fn me(&self) -> Result<UserInfo, ApiError> {
+        self.get_json("/api/v1/users/me").await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let bytes = self.get(path, "application/json").await?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Body {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn get(&self, path: &str, accept: &str) -> Result<bytes::Bytes, ApiError> {
+        let url = self.base.join(path).map_err(|e| ApiError::Transport {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let token = String::from_utf8_lossy(self.token.expose()).into_owned();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .http
+                .get(url.clone())
+                .bearer_auth(&token)
+                .header("accept", accept)
+                .send()
+                .await;
+            let wait = match result {
+                Ok(resp) if resp.status().is_success() => {
+                    return resp.bytes().await.map_err(|e| ApiError::Transport {
+                        path: path.to_owned(),
+                        reason: without_url(&e),
+                    });
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retryable = status == 429 || status >= 500;
+                    if !retryable || attempt >= ATTEMPTS {
+                        return Err(ApiError::Status {
+                            path: path.to_owned(),
+                            status,
+                        });
+                    }
+                    retry_after(&resp).unwrap_or(self.backoff * 2u32.pow(attempt - 1))
+                }
+                Err(e) => {
+                    if attempt >= ATTEMPTS {
+                        return Err(ApiError::Transport {
+                            path: path.to_owned(),
+                            reason: without_url(&e),
+                        });
+                    }
+                    self.backoff * 2u32.pow(attempt - 1)
+                }
+            };
+            tracing::debug!(
+                path,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "retrying Qlik Cloud API call"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// `Retry-After` in seconds, capped.
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let secs: u64 = resp
+        .headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// What went wrong, without the URL (the path is reported separately).
+fn without_url(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "cannot connect".into()
+    } else if e.is_decode() || e.is_body() {
+        "could not read the response".into()
+    } else {
+        "request failed".into()
+    }
+}
+
+/// An id as one URL path segment: anything but `[A-Za-z0-9._-]` is percent-encoded, so an id
+/// from an event can never change the path.
+pub fn segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.') && !(id == "." || id == "..")
+        {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cannot_escape_their_path_segment() {
+        assert_eq!(
+            segment("673d9f1c2a4b5c6d7e8f9012"),
+            "673d9f1c2a4b5c6d7e8f9012"
+        );
+        assert_eq!(segment("4f2c9d1e-7a6b-4c3d"), "4f2c9d1e-7a6b-4c3d");
+        assert_eq!(segment("../../users/me"), "..%2F..%2Fusers%2Fme");
+        assert_eq!(segment(".."), "%2E%2E");
+        assert_eq!(segment("a?b#c"), "a%3Fb%23c");
+        assert_eq!(segment("x y"), "x%20y");
+    }
+}

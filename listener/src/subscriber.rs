@@ -1,0 +1,284 @@
+//! The durable MQTT subscription (rumqttc; MQTT 5 by default, 3.1.1 on request).
+//!
+//! Promises:
+//! - a persistent session (clean start off, a stable client id, a session expiry), so events
+//!   published while the listener is down are delivered when it returns;
+//! - QoS 1 with manual acknowledgement: a message is acknowledged only when the caller calls
+//!   [`Message::ack`], i.e. after it was recorded;
+//! - reconnects forever with capped exponential back-off and jitter, subscribing again when the
+//!   broker lost the session; each state change is logged once, not a flood.
+
+use crate::config::{BrokerConfig, Protocol};
+use bytes::Bytes;
+use qlik_events::tls::{self, SettingNames, TlsFiles};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const BROKER: &str = "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker";
+const TLS_SETTINGS: SettingNames = SettingNames {
+    ca_file: "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.tls.caFile",
+    cert_file: "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.tls.certFile",
+    key_file: "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.tls.keyFile",
+};
+/// Largest message we accept (MQTT 5 tells the broker, which then does not send bigger ones).
+pub const MAX_MESSAGE_BYTES: u32 = 1024 * 1024;
+
+/// One received message, to be acknowledged once handled.
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    /// The `qlik-signature` user property (MQTT 5).
+    pub signature: Option<String>,
+    ack: Acker,
+}
+
+enum Acker {
+    V5(
+        rumqttc::v5::AsyncClient,
+        rumqttc::v5::mqttbytes::v5::Publish,
+    ),
+    V311(rumqttc::AsyncClient, rumqttc::Publish),
+}
+
+impl Message {
+    /// Acknowledges the message to the broker (PUBACK).
+    pub async fn ack(self) -> Result<(), String> {
+        match self.ack {
+            Acker::V5(client, publish) => client.ack(&publish).await.map_err(|e| e.to_string()),
+            Acker::V311(client, publish) => client.ack(&publish).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Whether the broker connection is up, for health checks.
+#[derive(Clone, Default)]
+pub struct Connected(Arc<AtomicBool>);
+
+impl Connected {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Connects and subscribes to `filter`; messages arrive on the returned channel.
+pub fn subscribe(
+    broker: &BrokerConfig,
+    filter: &str,
+) -> anyhow::Result<(mpsc::Receiver<Message>, Connected)> {
+    if broker.tls.insecure_skip_verify {
+        tracing::warn!(
+            "{BROKER}.tls.insecureSkipVerify is true: the broker's certificate is NOT verified"
+        );
+    }
+    let transport = if broker.tls.enable {
+        let files = TlsFiles {
+            ca_file: broker.tls.ca_file.as_deref(),
+            client: broker
+                .tls
+                .cert_file
+                .as_deref()
+                .zip(broker.tls.key_file.as_deref()),
+            insecure_skip_verify: broker.tls.insecure_skip_verify,
+        };
+        rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(
+            tls::client_config(files, TLS_SETTINGS)?,
+        )))
+    } else {
+        rumqttc::Transport::tcp()
+    };
+    let credentials = broker.username.clone().map(|u| {
+        let password = broker
+            .password
+            .as_ref()
+            .map(|p| String::from_utf8_lossy(p.expose()).into_owned())
+            .unwrap_or_default();
+        (u, password)
+    });
+    let (tx, rx) = mpsc::channel(256);
+    let connected = Connected::default();
+    let keep_alive = Duration::from_secs(u64::from(broker.keep_alive_secs));
+    let state = LoopState {
+        tx,
+        connected: connected.clone(),
+        filter: filter.to_owned(),
+        broker: format!("{}:{}", broker.host, broker.port),
+    };
+    match broker.protocol {
+        Protocol::V5 => {
+            let mut opts =
+                rumqttc::v5::MqttOptions::new(&broker.client_id, &broker.host, broker.port);
+            opts.set_keep_alive(keep_alive)
+                .set_clean_start(false)
+                .set_session_expiry_interval(Some(broker.session_expiry_secs))
+                .set_manual_acks(true)
+                .set_max_packet_size(Some(MAX_MESSAGE_BYTES + 64 * 1024))
+                .set_transport(transport);
+            if let Some((u, p)) = credentials {
+                opts.set_credentials(u, p);
+            }
+            let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 256);
+            tokio::spawn(drive_v5(client, eventloop, state));
+        }
+        Protocol::V311 => {
+            let mut opts = rumqttc::MqttOptions::new(&broker.client_id, &broker.host, broker.port);
+            let max = (MAX_MESSAGE_BYTES + 64 * 1024) as usize;
+            opts.set_keep_alive(keep_alive)
+                .set_clean_session(false)
+                .set_manual_acks(true)
+                .set_max_packet_size(max, 64 * 1024)
+                .set_transport(transport);
+            if let Some((u, p)) = credentials {
+                opts.set_credentials(u, p);
+            }
+            let (client, eventloop) = rumqttc::AsyncClient::new(opts, 256);
+            tokio::spawn(drive_v311(client, eventloop, state));
+        }
+    }
+    Ok((rx, connected))
+}
+
+struct LoopState {
+    tx: mpsc::Sender<Message>,
+    connected: Connected,
+    filter: String,
+    broker: String,
+}
+
+impl LoopState {
+    /// Logs the transition to connected once; says whether to subscribe.
+    fn on_connack(&self, session_present: bool) -> bool {
+        if !self.connected.0.swap(true, Ordering::SeqCst) {
+            tracing::info!(broker = %self.broker, session_present, "connected to the broker");
+        }
+        !session_present
+    }
+
+    /// Logs the transition to disconnected once; returns how long to wait before retrying.
+    fn on_error(&self, error: String, failures: &mut u32) -> Duration {
+        if self.connected.0.swap(false, Ordering::SeqCst) || *failures == 0 {
+            tracing::warn!(broker = %self.broker, error = %error, "broker connection lost; reconnecting");
+        } else {
+            tracing::debug!(broker = %self.broker, error = %error, "reconnect failed");
+        }
+        *failures += 1;
+        backoff(*failures)
+    }
+}
+
+/// Capped exponential back-off (0.5 s … 30 s) with ±25 % jitter.
+fn backoff(failures: u32) -> Duration {
+    let base = 500u64.saturating_mul(1 << failures.min(6)).min(30_000);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(failures);
+    let jitter = (h.finish() % (base / 2 + 1)) as i64 - (base / 4) as i64;
+    Duration::from_millis((base as i64 + jitter).max(100) as u64)
+}
+
+async fn drive_v5(
+    client: rumqttc::v5::AsyncClient,
+    mut eventloop: rumqttc::v5::EventLoop,
+    state: LoopState,
+) {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::Event;
+    let mut failures = 0;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                failures = 0;
+                if state.on_connack(ack.session_present) {
+                    if let Err(e) = client
+                        .subscribe(state.filter.clone(), QoS::AtLeastOnce)
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot subscribe");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                tracing::info!(filter = %state.filter, codes = ?ack.return_codes, "subscribed");
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let signature = publish.properties.as_ref().and_then(|p| {
+                    p.user_properties
+                        .iter()
+                        .find(|(k, _)| k == "qlik-signature")
+                        .map(|(_, v)| v.clone())
+                });
+                let message = Message {
+                    topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                    payload: publish.payload.clone(),
+                    signature,
+                    ack: Acker::V5(client.clone(), publish),
+                };
+                if state.tx.send(message).await.is_err() {
+                    return; // the listener is shutting down
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tokio::time::sleep(state.on_error(e.to_string(), &mut failures)).await,
+        }
+    }
+}
+
+async fn drive_v311(
+    client: rumqttc::AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    state: LoopState,
+) {
+    use rumqttc::{Event, Packet, QoS};
+    let mut failures = 0;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                failures = 0;
+                if state.on_connack(ack.session_present) {
+                    if let Err(e) = client
+                        .subscribe(state.filter.clone(), QoS::AtLeastOnce)
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot subscribe");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                tracing::info!(filter = %state.filter, codes = ?ack.return_codes, "subscribed");
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let message = Message {
+                    topic: publish.topic.clone(),
+                    payload: publish.payload.clone(),
+                    signature: None,
+                    ack: Acker::V311(client.clone(), publish),
+                };
+                if state.tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tokio::time::sleep(state.on_error(e.to_string(), &mut failures)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for failures in 1..40 {
+            let d = backoff(failures).as_millis() as u64;
+            let base = (500u64 << failures.min(6)).min(30_000);
+            assert!(
+                d >= base * 3 / 4 && d <= base * 5 / 4 + 1,
+                "{failures}: {d} vs {base}"
+            );
+        }
+        assert!(backoff(30) <= Duration::from_millis(37_501));
+    }
+}

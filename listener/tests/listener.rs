@@ -1,0 +1,452 @@
+//! The listener against a real Mosquitto and a stand-in for the Qlik Cloud API: what a user
+//! would check in the log and in the SQLite journal.
+
+use qlik_listener::journal::{Entry, Journal, State};
+use relay_tests::fakes::{FakeQlikCloud, Fault};
+use relay_tests::fixtures::{self, FIXTURES, SECRET, TENANT};
+use relay_tests::mosquitto::Mosquitto;
+use relay_tests::mqtt;
+use relay_tests::process::{self, Running};
+use relay_tests::wait;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_qlik-listener");
+const TOKEN: &str = "qlik-api-key-for-tests-0123456789";
+const LIMIT: Duration = Duration::from_secs(20);
+
+struct Setup {
+    broker: Mosquitto,
+    api: FakeQlikCloud,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    async fn new(extra_forward: &str) -> Setup {
+        let broker = Mosquitto::start().await;
+        let api = FakeQlikCloud::start(TENANT, TOKEN).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("butler.yaml");
+        let client_id = format!("listener-{}", relay_tests::free_port());
+        let yaml = format!(
+            r#"Butler:
+  logLevel: info
+  mqttConfig:
+    enable: false
+    qlikSenseCloud:
+      event:
+        mqttForward:
+          enable: true
+{extra_forward}          broker:
+            host: 127.0.0.1
+            port: {port}
+            clientId: {client_id}
+            tls:
+              enable: false
+          topic:
+            subscriptionRoot: qscloud/#
+            appReload: qscloud/app/reload
+  qlikSenseCloud:
+    enable: true
+    event:
+      mqtt:
+        tenant:
+          id: {TENANT}
+          tenantUrl: {url}
+          authType: jwt
+          auth:
+            jwt:
+              token: ${{QLIK_TOKEN}}
+          webhookSecret: ${{WEBHOOK_SECRET}}
+          qlikSenseUrls:
+            qmc: {url}/console
+            hub: {url}/hub
+          comment: Test tenant
+  scriptLog:
+    storeOnDisk:
+      qsCloud:
+        appReloadFailure:
+          enable: true
+          logDirectory: scriptlogs
+  qlikCloudListener:
+    journal:
+      path: journal.sqlite
+"#,
+            port = broker.port,
+            url = api.url(),
+        );
+        std::fs::write(&config, yaml).unwrap();
+        Setup {
+            broker,
+            api,
+            dir,
+            config,
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("QLIK_TOKEN", TOKEN.to_owned()),
+            ("WEBHOOK_SECRET", SECRET.to_owned()),
+        ]
+    }
+
+    /// Starts the listener and waits until it is subscribed (`first`) or connected.
+    async fn start(&self, first: bool) -> Running {
+        let config = self.config.to_str().unwrap().to_owned();
+        let mut l = Running::spawn(BIN, &["--config", &config], &self.env());
+        let ready = if first {
+            "subscribed"
+        } else {
+            "connected to the broker"
+        };
+        l.wait_for_output(ready, 1, LIMIT).await;
+        l
+    }
+
+    async fn journal(&self) -> Journal {
+        Journal::open(&self.dir.path().join("journal.sqlite"))
+            .await
+            .unwrap()
+    }
+
+    async fn publish(&self, topic: &str, body: &[u8]) {
+        mqtt::publish(self.broker.port, topic, body, Some(&fixtures::sign(body))).await;
+    }
+
+    /// Waits until event `id` is in the journal in `state`.
+    async fn wait_state(&self, id: &str, state: State) -> Entry {
+        let journal = self.journal().await;
+        let id = id.to_owned();
+        wait::until(
+            LIMIT,
+            &format!("event {id} to be {}", state.as_str()),
+            || {
+                let journal = journal.clone();
+                let id = id.clone();
+                async move { journal.get(&id).await.unwrap().filter(|e| e.state == state) }
+            },
+        )
+        .await
+    }
+
+    fn script_log(&self, app: &str, reload: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("scriptlogs")
+            .join(TENANT)
+            .join(app)
+            .join(format!("{reload}.log"))
+    }
+}
+
+fn event_id(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["id"]
+        .as_str()
+        .or(v["eventId"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+fn data(entry: &Entry) -> serde_json::Value {
+    serde_json::from_str(entry.enrichment.as_deref().expect("enriched")).unwrap()
+}
+
+#[tokio::test]
+async fn each_fixture_is_recorded_and_failures_are_enriched() {
+    let s = Setup::new("").await;
+    let _listener = s.start(true).await;
+    for (name, topic) in FIXTURES {
+        s.publish(topic, &fixtures::event(name)).await;
+    }
+    let expect = [
+        (
+            "app-reload-failed.cloudevents.json",
+            State::Done,
+            Some((
+                "4f2c9d1e-7a6b-4c3d-9e8f-1a2b3c4d5e6f",
+                "673d9f1c2a4b5c6d7e8f9012",
+            )),
+        ),
+        (
+            "app-reload-failed.legacy-hybrid.json",
+            State::Done,
+            Some((
+                "c2d3e4f5-a6b7-4c8d-9e0f-112233445566",
+                "66d63a0f9b8c7d6e5f4a3b2c",
+            )),
+        ),
+        (
+            "app-reload-failed.legacy.json",
+            State::Done,
+            Some((
+                "c2d3e4f5-a6b7-4c8d-9e0f-112233445566",
+                "66d63a0f9b8c7d6e5f4a3b2c",
+            )),
+        ),
+        (
+            "reload-failed.cloudevents.json",
+            State::Done,
+            Some((
+                "8d7c6b5a-4e3f-4a1b-9c0d-aabbccddeeff",
+                "673e95b1f0e1d2c3b4a59687",
+            )),
+        ),
+        ("app-reload-ok.cloudevents.json", State::Recorded, None),
+        ("app-created.cloudevents.json", State::Recorded, None),
+    ];
+    for (name, state, failure) in expect {
+        let body = fixtures::event(name);
+        let entry = s.wait_state(&event_id(&body), state).await;
+        assert_eq!(entry.body, body, "{name}: the raw body is kept");
+        assert_eq!(entry.tenant_id, TENANT);
+        let Some((app, reload)) = failure else {
+            assert!(
+                entry.enrichment.is_none(),
+                "{name}: no alert data for a non-failure"
+            );
+            continue;
+        };
+        assert_eq!(entry.app_id.as_deref(), Some(app), "{name}");
+        assert_eq!(entry.reload_id.as_deref(), Some(reload), "{name}");
+        let d = data(&entry);
+        assert_eq!(d["appName"], format!("App {app}"), "{name}");
+        assert_eq!(d["appOwnerName"], "Ada Lovelace");
+        assert_eq!(d["appOwnerEmail"], "ada@example.com");
+        assert_eq!(d["appTags"], serde_json::json!(["alert"]));
+        assert_eq!(d["reloadTrigger"], "chronos");
+        assert_eq!(d["errorMessage"], "Field \"Amount\" not found");
+        assert_eq!(d["tenantComment"], "Test tenant");
+        assert_eq!(d["qlikSenseHub"], format!("{}/hub", s.api.url()));
+        assert!(d["scriptLogHead"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-20 06:14:04 0002 Execution started."));
+        assert!(d["scriptLogTail"]
+            .as_str()
+            .unwrap()
+            .ends_with("0009 Execution finished."));
+        assert_eq!(d["enrichmentErrors"], serde_json::json!([]));
+        let log = std::fs::read_to_string(s.script_log(app, reload)).expect("script log on disk");
+        assert!(
+            log.contains("Field \"Amount\" not found \\ (see `Orders`)\r\n"),
+            "stored as received, CRLF"
+        );
+    }
+    for call in s.api.calls() {
+        assert_eq!(
+            call.authorization.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn duplicates_are_processed_once_and_garbage_never_stops_the_loop() {
+    let s = Setup::new("").await;
+    let mut listener = s.start(true).await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    let topic = FIXTURES[0].1;
+    s.publish(topic, &body).await;
+    s.wait_state(&event_id(&body), State::Done).await;
+
+    // Garbage of every kind, and the same event again.
+    s.publish(topic, b"not json at all").await;
+    s.publish(topic, b"").await;
+    s.publish(topic, br#"{"id":"x","type":"t"}"#).await;
+    s.publish(topic, &[0xff, 0xfe, 0x00]).await;
+    s.publish(topic, &vec![b'{'; 900_000]).await;
+    s.publish(topic, &body).await;
+    // A later good event proves the loop is alive and everything before it was handled.
+    let next = fixtures::event("reload-failed.cloudevents.json");
+    s.publish(FIXTURES[4].1, &next).await;
+    s.wait_state(&event_id(&next), State::Done).await;
+
+    listener
+        .wait_for_output("duplicate event; already recorded", 1, LIMIT)
+        .await;
+    listener
+        .wait_for_output("not a Qlik Cloud event; dropped", 5, LIMIT)
+        .await;
+    assert_eq!(
+        s.api.calls_to("/api/v1/reloads/673d9f1c2a4b5c6d7e8f9012"),
+        1,
+        "enriched once"
+    );
+    let all = s.journal().await.recent(0, 100).await.unwrap();
+    assert_eq!(all.len(), 2, "only the two real events are recorded");
+    let logs = listener.output().join("\n");
+    assert!(
+        !logs.contains(TOKEN) && !logs.contains(SECRET),
+        "secrets in logs"
+    );
+    listener.kill().await;
+}
+
+#[tokio::test]
+async fn unknown_tenants_are_skipped_and_forged_signatures_rejected() {
+    let s = Setup::new("          requireSignature: true\n").await;
+    let mut listener = s.start(true).await;
+    let stranger = fixtures::minimal_event(
+        "from-elsewhere",
+        "com.qlik.v1.app.reload.finished",
+        "another-tenant",
+    );
+    s.publish("qscloud/app/reload/another-tenant", &stranger)
+        .await;
+    let entry = s.wait_state("from-elsewhere", State::Skipped).await;
+    assert_eq!(entry.note.as_deref(), Some("tenant not configured"));
+
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    mqtt::publish(s.broker.port, FIXTURES[0].1, &body, Some(&"0".repeat(64))).await;
+    let entry = s.wait_state(&event_id(&body), State::Rejected).await;
+    assert!(entry.note.unwrap().contains("does not match"));
+    mqtt::publish(
+        s.broker.port,
+        FIXTURES[1].1,
+        &fixtures::event(FIXTURES[1].0),
+        None,
+    )
+    .await;
+    s.wait_state(&event_id(&fixtures::event(FIXTURES[1].0)), State::Rejected)
+        .await;
+
+    // A properly signed one is handled; the API was never asked about the others.
+    let good = fixtures::event("reload-failed.cloudevents.json");
+    s.publish(FIXTURES[4].1, &good).await;
+    s.wait_state(&event_id(&good), State::Done).await;
+    assert_eq!(
+        s.api.calls_to("/api/v1/reloads/673d9f1c2a4b5c6d7e8f9012"),
+        0
+    );
+    listener
+        .wait_for_output("event from a tenant that is not configured", 1, LIMIT)
+        .await;
+}
+
+#[tokio::test]
+async fn events_published_while_stopped_are_processed_after_restart() {
+    let s = Setup::new("").await;
+    let mut listener = s.start(true).await;
+    listener.kill().await;
+    // The broker keeps the persistent session and queues these for the listener.
+    // The four reload failures among the fixtures.
+    let failures: Vec<_> = [0, 1, 2, 4].iter().map(|&i| FIXTURES[i]).collect();
+    let bodies: Vec<Vec<u8>> = failures
+        .iter()
+        .map(|(name, _)| fixtures::event(name))
+        .collect();
+    for ((_, topic), body) in failures.iter().zip(&bodies) {
+        s.publish(topic, body).await;
+    }
+    let _listener = s.start(false).await;
+    for body in &bodies {
+        s.wait_state(&event_id(body), State::Done).await;
+    }
+}
+
+#[tokio::test]
+async fn a_listener_killed_after_receipt_finishes_the_event_after_restart() {
+    let s = Setup::new("").await;
+    let mut listener = s.start(true).await;
+    // The API hangs, so the event is recorded (and acknowledged) but not yet enriched.
+    s.api.inject(&[Fault::Delay(Duration::from_secs(60)); 8]);
+    let body = fixtures::event("app-reload-failed.legacy-hybrid.json");
+    s.publish(FIXTURES[1].1, &body).await;
+    s.wait_state(&event_id(&body), State::Pending).await;
+    listener.kill().await;
+
+    s.api.clear_faults();
+    let _listener = s.start(false).await;
+    let entry = s.wait_state(&event_id(&body), State::Done).await;
+    assert_eq!(
+        data(&entry)["appName"],
+        "App c2d3e4f5-a6b7-4c8d-9e0f-112233445566"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_restart_is_survived() {
+    let mut s = Setup::new("").await;
+    let mut listener = s.start(true).await;
+    s.broker.restart().await;
+    // Mosquitto here keeps no state across restarts, so the listener must subscribe again.
+    listener.wait_for_output("subscribed", 2, LIMIT).await;
+    let body = fixtures::event("reload-failed.cloudevents.json");
+    s.publish(FIXTURES[4].1, &body).await;
+    s.wait_state(&event_id(&body), State::Done).await;
+    let lost = listener
+        .output()
+        .iter()
+        .filter(|l| l.contains("broker connection lost"))
+        .count();
+    assert_eq!(lost, 1, "one log line for the outage, not a flood");
+}
+
+#[tokio::test]
+async fn qlik_api_errors_are_retried_and_a_dead_api_degrades_the_alert() {
+    let s = Setup::new("").await;
+    let _listener = s.start(true).await;
+    // 500 then 429 (Retry-After: 1) on the first calls: retried, then fine.
+    s.api
+        .inject(&[Fault::Status(500), Fault::TooMany(1), Fault::Status(503)]);
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    s.publish(FIXTURES[0].1, &body).await;
+    let entry = s.wait_state(&event_id(&body), State::Done).await;
+    assert_eq!(data(&entry)["enrichmentErrors"], serde_json::json!([]));
+    assert_eq!(data(&entry)["appOwnerName"], "Ada Lovelace");
+
+    // Every call fails (4 attempts each): the alert data is still made, marked degraded.
+    s.api.inject(&[Fault::Status(500); 40]);
+    let body = fixtures::event("reload-failed.cloudevents.json");
+    s.publish(FIXTURES[4].1, &body).await;
+    let entry = s.wait_state(&event_id(&body), State::Done).await;
+    let d = data(&entry);
+    assert_eq!(
+        d["errorMessage"], "The reload script failed: Field 'Region' not found",
+        "from the event itself"
+    );
+    assert_eq!(d["appId"], "8d7c6b5a-4e3f-4a1b-9c0d-aabbccddeeff");
+    assert!(!d["enrichmentErrors"].as_array().unwrap().is_empty(), "{d}");
+}
+
+#[tokio::test]
+async fn check_config_explains_every_mistake() {
+    let s = Setup::new("").await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let (code, out) = process::run(BIN, &["check-config", "--config", &config], &s.env()).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("configuration OK"), "{out}");
+    assert!(out.contains(&format!("tenant:        {TENANT}")), "{out}");
+    assert!(
+        !out.contains(TOKEN) && !out.contains(SECRET),
+        "secrets in summary:\n{out}"
+    );
+
+    let broken = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(
+            &format!("tenantUrl: {}", s.api.url()),
+            "tenantUrl: qlikcloud",
+        )
+        .replace(&format!("port: {}", s.broker.port), "port: 70000");
+    std::fs::write(&s.config, broken).unwrap();
+    let (code, out) = process::run(
+        BIN,
+        &["check-config", "--config", &config],
+        &[("QLIK_TOKEN", TOKEN.into())],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    for expected in [
+        "Butler.qlikSenseCloud.event.mqtt.tenant.tenantUrl: not a URL",
+        "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.port: expected a whole number from 1 to 65535",
+        "Butler.qlikSenseCloud.event.mqtt.tenant.webhookSecret: environment variable WEBHOOK_SECRET is not set",
+        "the configuration has 3 problem(s)",
+    ] {
+        assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+    }
+    assert!(out.contains(&config), "errors name the file:\n{out}");
+}
