@@ -105,6 +105,15 @@ pub struct TenantConfig {
     pub webhook_secret: Option<Secret>,
 }
 
+/// `Butler.genericUrls[]`: links offered to alert templates.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenericUrl {
+    pub id: String,
+    pub link_text: String,
+    pub url: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub file: PathBuf,
@@ -120,6 +129,7 @@ pub struct Config {
     /// `Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure.logDirectory` when enabled.
     pub script_log_dir: Option<PathBuf>,
     pub log_level: Option<String>,
+    pub generic_urls: Vec<GenericUrl>,
 }
 
 impl Config {
@@ -441,7 +451,9 @@ impl<'a> Reader<'a> {
             None
         };
 
+        let generic_urls = self.generic_urls();
         Config {
+            generic_urls,
             file: file.to_owned(),
             broker,
             subscription_root,
@@ -453,6 +465,29 @@ impl<'a> Reader<'a> {
             script_log_dir,
             log_level,
         }
+    }
+
+    fn generic_urls(&mut self) -> Vec<GenericUrl> {
+        let path = "Butler.genericUrls";
+        let items = match self.at(path) {
+            None => return Vec::new(),
+            Some(Value::Sequence(items)) => items,
+            Some(_) => {
+                self.error(path, "expected a list of {id, linkText, url}");
+                return Vec::new();
+            }
+        };
+        let mut urls = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            let id = self.required(self.below(item, "id"), &join(&at, "id"));
+            let link_text = self.required(self.below(item, "linkText"), &join(&at, "linkText"));
+            let url = self.required(self.below(item, "url"), &join(&at, "url"));
+            if let (Some(id), Some(link_text), Some(url)) = (id, link_text, url) {
+                urls.push(GenericUrl { id, link_text, url });
+            }
+        }
+        urls
     }
 
     fn broker(&mut self) -> BrokerConfig {
@@ -732,6 +767,10 @@ Butler:
         appReloadFailure:
           enable: true
           logDirectory: scriptlogs
+  genericUrls:
+    - id: ops
+      linkText: Operations runbook
+      url: https://wiki.example.com/qlik
 "#;
 
     fn env(name: &str) -> Option<String> {

@@ -54,6 +54,7 @@ pub struct Pipeline {
     tenants: HashMap<String, Tenant>,
     require_signature: bool,
     script_log_dir: Option<PathBuf>,
+    generic_urls: Vec<crate::config::GenericUrl>,
     wake: Notify,
     warned_tenants: Mutex<HashSet<String>>,
 }
@@ -65,6 +66,7 @@ impl Pipeline {
             tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
             require_signature: config.require_signature,
             script_log_dir: config.script_log_dir.clone(),
+            generic_urls: config.generic_urls.clone(),
             wake: Notify::new(),
             warned_tenants: Mutex::new(HashSet::new()),
         })
@@ -246,14 +248,14 @@ impl Pipeline {
                 Err(e) => tracing::warn!(event_id = %entry.id, error = %e, "script log not stored"),
             }
         }
-        let data = template::build(
-            &event,
-            &reload,
-            &tenant.config,
-            &enrichment,
-            DEFAULT_HEAD_LINES,
-            DEFAULT_TAIL_LINES,
-        );
+        let inputs = template::Inputs {
+            event: &event,
+            reload: &reload,
+            tenant: &tenant.config,
+            enrichment: &enrichment,
+            generic_urls: &self.generic_urls,
+        };
+        let data = template::build(&inputs, DEFAULT_HEAD_LINES, DEFAULT_TAIL_LINES);
         if let Err(e) = self
             .journal
             .set_enrichment(&entry.id, data.to_string())

@@ -8,7 +8,7 @@
 //! Promise: every Butler variable is present. What the API could not tell is an empty string
 //! (or 0), and `enrichmentErrors` lists what was unavailable, so an alert is degraded, never lost.
 
-use crate::config::TenantConfig;
+use crate::config::{GenericUrl, TenantConfig};
 use crate::qlik_api::{AppInfo, ReloadInfo, UserInfo};
 use qlik_events::{Event, Reload};
 use serde::Deserialize;
@@ -86,15 +86,24 @@ impl ScriptLog {
     }
 }
 
+/// What the template data is built from.
+pub struct Inputs<'a> {
+    pub event: &'a Event<'a>,
+    pub reload: &'a Reload,
+    pub tenant: &'a TenantConfig,
+    pub enrichment: &'a Enrichment,
+    pub generic_urls: &'a [GenericUrl],
+}
+
 /// Builds the template data. `head`/`tail` are the channel's script-log line counts.
-pub fn build(
-    event: &Event<'_>,
-    reload: &Reload,
-    tenant: &TenantConfig,
-    enrichment: &Enrichment,
-    head: usize,
-    tail: usize,
-) -> Value {
+pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> Value {
+    let Inputs {
+        event,
+        reload,
+        tenant,
+        enrichment,
+        generic_urls,
+    } = *inputs;
     let data: ReloadData = event
         .data()
         .and_then(|raw| serde_json::from_str(raw.get()).ok())
@@ -145,7 +154,6 @@ pub fn build(
         .as_deref()
         .map(ScriptLog::new)
         .unwrap_or_default();
-    let generic_urls: Vec<Value> = Vec::new();
 
     json!({
         "appName": app.name.or(data.name).unwrap_or_default(),
@@ -280,7 +288,24 @@ mod tests {
             script_log: Some(script_log()),
             errors: vec![],
         };
-        let d = build(&event, &reload, &tenant(), &enrichment, 2, 3);
+        let urls = [GenericUrl {
+            id: "ops".into(),
+            link_text: "Runbook".into(),
+            url: "https://wiki/x".into(),
+        }];
+        let tenant = tenant();
+        let inputs = Inputs {
+            event: &event,
+            reload: &reload,
+            tenant: &tenant,
+            enrichment: &enrichment,
+            generic_urls: &urls,
+        };
+        let d = build(&inputs, 2, 3);
+        assert_eq!(
+            d["genericUrls"],
+            json!([{"id": "ops", "linkText": "Runbook", "url": "https://wiki/x"}])
+        );
         assert_eq!(d["appName"], "Sales forecast – EMEA");
         assert_eq!(d["appId"], "4f2c9d1e-7a6b-4c3d-9e8f-1a2b3c4d5e6f");
         assert_eq!(
@@ -333,7 +358,15 @@ mod tests {
             errors: vec!["GET /api/v1/apps/x: HTTP 500".into()],
             ..Default::default()
         };
-        let d = build(&event, &reload, &tenant(), &enrichment, 10, 10);
+        let tenant = tenant();
+        let inputs = Inputs {
+            event: &event,
+            reload: &reload,
+            tenant: &tenant,
+            enrichment: &enrichment,
+            generic_urls: &[],
+        };
+        let d = build(&inputs, 10, 10);
         assert_eq!(d["appName"], "Inventory snapshot", "from data.name");
         assert_eq!(
             d["errorMessage"], "Connection to data source 'ERP' failed",
@@ -362,7 +395,16 @@ mod tests {
         let body = fixture("reload-failed.cloudevents.json");
         let event = Event::parse(&body).unwrap();
         let reload = event.reload().unwrap().unwrap();
-        let d = build(&event, &reload, &tenant(), &Enrichment::default(), 5, 5);
+        let tenant = tenant();
+        let enrichment = Enrichment::default();
+        let inputs = Inputs {
+            event: &event,
+            reload: &reload,
+            tenant: &tenant,
+            enrichment: &enrichment,
+            generic_urls: &[],
+        };
+        let d = build(&inputs, 5, 5);
         assert_eq!(d["reloadId"], "673e95b1f0e1d2c3b4a59687");
         assert_eq!(d["appId"], "8d7c6b5a-4e3f-4a1b-9c0d-aabbccddeeff");
         assert_eq!(d["errorCode"], "EngineReloadFailed");

@@ -24,6 +24,11 @@ struct Setup {
 
 impl Setup {
     async fn new(extra_forward: &str) -> Setup {
+        Setup::with(extra_forward, "", TENANT).await
+    }
+
+    /// `extra_broker` adds lines under `broker:`; `tenant_ref` is what `tenant.id` says.
+    async fn with(extra_forward: &str, extra_broker: &str, tenant_ref: &str) -> Setup {
         let broker = Mosquitto::start().await;
         let api = FakeQlikCloud::start(TENANT, TOKEN).await;
         let dir = tempfile::tempdir().unwrap();
@@ -42,7 +47,7 @@ impl Setup {
             host: 127.0.0.1
             port: {port}
             clientId: {client_id}
-            tls:
+{extra_broker}            tls:
               enable: false
           topic:
             subscriptionRoot: qscloud/#
@@ -52,7 +57,7 @@ impl Setup {
     event:
       mqtt:
         tenant:
-          id: {TENANT}
+          id: {tenant_ref}
           tenantUrl: {url}
           authType: jwt
           auth:
@@ -413,6 +418,26 @@ async fn qlik_api_errors_are_retried_and_a_dead_api_degrades_the_alert() {
 }
 
 #[tokio::test]
+async fn mqtt_3_1_1_and_a_tenant_named_by_host() {
+    // Butler's template names the tenant by host; the id is asked of /api/v1/users/me.
+    let s = Setup::with(
+        "",
+        "            protocolVersion: \"3.1.1\"\n",
+        "acme.eu.qlikcloud.com",
+    )
+    .await;
+    let mut listener = s.start(true).await;
+    listener
+        .wait_for_output("tenant host name resolved", 1, LIMIT)
+        .await;
+    assert_eq!(s.api.calls_to("/api/v1/users/me"), 1);
+    let body = fixtures::event("app-reload-failed.legacy.json");
+    s.publish(FIXTURES[2].1, &body).await;
+    let entry = s.wait_state(&event_id(&body), State::Done).await;
+    assert_eq!(data(&entry)["appOwnerName"], "Ada Lovelace");
+}
+
+#[tokio::test]
 async fn check_config_explains_every_mistake() {
     let s = Setup::new("").await;
     let config = s.config.to_str().unwrap().to_owned();
@@ -449,4 +474,72 @@ async fn check_config_explains_every_mistake() {
         assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
     }
     assert!(out.contains(&config), "errors name the file:\n{out}");
+}
+
+#[tokio::test]
+async fn mutual_tls_to_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = relay_tests::tls::TestCa::new(dir.path(), "broker");
+    let server = ca.issue("server", &["localhost", "127.0.0.1"]);
+    let client = ca.issue("listener", &["listener"]);
+    let tls_port = relay_tests::free_port();
+    let broker = Mosquitto::start_with(&format!(
+        "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        ca.ca_file.display(),
+        server.cert.display(),
+        server.key.display(),
+    ))
+    .await;
+    let s = Setup::new("").await;
+    // Point the listener at the TLS port of this broker, with its CA and a client certificate.
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        &format!("            port: {}\n", s.broker.port),
+        &format!("            port: {tls_port}\n            host: localhost\n"),
+    );
+    let text = text.replacen("            host: 127.0.0.1\n", "", 1).replace(
+        "            tls:\n              enable: false\n",
+        &format!(
+            "            tls:\n              enable: true\n              caFile: {}\n              certFile: {}\n              keyFile: {}\n",
+            ca.ca_file.display(),
+            client.cert.display(),
+            client.key.display()
+        ),
+    );
+    std::fs::write(&s.config, text).unwrap();
+    let _listener = s.start(true).await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    mqtt::publish(
+        broker.port,
+        FIXTURES[0].1,
+        &body,
+        Some(&fixtures::sign(&body)),
+    )
+    .await;
+    s.wait_state(&event_id(&body), State::Done).await;
+}
+
+#[tokio::test]
+async fn the_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/butler.example.yaml");
+    let env = [
+        ("MQTT_PASSWORD", "example-password".to_owned()),
+        ("QLIK_API_KEY", "example-key".to_owned()),
+        ("QLIK_WEBHOOK_SECRET", "example-secret".to_owned()),
+    ];
+    let (code, out) = process::run(BIN, &["check-config", "--config", example], &env).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("mqtts://qlik-listener:***@broker.example.com:8883"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("example-password") && !out.contains("example-key"),
+        "{out}"
+    );
+    let (code, out) = process::run(BIN, &["--help"], &[]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("check-config") && out.contains("Butler"),
+        "{out}"
+    );
 }
