@@ -1,6 +1,7 @@
 //! The `qlik-listener` binary: parses arguments, sets up logging, runs the library.
 
 use clap::{Parser, Subcommand};
+use relay_cli::{init_logging, shutdown_signal, LogFormat};
 use std::path::PathBuf;
 
 /// Receives Qlik Cloud events from MQTT (published by qlik-webhook), records each durably in
@@ -30,12 +31,6 @@ enum Command {
     CheckConfig,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let Some(path) = cli.config.clone() else {
@@ -59,7 +54,10 @@ fn main() -> std::process::ExitCode {
         println!("configuration OK");
         return std::process::ExitCode::SUCCESS;
     }
-    init_logging(cli.log_format, config.log_level.as_deref());
+    init_logging(
+        cli.log_format,
+        config.log_level.as_deref().unwrap_or("info"),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,42 +75,5 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat, level: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
     }
 }

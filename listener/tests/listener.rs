@@ -482,14 +482,7 @@ async fn mutual_tls_to_the_broker() {
     let ca = relay_tests::tls::TestCa::new(dir.path(), "broker");
     let server = ca.issue("server", &["localhost", "127.0.0.1"]);
     let client = ca.issue("listener", &["listener"]);
-    let tls_port = relay_tests::free_port();
-    let broker = Mosquitto::start_with(&format!(
-        "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
-        ca.ca_file.display(),
-        server.cert.display(),
-        server.key.display(),
-    ))
-    .await;
+    let (broker, tls_port) = Mosquitto::start_with_mutual_tls(&ca, &server).await;
     let s = Setup::new("").await;
     // Point the listener at the TLS port of this broker, with its CA and a client certificate.
     let text = std::fs::read_to_string(&s.config).unwrap().replace(

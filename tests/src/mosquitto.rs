@@ -1,5 +1,6 @@
 //! A real Mosquitto broker per test, on a free port, with its own config file.
 
+use crate::tls::{CertFiles, TestCa};
 use crate::wait;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -33,6 +34,20 @@ impl Mosquitto {
         };
         broker.restart().await;
         broker
+    }
+
+    /// Starts a broker with a plain listener (`port`, for test clients) and a TLS listener on
+    /// the returned port that presents `server` and requires client certificates from `ca`.
+    pub async fn start_with_mutual_tls(ca: &TestCa, server: &CertFiles) -> (Mosquitto, u16) {
+        let tls_port = crate::free_port();
+        let broker = Mosquitto::start_with(&format!(
+            "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            ca.ca_file.display(),
+            server.cert.display(),
+            server.key.display(),
+        ))
+        .await;
+        (broker, tls_port)
     }
 
     pub fn dir(&self) -> PathBuf {

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use relay_cli::{init_logging, shutdown_signal, LogFormat};
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,26 +43,6 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -90,7 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Sign { secret_env, file }) => sign(&secret_env, file.as_deref()),
         Some(Command::Serve { listen, log_format }) => {
-            init_logging(log_format);
+            init_logging(log_format, "info");
             let config = qlik_webhook::config::Config::from_env()?;
             let forwarder = Arc::new(qlik_webhook::build(config).await?);
             let listener = tokio::net::TcpListener::bind(listen)
@@ -109,7 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Lambda) | None
             if on_lambda || matches!(cli.command, Some(Command::Lambda)) =>
         {
-            init_logging(LogFormat::Json);
+            init_logging(LogFormat::Json, "info");
             let config = qlik_webhook::config::Config::from_env()?;
             let forwarder = Arc::new(qlik_webhook::build(config).await?);
             qlik_webhook::lambda::run(forwarder)
@@ -146,28 +127,4 @@ fn sign(secret_env: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> 
         qlik_events::sign(&qlik_events::Secret::new(secret), &body)
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down");
 }

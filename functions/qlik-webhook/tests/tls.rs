@@ -18,14 +18,7 @@ async fn mutual_tls_with_verification() {
     let client = ca.issue("qlik-webhook", &["qlik-webhook"]);
     let stranger_ca = TestCa::new(dir.path(), "stranger");
 
-    let tls_port = relay_tests::free_port();
-    let broker = Mosquitto::start_with(&format!(
-        "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
-        ca.ca_file.display(),
-        server.cert.display(),
-        server.key.display(),
-    ))
-    .await;
+    let (broker, tls_port) = Mosquitto::start_with_mutual_tls(&ca, &server).await;
     let mut sub = Subscriber::connect(broker.port, "qscloud/#").await;
     let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
     let base_env = |ca_file: &std::path::Path| {

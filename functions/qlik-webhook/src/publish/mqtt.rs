@@ -130,6 +130,8 @@ struct Shared {
     connected: AtomicBool,
     /// The connection failed; a new one is needed.
     dead: AtomicBool,
+    /// Woken when the connection is accepted or fails.
+    changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -146,6 +148,7 @@ impl Shared {
             LoopEvent::Connected => {
                 if !self.connected.swap(true, Ordering::SeqCst) {
                     tracing::debug!("connected to the broker");
+                    self.changed.notify_waiters();
                 }
             }
             LoopEvent::Sent(pkid) => self.tracker().sent(pkid),
@@ -164,6 +167,7 @@ impl Shared {
         };
         tracing::warn!(reason = %reason, "broker connection {was}");
         self.tracker().fail_all(&PublishError::Unavailable(reason));
+        self.changed.notify_waiters();
     }
 }
 
@@ -294,17 +298,20 @@ impl MqttPublisher {
     pub async fn connect(&self) -> Result<(), PublishError> {
         let conn = self.connection().0;
         let deadline = tokio::time::Instant::now() + self.endpoint.timeout;
-        while !conn.shared.connected.load(Ordering::SeqCst) {
+        loop {
+            // Register for the wake-up before looking, so no change slips between the two.
+            let changed = conn.shared.changed.notified();
+            if conn.shared.connected.load(Ordering::SeqCst) {
+                return Ok(());
+            }
             if !conn.is_usable() {
                 conn.shared.tracker().check_open()?;
                 return Err(PublishError::Unavailable("connection failed".into()));
             }
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Err(PublishError::Timeout(self.endpoint.timeout));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok(())
     }
 
     /// The current connection, or a new one if there is none or it failed. The flag says
@@ -406,6 +413,7 @@ impl Endpoint {
             tracker: Mutex::new(AckTracker::default()),
             connected: AtomicBool::new(false),
             dead: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         });
         let id = self.client_id();
         let (host, port) = (self.url.host.clone(), self.url.port);
