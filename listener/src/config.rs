@@ -90,6 +90,43 @@ pub enum TenantRef {
     Host(String),
 }
 
+/// Which kind of alert channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// MS Teams through a Power Automate workflow (`webhookURL`), an Adaptive Card.
+    Teams,
+    /// A Slack incoming webhook.
+    Slack,
+    /// Our outgoing webhook: a stable JSON document, HMAC-signed.
+    Webhook,
+}
+
+/// One alert channel for reload failures (`tenant.alert.<channel>.reloadAppFailure`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelConfig {
+    /// `teams`, `slack`, `webhook-1`, …: the name deliveries are recorded under.
+    pub id: String,
+    pub kind: ChannelKind,
+    pub url: url::Url,
+    /// `messageType: formatted` (the default) or `basic`.
+    pub formatted: bool,
+    pub basic_template: Option<String>,
+    pub template_file: Option<PathBuf>,
+    /// Leave the script log out (Teams).
+    pub basic_content_only: bool,
+    /// `alertEnableByTag`: alert only apps with this tag.
+    pub tag: Option<String>,
+    /// Seconds between two alerts for the same app on this channel; 0 = no limit.
+    pub rate_limit_secs: u64,
+    pub head_lines: usize,
+    pub tail_lines: usize,
+    pub slack_channel: Option<String>,
+    pub slack_from_user: Option<String>,
+    pub slack_icon_emoji: Option<String>,
+    /// Key for our webhook's `X-Qlik-Relay-Signature`.
+    pub secret: Option<Secret>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantConfig {
     /// Where in the file, for messages.
@@ -103,6 +140,7 @@ pub struct TenantConfig {
     pub comment: Option<String>,
     /// The webhook's secret, to check the `qlik-signature` user property.
     pub webhook_secret: Option<Secret>,
+    pub channels: Vec<ChannelConfig>,
 }
 
 /// `Butler.genericUrls[]`: links offered to alert templates.
@@ -130,6 +168,10 @@ pub struct Config {
     pub script_log_dir: Option<PathBuf>,
     pub log_level: Option<String>,
     pub generic_urls: Vec<GenericUrl>,
+    /// How long an alert is retried before it is recorded as failed.
+    pub give_up_secs: u64,
+    /// The first wait between retries (doubling, capped at a minute).
+    pub retry_base_ms: u64,
 }
 
 impl Config {
@@ -452,8 +494,22 @@ impl<'a> Reader<'a> {
         };
 
         let generic_urls = self.generic_urls();
+        let give_up_secs = self.number(
+            self.at(&join(LISTENER, "alerts.giveUpSeconds")),
+            &join(LISTENER, "alerts.giveUpSeconds"),
+            1..=7 * 24 * 3600,
+            3600,
+        );
+        let retry_base_ms = self.number(
+            self.at(&join(LISTENER, "alerts.retryBaseMilliseconds")),
+            &join(LISTENER, "alerts.retryBaseMilliseconds"),
+            10..=60_000,
+            1000,
+        );
         Config {
             generic_urls,
+            give_up_secs,
+            retry_base_ms,
             file: file.to_owned(),
             broker,
             subscription_root,
@@ -697,6 +753,7 @@ impl<'a> Reader<'a> {
             &join(path, "qlikSenseUrls.hub"),
         );
         let comment = self.string(self.below(node, "comment"), &join(path, "comment"));
+        let channels = self.channels(path, node);
         let id = id?;
         let id = if id.contains('.') || id.contains(':') {
             TenantRef::Host(
@@ -716,7 +773,153 @@ impl<'a> Reader<'a> {
             hub_url,
             comment,
             webhook_secret,
+            channels,
         })
+    }
+
+    fn channels(&mut self, tenant_path: &str, node: &'a Value) -> Vec<ChannelConfig> {
+        let mut channels = Vec::new();
+        for (key, kind, id) in [
+            ("teamsNotification", ChannelKind::Teams, "teams"),
+            ("slackNotification", ChannelKind::Slack, "slack"),
+            ("webhookNotification", ChannelKind::Webhook, "webhook"),
+        ] {
+            let rel = format!("alert.{key}.reloadAppFailure");
+            let path = join(tenant_path, &rel);
+            let Some(c) = self.below(node, &rel) else {
+                continue;
+            };
+            if !self.boolean(self.below(c, "enable"), &join(&path, "enable"), false) {
+                continue;
+            }
+            let urls: Vec<(String, Option<&'a Value>)> = match kind {
+                ChannelKind::Webhook => match self.below(c, "urls") {
+                    Some(Value::Sequence(items)) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (format!("{path}.urls[{i}]"), Some(v)))
+                        .collect(),
+                    _ => {
+                        self.error(
+                            &join(&path, "urls"),
+                            "missing: a list of URLs to POST alerts to",
+                        );
+                        continue;
+                    }
+                },
+                _ => vec![(join(&path, "webhookURL"), self.below(c, "webhookURL"))],
+            };
+            let message_type =
+                self.string(self.below(c, "messageType"), &join(&path, "messageType"));
+            let formatted = match message_type.as_deref().map(str::trim) {
+                None | Some("formatted") => true,
+                Some("basic") => false,
+                Some(other) => {
+                    self.error(
+                        &join(&path, "messageType"),
+                        format!("'{other}' is not formatted or basic"),
+                    );
+                    true
+                }
+            };
+            let basic_template = self.string(
+                self.below(c, "basicMsgTemplate"),
+                &join(&path, "basicMsgTemplate"),
+            );
+            if !formatted
+                && basic_template
+                    .as_deref()
+                    .is_none_or(|t| t.trim().is_empty())
+            {
+                self.error(
+                    &join(&path, "basicMsgTemplate"),
+                    "missing: messageType is basic",
+                );
+            }
+            let template_file = self
+                .below(c, "templateFile")
+                .and_then(|v| self.file(Some(v), &join(&path, "templateFile")));
+            let tag = if self.boolean(
+                self.below(c, "alertEnableByTag.enable"),
+                &join(&path, "alertEnableByTag.enable"),
+                false,
+            ) {
+                self.required(
+                    self.below(c, "alertEnableByTag.tag"),
+                    &join(&path, "alertEnableByTag.tag"),
+                )
+            } else {
+                None
+            };
+            let secret = match kind {
+                ChannelKind::Webhook => self
+                    .below(c, "secret")
+                    .and_then(|v| self.secret(Some(v), &join(&path, "secret"))),
+                _ => None,
+            };
+            let common = ChannelConfig {
+                id: id.to_owned(),
+                kind,
+                url: url::Url::parse("http://unset.invalid")
+                    .unwrap_or_else(|_| unreachable!("constant URL")),
+                formatted,
+                basic_template,
+                template_file,
+                basic_content_only: self.boolean(
+                    self.below(c, "basicContentOnly"),
+                    &join(&path, "basicContentOnly"),
+                    false,
+                ),
+                tag,
+                rate_limit_secs: self.number(
+                    self.below(c, "rateLimit"),
+                    &join(&path, "rateLimit"),
+                    0..=30 * 24 * 3600,
+                    0,
+                ),
+                head_lines: self.number(
+                    self.below(c, "headScriptLogLines"),
+                    &join(&path, "headScriptLogLines"),
+                    0..=1000,
+                    15,
+                ) as usize,
+                tail_lines: self.number(
+                    self.below(c, "tailScriptLogLines"),
+                    &join(&path, "tailScriptLogLines"),
+                    0..=1000,
+                    15,
+                ) as usize,
+                slack_channel: self.string(self.below(c, "channel"), &join(&path, "channel")),
+                slack_from_user: self.string(self.below(c, "fromUser"), &join(&path, "fromUser")),
+                slack_icon_emoji: self
+                    .string(self.below(c, "iconEmoji"), &join(&path, "iconEmoji")),
+                secret,
+            };
+            let many = urls.len() > 1 || kind == ChannelKind::Webhook;
+            for (i, (url_path, value)) in urls.into_iter().enumerate() {
+                let Some(raw) = self.required(value, &url_path) else {
+                    continue;
+                };
+                match url::Url::parse(&raw) {
+                    Ok(url)
+                        if matches!(url.scheme(), "https" | "http") && url.host_str().is_some() =>
+                    {
+                        let id = if many {
+                            format!("{id}-{}", i + 1)
+                        } else {
+                            id.to_owned()
+                        };
+                        channels.push(ChannelConfig {
+                            id,
+                            url,
+                            ..common.clone()
+                        });
+                    }
+                    _ => self.error(&url_path, "not an http(s) URL"),
+                }
+            }
+        }
+        channels
     }
 }
 

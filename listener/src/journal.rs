@@ -110,7 +110,74 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_state ON events(state);
 CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    event_id   TEXT NOT NULL,
+    channel    TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (event_id, channel)
+);
+CREATE TABLE IF NOT EXISTS rate_limits (
+    key          TEXT PRIMARY KEY,
+    last_sent_at INTEGER NOT NULL
+);
 ";
+
+/// Where one alert channel stands for one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Not sent yet, or being retried.
+    Pending,
+    /// An attempt was under way; after a crash it is tried again (at-least-once).
+    Sending,
+    Sent,
+    /// Given up after the configured time, or refused by the receiver.
+    Failed,
+    /// Deliberately not sent: rate limit, or the app lacks the alert tag.
+    Suppressed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Sending => "sending",
+            DeliveryState::Sent => "sent",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Suppressed => "suppressed",
+        }
+    }
+
+    fn parse(s: &str) -> DeliveryState {
+        match s {
+            "sending" => DeliveryState::Sending,
+            "sent" => DeliveryState::Sent,
+            "failed" => DeliveryState::Failed,
+            "suppressed" => DeliveryState::Suppressed,
+            _ => DeliveryState::Pending,
+        }
+    }
+
+    /// Whether nothing more will be done.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Sent | DeliveryState::Failed | DeliveryState::Suppressed
+        )
+    }
+}
+
+/// One channel's delivery of one event, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub event_id: String,
+    pub channel: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
 
 impl Journal {
     /// Opens (or creates) the journal at `path`, creating its directory.
@@ -252,9 +319,88 @@ impl Journal {
         .await
     }
 
+    /// The delivery of `event_id` on `channel`, if any was recorded.
+    pub async fn delivery(
+        &self,
+        event_id: &str,
+        channel: &str,
+    ) -> Result<Option<Delivery>, JournalError> {
+        let (event_id, channel) = (event_id.to_owned(), channel.to_owned());
+        self.with(move |c| {
+            c.query_row(
+                "SELECT event_id, channel, state, attempts, last_error FROM deliveries WHERE event_id = ?1 AND channel = ?2",
+                params![event_id, channel],
+                delivery_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Every delivery of `event_id`.
+    pub async fn deliveries(&self, event_id: &str) -> Result<Vec<Delivery>, JournalError> {
+        let event_id = event_id.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT event_id, channel, state, attempts, last_error FROM deliveries WHERE event_id = ?1 ORDER BY channel",
+            )?;
+            let rows = stmt.query_map([event_id], delivery_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub async fn set_delivery(&self, d: Delivery) -> Result<(), JournalError> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO deliveries (event_id, channel, state, attempts, last_error, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (event_id, channel) DO UPDATE SET
+                   state = excluded.state, attempts = excluded.attempts,
+                   last_error = excluded.last_error, updated_at = excluded.updated_at",
+                params![d.event_id, d.channel, d.state.as_str(), d.attempts, d.last_error, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes the rate-limit slot `key` if it was last taken more than `window_ms` ago (or
+    /// never); `false` means: suppress. Atomic, and kept across restarts.
+    pub async fn claim_rate_slot(&self, key: &str, window_ms: i64) -> Result<bool, JournalError> {
+        let key = key.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let now = now_ms();
+            let last: Option<i64> = tx
+                .query_row(
+                    "SELECT last_sent_at FROM rate_limits WHERE key = ?1",
+                    [&key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let free = last.is_none_or(|t| now - t >= window_ms);
+            if free {
+                tx.execute(
+                    "INSERT INTO rate_limits (key, last_sent_at) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET last_sent_at = excluded.last_sent_at",
+                    params![key, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(free)
+        })
+        .await
+    }
+
     /// Deletes events received before `before_ms` that have no work left; returns how many.
     pub async fn prune(&self, before_ms: i64) -> Result<usize, JournalError> {
         self.with(move |c| {
+            c.execute(
+                "DELETE FROM deliveries WHERE event_id IN
+                   (SELECT id FROM events WHERE received_at < ?1 AND state != 'pending')",
+                [before_ms],
+            )?;
             c.execute(
                 "DELETE FROM events WHERE received_at < ?1 AND state != 'pending'",
                 [before_ms],
@@ -280,6 +426,16 @@ fn row(r: &rusqlite::Row<'_>) -> Result<Entry, rusqlite::Error> {
         state: State::parse(&r.get::<_, String>(9)?),
         note: r.get(10)?,
         enrichment: r.get(11)?,
+    })
+}
+
+fn delivery_row(r: &rusqlite::Row<'_>) -> Result<Delivery, rusqlite::Error> {
+    Ok(Delivery {
+        event_id: r.get(0)?,
+        channel: r.get(1)?,
+        state: DeliveryState::parse(&r.get::<_, String>(2)?),
+        attempts: r.get(3)?,
+        last_error: r.get(4)?,
     })
 }
 
@@ -355,6 +511,49 @@ mod tests {
         assert!(j.get("old-done").await.unwrap().is_none());
         assert!(j.get("old-pending").await.unwrap().is_some());
         assert!(j.get("new").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn deliveries_and_rate_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.sqlite")).await.unwrap();
+        assert_eq!(j.delivery("e1", "teams").await.unwrap(), None);
+        let d = Delivery {
+            event_id: "e1".into(),
+            channel: "teams".into(),
+            state: DeliveryState::Pending,
+            attempts: 1,
+            last_error: Some("HTTP 500".into()),
+        };
+        j.set_delivery(d.clone()).await.unwrap();
+        j.set_delivery(Delivery {
+            state: DeliveryState::Sent,
+            attempts: 2,
+            last_error: None,
+            ..d.clone()
+        })
+        .await
+        .unwrap();
+        let got = j.delivery("e1", "teams").await.unwrap().unwrap();
+        assert_eq!(
+            (got.state, got.attempts, got.last_error),
+            (DeliveryState::Sent, 2, None)
+        );
+        assert_eq!(j.deliveries("e1").await.unwrap().len(), 1);
+
+        assert!(j.claim_rate_slot("teams:app1", 60_000).await.unwrap());
+        assert!(
+            !j.claim_rate_slot("teams:app1", 60_000).await.unwrap(),
+            "within the window"
+        );
+        assert!(
+            j.claim_rate_slot("teams:app2", 60_000).await.unwrap(),
+            "per app"
+        );
+        assert!(
+            j.claim_rate_slot("teams:app1", 0).await.unwrap(),
+            "window passed"
+        );
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod enrich;
 pub mod journal;
+pub mod notify;
 pub mod pipeline;
 pub mod qlik_api;
 pub mod script_log;
@@ -52,7 +53,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let journal = journal::Journal::open(&config.journal_path).await?;
     let tenants = tenants(&config).await?;
-    let pipeline = Pipeline::new(&config, journal, tenants);
+    let pipeline = Pipeline::new(&config, journal, tenants)?;
     let (messages, _connected) = subscriber::subscribe(&config.broker, &config.subscription_root)?;
     tracing::info!(
         broker = %format!("{}:{}", config.broker.host, config.broker.port),

@@ -12,6 +12,7 @@
 
 use crate::config::{Config, TenantConfig};
 use crate::journal::{self, Entry, Journal, Recorded, State};
+use crate::notify::Notifier;
 use crate::qlik_api::QlikApi;
 use crate::subscriber::{Message, MAX_MESSAGE_BYTES};
 use crate::template::{self, Enrichment};
@@ -22,9 +23,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 
-/// Script-log lines in the stored template data until the alert channels set their own.
-const DEFAULT_HEAD_LINES: usize = 15;
-const DEFAULT_TAIL_LINES: usize = 15;
+/// Script-log lines kept in the alert data when no channel asks for more.
+const DEFAULT_LOG_LINES: usize = 15;
 
 /// A configured tenant, ready to use.
 pub struct Tenant {
@@ -55,13 +55,27 @@ pub struct Pipeline {
     require_signature: bool,
     script_log_dir: Option<PathBuf>,
     generic_urls: Vec<crate::config::GenericUrl>,
+    notifier: Notifier,
     wake: Notify,
     warned_tenants: Mutex<HashSet<String>>,
+    /// Events being handled now, so the worker does not start them twice.
+    in_flight: Mutex<HashSet<String>>,
 }
 
 impl Pipeline {
-    pub fn new(config: &Config, journal: Journal, tenants: Vec<Tenant>) -> Arc<Pipeline> {
-        Arc::new(Pipeline {
+    pub fn new(
+        config: &Config,
+        journal: Journal,
+        tenants: Vec<Tenant>,
+    ) -> anyhow::Result<Arc<Pipeline>> {
+        let notifier = Notifier::new(
+            journal.clone(),
+            std::time::Duration::from_secs(config.give_up_secs),
+            std::time::Duration::from_millis(config.retry_base_ms),
+        )?;
+        Ok(Arc::new(Pipeline {
+            notifier,
+            in_flight: Mutex::new(HashSet::new()),
             journal,
             tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
             require_signature: config.require_signature,
@@ -69,7 +83,7 @@ impl Pipeline {
             generic_urls: config.generic_urls.clone(),
             wake: Notify::new(),
             warned_tenants: Mutex::new(HashSet::new()),
-        })
+        }))
     }
 
     /// Receives until the channel closes; each message is recorded, then acknowledged.
@@ -197,13 +211,29 @@ impl Pipeline {
         }
     }
 
-    /// Handles pending events: those left from before a restart, then each new one.
+    /// Handles pending events: those left from before a restart, then each new one. Each
+    /// event runs in its own task, so a slow alert channel for one does not hold up the next.
     pub async fn work(self: Arc<Self>) {
         loop {
             match self.journal.pending().await {
                 Ok(entries) => {
                     for entry in entries {
-                        self.process(entry).await;
+                        let fresh = self
+                            .in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(entry.id.clone());
+                        if fresh {
+                            let me = self.clone();
+                            tokio::spawn(async move {
+                                let id = entry.id.clone();
+                                me.process(entry).await;
+                                me.in_flight
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .remove(&id);
+                            });
+                        }
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot read pending events"),
@@ -230,7 +260,48 @@ impl Pipeline {
                 .await;
             return;
         };
-        let enrichment: Enrichment = enrich::enrich(&tenant.api, &event, &reload).await;
+        // After a restart, the alert data made before is reused: the same alert, no new lookups.
+        let stored = entry
+            .enrichment
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok());
+        let data = match stored {
+            Some(data) => data,
+            None => {
+                let data = self.alert_data(&entry, &event, &reload, tenant).await;
+                if let Err(e) = self
+                    .journal
+                    .set_enrichment(&entry.id, data.to_string())
+                    .await
+                {
+                    tracing::error!(event_id = %entry.id, error = %e, "cannot store the alert data; will retry");
+                    return;
+                }
+                data
+            }
+        };
+        if let Err(e) = self
+            .notifier
+            .deliver_all(&entry.id, &tenant.config.channels, &data)
+            .await
+        {
+            tracing::error!(event_id = %entry.id, error = %e, "cannot record alert deliveries; will retry");
+            return;
+        }
+        if let Err(e) = self.journal.set_state(&entry.id, State::Done, None).await {
+            tracing::error!(event_id = %entry.id, error = %e, "cannot mark the event done; will retry");
+        }
+    }
+
+    /// Enriches the failure, stores its script log, and builds the alert data.
+    async fn alert_data(
+        &self,
+        entry: &Entry,
+        event: &Event<'_>,
+        reload: &qlik_events::Reload,
+        tenant: &Tenant,
+    ) -> serde_json::Value {
+        let enrichment: Enrichment = enrich::enrich(&tenant.api, event, reload).await;
         for error in &enrichment.errors {
             tracing::warn!(event_id = %entry.id, error = %error, "Qlik Cloud lookup failed; the alert will lack it");
         }
@@ -248,22 +319,25 @@ impl Pipeline {
                 Err(e) => tracing::warn!(event_id = %entry.id, error = %e, "script log not stored"),
             }
         }
+        let channels = &tenant.config.channels;
+        let head = channels
+            .iter()
+            .map(|c| c.head_lines)
+            .max()
+            .unwrap_or(DEFAULT_LOG_LINES);
+        let tail = channels
+            .iter()
+            .map(|c| c.tail_lines)
+            .max()
+            .unwrap_or(DEFAULT_LOG_LINES);
         let inputs = template::Inputs {
-            event: &event,
-            reload: &reload,
+            event,
+            reload,
             tenant: &tenant.config,
             enrichment: &enrichment,
             generic_urls: &self.generic_urls,
         };
-        let data = template::build(&inputs, DEFAULT_HEAD_LINES, DEFAULT_TAIL_LINES);
-        if let Err(e) = self
-            .journal
-            .set_enrichment(&entry.id, data.to_string())
-            .await
-        {
-            tracing::error!(event_id = %entry.id, error = %e, "cannot store the enrichment; will retry");
-            return;
-        }
+        let data = template::build(&inputs, head, tail);
         tracing::info!(
             event_id = %entry.id,
             app = %data["appName"].as_str().unwrap_or_default(),
@@ -272,9 +346,7 @@ impl Pipeline {
             error = %data["errorMessage"].as_str().unwrap_or_default(),
             "reload failure enriched; alert data ready"
         );
-        if let Err(e) = self.journal.set_state(&entry.id, State::Done, None).await {
-            tracing::error!(event_id = %entry.id, error = %e, "cannot mark the event done; will retry");
-        }
+        data
     }
 
     /// Deletes finished events older than `retention_days`, now and then daily.

@@ -1,163 +1,16 @@
 //! The listener against a real Mosquitto and a stand-in for the Qlik Cloud API: what a user
 //! would check in the log and in the SQLite journal.
 
-use qlik_listener::journal::{Entry, Journal, State};
-use relay_tests::fakes::{FakeQlikCloud, Fault};
+mod common;
+
+use common::{data, event_id, Options, Setup, BIN, LIMIT, TOKEN};
+use qlik_listener::journal::State;
+use relay_tests::fakes::Fault;
 use relay_tests::fixtures::{self, FIXTURES, SECRET, TENANT};
 use relay_tests::mosquitto::Mosquitto;
 use relay_tests::mqtt;
-use relay_tests::process::{self, Running};
-use relay_tests::wait;
-use std::path::PathBuf;
+use relay_tests::process;
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_qlik-listener");
-const TOKEN: &str = "qlik-api-key-for-tests-0123456789";
-const LIMIT: Duration = Duration::from_secs(20);
-
-struct Setup {
-    broker: Mosquitto,
-    api: FakeQlikCloud,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Setup {
-    async fn new(extra_forward: &str) -> Setup {
-        Setup::with(extra_forward, "", TENANT).await
-    }
-
-    /// `extra_broker` adds lines under `broker:`; `tenant_ref` is what `tenant.id` says.
-    async fn with(extra_forward: &str, extra_broker: &str, tenant_ref: &str) -> Setup {
-        let broker = Mosquitto::start().await;
-        let api = FakeQlikCloud::start(TENANT, TOKEN).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("butler.yaml");
-        let client_id = format!("listener-{}", relay_tests::free_port());
-        let yaml = format!(
-            r#"Butler:
-  logLevel: info
-  mqttConfig:
-    enable: false
-    qlikSenseCloud:
-      event:
-        mqttForward:
-          enable: true
-{extra_forward}          broker:
-            host: 127.0.0.1
-            port: {port}
-            clientId: {client_id}
-{extra_broker}            tls:
-              enable: false
-          topic:
-            subscriptionRoot: qscloud/#
-            appReload: qscloud/app/reload
-  qlikSenseCloud:
-    enable: true
-    event:
-      mqtt:
-        tenant:
-          id: {tenant_ref}
-          tenantUrl: {url}
-          authType: jwt
-          auth:
-            jwt:
-              token: ${{QLIK_TOKEN}}
-          webhookSecret: ${{WEBHOOK_SECRET}}
-          qlikSenseUrls:
-            qmc: {url}/console
-            hub: {url}/hub
-          comment: Test tenant
-  scriptLog:
-    storeOnDisk:
-      qsCloud:
-        appReloadFailure:
-          enable: true
-          logDirectory: scriptlogs
-  qlikCloudListener:
-    journal:
-      path: journal.sqlite
-"#,
-            port = broker.port,
-            url = api.url(),
-        );
-        std::fs::write(&config, yaml).unwrap();
-        Setup {
-            broker,
-            api,
-            dir,
-            config,
-        }
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("QLIK_TOKEN", TOKEN.to_owned()),
-            ("WEBHOOK_SECRET", SECRET.to_owned()),
-        ]
-    }
-
-    /// Starts the listener and waits until it is subscribed (`first`) or connected.
-    async fn start(&self, first: bool) -> Running {
-        let config = self.config.to_str().unwrap().to_owned();
-        let mut l = Running::spawn(BIN, &["--config", &config], &self.env());
-        let ready = if first {
-            "subscribed"
-        } else {
-            "connected to the broker"
-        };
-        l.wait_for_output(ready, 1, LIMIT).await;
-        l
-    }
-
-    async fn journal(&self) -> Journal {
-        Journal::open(&self.dir.path().join("journal.sqlite"))
-            .await
-            .unwrap()
-    }
-
-    async fn publish(&self, topic: &str, body: &[u8]) {
-        mqtt::publish(self.broker.port, topic, body, Some(&fixtures::sign(body))).await;
-    }
-
-    /// Waits until event `id` is in the journal in `state`.
-    async fn wait_state(&self, id: &str, state: State) -> Entry {
-        let journal = self.journal().await;
-        let id = id.to_owned();
-        wait::until(
-            LIMIT,
-            &format!("event {id} to be {}", state.as_str()),
-            || {
-                let journal = journal.clone();
-                let id = id.clone();
-                async move { journal.get(&id).await.unwrap().filter(|e| e.state == state) }
-            },
-        )
-        .await
-    }
-
-    fn script_log(&self, app: &str, reload: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join("scriptlogs")
-            .join(TENANT)
-            .join(app)
-            .join(format!("{reload}.log"))
-    }
-}
-
-fn event_id(body: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-    v["id"]
-        .as_str()
-        .or(v["eventId"].as_str())
-        .unwrap()
-        .to_owned()
-}
-
-fn data(entry: &Entry) -> serde_json::Value {
-    serde_json::from_str(entry.enrichment.as_deref().expect("enriched")).unwrap()
-}
 
 #[tokio::test]
 async fn each_fixture_is_recorded_and_failures_are_enriched() {
@@ -420,11 +273,11 @@ async fn qlik_api_errors_are_retried_and_a_dead_api_degrades_the_alert() {
 #[tokio::test]
 async fn mqtt_3_1_1_and_a_tenant_named_by_host() {
     // Butler's template names the tenant by host; the id is asked of /api/v1/users/me.
-    let s = Setup::with(
-        "",
-        "            protocolVersion: \"3.1.1\"\n",
-        "acme.eu.qlikcloud.com",
-    )
+    let s = Setup::with(Options {
+        broker: "            protocolVersion: \"3.1.1\"\n",
+        tenant_ref: Some("acme.eu.qlikcloud.com"),
+        ..Options::default()
+    })
     .await;
     let mut listener = s.start(true).await;
     listener

@@ -553,3 +553,125 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
             .into_response(),
     }
 }
+
+/// One request an [`HttpReceiver`] got, and what it answered.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub status: u16,
+}
+
+impl HttpRequest {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// A webhook receiver (Teams' Power Automate workflow, Slack's incoming webhook, anyone's
+/// endpoint): records every request and answers 200, or the injected faults first.
+pub struct HttpReceiver {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<HttpRequest>>>,
+    faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type ReceiverState = (
+    Arc<Mutex<Vec<HttpRequest>>>,
+    Arc<Mutex<std::collections::VecDeque<Fault>>>,
+);
+
+impl HttpReceiver {
+    pub async fn start() -> HttpReceiver {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state((requests.clone(), faults.clone()));
+        let (addr, task) = serve(app).await;
+        HttpReceiver {
+            addr,
+            requests,
+            faults,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request so far, answered or not.
+    pub fn requests(&self) -> Vec<HttpRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Requests answered with 2xx: what was delivered.
+    pub fn delivered(&self) -> Vec<HttpRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .collect()
+    }
+
+    /// The next requests are answered with these faults, in order.
+    pub fn inject(&self, faults: &[Fault]) {
+        self.faults.lock().unwrap().extend(faults.iter().copied());
+    }
+
+    pub fn clear_faults(&self) {
+        self.faults.lock().unwrap().clear();
+    }
+}
+
+async fn receive(State((requests, faults)): State<ReceiverState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 10 << 20)
+        .await
+        .unwrap_or_default()
+        .to_vec();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let fault = faults.lock().unwrap().pop_front();
+    let (status, retry_after) = match fault {
+        Some(Fault::Status(s)) => (s, None),
+        Some(Fault::TooMany(secs)) => (429, Some(secs)),
+        Some(Fault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            (200, None)
+        }
+        None => (200, None),
+    };
+    requests.lock().unwrap().push(HttpRequest {
+        path: parts.uri.path().to_owned(),
+        headers,
+        body,
+        status,
+    });
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    match retry_after {
+        Some(secs) => (status, [("retry-after", secs.to_string())], "").into_response(),
+        None => (status, "1").into_response(),
+    }
+}

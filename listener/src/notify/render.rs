@@ -1,0 +1,353 @@
+//! Turning alert data into the message a channel sends. Pure: no I/O but reading a user's
+//! template file.
+//!
+//! Promises:
+//! - JSON templates (Teams, Slack) always yield valid JSON: values are escaped for a JSON
+//!   string (quotes, backslashes, newlines, control characters), and the result is parsed
+//!   before it is sent;
+//! - a user template that fails to render or yields invalid JSON falls back to the built-in
+//!   template, and the reason is returned for the log;
+//! - script-log fields are cut to the channel's line counts and size limit, with a marker.
+
+use crate::config::{ChannelConfig, ChannelKind};
+use handlebars::Handlebars;
+use serde_json::{json, Value};
+
+pub const TEAMS_TEMPLATE: &str = include_str!("../../templates/teams-reload-failed.handlebars");
+pub const SLACK_TEMPLATE: &str = include_str!("../../templates/slack-reload-failed.handlebars");
+
+/// Most characters of each script-log field a channel gets (Teams cards and Slack sections
+/// are limited in size; Slack's section text to 3000 characters).
+fn script_log_limit(kind: ChannelKind) -> usize {
+    match kind {
+        ChannelKind::Teams => 8_000,
+        ChannelKind::Slack => 2_500,
+        ChannelKind::Webhook => 64_000,
+    }
+}
+
+pub const TRUNCATED: &str = "… [truncated]";
+
+/// The message for `channel`, and why the built-in template was used instead of the user's.
+#[derive(Debug)]
+pub struct Rendered {
+    pub body: Value,
+    pub fallback: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RenderError(String);
+
+/// The alert data as this channel sees it: its script-log lines, size limits and options.
+pub fn channel_data(channel: &ChannelConfig, data: &Value) -> Value {
+    let mut d = data.clone();
+    let limit = script_log_limit(channel.kind);
+    let head = first_lines(
+        data["scriptLogHead"].as_str().unwrap_or_default(),
+        channel.head_lines,
+    );
+    let tail = last_lines(
+        data["scriptLogTail"].as_str().unwrap_or_default(),
+        channel.tail_lines,
+    );
+    let (head, tail) = if channel.basic_content_only {
+        (String::new(), String::new())
+    } else {
+        (cut_end(&head, limit), cut_start(&tail, limit))
+    };
+    d["scriptLogHeadCount"] = json!(head.lines().count());
+    d["scriptLogTailCount"] = json!(tail.lines().count());
+    d["scriptLogHead"] = json!(head);
+    d["scriptLogTail"] = json!(tail);
+    d
+}
+
+/// Renders the message for `channel` from its [`channel_data`].
+pub fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderError> {
+    let mut rendered = match channel.kind {
+        ChannelKind::Webhook => Rendered {
+            body: json!({ "schemaVersion": 1, "kind": "qlik-cloud-reload-failed", "alert": data }),
+            fallback: None,
+        },
+        _ if !channel.formatted => Rendered {
+            body: basic(channel, data)?,
+            fallback: None,
+        },
+        kind => {
+            let builtin = if kind == ChannelKind::Teams {
+                TEAMS_TEMPLATE
+            } else {
+                SLACK_TEMPLATE
+            };
+            match &channel.template_file {
+                Some(path) => {
+                    let user = std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                        .and_then(|t| {
+                            render_json(&t, data).map_err(|e| format!("{}: {e}", path.display()))
+                        });
+                    match user {
+                        Ok(body) => Rendered {
+                            body,
+                            fallback: None,
+                        },
+                        Err(reason) => Rendered {
+                            body: render_json(builtin, data).map_err(RenderError)?,
+                            fallback: Some(reason),
+                        },
+                    }
+                }
+                None => Rendered {
+                    body: render_json(builtin, data).map_err(RenderError)?,
+                    fallback: None,
+                },
+            }
+        }
+    };
+    if channel.kind == ChannelKind::Slack {
+        // Slack's routing options apply whatever the template says.
+        let body = &mut rendered.body;
+        for (key, value) in [
+            ("channel", &channel.slack_channel),
+            ("username", &channel.slack_from_user),
+            ("icon_emoji", &channel.slack_icon_emoji),
+        ] {
+            if let (Some(v), Some(obj)) = (value, body.as_object_mut()) {
+                obj.insert(key.to_owned(), json!(v));
+            }
+        }
+    }
+    Ok(rendered)
+}
+
+/// `messageType: basic`: the text template, wrapped in the channel's simplest message.
+fn basic(channel: &ChannelConfig, data: &Value) -> Result<Value, RenderError> {
+    let template = channel
+        .basic_template
+        .as_deref()
+        .unwrap_or("Qlik Cloud reload failed: {{appName}}");
+    let mut hb = Handlebars::new();
+    hb.register_escape_fn(handlebars::no_escape);
+    let text = hb
+        .render_template(template, data)
+        .map_err(|e| RenderError(format!("basicMsgTemplate: {e}")))?;
+    Ok(match channel.kind {
+        ChannelKind::Teams => json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.5",
+                    "body": [{ "type": "TextBlock", "text": text, "wrap": true }]
+                }
+            }]
+        }),
+        _ => json!({ "text": text }),
+    })
+}
+
+/// Renders a JSON template with values escaped for JSON strings, and parses the result.
+pub fn render_json(template: &str, data: &Value) -> Result<Value, String> {
+    let mut hb = Handlebars::new();
+    hb.register_escape_fn(json_string_content);
+    let text = hb
+        .render_template(template, data)
+        .map_err(|e| format!("template error: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("the template did not produce valid JSON: {e}"))
+}
+
+/// `s` escaped for use between the quotes of a JSON string.
+fn json_string_content(s: &str) -> String {
+    let quoted = serde_json::Value::String(s.to_owned()).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+fn first_lines(text: &str, n: usize) -> String {
+    text.lines().take(n).collect::<Vec<_>>().join("\n")
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Keeps the start of `text` within `max` characters.
+fn cut_end(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let kept: String = text
+        .chars()
+        .take(max.saturating_sub(TRUNCATED.chars().count()))
+        .collect();
+    format!("{kept}{TRUNCATED}")
+}
+
+/// Keeps the end of `text` (the interesting part of a tail) within `max` characters.
+fn cut_start(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let keep = max.saturating_sub(TRUNCATED.chars().count());
+    let kept: String = text.chars().skip(count - keep).collect();
+    format!("{TRUNCATED}{kept}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(kind: ChannelKind) -> ChannelConfig {
+        ChannelConfig {
+            id: "c".into(),
+            kind,
+            url: url::Url::parse("http://127.0.0.1/x").unwrap(),
+            formatted: true,
+            basic_template: None,
+            template_file: None,
+            basic_content_only: false,
+            tag: None,
+            rate_limit_secs: 0,
+            head_lines: 2,
+            tail_lines: 2,
+            slack_channel: None,
+            slack_from_user: None,
+            slack_icon_emoji: None,
+            secret: None,
+        }
+    }
+
+    /// Alert data full of what breaks naive JSON templates.
+    fn hostile() -> Value {
+        let nasty = "quote \" backslash \\ backtick ` newline\n tab\t cr\r nul\u{0} bell\u{7} emoji 🚨 </script>";
+        json!({
+            "appName": nasty, "appId": "a1", "appDescription": nasty, "appUrl": "https://t/sense/app/a1",
+            "appOwnerName": nasty, "appOwnerEmail": "o@example.com", "tenantId": "T", "tenantComment": nasty,
+            "eventId": "e1", "executionStartTime": {"startTimeLocal1": "2026-11-20 06:14:04"},
+            "executionStopTime": {"stopTimeLocal1": "2026-11-20 06:14:52"},
+            "executionDuration": {"hours": 0, "minutes": 0, "seconds": 48},
+            "reloadTrigger": "chronos", "reloadId": "r1", "errorCode": nasty, "errorMessage": nasty,
+            "executionStatusText": "error", "peakMemoryBytes": 1, "qlikSenseHub": "https://t/hub", "qlikSenseQMC": "",
+            "scriptLogHead": format!("h1 {nasty}\nh2\nh3"), "scriptLogTail": format!("t1\nt2\nt3 {nasty}"),
+            "genericUrls": [{"id": "x", "linkText": nasty, "url": "https://wiki/\"x"}]
+        })
+    }
+
+    #[test]
+    fn built_in_templates_give_valid_json_whatever_the_data() {
+        for kind in [ChannelKind::Teams, ChannelKind::Slack] {
+            let ch = channel(kind);
+            let data = channel_data(&ch, &hostile());
+            let r = render(&ch, &data).unwrap();
+            assert!(r.fallback.is_none());
+            let text = r.body.to_string();
+            assert!(
+                text.contains("quote \\\" backslash \\\\ backtick ` newline\\n"),
+                "{kind:?}: {text}"
+            );
+            assert!(text.contains("🚨"));
+            assert!(text.contains("t3 quote"), "tail kept");
+            assert!(!text.contains("t1"), "only the last 2 tail lines");
+            assert!(
+                text.contains("h1 quote") && !text.contains("h3"),
+                "only the first 2 head lines"
+            );
+        }
+    }
+
+    #[test]
+    fn user_templates_render_and_broken_ones_fall_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.handlebars");
+        std::fs::write(
+            &good,
+            r#"{"text": "{{appName}} failed: {{errorMessage}} ({{executionDuration.seconds}}s)"}"#,
+        )
+        .unwrap();
+        let mut ch = channel(ChannelKind::Slack);
+        ch.template_file = Some(good);
+        let r = render(&ch, &hostile()).unwrap();
+        assert!(r.fallback.is_none());
+        assert!(r.body["text"].as_str().unwrap().ends_with("(48s)"));
+
+        // Triple-stash skips escaping: the output is not JSON, so the built-in is used.
+        let broken = dir.path().join("broken.handlebars");
+        std::fs::write(&broken, r#"{"text": "{{{errorMessage}}}"}"#).unwrap();
+        ch.template_file = Some(broken);
+        let r = render(&ch, &hostile()).unwrap();
+        assert!(r.fallback.unwrap().contains("did not produce valid JSON"));
+        assert_eq!(r.body["blocks"][0]["type"], "header");
+
+        let syntax = dir.path().join("syntax.handlebars");
+        std::fs::write(&syntax, r#"{"text": "{{#if appName}}"}"#).unwrap();
+        ch.template_file = Some(syntax);
+        assert!(render(&ch, &hostile())
+            .unwrap()
+            .fallback
+            .unwrap()
+            .contains("template error"));
+    }
+
+    #[test]
+    fn basic_messages_and_slack_options() {
+        let mut ch = channel(ChannelKind::Slack);
+        ch.formatted = false;
+        ch.basic_template = Some("Reload of {{appName}} failed: {{errorMessage}}".into());
+        ch.slack_channel = Some("#qlik-alerts".into());
+        ch.slack_from_user = Some("Qlik Cloud".into());
+        ch.slack_icon_emoji = Some(":ghost:".into());
+        let r = render(
+            &ch,
+            &json!({"appName": "Sales \"EU\"", "errorMessage": "x"}),
+        )
+        .unwrap();
+        assert_eq!(r.body["text"], "Reload of Sales \"EU\" failed: x");
+        assert_eq!(r.body["channel"], "#qlik-alerts");
+        assert_eq!(r.body["username"], "Qlik Cloud");
+        assert_eq!(r.body["icon_emoji"], ":ghost:");
+
+        let mut ch = channel(ChannelKind::Teams);
+        ch.formatted = false;
+        ch.basic_template = Some("{{appName}} failed".into());
+        let r = render(&ch, &json!({"appName": "A\nB"})).unwrap();
+        assert_eq!(
+            r.body["attachments"][0]["content"]["body"][0]["text"],
+            "A\nB failed"
+        );
+    }
+
+    #[test]
+    fn basic_content_only_and_size_limits() {
+        let mut ch = channel(ChannelKind::Teams);
+        ch.basic_content_only = true;
+        let d = channel_data(&ch, &hostile());
+        assert_eq!(d["scriptLogHead"], "");
+        assert_eq!(d["scriptLogTailCount"], 0);
+
+        let mut ch = channel(ChannelKind::Slack);
+        ch.tail_lines = 1000;
+        let long_tail = (0..1000)
+            .map(|i| format!("line {i} {}", "x".repeat(50)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let d = channel_data(
+            &ch,
+            &json!({"scriptLogHead": "", "scriptLogTail": long_tail}),
+        );
+        let tail = d["scriptLogTail"].as_str().unwrap();
+        assert!(tail.chars().count() <= 2_500);
+        assert!(
+            tail.starts_with(TRUNCATED) && tail.ends_with(&format!("line 999 {}", "x".repeat(50)))
+        );
+        let r = render(&ch, &d).unwrap();
+        let section = r.body["blocks"][4]["text"]["text"].as_str().unwrap();
+        assert!(
+            section.chars().count() <= 3000,
+            "within Slack's section limit"
+        );
+    }
+}

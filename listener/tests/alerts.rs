@@ -1,0 +1,319 @@
+//! Reload-failure alerts to Teams, Slack and an outgoing webhook: HTTP receivers in the test
+//! record what arrives, as a user would look at the channel.
+
+mod common;
+
+use common::{event_id, Options, Setup, LIMIT};
+use qlik_listener::journal::{DeliveryState, Journal};
+use relay_tests::fakes::{Fault, HttpReceiver};
+use relay_tests::fixtures::{self, FIXTURES};
+use relay_tests::wait;
+use std::time::Duration;
+
+const WEBHOOK_SECRET: &str = "outgoing-webhook-secret-0123456789";
+
+struct Channels {
+    teams: HttpReceiver,
+    slack: HttpReceiver,
+    hook: HttpReceiver,
+}
+
+impl Channels {
+    async fn start() -> Channels {
+        Channels {
+            teams: HttpReceiver::start().await,
+            slack: HttpReceiver::start().await,
+            hook: HttpReceiver::start().await,
+        }
+    }
+
+    /// The tenant's `alert:` section; `extra` is added to every channel.
+    fn yaml(&self, extra: &str) -> String {
+        let indent = |s: &str| {
+            s.lines()
+                .map(|l| format!("              {l}\n"))
+                .collect::<String>()
+        };
+        let extra = indent(extra);
+        format!(
+            "          alert:
+            teamsNotification:
+              reloadAppFailure:
+                enable: true
+                webhookURL: {teams}
+                headScriptLogLines: 3
+                tailScriptLogLines: 4
+{extra_t}            slackNotification:
+              reloadAppFailure:
+                enable: true
+                webhookURL: {slack}
+                channel: \"#qlik-alerts\"
+                fromUser: Qlik Cloud
+                iconEmoji: \":rotating_light:\"
+                headScriptLogLines: 2
+                tailScriptLogLines: 5
+{extra_s}            webhookNotification:
+              reloadAppFailure:
+                enable: true
+                urls: [\"{hook}\"]
+                secret: {WEBHOOK_SECRET}
+{extra_w}",
+            teams = self.teams.url("/workflows/teams"),
+            slack = self.slack.url("/services/T000/B000/XXXX"),
+            hook = self.hook.url("/qlik-alerts"),
+            extra_t = extra.replace("              ", "                "),
+            extra_s = extra.replace("              ", "                "),
+            extra_w = extra.replace("              ", "                "),
+        )
+    }
+
+    fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.teams.delivered().len(),
+            self.slack.delivered().len(),
+            self.hook.delivered().len(),
+        )
+    }
+}
+
+async fn setup(channels: &Channels, extra_channel: &str, listener: &str) -> Setup {
+    let tenant = channels.yaml(extra_channel);
+    Setup::with(Options {
+        tenant: &tenant,
+        listener,
+        ..Options::default()
+    })
+    .await
+}
+
+async fn wait_deliveries(s: &Setup, id: &str, n: usize) -> Vec<qlik_listener::journal::Delivery> {
+    let journal: Journal = s.journal().await;
+    wait::until(LIMIT, &format!("{n} final deliveries of {id}"), || {
+        let journal = journal.clone();
+        let id = id.to_owned();
+        async move {
+            let d = journal.deliveries(&id).await.unwrap();
+            (d.len() == n && d.iter().all(|d| d.state.is_final())).then_some(d)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn one_failure_gives_one_message_per_channel_with_the_details() {
+    let ch = Channels::start().await;
+    let s = setup(&ch, "", "").await;
+    let _listener = s.start(true).await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    let id = event_id(&body);
+    s.publish(FIXTURES[0].1, &body).await;
+    let deliveries = wait_deliveries(&s, &id, 3).await;
+    assert!(
+        deliveries.iter().all(|d| d.state == DeliveryState::Sent),
+        "{deliveries:?}"
+    );
+    assert_eq!(ch.counts(), (1, 1, 1));
+    let app = "4f2c9d1e-7a6b-4c3d-9e8f-1a2b3c4d5e6f";
+    let app_url = format!("{}/sense/app/{app}", s.api.url());
+
+    // Teams: an Adaptive Card for a Power Automate workflow.
+    let teams = ch.teams.delivered()[0].json();
+    let card = &teams["attachments"][0]["content"];
+    assert_eq!(
+        teams["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert_eq!(card["type"], "AdaptiveCard");
+    let text = card.to_string();
+    assert!(text.contains(&format!("App {app}")), "{text}");
+    assert!(
+        text.contains("Field \\\"Amount\\\" not found"),
+        "error message: {text}"
+    );
+    assert_eq!(card["actions"][0]["url"], app_url.as_str());
+    let head = card["body"][5]["text"].as_str().unwrap();
+    let tail = card["body"][7]["text"].as_str().unwrap();
+    assert_eq!(head.lines().count(), 3, "{head}");
+    assert_eq!(tail.lines().count(), 4, "{tail}");
+    // The script log's quote, backslash and backtick arrive intact, without CRs.
+    assert!(
+        tail.contains("Error: Field \"Amount\" not found \\ (see `Orders`)"),
+        "{tail}"
+    );
+    assert!(!tail.contains('\r'));
+
+    // Slack: blocks, with the configured channel, user and icon.
+    let slack = ch.slack.delivered()[0].json();
+    assert_eq!(slack["channel"], "#qlik-alerts");
+    assert_eq!(slack["username"], "Qlik Cloud");
+    assert_eq!(slack["icon_emoji"], ":rotating_light:");
+    assert!(slack["blocks"][1]["fields"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("<{app_url}|App {app}>")));
+    let slack_tail = slack["blocks"][4]["text"]["text"].as_str().unwrap();
+    assert_eq!(
+        slack_tail.trim_end_matches("```").lines().count(),
+        6,
+        "title + 5 lines: {slack_tail}"
+    );
+
+    // Webhook: a stable document, signed so the receiver can check it came from us.
+    let hook = &ch.hook.delivered()[0];
+    let doc = hook.json();
+    assert_eq!(doc["schemaVersion"], 1);
+    assert_eq!(doc["alert"]["eventId"], id.as_str());
+    assert_eq!(doc["alert"]["appOwnerEmail"], "ada@example.com");
+    let signature = hook
+        .headers
+        .get("x-qlik-relay-signature")
+        .expect("signature header");
+    let secret = qlik_events::Secret::new(WEBHOOK_SECRET);
+    assert_eq!(signature, &qlik_events::sign(&secret, &hook.body));
+    assert_eq!(hook.headers.get("x-qlik-relay-event-id"), Some(&id));
+
+    // The same event again (a redelivery, or Qlik resending it) alerts nobody.
+    s.publish(FIXTURES[0].1, &body).await;
+    let next = fixtures::event("reload-failed.cloudevents.json");
+    s.publish(FIXTURES[4].1, &next).await;
+    wait_deliveries(&s, &event_id(&next), 3).await;
+    assert_eq!(
+        ch.counts(),
+        (2, 2, 2),
+        "one more each, for the other event only"
+    );
+}
+
+#[tokio::test]
+async fn tag_gating_and_rate_limits_suppress_visibly() {
+    let ch = Channels::start().await;
+    // Teams only for apps tagged `critical` (the fake's apps are tagged `alert`); every channel
+    // at most one alert per app per 2 seconds.
+    let s = setup(&ch, "rateLimit: 2", "").await;
+    let yaml = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "                headScriptLogLines: 3\n",
+        "                headScriptLogLines: 3\n                alertEnableByTag:\n                  enable: true\n                  tag: critical\n",
+        1,
+    );
+    std::fs::write(&s.config, yaml).unwrap();
+    let _listener = s.start(true).await;
+
+    let first = fixtures::event("app-reload-failed.legacy-hybrid.json");
+    s.publish(FIXTURES[1].1, &first).await;
+    let d = wait_deliveries(&s, &event_id(&first), 3).await;
+    let teams = d.iter().find(|d| d.channel == "teams").unwrap();
+    assert_eq!(teams.state, DeliveryState::Suppressed);
+    assert!(teams
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("tag \"critical\""));
+    assert_eq!(ch.counts(), (0, 1, 1));
+
+    // The same app fails again at once: rate-limited on every channel, and recorded as such.
+    let second = fixtures::event("app-reload-failed.legacy.json");
+    s.publish(FIXTURES[2].1, &second).await;
+    let d = wait_deliveries(&s, &event_id(&second), 3).await;
+    for d in d.iter().filter(|d| d.channel != "teams") {
+        assert_eq!(d.state, DeliveryState::Suppressed, "{d:?}");
+        assert!(
+            d.last_error.as_deref().unwrap().starts_with("rate limit"),
+            "{d:?}"
+        );
+    }
+    assert_eq!(ch.counts(), (0, 1, 1));
+
+    // After the window, the next failure of that app is sent.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut third: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    third["id"] = serde_json::json!("third-failure");
+    third["eventId"] = serde_json::json!("third-failure");
+    s.publish(FIXTURES[1].1, &serde_json::to_vec(&third).unwrap())
+        .await;
+    wait_deliveries(&s, "third-failure", 3).await;
+    assert_eq!(ch.counts(), (0, 2, 2));
+}
+
+#[tokio::test]
+async fn retries_then_success_and_a_dead_channel_does_not_hold_up_the_others() {
+    let ch = Channels::start().await;
+    let s = setup(
+        &ch,
+        "",
+        "    alerts:\n      giveUpSeconds: 2\n      retryBaseMilliseconds: 50\n",
+    )
+    .await;
+    let _listener = s.start(true).await;
+    ch.teams.inject(&[Fault::Status(500), Fault::Status(500)]);
+    ch.slack.inject(&[Fault::Status(503); 1000]);
+    let body = fixtures::event("reload-failed.cloudevents.json");
+    let id = event_id(&body);
+    s.publish(FIXTURES[4].1, &body).await;
+
+    // The webhook is delivered while Slack is still failing.
+    let journal = s.journal().await;
+    wait::until(LIMIT, "the webhook delivery", || {
+        let journal = journal.clone();
+        let id = id.clone();
+        async move {
+            let d = journal.delivery(&id, "webhook-1").await.unwrap()?;
+            (d.state == DeliveryState::Sent).then_some(())
+        }
+    })
+    .await;
+    let slack_now = journal.delivery(&id, "slack").await.unwrap().unwrap();
+    assert!(
+        !slack_now.state.is_final(),
+        "Slack is still being retried: {slack_now:?}"
+    );
+
+    let d = wait_deliveries(&s, &id, 3).await;
+    let by = |c: &str| d.iter().find(|d| d.channel == c).unwrap().clone();
+    assert_eq!(by("teams").state, DeliveryState::Sent);
+    assert_eq!(by("teams").attempts, 3, "500, 500, then 200");
+    assert_eq!(ch.teams.delivered().len(), 1);
+    assert_eq!(by("slack").state, DeliveryState::Failed);
+    assert_eq!(by("slack").last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(by("webhook-1").state, DeliveryState::Sent);
+    assert!(ch.slack.delivered().is_empty());
+}
+
+#[tokio::test]
+async fn a_listener_killed_between_channels_sends_only_what_is_missing() {
+    let ch = Channels::start().await;
+    let s = setup(&ch, "", "").await;
+    let mut listener = s.start(true).await;
+    // Slack hangs; Teams and the webhook go through.
+    ch.slack.inject(&[Fault::Delay(Duration::from_secs(30))]);
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    let id = event_id(&body);
+    s.publish(FIXTURES[0].1, &body).await;
+    let journal = s.journal().await;
+    wait::until(LIMIT, "Teams and webhook sent, Slack under way", || {
+        let journal = journal.clone();
+        let id = id.clone();
+        async move {
+            let d = journal.deliveries(&id).await.unwrap();
+            let state = |c: &str| d.iter().find(|d| d.channel == c).map(|d| d.state);
+            (state("teams") == Some(DeliveryState::Sent)
+                && state("webhook-1") == Some(DeliveryState::Sent)
+                && state("slack") == Some(DeliveryState::Sending))
+            .then_some(())
+        }
+    })
+    .await;
+    listener.kill().await;
+    ch.slack.clear_faults();
+
+    let _listener = s.start(false).await;
+    let d = wait_deliveries(&s, &id, 3).await;
+    assert!(d.iter().all(|d| d.state == DeliveryState::Sent), "{d:?}");
+    assert_eq!(ch.teams.delivered().len(), 1, "Teams is not sent again");
+    assert_eq!(
+        ch.hook.delivered().len(),
+        1,
+        "the webhook is not sent again"
+    );
+    // Slack's answered request is the retry after the restart (the hung one never answered).
+    assert_eq!(ch.slack.delivered().len(), 1);
+}

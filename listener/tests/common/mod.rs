@@ -1,0 +1,184 @@
+//! What the listener's integration tests share: a broker, the Qlik Cloud stand-in, a
+//! generated Butler config, and ways to read the journal as a user would.
+#![allow(dead_code)]
+
+use qlik_listener::journal::{Entry, Journal, State};
+use relay_tests::fakes::FakeQlikCloud;
+use relay_tests::fixtures::{self, SECRET, TENANT};
+use relay_tests::mosquitto::Mosquitto;
+use relay_tests::mqtt;
+use relay_tests::process::Running;
+use relay_tests::wait;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Lines added to the generated config: under `mqttForward:`, under `broker:`, under the
+/// tenant (e.g. its `alert:` section) and under `qlikCloudListener:`.
+#[derive(Default)]
+pub struct Options<'a> {
+    pub forward: &'a str,
+    pub broker: &'a str,
+    /// What `tenant.id` says (default: the fixtures' tenant id).
+    pub tenant_ref: Option<&'a str>,
+    pub tenant: &'a str,
+    pub listener: &'a str,
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_qlik-listener");
+pub const TOKEN: &str = "qlik-api-key-for-tests-0123456789";
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+pub struct Setup {
+    pub broker: Mosquitto,
+    pub api: FakeQlikCloud,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    pub async fn new(extra_forward: &str) -> Setup {
+        Setup::with(Options {
+            forward: extra_forward,
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub async fn with(o: Options<'_>) -> Setup {
+        let Options {
+            forward: extra_forward,
+            broker: extra_broker,
+            tenant_ref,
+            tenant: extra_tenant,
+            listener: extra_listener,
+        } = o;
+        let tenant_ref = tenant_ref.unwrap_or(TENANT);
+        let broker = Mosquitto::start().await;
+        let api = FakeQlikCloud::start(TENANT, TOKEN).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("butler.yaml");
+        let client_id = format!("listener-{}", relay_tests::free_port());
+        let yaml = format!(
+            r#"Butler:
+  logLevel: info
+  mqttConfig:
+    enable: false
+    qlikSenseCloud:
+      event:
+        mqttForward:
+          enable: true
+{extra_forward}          broker:
+            host: 127.0.0.1
+            port: {port}
+            clientId: {client_id}
+{extra_broker}            tls:
+              enable: false
+          topic:
+            subscriptionRoot: qscloud/#
+            appReload: qscloud/app/reload
+  qlikSenseCloud:
+    enable: true
+    event:
+      mqtt:
+        tenant:
+          id: {tenant_ref}
+          tenantUrl: {url}
+          authType: jwt
+          auth:
+            jwt:
+              token: ${{QLIK_TOKEN}}
+          webhookSecret: ${{WEBHOOK_SECRET}}
+          qlikSenseUrls:
+            qmc: {url}/console
+            hub: {url}/hub
+          comment: Test tenant
+{extra_tenant}  scriptLog:
+    storeOnDisk:
+      qsCloud:
+        appReloadFailure:
+          enable: true
+          logDirectory: scriptlogs
+  qlikCloudListener:
+    journal:
+      path: journal.sqlite
+{extra_listener}"#,
+            port = broker.port,
+            url = api.url(),
+        );
+        std::fs::write(&config, yaml).unwrap();
+        Setup {
+            broker,
+            api,
+            dir,
+            config,
+        }
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("QLIK_TOKEN", TOKEN.to_owned()),
+            ("WEBHOOK_SECRET", SECRET.to_owned()),
+        ]
+    }
+
+    /// Starts the listener and waits until it is subscribed (`first`) or connected.
+    pub async fn start(&self, first: bool) -> Running {
+        let config = self.config.to_str().unwrap().to_owned();
+        let mut l = Running::spawn(BIN, &["--config", &config], &self.env());
+        let ready = if first {
+            "subscribed"
+        } else {
+            "connected to the broker"
+        };
+        l.wait_for_output(ready, 1, LIMIT).await;
+        l
+    }
+
+    pub async fn journal(&self) -> Journal {
+        Journal::open(&self.dir.path().join("journal.sqlite"))
+            .await
+            .unwrap()
+    }
+
+    pub async fn publish(&self, topic: &str, body: &[u8]) {
+        mqtt::publish(self.broker.port, topic, body, Some(&fixtures::sign(body))).await;
+    }
+
+    /// Waits until event `id` is in the journal in `state`.
+    pub async fn wait_state(&self, id: &str, state: State) -> Entry {
+        let journal = self.journal().await;
+        let id = id.to_owned();
+        wait::until(
+            LIMIT,
+            &format!("event {id} to be {}", state.as_str()),
+            || {
+                let journal = journal.clone();
+                let id = id.clone();
+                async move { journal.get(&id).await.unwrap().filter(|e| e.state == state) }
+            },
+        )
+        .await
+    }
+
+    pub fn script_log(&self, app: &str, reload: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("scriptlogs")
+            .join(TENANT)
+            .join(app)
+            .join(format!("{reload}.log"))
+    }
+}
+
+pub fn event_id(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["id"]
+        .as_str()
+        .or(v["eventId"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+pub fn data(entry: &Entry) -> serde_json::Value {
+    serde_json::from_str(entry.enrichment.as_deref().expect("enriched")).unwrap()
+}
