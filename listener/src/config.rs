@@ -23,6 +23,27 @@ const CLOUD: &str = "Butler.qlikSenseCloud";
 const TENANT_ROOT: &str = "Butler.qlikSenseCloud.event.mqtt";
 const SCRIPT_LOG: &str = "Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure";
 const LISTENER: &str = "Butler.qlikCloudListener";
+/// Where the MQTT alert channel publishes unless told otherwise (outside `qscloud/#`).
+pub const DEFAULT_ALERT_TOPIC: &str = "qlikcloud/alerts/reload-failed";
+
+/// Whether an MQTT topic filter (`a/+/c`, `a/#`, `$share/g/a/#`) matches a topic.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let filter = match filter.strip_prefix("$share/") {
+        Some(rest) => rest.split_once('/').map(|(_, f)| f).unwrap_or(""),
+        None => filter,
+    };
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
 
 /// One problem in the file: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +71,7 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    V5,
-    V311,
-}
+pub use relay_mqtt::Protocol;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
@@ -99,6 +116,8 @@ pub enum ChannelKind {
     Slack,
     /// Our outgoing webhook: a stable JSON document, HMAC-signed.
     Webhook,
+    /// The same document, published QoS 1 on the listener's broker (Node-RED and friends).
+    Mqtt,
 }
 
 /// One alert channel for reload failures (`tenant.alert.<channel>.reloadAppFailure`).
@@ -107,7 +126,10 @@ pub struct ChannelConfig {
     /// `teams`, `slack`, `webhook-1`, …: the name deliveries are recorded under.
     pub id: String,
     pub kind: ChannelKind,
-    pub url: url::Url,
+    /// Where to POST (Teams, Slack, webhook).
+    pub url: Option<url::Url>,
+    /// Where to publish (MQTT).
+    pub topic: Option<String>,
     /// `messageType: formatted` (the default) or `basic`.
     pub formatted: bool,
     pub basic_template: Option<String>,
@@ -783,6 +805,7 @@ impl<'a> Reader<'a> {
             ("teamsNotification", ChannelKind::Teams, "teams"),
             ("slackNotification", ChannelKind::Slack, "slack"),
             ("webhookNotification", ChannelKind::Webhook, "webhook"),
+            ("mqttNotification", ChannelKind::Mqtt, "mqtt"),
         ] {
             let rel = format!("alert.{key}.reloadAppFailure");
             let path = join(tenant_path, &rel);
@@ -793,6 +816,7 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let urls: Vec<(String, Option<&'a Value>)> = match kind {
+                ChannelKind::Mqtt => Vec::new(),
                 ChannelKind::Webhook => match self.below(c, "urls") {
                     Some(Value::Sequence(items)) => items
                         .iter()
@@ -860,8 +884,8 @@ impl<'a> Reader<'a> {
             let common = ChannelConfig {
                 id: id.to_owned(),
                 kind,
-                url: url::Url::parse("http://unset.invalid")
-                    .unwrap_or_else(|_| unreachable!("constant URL")),
+                url: None,
+                topic: None,
                 formatted,
                 basic_template,
                 template_file,
@@ -895,6 +919,30 @@ impl<'a> Reader<'a> {
                     .string(self.below(c, "iconEmoji"), &join(&path, "iconEmoji")),
                 secret,
             };
+            if kind == ChannelKind::Mqtt {
+                let topic_path = join(&path, "topic");
+                let topic = self
+                    .string(self.below(c, "topic"), &topic_path)
+                    .unwrap_or_else(|| DEFAULT_ALERT_TOPIC.to_owned());
+                let topic = topic.trim().to_owned();
+                let subscription = self
+                    .string(
+                        self.at(&join(FORWARD, "topic.subscriptionRoot")),
+                        &join(FORWARD, "topic.subscriptionRoot"),
+                    )
+                    .unwrap_or_else(|| "qscloud/#".into());
+                if topic.is_empty() || topic.contains(['+', '#', '\0']) {
+                    self.error(&topic_path, "not a topic to publish to (no wildcards)");
+                } else if topic_matches(subscription.trim(), &topic) {
+                    self.error(&topic_path, format!("lies under the subscription {subscription}: the listener would receive its own alerts"));
+                } else {
+                    channels.push(ChannelConfig {
+                        topic: Some(topic),
+                        ..common
+                    });
+                }
+                continue;
+            }
             let many = urls.len() > 1 || kind == ChannelKind::Webhook;
             for (i, (url_path, value)) in urls.into_iter().enumerate() {
                 let Some(raw) = self.required(value, &url_path) else {
@@ -911,7 +959,7 @@ impl<'a> Reader<'a> {
                         };
                         channels.push(ChannelConfig {
                             id,
-                            url,
+                            url: Some(url),
                             ..common.clone()
                         });
                     }
@@ -1147,6 +1195,20 @@ Butler:
                 "secret in: {msg}"
             );
         }
+    }
+
+    #[test]
+    fn topic_filters() {
+        assert!(topic_matches("qscloud/#", "qscloud/alerts/x"));
+        assert!(topic_matches("#", "anything/at/all"));
+        assert!(topic_matches("qscloud/+/reload/#", "qscloud/app/reload/t1"));
+        assert!(topic_matches("$share/relay/qscloud/#", "qscloud/a"));
+        assert!(!topic_matches(
+            "qscloud/#",
+            "qlikcloud/alerts/reload-failed"
+        ));
+        assert!(!topic_matches("qscloud/+", "qscloud/a/b"));
+        assert!(!topic_matches("a/b", "a"));
     }
 
     #[test]

@@ -53,7 +53,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let journal = journal::Journal::open(&config.journal_path).await?;
     let tenants = tenants(&config).await?;
-    let pipeline = Pipeline::new(&config, journal, tenants)?;
+    let wants_mqtt = config
+        .tenants
+        .iter()
+        .flat_map(|t| &t.channels)
+        .any(|c| c.topic.is_some());
+    let alert_publisher: Option<Arc<dyn relay_mqtt::Publish>> = if wants_mqtt {
+        Some(Arc::new(subscriber::alert_publisher(&config.broker)?))
+    } else {
+        None
+    };
+    let pipeline = Pipeline::new(&config, journal, tenants, alert_publisher)?;
     let (messages, _connected) = subscriber::subscribe(&config.broker, &config.subscription_root)?;
     tracing::info!(
         broker = %format!("{}:{}", config.broker.host, config.broker.port),

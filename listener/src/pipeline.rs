@@ -67,11 +67,13 @@ impl Pipeline {
         config: &Config,
         journal: Journal,
         tenants: Vec<Tenant>,
+        alert_publisher: Option<Arc<dyn relay_mqtt::Publish>>,
     ) -> anyhow::Result<Arc<Pipeline>> {
         let notifier = Notifier::new(
             journal.clone(),
             std::time::Duration::from_secs(config.give_up_secs),
             std::time::Duration::from_millis(config.retry_base_ms),
+            alert_publisher,
         )?;
         Ok(Arc::new(Pipeline {
             notifier,

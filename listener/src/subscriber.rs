@@ -140,6 +140,41 @@ pub fn subscribe(
     Ok((rx, connected))
 }
 
+/// The TLS settings for the broker, or `None` for plain TCP.
+pub fn tls_config(broker: &BrokerConfig) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    if !broker.tls.enable {
+        return Ok(None);
+    }
+    let files = TlsFiles {
+        ca_file: broker.tls.ca_file.as_deref(),
+        client: broker
+            .tls
+            .cert_file
+            .as_deref()
+            .zip(broker.tls.key_file.as_deref()),
+        insecure_skip_verify: broker.tls.insecure_skip_verify,
+    };
+    Ok(Some(Arc::new(tls::client_config(files, TLS_SETTINGS)?)))
+}
+
+/// A publisher on the same broker (its own connection, client id `<clientId>-alerts-…`), for
+/// the MQTT alert channel.
+pub fn alert_publisher(broker: &BrokerConfig) -> anyhow::Result<relay_mqtt::MqttPublisher> {
+    let scheme = if broker.tls.enable { "mqtts" } else { "mqtt" };
+    Ok(relay_mqtt::MqttPublisher::new(relay_mqtt::BrokerOptions {
+        host: broker.host.clone(),
+        port: broker.port,
+        username: broker.username.clone(),
+        password: broker.password.clone(),
+        tls: tls_config(broker)?,
+        protocol: broker.protocol,
+        client_id_prefix: format!("{}-alerts", broker.client_id),
+        max_payload: MAX_MESSAGE_BYTES as usize,
+        timeout: Duration::from_secs(10),
+        description: format!("{scheme}://{}:{}", broker.host, broker.port),
+    }))
+}
+
 struct LoopState {
     tx: mpsc::Sender<Message>,
     connected: Connected,

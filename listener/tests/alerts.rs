@@ -317,3 +317,35 @@ async fn a_listener_killed_between_channels_sends_only_what_is_missing() {
     // Slack's answered request is the retry after the restart (the hung one never answered).
     assert_eq!(ch.slack.delivered().len(), 1);
 }
+
+#[tokio::test]
+async fn the_mqtt_channel_publishes_the_alert_document() {
+    let mqtt_alert = "          alert:
+            mqttNotification:
+              reloadAppFailure:
+                enable: true
+                topic: qlikcloud/alerts/reload-failed
+";
+    let s = Setup::with(Options {
+        tenant: mqtt_alert,
+        ..Options::default()
+    })
+    .await;
+    let mut sub = relay_tests::mqtt::Subscriber::connect(s.broker.port, "qlikcloud/alerts/#").await;
+    let _listener = s.start(true).await;
+    let body = fixtures::event("reload-failed.cloudevents.json");
+    let id = event_id(&body);
+    s.publish(FIXTURES[4].1, &body).await;
+    let msg = sub.expect().await;
+    assert_eq!(msg.topic, "qlikcloud/alerts/reload-failed");
+    assert_eq!(msg.qos, 1);
+    let doc: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(doc["kind"], "qlik-cloud-reload-failed");
+    assert_eq!(doc["alert"]["eventId"], id.as_str());
+    assert_eq!(doc["alert"]["errorMessage"], "Field \"Amount\" not found");
+    let d = wait_deliveries(&s, &id, 1).await;
+    assert_eq!(
+        (d[0].channel.as_str(), d[0].state),
+        ("mqtt", DeliveryState::Sent)
+    );
+}

@@ -69,11 +69,7 @@ pub enum MqttUrlSource {
     Ssm(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MqttProtocol {
-    V5,
-    V311,
-}
+pub use relay_mqtt::Protocol as MqttProtocol;
 
 /// A parsed broker URL: `mqtt://host:port` or `mqtts://user:pass@host:port`.
 #[derive(Clone, PartialEq, Eq)]

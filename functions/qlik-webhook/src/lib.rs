@@ -17,7 +17,7 @@ pub mod server;
 use anyhow::Context as _;
 use config::{Config, MqttUrl, MqttUrlSource, PublisherConfig};
 use forward::{Filter, Forwarder};
-use publish::{iot_core::IotCorePublisher, mqtt::MqttPublisher, Publish};
+use publish::{iot_core::IotCorePublisher, Publish};
 use qlik_events::Verifier;
 use std::sync::Arc;
 
@@ -59,7 +59,7 @@ pub async fn build(config: Config) -> anyhow::Result<Forwarder> {
                 }
             };
             let publisher =
-                MqttPublisher::new(mqtt, url, config.max_body_bytes, config.publish_timeout)?;
+                publish::mqtt::publisher(mqtt, url, config.max_body_bytes, config.publish_timeout)?;
             if let Err(e) = publisher.connect().await {
                 tracing::warn!(broker = %publisher.describe(), error = %e, "broker not reachable yet; webhooks get 503 until it is");
             }

@@ -14,7 +14,9 @@ pub mod render;
 
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::journal::{Delivery, DeliveryState, Journal, JournalError};
+use relay_mqtt::{Message, Publish, PublishError};
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The header carrying our webhook's HMAC-SHA256 (lowercase hex of the raw body), like Qlik's.
@@ -27,6 +29,8 @@ pub struct Notifier {
     journal: Journal,
     give_up: Duration,
     retry_base: Duration,
+    /// For the MQTT channel: publishes on the listener's broker, PUBACK awaited.
+    mqtt: Option<Arc<dyn Publish>>,
 }
 
 /// Why one attempt did not deliver.
@@ -42,6 +46,7 @@ impl Notifier {
         journal: Journal,
         give_up: Duration,
         retry_base: Duration,
+        mqtt: Option<Arc<dyn Publish>>,
     ) -> anyhow::Result<Notifier> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
@@ -53,6 +58,7 @@ impl Notifier {
             journal,
             give_up,
             retry_base,
+            mqtt,
         })
     }
 
@@ -191,9 +197,29 @@ impl Notifier {
         event_id: &str,
         body: &str,
     ) -> Result<(), AttemptError> {
+        if let Some(topic) = &channel.topic {
+            let Some(mqtt) = &self.mqtt else {
+                return Err(AttemptError::Permanent(
+                    "no MQTT connection for alerts".into(),
+                ));
+            };
+            let message = Message {
+                topic,
+                payload: body.as_bytes(),
+                signature: None,
+            };
+            return match mqtt.publish(message).await {
+                Ok(()) => Ok(()),
+                Err(e @ PublishError::Refused(_)) => Err(AttemptError::Permanent(e.to_string())),
+                Err(e) => Err(AttemptError::Retry(e.to_string())),
+            };
+        }
+        let Some(url) = &channel.url else {
+            return Err(AttemptError::Permanent("no URL configured".into()));
+        };
         let mut request = self
             .http
-            .post(channel.url.clone())
+            .post(url.clone())
             .header("content-type", "application/json")
             .body(body.to_owned());
         if channel.kind == ChannelKind::Webhook {

@@ -22,7 +22,7 @@ fn script_log_limit(kind: ChannelKind) -> usize {
     match kind {
         ChannelKind::Teams => 8_000,
         ChannelKind::Slack => 2_500,
-        ChannelKind::Webhook => 64_000,
+        ChannelKind::Webhook | ChannelKind::Mqtt => 64_000,
     }
 }
 
@@ -66,7 +66,7 @@ pub fn channel_data(channel: &ChannelConfig, data: &Value) -> Value {
 /// Renders the message for `channel` from its [`channel_data`].
 pub fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderError> {
     let mut rendered = match channel.kind {
-        ChannelKind::Webhook => Rendered {
+        ChannelKind::Webhook | ChannelKind::Mqtt => Rendered {
             body: json!({ "schemaVersion": 1, "kind": "qlik-cloud-reload-failed", "alert": data }),
             fallback: None,
         },
@@ -205,7 +205,8 @@ mod tests {
         ChannelConfig {
             id: "c".into(),
             kind,
-            url: url::Url::parse("http://127.0.0.1/x").unwrap(),
+            url: Some(url::Url::parse("http://127.0.0.1/x").unwrap()),
+            topic: None,
             formatted: true,
             basic_template: None,
             template_file: None,

@@ -1,48 +1,9 @@
 //! Publishing an event to the broker, and knowing that the broker took it.
 //!
-//! Two real implementations sit behind [`Publish`]: [`mqtt::MqttPublisher`] (any MQTT broker,
-//! via rumqttc) and [`iot_core::IotCorePublisher`] (AWS IoT Core's HTTPS data plane).
-//! Promise: `publish` returns `Ok` only once the broker acknowledged the message (MQTT PUBACK,
-//! or IoT Core's HTTP 200), and it returns within the configured timeout either way.
+//! Two real implementations sit behind [`Publish`] (from `relay-mqtt`): [`mqtt`] (any MQTT
+//! broker) and [`iot_core::IotCorePublisher`] (AWS IoT Core's HTTPS data plane).
 
 pub mod iot_core;
 pub mod mqtt;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::time::Duration;
-
-/// The MQTT 5 user property carrying the original `Qlik-Signature`.
-pub const SIGNATURE_PROPERTY: &str = "qlik-signature";
-
-/// One message: QoS 1, retain false, always.
-#[derive(Debug, Clone, Copy)]
-pub struct Message<'a> {
-    pub topic: &'a str,
-    /// The webhook body, byte for byte.
-    pub payload: &'a [u8],
-    /// The verified `Qlik-Signature` value, sent as a user property where the protocol has them.
-    pub signature: Option<&'a str>,
-}
-
-/// Why a message was not acknowledged. Shown to the webhook caller in a 503, so it holds no
-/// secret (broker URLs are shown redacted).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
-    #[error("broker unavailable: {0}")]
-    Unavailable(String),
-    #[error("no acknowledgement from the broker within {0:?}")]
-    Timeout(Duration),
-    #[error("broker refused the message: {0}")]
-    Refused(String),
-}
-
-pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send + 'a>>;
-
-/// Something that publishes with QoS 1 and waits for the acknowledgement.
-pub trait Publish: Send + Sync {
-    fn publish<'a>(&'a self, message: Message<'a>) -> PublishFuture<'a>;
-
-    /// A short description for logs, without credentials.
-    fn describe(&self) -> String;
-}
+pub use relay_mqtt::{Message, Publish, PublishError, PublishFuture, SIGNATURE_PROPERTY};
