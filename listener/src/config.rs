@@ -118,6 +118,57 @@ pub enum ChannelKind {
     Webhook,
     /// The same document, published QoS 1 on the listener's broker (Node-RED and friends).
     Mqtt,
+    /// E-mail over SMTP (`Butler.emailNotification.smtp`), one message per recipient.
+    Email,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `secure: true`: TLS from the first byte (usually port 465).
+    Implicit,
+    /// `tls.requireTLS: true`: STARTTLS, refused if the server does not offer it.
+    StartTls,
+    /// The default: STARTTLS when offered.
+    Opportunistic,
+    /// `tls.ignoreTLS: true`: plain text (a local relay only).
+    None,
+}
+
+/// `Butler.emailNotification.smtp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// `tls.serverName`: the name to verify the certificate against (default: host).
+    pub server_name: Option<String>,
+    /// `tls.rejectUnauthorized: false`: accept any certificate (logged as a warning).
+    pub accept_invalid_certs: bool,
+    pub credentials: Option<(String, Secret)>,
+}
+
+/// Who gets the e-mail alert and what it looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailSettings {
+    pub from: String,
+    pub recipients: Vec<String>,
+    /// A template (text), like Butler's `subject`.
+    pub subject: String,
+    /// `bodyFileDirectory` + `htmlTemplateFile`.
+    pub body_template: Option<PathBuf>,
+    /// `high`, `normal` or `low`.
+    pub priority: String,
+    /// `appOwnerAlert`, when enabled.
+    pub owner_alert: Option<OwnerAlert>,
+}
+
+/// Whether the app owner is alerted too (`appOwnerAlert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerAlert {
+    pub include_all: bool,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
 }
 
 /// One alert channel for reload failures (`tenant.alert.<channel>.reloadAppFailure`).
@@ -147,6 +198,7 @@ pub struct ChannelConfig {
     pub slack_icon_emoji: Option<String>,
     /// Key for our webhook's `X-Qlik-Relay-Signature`.
     pub secret: Option<Secret>,
+    pub email: Option<EmailSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +246,8 @@ pub struct Config {
     pub give_up_secs: u64,
     /// The first wait between retries (doubling, capped at a minute).
     pub retry_base_ms: u64,
+    /// Required when an e-mail channel is enabled.
+    pub smtp: Option<SmtpConfig>,
 }
 
 impl Config {
@@ -516,6 +570,11 @@ impl<'a> Reader<'a> {
         };
 
         let generic_urls = self.generic_urls();
+        let wants_email = tenants
+            .iter()
+            .flat_map(|t| &t.channels)
+            .any(|c| c.email.is_some());
+        let smtp = if wants_email { self.smtp() } else { None };
         let give_up_secs = self.number(
             self.at(&join(LISTENER, "alerts.giveUpSeconds")),
             &join(LISTENER, "alerts.giveUpSeconds"),
@@ -532,6 +591,7 @@ impl<'a> Reader<'a> {
             generic_urls,
             give_up_secs,
             retry_base_ms,
+            smtp,
             file: file.to_owned(),
             broker,
             subscription_root,
@@ -543,6 +603,197 @@ impl<'a> Reader<'a> {
             script_log_dir,
             log_level,
         }
+    }
+
+    fn addresses(&mut self, v: Option<&'a Value>, path: &str, key: Option<&str>) -> Vec<String> {
+        let items = match v {
+            None => return Vec::new(),
+            Some(Value::Sequence(items)) => items,
+            Some(_) => {
+                self.error(path, "expected a list of e-mail addresses");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            let (value, at) = match key {
+                Some(k) => (self.below(item, k), join(&at, k)),
+                None => (Some(item), at),
+            };
+            if let Some(address) = self.required(value, &at) {
+                if address.parse::<lettre::Address>().is_ok() {
+                    out.push(address);
+                } else {
+                    self.error(&at, format!("'{address}' is not an e-mail address"));
+                }
+            }
+        }
+        out
+    }
+
+    fn email_settings(&mut self, path: &str, c: &'a Value) -> Option<EmailSettings> {
+        let from = self.required(self.below(c, "fromAddress"), &join(path, "fromAddress"));
+        if let Some(f) = &from {
+            if f.parse::<lettre::message::Mailbox>().is_err() {
+                self.error(
+                    &join(path, "fromAddress"),
+                    format!("'{f}' is not an e-mail address"),
+                );
+            }
+        }
+        let recipients =
+            self.addresses(self.below(c, "recipients"), &join(path, "recipients"), None);
+        let owner_alert = if self.boolean(
+            self.below(c, "appOwnerAlert.enable"),
+            &join(path, "appOwnerAlert.enable"),
+            false,
+        ) {
+            Some(OwnerAlert {
+                include_all: self.boolean(
+                    self.below(c, "appOwnerAlert.includeOwner.includeAll"),
+                    &join(path, "appOwnerAlert.includeOwner.includeAll"),
+                    true,
+                ),
+                include: self.addresses(
+                    self.below(c, "appOwnerAlert.includeOwner.user"),
+                    &join(path, "appOwnerAlert.includeOwner.user"),
+                    Some("email"),
+                ),
+                exclude: self.addresses(
+                    self.below(c, "appOwnerAlert.excludeOwner.user"),
+                    &join(path, "appOwnerAlert.excludeOwner.user"),
+                    Some("email"),
+                ),
+            })
+        } else {
+            None
+        };
+        if recipients.is_empty() && owner_alert.is_none() {
+            self.error(
+                &join(path, "recipients"),
+                "missing: no recipients and appOwnerAlert is off",
+            );
+        }
+        let subject = self
+            .string(self.below(c, "subject"), &join(path, "subject"))
+            .unwrap_or_else(|| "Qlik Cloud reload failed: {{appName}}".into());
+        let body_template = match (
+            self.below(c, "bodyFileDirectory"),
+            self.below(c, "htmlTemplateFile"),
+        ) {
+            (Some(dir), Some(file)) => {
+                let dir = self.string(Some(dir), &join(path, "bodyFileDirectory"));
+                let file = self.string(Some(file), &join(path, "htmlTemplateFile"));
+                dir.zip(file).and_then(|(d, f)| {
+                    let name = if f.ends_with(".handlebars") {
+                        f
+                    } else {
+                        format!("{f}.handlebars")
+                    };
+                    let p = self.base.join(d.trim()).join(name.trim());
+                    if p.is_file() {
+                        Some(p)
+                    } else {
+                        self.error(
+                            &join(path, "htmlTemplateFile"),
+                            format!("no such file: {}", p.display()),
+                        );
+                        None
+                    }
+                })
+            }
+            _ => None,
+        };
+        let priority = self
+            .string(self.below(c, "priority"), &join(path, "priority"))
+            .unwrap_or_else(|| "high".into())
+            .to_ascii_lowercase();
+        if !matches!(priority.as_str(), "high" | "normal" | "low") {
+            self.error(
+                &join(path, "priority"),
+                format!("'{priority}' is not high, normal or low"),
+            );
+        }
+        Some(EmailSettings {
+            from: from?,
+            recipients,
+            subject,
+            body_template,
+            priority,
+            owner_alert,
+        })
+    }
+
+    fn smtp(&mut self) -> Option<SmtpConfig> {
+        let path = "Butler.emailNotification.smtp";
+        let host = self.required(self.at(&join(path, "host")), &join(path, "host"));
+        let secure = self.boolean(self.at(&join(path, "secure")), &join(path, "secure"), false);
+        let port = self.number(
+            self.at(&join(path, "port")),
+            &join(path, "port"),
+            1..=65535,
+            if secure { 465 } else { 587 },
+        ) as u16;
+        let require = self.boolean(
+            self.at(&join(path, "tls.requireTLS")),
+            &join(path, "tls.requireTLS"),
+            false,
+        );
+        let ignore = self.boolean(
+            self.at(&join(path, "tls.ignoreTLS")),
+            &join(path, "tls.ignoreTLS"),
+            false,
+        );
+        let security = match (secure, require, ignore) {
+            (true, _, _) => SmtpSecurity::Implicit,
+            (false, true, true) => {
+                self.error(
+                    &join(path, "tls"),
+                    "requireTLS and ignoreTLS contradict each other",
+                );
+                SmtpSecurity::StartTls
+            }
+            (false, true, false) => SmtpSecurity::StartTls,
+            (false, false, true) => SmtpSecurity::None,
+            (false, false, false) => SmtpSecurity::Opportunistic,
+        };
+        let server_name = self
+            .string(
+                self.at(&join(path, "tls.serverName")),
+                &join(path, "tls.serverName"),
+            )
+            .filter(|s| !s.trim().is_empty());
+        let accept_invalid_certs = !self.boolean(
+            self.at(&join(path, "tls.rejectUnauthorized")),
+            &join(path, "tls.rejectUnauthorized"),
+            true,
+        );
+        let credentials = if self.boolean(
+            self.at(&join(path, "auth.enable")),
+            &join(path, "auth.enable"),
+            false,
+        ) {
+            let user = self.required(self.at(&join(path, "auth.user")), &join(path, "auth.user"));
+            let password = match self.at(&join(path, "auth.password")) {
+                Some(v) => self.secret(Some(v), &join(path, "auth.password")),
+                None => {
+                    self.error(&join(path, "auth.password"), "missing: auth.enable is true");
+                    None
+                }
+            };
+            user.zip(password)
+        } else {
+            None
+        };
+        Some(SmtpConfig {
+            host: host?,
+            port,
+            security,
+            server_name,
+            accept_invalid_certs,
+            credentials,
+        })
     }
 
     fn generic_urls(&mut self) -> Vec<GenericUrl> {
@@ -806,6 +1057,7 @@ impl<'a> Reader<'a> {
             ("slackNotification", ChannelKind::Slack, "slack"),
             ("webhookNotification", ChannelKind::Webhook, "webhook"),
             ("mqttNotification", ChannelKind::Mqtt, "mqtt"),
+            ("emailNotification", ChannelKind::Email, "email"),
         ] {
             let rel = format!("alert.{key}.reloadAppFailure");
             let path = join(tenant_path, &rel);
@@ -816,7 +1068,7 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let urls: Vec<(String, Option<&'a Value>)> = match kind {
-                ChannelKind::Mqtt => Vec::new(),
+                ChannelKind::Mqtt | ChannelKind::Email => Vec::new(),
                 ChannelKind::Webhook => match self.below(c, "urls") {
                     Some(Value::Sequence(items)) => items
                         .iter()
@@ -918,7 +1170,17 @@ impl<'a> Reader<'a> {
                 slack_icon_emoji: self
                     .string(self.below(c, "iconEmoji"), &join(&path, "iconEmoji")),
                 secret,
+                email: None,
             };
+            if kind == ChannelKind::Email {
+                if let Some(email) = self.email_settings(&path, c) {
+                    channels.push(ChannelConfig {
+                        email: Some(email),
+                        ..common
+                    });
+                }
+                continue;
+            }
             if kind == ChannelKind::Mqtt {
                 let topic_path = join(&path, "topic");
                 let topic = self

@@ -74,6 +74,7 @@ impl Pipeline {
             std::time::Duration::from_secs(config.give_up_secs),
             std::time::Duration::from_millis(config.retry_base_ms),
             alert_publisher,
+            config.smtp.as_ref(),
         )?;
         Ok(Arc::new(Pipeline {
             notifier,

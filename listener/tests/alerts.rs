@@ -349,3 +349,71 @@ async fn the_mqtt_channel_publishes_the_alert_document() {
         ("mqtt", DeliveryState::Sent)
     );
 }
+
+#[tokio::test]
+async fn e_mail_goes_to_the_recipients_and_the_app_owner_once_each() {
+    let sink = relay_tests::smtp::SmtpSink::start().await;
+    let email_alert = "          alert:
+            emailNotification:
+              reloadAppFailure:
+                enable: true
+                fromAddress: Qlik Cloud <qlik@example.com>
+                recipients: [ops@example.com, OPS@example.com]
+                subject: \"Reload failed: {{appName}} ({{reloadTrigger}})\"
+                priority: high
+                headScriptLogLines: 2
+                tailScriptLogLines: 3
+                appOwnerAlert:
+                  enable: true
+                  includeOwner:
+                    includeAll: true
+";
+    let smtp = format!(
+        "  emailNotification:\n    smtp:\n      host: 127.0.0.1\n      port: {}\n      secure: false\n      tls:\n        ignoreTLS: true\n",
+        sink.addr.port()
+    );
+    let s = Setup::with(Options {
+        tenant: email_alert,
+        ..Options::default()
+    })
+    .await;
+    // Butler keeps SMTP settings at Butler.emailNotification.smtp.
+    let yaml = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("  scriptLog:\n", &format!("{smtp}  scriptLog:\n"));
+    std::fs::write(&s.config, yaml).unwrap();
+    let _listener = s.start(true).await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    let id = event_id(&body);
+    s.publish(FIXTURES[0].1, &body).await;
+    let d = wait_deliveries(&s, &id, 2).await;
+    let channels: Vec<&str> = d.iter().map(|d| d.channel.as_str()).collect();
+    assert_eq!(channels, ["email:ada@example.com", "email:ops@example.com"]);
+    assert!(d.iter().all(|d| d.state == DeliveryState::Sent), "{d:?}");
+
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 2);
+    let mut to: Vec<String> = mails.iter().flat_map(|m| m.to.clone()).collect();
+    to.sort();
+    assert_eq!(to, ["ada@example.com", "ops@example.com"]);
+    let app = "4f2c9d1e-7a6b-4c3d-9e8f-1a2b3c4d5e6f";
+    for mail in &mails {
+        assert_eq!(mail.from, "qlik@example.com");
+        assert_eq!(
+            mail.header("subject").as_deref(),
+            Some(format!("Reload failed: App {app} (chronos)").as_str())
+        );
+        assert_eq!(mail.header("x-priority").as_deref(), Some("1 (Highest)"));
+        let html = mail.body();
+        assert!(html.contains(&format!("App {app}")), "{html}");
+        assert!(
+            html.contains("Field &quot;Amount&quot; not found"),
+            "HTML-escaped error: {html}"
+        );
+        assert!(
+            html.contains(&format!("href=\"{}/sense/app/{app}\"", s.api.url())),
+            "{html}"
+        );
+        assert!(html.contains("0008 Execution Failed"), "tail lines: {html}");
+    }
+}

@@ -12,8 +12,9 @@
 
 pub mod render;
 
-use crate::config::{ChannelConfig, ChannelKind};
+use crate::config::{ChannelConfig, ChannelKind, SmtpConfig, SmtpSecurity};
 use crate::journal::{Delivery, DeliveryState, Journal, JournalError};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use relay_mqtt::{Message, Publish, PublishError};
 use serde_json::Value;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct Notifier {
     retry_base: Duration,
     /// For the MQTT channel: publishes on the listener's broker, PUBACK awaited.
     mqtt: Option<Arc<dyn Publish>>,
+    /// For e-mail.
+    smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
 }
 
 /// Why one attempt did not deliver.
@@ -47,7 +50,9 @@ impl Notifier {
         give_up: Duration,
         retry_base: Duration,
         mqtt: Option<Arc<dyn Publish>>,
+        smtp: Option<&SmtpConfig>,
     ) -> anyhow::Result<Notifier> {
+        let smtp = smtp.map(smtp_transport).transpose()?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .connect_timeout(Duration::from_secs(5))
@@ -59,6 +64,7 @@ impl Notifier {
             give_up,
             retry_base,
             mqtt,
+            smtp,
         })
     }
 
@@ -70,9 +76,10 @@ impl Notifier {
         channels: &[ChannelConfig],
         data: &Value,
     ) -> Result<(), JournalError> {
-        let deliveries = channels
+        let targets: Vec<Target<'_>> = channels.iter().flat_map(|c| targets(c, data)).collect();
+        let deliveries = targets
             .iter()
-            .map(|channel| self.deliver(event_id, channel, data));
+            .map(|target| self.deliver(event_id, target, data));
         let results = futures_util::future::join_all(deliveries).await;
         results.into_iter().collect()
     }
@@ -80,23 +87,25 @@ impl Notifier {
     async fn deliver(
         &self,
         event_id: &str,
-        channel: &ChannelConfig,
+        target: &Target<'_>,
         data: &Value,
     ) -> Result<(), JournalError> {
-        let mut delivery = match self.journal.delivery(event_id, &channel.id).await? {
+        let channel = target.channel;
+        let target_id = target.id.as_str();
+        let mut delivery = match self.journal.delivery(event_id, target_id).await? {
             Some(d) if d.state.is_final() => return Ok(()),
             Some(d) => d,
             None => {
                 let d = Delivery {
                     event_id: event_id.to_owned(),
-                    channel: channel.id.clone(),
+                    channel: target.id.clone(),
                     state: DeliveryState::Pending,
                     attempts: 0,
                     last_error: None,
                 };
                 // Rules are decided once, when the delivery is first recorded.
-                if let Some(reason) = self.suppression(channel, data).await? {
-                    tracing::info!(event_id, channel = %channel.id, reason = %reason, "alert suppressed");
+                if let Some(reason) = self.suppression(target, data).await? {
+                    tracing::info!(event_id, channel = target_id, reason = %reason, "alert suppressed");
                     return self
                         .journal
                         .set_delivery(Delivery {
@@ -112,35 +121,41 @@ impl Notifier {
         };
 
         let channel_data = render::channel_data(channel, data);
-        let rendered = match render::render(channel, &channel_data) {
-            Ok(r) => r,
+        let payload = match payload(target, &channel_data) {
+            Ok((payload, fallback)) => {
+                if let Some(reason) = fallback {
+                    tracing::warn!(event_id, channel = target_id, reason = %reason, "user template failed; sent the built-in one");
+                }
+                payload
+            }
             Err(e) => {
-                tracing::error!(event_id, channel = %channel.id, error = %e, "alert cannot be rendered");
+                tracing::error!(event_id, channel = target_id, error = %e, "alert cannot be rendered");
                 delivery.state = DeliveryState::Failed;
                 delivery.last_error = Some(e.to_string());
                 return self.journal.set_delivery(delivery).await;
             }
         };
-        if let Some(reason) = &rendered.fallback {
-            tracing::warn!(event_id, channel = %channel.id, reason = %reason, "user template failed; sent the built-in one");
-        }
-        let body = rendered.body.to_string();
 
         let deadline = tokio::time::Instant::now() + self.give_up;
         loop {
             delivery.attempts += 1;
             delivery.state = DeliveryState::Sending;
             self.journal.set_delivery(delivery.clone()).await?;
-            let outcome = self.attempt(channel, event_id, &body).await;
+            let outcome = self.attempt(target, event_id, &payload).await;
             match outcome {
                 Ok(()) => {
-                    tracing::info!(event_id, channel = %channel.id, attempts = delivery.attempts, "alert sent");
+                    tracing::info!(
+                        event_id,
+                        channel = target_id,
+                        attempts = delivery.attempts,
+                        "alert sent"
+                    );
                     delivery.state = DeliveryState::Sent;
                     delivery.last_error = None;
                     return self.journal.set_delivery(delivery).await;
                 }
                 Err(AttemptError::Permanent(reason)) => {
-                    tracing::error!(event_id, channel = %channel.id, error = %reason, "alert refused by the receiver; giving up");
+                    tracing::error!(event_id, channel = target_id, error = %reason, "alert refused by the receiver; giving up");
                     delivery.state = DeliveryState::Failed;
                     delivery.last_error = Some(reason);
                     return self.journal.set_delivery(delivery).await;
@@ -148,12 +163,12 @@ impl Notifier {
                 Err(AttemptError::Retry(reason)) => {
                     let wait = backoff(self.retry_base, delivery.attempts);
                     if tokio::time::Instant::now() + wait > deadline {
-                        tracing::error!(event_id, channel = %channel.id, attempts = delivery.attempts, error = %reason, "alert not delivered within the give-up time");
+                        tracing::error!(event_id, channel = target_id, attempts = delivery.attempts, error = %reason, "alert not delivered within the give-up time");
                         delivery.state = DeliveryState::Failed;
                         delivery.last_error = Some(reason);
                         return self.journal.set_delivery(delivery).await;
                     }
-                    tracing::debug!(event_id, channel = %channel.id, error = %reason, "alert attempt failed; retrying");
+                    tracing::debug!(event_id, channel = target_id, error = %reason, "alert attempt failed; retrying");
                     delivery.state = DeliveryState::Pending;
                     delivery.last_error = Some(reason);
                     self.journal.set_delivery(delivery.clone()).await?;
@@ -163,12 +178,65 @@ impl Notifier {
         }
     }
 
+    async fn send_email(
+        &self,
+        target: &Target<'_>,
+        email: &render::RenderedEmail,
+    ) -> Result<(), AttemptError> {
+        use lettre::message::header::{
+            ContentTransferEncoding, ContentType, HeaderName, HeaderValue,
+        };
+        use lettre::message::{Mailbox, SinglePart};
+        let (Some(smtp), Some(settings), Some(to)) =
+            (&self.smtp, &target.channel.email, &target.recipient)
+        else {
+            return Err(AttemptError::Permanent("no SMTP server configured".into()));
+        };
+        let from: Mailbox = settings
+            .from
+            .parse()
+            .map_err(|e| AttemptError::Permanent(format!("fromAddress: {e}")))?;
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| AttemptError::Permanent(format!("recipient: {e}")))?;
+        let (x_priority, importance) = match settings.priority.as_str() {
+            "high" => ("1 (Highest)", "High"),
+            "low" => ("5 (Lowest)", "Low"),
+            _ => ("3 (Normal)", "Normal"),
+        };
+        let message = lettre::Message::builder()
+            .from(from)
+            .to(to)
+            .subject(email.subject.clone())
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("X-Priority"),
+                x_priority.into(),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("Importance"),
+                importance.into(),
+            ))
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .header(ContentTransferEncoding::Base64)
+                    .body(email.html.clone()),
+            )
+            .map_err(|e| AttemptError::Permanent(format!("cannot build the e-mail: {e}")))?;
+        match smtp.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(AttemptError::Permanent(format!("SMTP: {e}"))),
+            Err(e) => Err(AttemptError::Retry(format!("SMTP: {e}"))),
+        }
+    }
+
     /// Whether the rules say not to send: tag gating, then the rate limit.
     async fn suppression(
         &self,
-        channel: &ChannelConfig,
+        target: &Target<'_>,
         data: &Value,
     ) -> Result<Option<String>, JournalError> {
+        let channel = target.channel;
         if let Some(tag) = &channel.tag {
             let tagged = data["appTags"]
                 .as_array()
@@ -179,7 +247,8 @@ impl Notifier {
         }
         if channel.rate_limit_secs > 0 {
             let app = data["appId"].as_str().unwrap_or_default();
-            let key = format!("{}:{app}", channel.id);
+            // Per app and channel; for e-mail, per app and recipient.
+            let key = format!("{}:{app}", target.id);
             let window_ms = (channel.rate_limit_secs * 1000) as i64;
             if !self.journal.claim_rate_slot(&key, window_ms).await? {
                 return Ok(Some(format!(
@@ -193,10 +262,15 @@ impl Notifier {
 
     async fn attempt(
         &self,
-        channel: &ChannelConfig,
+        target: &Target<'_>,
         event_id: &str,
-        body: &str,
+        payload: &Payload,
     ) -> Result<(), AttemptError> {
+        let channel = target.channel;
+        let body = match payload {
+            Payload::Json(body) => body.as_str(),
+            Payload::Email(email) => return self.send_email(target, email).await,
+        };
         if let Some(topic) = &channel.topic {
             let Some(mqtt) = &self.mqtt else {
                 return Err(AttemptError::Permanent(
@@ -246,6 +320,98 @@ impl Notifier {
     }
 }
 
+/// The SMTP client for `Butler.emailNotification.smtp`.
+fn smtp_transport(c: &SmtpConfig) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Tls, TlsParameters};
+    if c.accept_invalid_certs {
+        tracing::warn!("Butler.emailNotification.smtp.tls.rejectUnauthorized is false: the SMTP server's certificate is NOT verified");
+    }
+    let name = c.server_name.clone().unwrap_or_else(|| c.host.clone());
+    let params = || {
+        TlsParameters::builder(name.clone())
+            .dangerous_accept_invalid_certs(c.accept_invalid_certs)
+            .build_rustls()
+    };
+    let tls = match c.security {
+        SmtpSecurity::Implicit => Tls::Wrapper(params()?),
+        SmtpSecurity::StartTls => Tls::Required(params()?),
+        SmtpSecurity::Opportunistic => Tls::Opportunistic(params()?),
+        SmtpSecurity::None => Tls::None,
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host)
+        .port(c.port)
+        .tls(tls)
+        .timeout(Some(Duration::from_secs(20)));
+    if let Some((user, password)) = &c.credentials {
+        let password = String::from_utf8_lossy(password.expose()).into_owned();
+        builder = builder.credentials(Credentials::new(user.clone(), password));
+    }
+    Ok(builder.build())
+}
+
+/// One delivery to make: a channel, or for e-mail a channel and one recipient.
+pub struct Target<'a> {
+    /// `teams`, `webhook-1`, `email:ops@example.com`: the name in the journal.
+    pub id: String,
+    pub channel: &'a ChannelConfig,
+    pub recipient: Option<String>,
+}
+
+/// The deliveries a channel makes for an event. E-mail: each configured recipient and, with
+/// `appOwnerAlert`, the app owner (unless excluded or not included), each address once.
+pub fn targets<'a>(channel: &'a ChannelConfig, data: &Value) -> Vec<Target<'a>> {
+    let Some(email) = &channel.email else {
+        return vec![Target {
+            id: channel.id.clone(),
+            channel,
+            recipient: None,
+        }];
+    };
+    let mut recipients: Vec<String> = email.recipients.clone();
+    if let (Some(rules), Some(owner)) = (&email.owner_alert, data["appOwnerEmail"].as_str()) {
+        let listed = |list: &[String]| list.iter().any(|a| a.eq_ignore_ascii_case(owner));
+        let included = rules.include_all || listed(&rules.include);
+        if !owner.is_empty() && included && !listed(&rules.exclude) {
+            recipients.push(owner.to_owned());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    recipients
+        .into_iter()
+        .filter(|r| seen.insert(r.to_ascii_lowercase()))
+        .map(|r| Target {
+            id: format!("{}:{}", channel.id, r.to_ascii_lowercase()),
+            channel,
+            recipient: Some(r),
+        })
+        .collect()
+}
+
+/// What is sent.
+enum Payload {
+    Json(String),
+    Email(render::RenderedEmail),
+}
+
+/// Renders the target's payload; the second value says why a user template was not used.
+fn payload(
+    target: &Target<'_>,
+    data: &Value,
+) -> Result<(Payload, Option<String>), render::RenderError> {
+    match &target.channel.email {
+        Some(settings) => {
+            let mut email = render::render_email(settings, data)?;
+            let fallback = email.fallback.take();
+            Ok((Payload::Email(email), fallback))
+        }
+        None => {
+            let rendered = render::render(target.channel, data)?;
+            Ok((Payload::Json(rendered.body.to_string()), rendered.fallback))
+        }
+    }
+}
+
 /// `base`, doubling per attempt, capped at a minute.
 fn backoff(base: Duration, attempts: u32) -> Duration {
     base.saturating_mul(1 << attempts.saturating_sub(1).min(10))
@@ -255,6 +421,84 @@ fn backoff(base: Duration, attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{EmailSettings, OwnerAlert};
+
+    fn email_channel(recipients: &[&str], owner: Option<OwnerAlert>) -> ChannelConfig {
+        ChannelConfig {
+            id: "email".into(),
+            kind: ChannelKind::Email,
+            url: None,
+            topic: None,
+            formatted: true,
+            basic_template: None,
+            template_file: None,
+            basic_content_only: false,
+            tag: None,
+            rate_limit_secs: 0,
+            head_lines: 1,
+            tail_lines: 1,
+            slack_channel: None,
+            slack_from_user: None,
+            slack_icon_emoji: None,
+            secret: None,
+            email: Some(EmailSettings {
+                from: "q@example.com".into(),
+                recipients: recipients.iter().map(|r| r.to_string()).collect(),
+                subject: "s".into(),
+                body_template: None,
+                priority: "high".into(),
+                owner_alert: owner,
+            }),
+        }
+    }
+
+    fn recipients(c: &ChannelConfig, owner: &str) -> Vec<String> {
+        targets(c, &serde_json::json!({ "appOwnerEmail": owner }))
+            .into_iter()
+            .map(|t| t.recipient.unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn owner_include_and_exclude_lists() {
+        let rules = |all: bool, include: &[&str], exclude: &[&str]| OwnerAlert {
+            include_all: all,
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        };
+        let c = email_channel(&["ops@x.com"], None);
+        assert_eq!(
+            recipients(&c, "ada@x.com"),
+            ["ops@x.com"],
+            "owner alert off"
+        );
+        let c = email_channel(&["ops@x.com"], Some(rules(true, &[], &[])));
+        assert_eq!(recipients(&c, "ada@x.com"), ["ops@x.com", "ada@x.com"]);
+        assert_eq!(recipients(&c, ""), ["ops@x.com"], "no owner e-mail known");
+        let c = email_channel(&["ops@x.com"], Some(rules(true, &[], &["ADA@x.com"])));
+        assert_eq!(
+            recipients(&c, "ada@x.com"),
+            ["ops@x.com"],
+            "excluded, case-insensitively"
+        );
+        let c = email_channel(&[], Some(rules(false, &["bob@x.com"], &[])));
+        assert!(
+            recipients(&c, "ada@x.com").is_empty(),
+            "not in the include list"
+        );
+        assert_eq!(recipients(&c, "bob@x.com"), ["bob@x.com"]);
+        let c = email_channel(&["ada@x.com", "Ada@X.com"], Some(rules(true, &[], &[])));
+        assert_eq!(
+            recipients(&c, "ADA@x.com"),
+            ["ada@x.com"],
+            "each address once"
+        );
+        let ids: Vec<String> = targets(&c, &serde_json::json!({}))
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(ids, ["email:ada@x.com"]);
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 pub const TEAMS_TEMPLATE: &str = include_str!("../../templates/teams-reload-failed.handlebars");
 pub const SLACK_TEMPLATE: &str = include_str!("../../templates/slack-reload-failed.handlebars");
+pub const EMAIL_TEMPLATE: &str = include_str!("../../templates/email-reload-failed.handlebars");
 
 /// Most characters of each script-log field a channel gets (Teams cards and Slack sections
 /// are limited in size; Slack's section text to 3000 characters).
@@ -22,7 +23,7 @@ fn script_log_limit(kind: ChannelKind) -> usize {
     match kind {
         ChannelKind::Teams => 8_000,
         ChannelKind::Slack => 2_500,
-        ChannelKind::Webhook | ChannelKind::Mqtt => 64_000,
+        ChannelKind::Webhook | ChannelKind::Mqtt | ChannelKind::Email => 64_000,
     }
 }
 
@@ -66,7 +67,7 @@ pub fn channel_data(channel: &ChannelConfig, data: &Value) -> Value {
 /// Renders the message for `channel` from its [`channel_data`].
 pub fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderError> {
     let mut rendered = match channel.kind {
-        ChannelKind::Webhook | ChannelKind::Mqtt => Rendered {
+        ChannelKind::Webhook | ChannelKind::Mqtt | ChannelKind::Email => Rendered {
             body: json!({ "schemaVersion": 1, "kind": "qlik-cloud-reload-failed", "alert": data }),
             fallback: None,
         },
@@ -119,6 +120,56 @@ pub fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderE
         }
     }
     Ok(rendered)
+}
+
+/// An e-mail: the subject (a text template) and the HTML body (values HTML-escaped), from the
+/// user's template file or the built-in one.
+pub struct RenderedEmail {
+    pub subject: String,
+    pub html: String,
+    pub fallback: Option<String>,
+}
+
+pub fn render_email(
+    settings: &crate::config::EmailSettings,
+    data: &Value,
+) -> Result<RenderedEmail, RenderError> {
+    let mut text = Handlebars::new();
+    text.register_escape_fn(handlebars::no_escape);
+    let subject = text
+        .render_template(&settings.subject, data)
+        .map_err(|e| RenderError(format!("subject: {e}")))?;
+    // A subject is one line.
+    let subject = subject
+        .split(['\r', '\n'])
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let html = Handlebars::new();
+    let builtin = || {
+        html.render_template(EMAIL_TEMPLATE, data)
+            .map_err(|e| RenderError(e.to_string()))
+    };
+    let (html, fallback) = match &settings.body_template {
+        Some(path) => {
+            let user = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|t| {
+                    html.render_template(&t, data)
+                        .map_err(|e| format!("{}: {e}", path.display()))
+                });
+            match user {
+                Ok(body) => (body, None),
+                Err(reason) => (builtin()?, Some(reason)),
+            }
+        }
+        None => (builtin()?, None),
+    };
+    Ok(RenderedEmail {
+        subject,
+        html,
+        fallback,
+    })
 }
 
 /// `messageType: basic`: the text template, wrapped in the channel's simplest message.
@@ -219,6 +270,7 @@ mod tests {
             slack_from_user: None,
             slack_icon_emoji: None,
             secret: None,
+            email: None,
         }
     }
 
@@ -319,6 +371,22 @@ mod tests {
             r.body["attachments"][0]["content"]["body"][0]["text"],
             "A\nB failed"
         );
+    }
+
+    #[test]
+    fn emails_escape_html_and_keep_the_subject_on_one_line() {
+        let settings = crate::config::EmailSettings {
+            from: "qlik@example.com".into(),
+            recipients: vec![],
+            subject: "Reload failed: {{appName}}".into(),
+            body_template: None,
+            priority: "high".into(),
+            owner_alert: None,
+        };
+        let r = render_email(&settings, &hostile()).unwrap();
+        assert!(!r.subject.contains('\n') && r.subject.starts_with("Reload failed: quote \""));
+        assert!(r.html.contains("&lt;/script&gt;") && !r.html.contains("</script>"));
+        assert!(r.html.contains("h1 quote &quot;"));
     }
 
     #[test]
