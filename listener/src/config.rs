@@ -341,6 +341,10 @@ impl Config {
                     ""
                 }
             );
+            if !t.channels.is_empty() {
+                let ids: Vec<&str> = t.channels.iter().map(|c| c.id.as_str()).collect();
+                out += &format!("alerts:        {}\n", ids.join(", "));
+            }
         }
         out += &format!(
             "journal:       {} (kept {} days)\nscript logs:   {}\n",
@@ -1207,10 +1211,12 @@ impl<'a> Reader<'a> {
             }
             let many = urls.len() > 1 || kind == ChannelKind::Webhook;
             for (i, (url_path, value)) in urls.into_iter().enumerate() {
-                let Some(raw) = self.required(value, &url_path) else {
+                // Webhook URLs carry their own secrets (Teams' `sig=`, Slack's path): `${ENV}` works,
+                // and they are never shown.
+                let Some(raw) = self.secret(value, &url_path) else {
                     continue;
                 };
-                match url::Url::parse(&raw) {
+                match url::Url::parse(String::from_utf8_lossy(raw.expose()).trim()) {
                     Ok(url)
                         if matches!(url.scheme(), "https" | "http") && url.host_str().is_some() =>
                     {

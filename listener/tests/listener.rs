@@ -371,6 +371,15 @@ async fn the_example_config_is_valid() {
         ("MQTT_PASSWORD", "example-password".to_owned()),
         ("QLIK_API_KEY", "example-key".to_owned()),
         ("QLIK_WEBHOOK_SECRET", "example-secret".to_owned()),
+        (
+            "TEAMS_WORKFLOW_URL",
+            "https://prod.westeurope.logic.azure.com/workflows/x".to_owned(),
+        ),
+        (
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/X".to_owned(),
+        ),
+        ("SMTP_PASSWORD", "example-smtp-password".to_owned()),
     ];
     let (code, out) = process::run(BIN, &["check-config", "--config", example], &env).await;
     assert_eq!(code, Some(0), "{out}");
