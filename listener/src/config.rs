@@ -248,6 +248,12 @@ pub struct Config {
     pub retry_base_ms: u64,
     /// Required when an e-mail channel is enabled.
     pub smtp: Option<SmtpConfig>,
+    /// `Butler.mqttConfig`, when enabled.
+    pub butler_mqtt: Option<ButlerMqttConfig>,
+    /// Required with `butler_mqtt`, for task starts.
+    pub qrs: Option<QrsConfig>,
+    /// `Butler.restServerConfig`, when enabled.
+    pub rest: Option<RestConfig>,
 }
 
 impl Config {
@@ -357,6 +363,58 @@ impl Config {
         );
         out
     }
+}
+
+/// Butler's general MQTT integration (`Butler.mqttConfig`): task starts in, status out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ButlerMqttConfig {
+    pub broker: BrokerConfig,
+    /// `subscriptionRootTopic` (Butler: `qliksense/#`).
+    pub subscription_root: String,
+    /// `taskStartTopic` (Butler: `qliksense/start_task`).
+    pub task_start_topic: String,
+    /// Ours: where the listener says it is online (retained; last will `offline`).
+    pub status_topic: String,
+    /// Ours: where the outcome of each task start is published.
+    pub task_result_topic: String,
+    /// Ours: only these task ids or names may be started (none: any).
+    pub task_allow_list: Option<Vec<String>>,
+}
+
+/// The Qlik Sense Repository Service (`Butler.configQRS` and `Butler.cert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrsConfig {
+    /// `https://<host>:<port>`
+    pub base_url: url::Url,
+    /// `headers.static`: e.g. `X-Qlik-User: UserDirectory=INTERNAL; UserId=sa_repository`.
+    pub headers: Vec<(String, String)>,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub ca_cert: Option<PathBuf>,
+    /// `rejectUnauthorized: false` skips certificate verification (logged as a warning).
+    pub accept_invalid_certs: bool,
+}
+
+/// The listener's HTTP API (`Butler.restServerConfig`, `Butler.restServerEndpointsEnable`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestConfig {
+    pub listen: std::net::SocketAddr,
+    /// `PUT /v4/mqttpublishmessage`.
+    pub publish_enabled: bool,
+    /// Ours: require `Authorization: Bearer <token>` for the publish endpoint.
+    pub bearer_token: Option<Secret>,
+    /// Ours: topics must start with one of these.
+    pub allowed_topic_prefixes: Option<Vec<String>>,
+    pub max_message_bytes: usize,
+}
+
+/// Where a broker's settings are in the file.
+struct BrokerKeys {
+    host: String,
+    port: String,
+    base: String,
+    tls_default: bool,
+    client_id: &'static str,
 }
 
 /// Walks the YAML tree by key path, collecting errors instead of stopping at the first.
@@ -579,6 +637,13 @@ impl<'a> Reader<'a> {
             .flat_map(|t| &t.channels)
             .any(|c| c.email.is_some());
         let smtp = if wants_email { self.smtp() } else { None };
+        let butler_mqtt = self.butler_mqtt();
+        let qrs = if butler_mqtt.is_some() {
+            self.qrs()
+        } else {
+            None
+        };
+        let rest = self.rest();
         let give_up_secs = self.number(
             self.at(&join(LISTENER, "alerts.giveUpSeconds")),
             &join(LISTENER, "alerts.giveUpSeconds"),
@@ -596,6 +661,9 @@ impl<'a> Reader<'a> {
             give_up_secs,
             retry_base_ms,
             smtp,
+            butler_mqtt,
+            qrs,
+            rest,
             file: file.to_owned(),
             broker,
             subscription_root,
@@ -800,6 +868,253 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn butler_mqtt(&mut self) -> Option<ButlerMqttConfig> {
+        let path = "Butler.mqttConfig";
+        if !self.boolean(self.at(&join(path, "enable")), &join(path, "enable"), false) {
+            return None;
+        }
+        let mut broker = self.broker_at(&BrokerKeys {
+            host: join(path, "brokerHost"),
+            port: join(path, "brokerPort"),
+            base: path.to_owned(),
+            tls_default: false,
+            client_id: "qlik-listener-butler",
+        });
+        // Azure Event Grid's MQTT broker authenticates clients by certificate.
+        let eg = join(path, "azureEventGrid");
+        if self.boolean(self.at(&join(&eg, "enable")), &join(&eg, "enable"), false) {
+            broker.tls.enable = true;
+            if let Some(id) = self.required(self.at(&join(&eg, "clientId")), &join(&eg, "clientId"))
+            {
+                broker.username = Some(id.clone());
+                broker.client_id = id;
+            }
+            broker.tls.cert_file = self.file(
+                self.at(&join(&eg, "clientCertFile")),
+                &join(&eg, "clientCertFile"),
+            );
+            broker.tls.key_file = self.file(
+                self.at(&join(&eg, "clientKeyFile")),
+                &join(&eg, "clientKeyFile"),
+            );
+            if broker.port == 1883 && self.at(&join(path, "brokerPort")).is_none() {
+                broker.port = 8883;
+            }
+        }
+        let subscription_root = self.topic_filter(
+            self.at(&join(path, "subscriptionRootTopic")),
+            &join(path, "subscriptionRootTopic"),
+            "qliksense/#",
+        );
+        let task_start_topic = self
+            .string(
+                self.at(&join(path, "taskStartTopic")),
+                &join(path, "taskStartTopic"),
+            )
+            .unwrap_or_else(|| "qliksense/start_task".into())
+            .trim()
+            .to_owned();
+        if !topic_matches(&subscription_root, &task_start_topic) {
+            self.error(&join(path, "taskStartTopic"), format!("'{task_start_topic}' does not lie under subscriptionRootTopic '{subscription_root}', so it would never be received"));
+        }
+        let status_topic = self
+            .string(
+                self.at(&join(path, "statusTopic")),
+                &join(path, "statusTopic"),
+            )
+            .unwrap_or_else(|| "qlik-listener/status".into());
+        let task_result_topic = self
+            .string(
+                self.at(&join(path, "taskResultTopic")),
+                &join(path, "taskResultTopic"),
+            )
+            .unwrap_or_else(|| "qlik-listener/task-result".into());
+        for (key, topic) in [
+            ("statusTopic", &status_topic),
+            ("taskResultTopic", &task_result_topic),
+        ] {
+            if topic.is_empty() || topic.contains(['+', '#', '\0']) {
+                self.error(&join(path, key), "not a topic to publish to (no wildcards)");
+            }
+        }
+        let task_allow_list = match self.at(&join(path, "taskAllowList")) {
+            None => None,
+            Some(Value::Sequence(items)) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| {
+                        self.required(Some(v), &format!("{path}.taskAllowList[{i}]"))
+                    })
+                    .collect(),
+            ),
+            Some(_) => {
+                self.error(
+                    &join(path, "taskAllowList"),
+                    "expected a list of task ids or names",
+                );
+                None
+            }
+        };
+        Some(ButlerMqttConfig {
+            broker,
+            subscription_root,
+            task_start_topic,
+            status_topic,
+            task_result_topic,
+            task_allow_list,
+        })
+    }
+
+    fn qrs(&mut self) -> Option<QrsConfig> {
+        let path = "Butler.configQRS";
+        let host = self.required(self.at(&join(path, "host")), &join(path, "host"));
+        let port = self.number(
+            self.at(&join(path, "port")),
+            &join(path, "port"),
+            1..=65535,
+            4242,
+        );
+        if !self.boolean(self.at(&join(path, "useSSL")), &join(path, "useSSL"), true) {
+            self.error(
+                &join(path, "useSSL"),
+                "must be true: the QRS API is only reachable over HTTPS",
+            );
+        }
+        let accept_invalid_certs = !self.boolean(
+            self.at(&join(path, "rejectUnauthorized")),
+            &join(path, "rejectUnauthorized"),
+            true,
+        );
+        let mut headers = Vec::new();
+        match self.at(&join(path, "headers.static")) {
+            None => {}
+            Some(Value::Sequence(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let at = format!("{path}.headers.static[{i}]");
+                    let name = self.required(self.below(item, "name"), &join(&at, "name"));
+                    let value = self.required(self.below(item, "value"), &join(&at, "value"));
+                    if let (Some(n), Some(v)) = (name, value) {
+                        headers.push((n, v));
+                    }
+                }
+            }
+            Some(_) => self.error(
+                &join(path, "headers.static"),
+                "expected a list of {name, value}",
+            ),
+        }
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("X-Qlik-User"))
+        {
+            headers.push((
+                "X-Qlik-User".into(),
+                "UserDirectory=INTERNAL; UserId=sa_repository".into(),
+            ));
+        }
+        let cert = "Butler.cert";
+        let client_cert = self.file(
+            self.at(&join(cert, "clientCert")),
+            &join(cert, "clientCert"),
+        );
+        let client_key = self.file(
+            self.at(&join(cert, "clientCertKey")),
+            &join(cert, "clientCertKey"),
+        );
+        let ca_cert = self
+            .at(&join(cert, "clientCertCA"))
+            .and_then(|v| self.file(Some(v), &join(cert, "clientCertCA")));
+        let host = host?;
+        let base_url = match url::Url::parse(&format!("https://{host}:{port}")) {
+            Ok(u) => u,
+            Err(_) => {
+                self.error(&join(path, "host"), format!("'{host}' is not a host name"));
+                return None;
+            }
+        };
+        Some(QrsConfig {
+            base_url,
+            headers,
+            client_cert: client_cert?,
+            client_key: client_key?,
+            ca_cert,
+            accept_invalid_certs,
+        })
+    }
+
+    fn rest(&mut self) -> Option<RestConfig> {
+        let path = "Butler.restServerConfig";
+        if !self.boolean(self.at(&join(path, "enable")), &join(path, "enable"), false) {
+            return None;
+        }
+        let host = self
+            .string(
+                self.at(&join(path, "serverHost")),
+                &join(path, "serverHost"),
+            )
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let port = self.number(
+            self.at(&join(path, "serverPort")),
+            &join(path, "serverPort"),
+            0..=65535,
+            8080,
+        ) as u16;
+        let listen = match format!("{}:{port}", host.trim()).parse::<std::net::SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => match host.trim() {
+                "localhost" => std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                other => {
+                    self.error(
+                        &join(path, "serverHost"),
+                        format!("'{other}' is not an IP address to listen on"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let publish_enabled = self.boolean(
+            self.at("Butler.restServerEndpointsEnable.mqttPublishMessage"),
+            "Butler.restServerEndpointsEnable.mqttPublishMessage",
+            false,
+        );
+        let bearer_token = self
+            .at(&join(path, "bearerToken"))
+            .and_then(|v| self.secret(Some(v), &join(path, "bearerToken")));
+        let allowed_topic_prefixes = match self.at(&join(path, "allowedTopicPrefixes")) {
+            None => None,
+            Some(Value::Sequence(items)) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| {
+                        self.required(Some(v), &format!("{path}.allowedTopicPrefixes[{i}]"))
+                    })
+                    .collect(),
+            ),
+            Some(_) => {
+                self.error(
+                    &join(path, "allowedTopicPrefixes"),
+                    "expected a list of topic prefixes",
+                );
+                None
+            }
+        };
+        let max_message_bytes = self.number(
+            self.at(&join(path, "maxMessageBytes")),
+            &join(path, "maxMessageBytes"),
+            1..=1024 * 1024,
+            64 * 1024,
+        ) as usize;
+        Some(RestConfig {
+            listen,
+            publish_enabled,
+            bearer_token,
+            allowed_topic_prefixes,
+            max_message_bytes,
+        })
+    }
+
     fn generic_urls(&mut self) -> Vec<GenericUrl> {
         let path = "Butler.genericUrls";
         let items = match self.at(path) {
@@ -825,12 +1140,25 @@ impl<'a> Reader<'a> {
 
     fn broker(&mut self) -> BrokerConfig {
         let b = join(FORWARD, "broker");
+        self.broker_at(&BrokerKeys {
+            host: join(&b, "host"),
+            port: join(&b, "port"),
+            base: b,
+            tls_default: true,
+            client_id: "qlik-listener",
+        })
+    }
+
+    /// A broker's settings: `host` and `port` where the file keeps them, our extensions
+    /// (`tls`, `username`, `password`, `clientId`, …) below `base`.
+    fn broker_at(&mut self, keys: &BrokerKeys) -> BrokerConfig {
+        let b = keys.base.clone();
         let host = self
-            .required(self.at(&join(&b, "host")), &join(&b, "host"))
+            .required(self.at(&keys.host), &keys.host)
             .unwrap_or_default();
         if host.contains("://") {
             self.error(
-                &join(&b, "host"),
+                &keys.host,
                 "expected a host name, without mqtt:// or mqtts://",
             );
         }
@@ -838,7 +1166,7 @@ impl<'a> Reader<'a> {
         let enable = self.boolean(
             self.at(&join(&tls_path, "enable")),
             &join(&tls_path, "enable"),
-            true,
+            keys.tls_default,
         );
         let ca_file = self
             .at(&join(&tls_path, "caFile"))
@@ -858,12 +1186,7 @@ impl<'a> Reader<'a> {
             false,
         );
         let port_default = if enable { 8883 } else { 1883 };
-        let port = self.number(
-            self.at(&join(&b, "port")),
-            &join(&b, "port"),
-            1..=65535,
-            port_default,
-        ) as u16;
+        let port = self.number(self.at(&keys.port), &keys.port, 1..=65535, port_default) as u16;
         let username = self
             .string(self.at(&join(&b, "username")), &join(&b, "username"))
             .filter(|u| !u.trim().is_empty());
@@ -877,7 +1200,7 @@ impl<'a> Reader<'a> {
         }
         let client_id = self
             .string(self.at(&join(&b, "clientId")), &join(&b, "clientId"))
-            .unwrap_or_else(|| "qlik-listener".into());
+            .unwrap_or_else(|| keys.client_id.into());
         if client_id.trim().is_empty() || client_id.len() > 128 {
             self.error(&join(&b, "clientId"), "must be 1 to 128 characters");
         }
@@ -1247,7 +1570,7 @@ mod tests {
 Butler:
   logLevel: info            # Butler's own keys are ignored
   mqttConfig:
-    enable: true
+    enable: false             # Butler's general MQTT integration: see butler_integration()
     brokerHost: 10.0.0.5
     qlikSenseCloud:
       event:
@@ -1463,6 +1786,58 @@ Butler:
                 "secret in: {msg}"
             );
         }
+    }
+
+    #[test]
+    fn butler_integration() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["client.pem", "client_key.pem", "root.pem"] {
+            std::fs::write(dir.path().join(f), "-").unwrap();
+        }
+        let file = dir.path().join("butler.yaml");
+        let text = GOOD.replace("    enable: false             # Butler's general MQTT integration: see butler_integration()\n    brokerHost: 10.0.0.5\n",
+            "    enable: true\n    brokerHost: 10.0.0.5\n    brokerPort: 1883\n    subscriptionRootTopic: qliksense/#\n    taskStartTopic: qliksense/start_task\n    taskAllowList: [f1a3e5b7-1c2d-4e5f-8a9b-0c1d2e3f4a5b]\n")
+            + "  configQRS:\n    host: sense.example.com\n    port: 4242\n    useSSL: true\n    headers:\n      static:\n        - name: X-Qlik-User\n          value: UserDirectory=INTERNAL; UserId=sa_api\n  cert:\n    clientCert: client.pem\n    clientCertKey: client_key.pem\n    clientCertCA: root.pem\n  restServerConfig:\n    enable: true\n    serverHost: 127.0.0.1\n    serverPort: 8081\n  restServerEndpointsEnable:\n    mqttPublishMessage: true\n";
+        let c = Config::parse(&file, &text, &env).unwrap();
+        let b = c.butler_mqtt.unwrap();
+        assert_eq!(
+            (b.broker.host.as_str(), b.broker.port, b.broker.tls.enable),
+            ("10.0.0.5", 1883, false)
+        );
+        assert_eq!(b.task_start_topic, "qliksense/start_task");
+        assert_eq!(b.status_topic, "qlik-listener/status");
+        assert_eq!(
+            b.task_allow_list,
+            Some(vec!["f1a3e5b7-1c2d-4e5f-8a9b-0c1d2e3f4a5b".to_owned()])
+        );
+        let q = c.qrs.unwrap();
+        assert_eq!(q.base_url.as_str(), "https://sense.example.com:4242/");
+        assert_eq!(
+            q.headers,
+            vec![(
+                "X-Qlik-User".to_owned(),
+                "UserDirectory=INTERNAL; UserId=sa_api".to_owned()
+            )]
+        );
+        assert_eq!(q.ca_cert, Some(dir.path().join("root.pem")));
+        let r = c.rest.unwrap();
+        assert_eq!(r.listen.to_string(), "127.0.0.1:8081");
+        assert!(r.publish_enabled);
+
+        let broken = text
+            .replace(
+                "taskStartTopic: qliksense/start_task",
+                "taskStartTopic: other/start_task",
+            )
+            .replace("useSSL: true", "useSSL: false");
+        let e = Config::parse(&file, &broken, &env).unwrap_err().to_string();
+        assert!(e.contains("Butler.mqttConfig.taskStartTopic: 'other/start_task' does not lie under subscriptionRootTopic"), "{e}");
+        assert!(e.contains("Butler.configQRS.useSSL: must be true"), "{e}");
+        let no_certs = text.replace("  cert:\n    clientCert: client.pem\n    clientCertKey: client_key.pem\n    clientCertCA: root.pem\n", "");
+        let e = Config::parse(&file, &no_certs, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Butler.cert.clientCert: missing"), "{e}");
     }
 
     #[test]

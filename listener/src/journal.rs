@@ -226,6 +226,12 @@ impl Journal {
         .map_err(|e| JournalError::Join(e.to_string()))?
     }
 
+    /// Whether the journal can be written now (takes and releases the write lock).
+    pub async fn check_writable(&self) -> Result<(), JournalError> {
+        self.with(|c| c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;"))
+            .await
+    }
+
     /// Records an event unless its id is already known.
     pub async fn record(&self, entry: Entry) -> Result<Recorded, JournalError> {
         self.with(move |c| {

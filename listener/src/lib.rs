@@ -8,11 +8,15 @@
 pub mod config;
 pub mod enrich;
 pub mod journal;
+pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod qlik_api;
+pub mod qrs;
+pub mod rest;
 pub mod script_log;
 pub mod subscriber;
+pub mod tasks;
 pub mod template;
 
 use anyhow::Context as _;
@@ -58,26 +62,87 @@ pub async fn run(
         .iter()
         .flat_map(|t| &t.channels)
         .any(|c| c.topic.is_some());
-    let alert_publisher: Option<Arc<dyn relay_mqtt::Publish>> = if wants_mqtt {
-        Some(Arc::new(subscriber::alert_publisher(&config.broker)?))
-    } else {
-        None
-    };
-    let pipeline = Pipeline::new(&config, journal, tenants, alert_publisher)?;
-    let (messages, _connected) = subscriber::subscribe(&config.broker, &config.subscription_root)?;
+    let events_publisher: Option<Arc<dyn relay_mqtt::Publish>> =
+        if wants_mqtt || config.rest.is_some() {
+            Some(Arc::new(subscriber::publisher(&config.broker, "alerts")?))
+        } else {
+            None
+        };
+    let pipeline = Pipeline::new(&config, journal.clone(), tenants, events_publisher.clone())?;
+    let (messages, events_connected) =
+        subscriber::subscribe(&config.broker, &config.subscription_root, None)?;
     tracing::info!(
         broker = %format!("{}:{}", config.broker.host, config.broker.port),
         subscription = %config.subscription_root,
         journal = %config.journal_path.display(),
         "listener started"
     );
-    let receive = tokio::spawn(pipeline.clone().receive(messages));
-    let work = tokio::spawn(pipeline.clone().work());
-    let prune = tokio::spawn(Arc::clone(&pipeline).prune(config.retention_days));
+    let mut tasks = vec![
+        tokio::spawn(pipeline.clone().receive(messages)),
+        tokio::spawn(pipeline.clone().work()),
+        tokio::spawn(Arc::clone(&pipeline).prune(config.retention_days)),
+    ];
+    let mut brokers = vec![("qlik-cloud-events".to_owned(), events_connected)];
+
+    // Butler's MQTT integration: task starts in, status and results out.
+    let mut butler_publisher: Option<Arc<dyn relay_mqtt::Publish>> = None;
+    if let (Some(butler), Some(qrs_config)) = (&config.butler_mqtt, &config.qrs) {
+        let qrs = qrs::Qrs::new(qrs_config)?;
+        let publisher: Arc<dyn relay_mqtt::Publish> =
+            Arc::new(subscriber::publisher(&butler.broker, "pub")?);
+        let (messages, connected) = subscriber::subscribe(
+            &butler.broker,
+            &butler.subscription_root,
+            Some(&butler.status_topic),
+        )?;
+        tracing::info!(
+            broker = %format!("{}:{}", butler.broker.host, butler.broker.port),
+            subscription = %butler.subscription_root,
+            task_start_topic = %butler.task_start_topic,
+            status_topic = %butler.status_topic,
+            "Butler MQTT integration started"
+        );
+        let handler = Arc::new(tasks::Tasks::new(butler.clone(), qrs, publisher.clone()));
+        tasks.push(tokio::spawn(handler.run(messages)));
+        brokers.push(("butler".to_owned(), connected));
+        butler_publisher = Some(publisher);
+    }
+
+    if let Some(rest_config) = &config.rest {
+        let publisher = butler_publisher
+            .or(events_publisher)
+            .context("no broker to publish to")?;
+        if !rest_config.listen.ip().is_loopback() && rest_config.bearer_token.is_none() {
+            tracing::warn!(address = %rest_config.listen, "the API listens beyond loopback without a bearerToken: anyone who can reach it may publish");
+        }
+        let listener = tokio::net::TcpListener::bind(rest_config.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "Butler.restServerConfig: cannot listen on {}",
+                    rest_config.listen
+                )
+            })?;
+        let address = listener.local_addr().context("no local address")?;
+        println!("qlik-listener API on http://{address}");
+        tracing::info!(address = %address, publish = rest_config.publish_enabled, "API listening");
+        let api = Arc::new(rest::Api {
+            config: rest_config.clone(),
+            publisher,
+            journal,
+            brokers,
+        });
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = rest::serve(listener, api, std::future::pending()).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        }));
+    }
+
     shutdown.await;
-    receive.abort();
-    work.abort();
-    prune.abort();
+    for task in tasks {
+        task.abort();
+    }
     tracing::info!("listener stopped");
     Ok(())
 }

@@ -12,6 +12,7 @@
 
 use crate::config::{Config, TenantConfig};
 use crate::journal::{self, Entry, Journal, Recorded, State};
+use crate::metrics::METRICS;
 use crate::notify::Notifier;
 use crate::qlik_api::QlikApi;
 use crate::subscriber::{Message, MAX_MESSAGE_BYTES};
@@ -122,6 +123,7 @@ impl Pipeline {
             Ok(event) => event,
             Err(e) => {
                 tracing::warn!(topic, bytes = message.payload.len(), reason = %e, "not a Qlik Cloud event; dropped");
+                crate::metrics::inc(&METRICS.messages_invalid);
                 return Ok(());
             }
         };
@@ -152,6 +154,7 @@ impl Pipeline {
         );
         match recorded {
             Recorded::Duplicate => {
+                crate::metrics::inc(&METRICS.events_duplicate);
                 tracing::info!(
                     event_id = level_fields.0,
                     event_type = level_fields.1,
@@ -159,6 +162,10 @@ impl Pipeline {
                 )
             }
             Recorded::New => {
+                crate::metrics::inc(&METRICS.events_received);
+                if state == State::Rejected {
+                    crate::metrics::inc(&METRICS.events_rejected);
+                }
                 tracing::info!(
                     event_id = level_fields.0,
                     event_type = level_fields.1,

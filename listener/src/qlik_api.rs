@@ -175,6 +175,7 @@ impl QlikApi {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let started = std::time::Instant::now();
             let result = self
                 .http
                 .get(url.clone())
@@ -182,6 +183,8 @@ impl QlikApi {
                 .header("accept", accept)
                 .send()
                 .await;
+            let ok = matches!(&result, Ok(r) if r.status().is_success());
+            crate::metrics::METRICS.qlik_api_call(started.elapsed(), ok);
             let wait = match result {
                 Ok(resp) if resp.status().is_success() => {
                     return resp.bytes().await.map_err(|e| ApiError::Transport {

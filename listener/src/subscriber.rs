@@ -63,31 +63,22 @@ impl Connected {
     }
 }
 
-/// Connects and subscribes to `filter`; messages arrive on the returned channel.
+/// Connects and subscribes to `filter`; messages arrive on the returned channel. With a
+/// `status_topic`, an `online` status is published there (retained) on every connect, and the
+/// broker publishes the last will `offline` (retained) if the connection dies.
 pub fn subscribe(
     broker: &BrokerConfig,
     filter: &str,
+    status_topic: Option<&str>,
 ) -> anyhow::Result<(mpsc::Receiver<Message>, Connected)> {
     if broker.tls.insecure_skip_verify {
         tracing::warn!(
             "{BROKER}.tls.insecureSkipVerify is true: the broker's certificate is NOT verified"
         );
     }
-    let transport = if broker.tls.enable {
-        let files = TlsFiles {
-            ca_file: broker.tls.ca_file.as_deref(),
-            client: broker
-                .tls
-                .cert_file
-                .as_deref()
-                .zip(broker.tls.key_file.as_deref()),
-            insecure_skip_verify: broker.tls.insecure_skip_verify,
-        };
-        rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(
-            tls::client_config(files, TLS_SETTINGS)?,
-        )))
-    } else {
-        rumqttc::Transport::tcp()
+    let transport = match tls_config(broker)? {
+        Some(tls) => rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)),
+        None => rumqttc::Transport::tcp(),
     };
     let credentials = broker.username.clone().map(|u| {
         let password = broker
@@ -105,7 +96,10 @@ pub fn subscribe(
         connected: connected.clone(),
         filter: filter.to_owned(),
         broker: format!("{}:{}", broker.host, broker.port),
+        status_topic: status_topic.map(str::to_owned),
+        client_id: broker.client_id.clone(),
     };
+    let offline = status_payload(&broker.client_id, "offline");
     match broker.protocol {
         Protocol::V5 => {
             let mut opts =
@@ -118,6 +112,15 @@ pub fn subscribe(
                 .set_transport(transport);
             if let Some((u, p)) = credentials {
                 opts.set_credentials(u, p);
+            }
+            if let Some(topic) = status_topic {
+                opts.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+                    topic,
+                    offline.clone(),
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    true,
+                    None,
+                ));
             }
             let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 256);
             tokio::spawn(drive_v5(client, eventloop, state));
@@ -132,6 +135,14 @@ pub fn subscribe(
                 .set_transport(transport);
             if let Some((u, p)) = credentials {
                 opts.set_credentials(u, p);
+            }
+            if let Some(topic) = status_topic {
+                opts.set_last_will(rumqttc::LastWill::new(
+                    topic,
+                    offline,
+                    rumqttc::QoS::AtLeastOnce,
+                    true,
+                ));
             }
             let (client, eventloop) = rumqttc::AsyncClient::new(opts, 256);
             tokio::spawn(drive_v311(client, eventloop, state));
@@ -157,9 +168,8 @@ pub fn tls_config(broker: &BrokerConfig) -> anyhow::Result<Option<Arc<rustls::Cl
     Ok(Some(Arc::new(tls::client_config(files, TLS_SETTINGS)?)))
 }
 
-/// A publisher on the same broker (its own connection, client id `<clientId>-alerts-…`), for
-/// the MQTT alert channel.
-pub fn alert_publisher(broker: &BrokerConfig) -> anyhow::Result<relay_mqtt::MqttPublisher> {
+/// A publisher on the same broker, on its own connection (client id `<clientId>-<role>-…`).
+pub fn publisher(broker: &BrokerConfig, role: &str) -> anyhow::Result<relay_mqtt::MqttPublisher> {
     let scheme = if broker.tls.enable { "mqtts" } else { "mqtt" };
     Ok(relay_mqtt::MqttPublisher::new(relay_mqtt::BrokerOptions {
         host: broker.host.clone(),
@@ -168,11 +178,22 @@ pub fn alert_publisher(broker: &BrokerConfig) -> anyhow::Result<relay_mqtt::Mqtt
         password: broker.password.clone(),
         tls: tls_config(broker)?,
         protocol: broker.protocol,
-        client_id_prefix: format!("{}-alerts", broker.client_id),
+        client_id_prefix: format!("{}-{role}", broker.client_id),
         max_payload: MAX_MESSAGE_BYTES as usize,
         timeout: Duration::from_secs(10),
         description: format!("{scheme}://{}:{}", broker.host, broker.port),
     }))
+}
+
+/// The status document: `{"status": "online"|"offline", "clientId": …, "version": …}`.
+pub fn status_payload(client_id: &str, status: &str) -> String {
+    serde_json::json!({
+        "status": status,
+        "clientId": client_id,
+        "service": "qlik-listener",
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+    .to_string()
 }
 
 struct LoopState {
@@ -180,6 +201,8 @@ struct LoopState {
     connected: Connected,
     filter: String,
     broker: String,
+    status_topic: Option<String>,
+    client_id: String,
 }
 
 impl LoopState {
@@ -233,6 +256,15 @@ async fn drive_v5(
                         tracing::error!(error = %e, "cannot subscribe");
                     }
                 }
+                if let Some(topic) = &state.status_topic {
+                    let online = status_payload(&state.client_id, "online");
+                    if let Err(e) = client
+                        .publish(topic.clone(), QoS::AtLeastOnce, true, online)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "cannot publish the online status");
+                    }
+                }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 tracing::info!(filter = %state.filter, codes = ?ack.return_codes, "subscribed");
@@ -277,6 +309,15 @@ async fn drive_v311(
                         .await
                     {
                         tracing::error!(error = %e, "cannot subscribe");
+                    }
+                }
+                if let Some(topic) = &state.status_topic {
+                    let online = status_payload(&state.client_id, "online");
+                    if let Err(e) = client
+                        .publish(topic.clone(), QoS::AtLeastOnce, true, online)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "cannot publish the online status");
                     }
                 }
             }

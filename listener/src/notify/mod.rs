@@ -107,8 +107,7 @@ impl Notifier {
                 if let Some(reason) = self.suppression(target, data).await? {
                     tracing::info!(event_id, channel = target_id, reason = %reason, "alert suppressed");
                     return self
-                        .journal
-                        .set_delivery(Delivery {
+                        .finish(Delivery {
                             state: DeliveryState::Suppressed,
                             last_error: Some(reason),
                             ..d
@@ -132,7 +131,7 @@ impl Notifier {
                 tracing::error!(event_id, channel = target_id, error = %e, "alert cannot be rendered");
                 delivery.state = DeliveryState::Failed;
                 delivery.last_error = Some(e.to_string());
-                return self.journal.set_delivery(delivery).await;
+                return self.finish(delivery).await;
             }
         };
 
@@ -152,13 +151,13 @@ impl Notifier {
                     );
                     delivery.state = DeliveryState::Sent;
                     delivery.last_error = None;
-                    return self.journal.set_delivery(delivery).await;
+                    return self.finish(delivery).await;
                 }
                 Err(AttemptError::Permanent(reason)) => {
                     tracing::error!(event_id, channel = target_id, error = %reason, "alert refused by the receiver; giving up");
                     delivery.state = DeliveryState::Failed;
                     delivery.last_error = Some(reason);
-                    return self.journal.set_delivery(delivery).await;
+                    return self.finish(delivery).await;
                 }
                 Err(AttemptError::Retry(reason)) => {
                     let wait = backoff(self.retry_base, delivery.attempts);
@@ -166,7 +165,7 @@ impl Notifier {
                         tracing::error!(event_id, channel = target_id, attempts = delivery.attempts, error = %reason, "alert not delivered within the give-up time");
                         delivery.state = DeliveryState::Failed;
                         delivery.last_error = Some(reason);
-                        return self.journal.set_delivery(delivery).await;
+                        return self.finish(delivery).await;
                     }
                     tracing::debug!(event_id, channel = target_id, error = %reason, "alert attempt failed; retrying");
                     delivery.state = DeliveryState::Pending;
@@ -228,6 +227,12 @@ impl Notifier {
             Err(e) if e.is_permanent() => Err(AttemptError::Permanent(format!("SMTP: {e}"))),
             Err(e) => Err(AttemptError::Retry(format!("SMTP: {e}"))),
         }
+    }
+
+    /// Records a delivery's final state (and counts it for `/metrics`).
+    async fn finish(&self, delivery: Delivery) -> Result<(), JournalError> {
+        crate::metrics::METRICS.alert(&delivery.channel, delivery.state.as_str());
+        self.journal.set_delivery(delivery).await
     }
 
     /// Whether the rules say not to send: tag gating, then the rate limit.

@@ -22,6 +22,10 @@ pub struct Options<'a> {
     pub tenant_ref: Option<&'a str>,
     pub tenant: &'a str,
     pub listener: &'a str,
+    /// Lines under `Butler.mqttConfig:` (default: `enable: false`).
+    pub mqtt_config: &'a str,
+    /// Top-level sections under `Butler:` (configQRS, cert, restServerConfig, …).
+    pub butler: &'a str,
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_qlik-listener");
@@ -51,7 +55,14 @@ impl Setup {
             tenant_ref,
             tenant: extra_tenant,
             listener: extra_listener,
+            mqtt_config,
+            butler: extra_butler,
         } = o;
+        let mqtt_config = if mqtt_config.is_empty() {
+            "    enable: false\n"
+        } else {
+            mqtt_config
+        };
         let tenant_ref = tenant_ref.unwrap_or(TENANT);
         let broker = Mosquitto::start().await;
         let api = FakeQlikCloud::start(TENANT, TOKEN).await;
@@ -62,8 +73,7 @@ impl Setup {
             r#"Butler:
   logLevel: info
   mqttConfig:
-    enable: false
-    qlikSenseCloud:
+{mqtt_config}    qlikSenseCloud:
       event:
         mqttForward:
           enable: true
@@ -101,7 +111,7 @@ impl Setup {
   qlikCloudListener:
     journal:
       path: journal.sqlite
-{extra_listener}"#,
+{extra_listener}{extra_butler}"#,
             port = broker.port,
             url = api.url(),
         );

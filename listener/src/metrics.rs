@@ -1,0 +1,157 @@
+//! Counters for `GET /metrics`, in Prometheus' text format.
+//!
+//! Why a process-wide registry: every part of the listener counts something, and threading a
+//! handle through all of them would add noise for no gain. Counting is a relaxed atomic add
+//! (or a short lock for labelled counters), never I/O.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+pub struct Metrics {
+    pub events_received: AtomicU64,
+    pub events_duplicate: AtomicU64,
+    pub events_rejected: AtomicU64,
+    pub messages_invalid: AtomicU64,
+    pub qlik_api_calls: AtomicU64,
+    pub qlik_api_errors: AtomicU64,
+    qlik_api_micros: AtomicU64,
+    /// (channel kind, delivery state) → count.
+    alerts: Mutex<BTreeMap<(String, String), u64>>,
+    /// task start outcome → count.
+    tasks: Mutex<BTreeMap<String, u64>>,
+    /// API publishes: outcome → count.
+    api_publishes: Mutex<BTreeMap<String, u64>>,
+}
+
+pub static METRICS: Metrics = Metrics {
+    events_received: AtomicU64::new(0),
+    events_duplicate: AtomicU64::new(0),
+    events_rejected: AtomicU64::new(0),
+    messages_invalid: AtomicU64::new(0),
+    qlik_api_calls: AtomicU64::new(0),
+    qlik_api_errors: AtomicU64::new(0),
+    qlik_api_micros: AtomicU64::new(0),
+    alerts: Mutex::new(BTreeMap::new()),
+    tasks: Mutex::new(BTreeMap::new()),
+    api_publishes: Mutex::new(BTreeMap::new()),
+};
+
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
+    *map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_insert(0) += 1;
+}
+
+impl Metrics {
+    pub fn qlik_api_call(&self, elapsed: std::time::Duration, ok: bool) {
+        inc(&self.qlik_api_calls);
+        if !ok {
+            inc(&self.qlik_api_errors);
+        }
+        self.qlik_api_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn alert(&self, channel: &str, state: &str) {
+        // `email:ops@example.com` counts as `email`, `webhook-2` as `webhook`.
+        let kind = channel.split([':', '-']).next().unwrap_or(channel);
+        bump(&self.alerts, (kind.to_owned(), state.to_owned()));
+    }
+
+    pub fn task(&self, outcome: &str) {
+        bump(&self.tasks, outcome.to_owned());
+    }
+
+    pub fn api_publish(&self, outcome: &str) {
+        bump(&self.api_publishes, outcome.to_owned());
+    }
+
+    /// The text exposition; `brokers` are (name, connected).
+    pub fn render(&self, brokers: &[(&str, bool)]) -> String {
+        let mut out = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            );
+        };
+        counter(
+            "qlik_listener_events_received_total",
+            "Events recorded in the journal.",
+            get(&self.events_received),
+        );
+        counter(
+            "qlik_listener_events_duplicate_total",
+            "Events delivered again and not handled twice.",
+            get(&self.events_duplicate),
+        );
+        counter(
+            "qlik_listener_events_rejected_total",
+            "Events whose qlik-signature did not verify.",
+            get(&self.events_rejected),
+        );
+        counter(
+            "qlik_listener_messages_invalid_total",
+            "Messages that were not Qlik Cloud events.",
+            get(&self.messages_invalid),
+        );
+        counter(
+            "qlik_listener_qlik_api_calls_total",
+            "Calls to the Qlik Cloud REST API, retries included.",
+            get(&self.qlik_api_calls),
+        );
+        counter(
+            "qlik_listener_qlik_api_errors_total",
+            "Qlik Cloud API calls that failed.",
+            get(&self.qlik_api_errors),
+        );
+        let seconds = get(&self.qlik_api_micros) as f64 / 1e6;
+        let _ = write!(
+            out,
+            "# HELP qlik_listener_qlik_api_seconds_total Time spent in Qlik Cloud API calls.\n# TYPE qlik_listener_qlik_api_seconds_total counter\nqlik_listener_qlik_api_seconds_total {seconds}\n"
+        );
+        let _ = writeln!(out, "# HELP qlik_listener_alerts_total Alert deliveries by channel and final state.\n# TYPE qlik_listener_alerts_total counter");
+        for ((channel, state), n) in self.alerts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "qlik_listener_alerts_total{{channel=\"{channel}\",state=\"{state}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# HELP qlik_listener_tasks_total Qlik Sense task start requests by outcome.\n# TYPE qlik_listener_tasks_total counter");
+        for (outcome, n) in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "qlik_listener_tasks_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# HELP qlik_listener_api_publishes_total PUT /v4/mqttpublishmessage by outcome.\n# TYPE qlik_listener_api_publishes_total counter");
+        for (outcome, n) in self
+            .api_publishes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "qlik_listener_api_publishes_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# HELP qlik_listener_broker_connected Whether the broker connection is up.\n# TYPE qlik_listener_broker_connected gauge");
+        for (name, up) in brokers {
+            let _ = writeln!(
+                out,
+                "qlik_listener_broker_connected{{broker=\"{name}\"}} {}",
+                u8::from(*up)
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,276 @@
+//! The listener's HTTP API: Butler's `PUT /v4/mqttpublishmessage`, health, readiness and
+//! metrics, and its OpenAPI document (`listener/openapi.yaml`, served at `/openapi.yaml`).
+//!
+//! Promises: listens on loopback unless configured otherwise; the publish endpoint can require
+//! a bearer token (compared in constant time) and restrict topics to prefixes; bodies are
+//! size-limited; a publish answers 201 only after the broker's PUBACK, 503 when the broker is
+//! unavailable or silent (bounded by the publisher's timeout), never hangs.
+
+use crate::config::RestConfig;
+use crate::journal::Journal;
+use crate::metrics::METRICS;
+use crate::subscriber::Connected;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use http_body_util::{BodyExt, Limited};
+use relay_mqtt::{Message, Publish};
+use serde_json::json;
+use std::sync::Arc;
+
+pub const OPENAPI: &str = include_str!("../openapi.yaml");
+
+pub struct Api {
+    pub config: RestConfig,
+    /// Where `PUT /v4/mqttpublishmessage` publishes.
+    pub publisher: Arc<dyn Publish>,
+    pub journal: Journal,
+    /// Broker connections that must be up to be ready: (name, state).
+    pub brokers: Vec<(String, Connected)>,
+}
+
+pub fn router(api: Arc<Api>) -> axum::Router {
+    let mut router = axum::Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi.yaml",
+            get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }),
+        );
+    if api.config.publish_enabled {
+        router = router.route("/v4/mqttpublishmessage", put(publish));
+    }
+    router.with_state(api)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Arc<Api>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(api))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+struct Json(serde_json::Value);
+
+impl IntoResponse for Json {
+    fn into_response(self) -> Response {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            self.0.to_string(),
+        )
+            .into_response()
+    }
+}
+
+fn error(status: StatusCode, reason: &str) -> Response {
+    (status, Json(json!({ "error": reason }))).into_response()
+}
+
+async fn readyz(State(api): State<Arc<Api>>) -> Response {
+    let mut problems = Vec::new();
+    for (name, connected) in &api.brokers {
+        if !connected.get() {
+            problems.push(format!("broker {name} is not connected"));
+        }
+    }
+    if let Err(e) = api.journal.check_writable().await {
+        problems.push(format!("journal not writable: {e}"));
+    }
+    if problems.is_empty() {
+        Json(json!({ "ready": true })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "problems": problems })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let brokers: Vec<(&str, bool)> = api
+        .brokers
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.get()))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        METRICS.render(&brokers),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct PublishBody {
+    topic: Option<String>,
+    message: Option<String>,
+}
+
+async fn publish(State(api): State<Arc<Api>>, request: Request) -> Response {
+    let response = publish_checked(&api, request).await;
+    let outcome = match response.status().as_u16() {
+        201 => "published",
+        503 => "unavailable",
+        401 => "unauthorized",
+        _ => "refused",
+    };
+    METRICS.api_publish(outcome);
+    response
+}
+
+async fn publish_checked(api: &Api, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if let Some(token) = &api.config.bearer_token {
+        if !bearer_matches(&parts.headers, token) {
+            let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    let limit = api.config.max_message_bytes + 4096;
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("body is larger than {limit} bytes"),
+            )
+        }
+    };
+    let parsed: PublishBody = match serde_json::from_slice(&bytes) {
+        Ok(p) => p,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "body must be JSON: {\"topic\": \"…\", \"message\": \"…\"}",
+            )
+        }
+    };
+    let topic = match parsed.topic.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => t.to_owned(),
+        _ => return error(StatusCode::BAD_REQUEST, "topic is required"),
+    };
+    let Some(message) = parsed.message.filter(|m| !m.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "message is required");
+    };
+    if let Err(reason) = check_topic(&topic, api.config.allowed_topic_prefixes.as_deref()) {
+        return error(StatusCode::BAD_REQUEST, &reason);
+    }
+    if message.len() > api.config.max_message_bytes {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "message is {} bytes, more than the {} allowed",
+                message.len(),
+                api.config.max_message_bytes
+            ),
+        );
+    }
+    let outgoing = Message {
+        topic: &topic,
+        payload: message.as_bytes(),
+        signature: None,
+    };
+    match api.publisher.publish(outgoing).await {
+        Ok(()) => {
+            tracing::info!(topic = %topic, bytes = message.len(), "published through the API");
+            (
+                StatusCode::CREATED,
+                Json(json!({ "topic": topic, "message": message })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(topic = %topic, error = %e, "API publish failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+    }
+}
+
+/// A topic we may publish to: no wildcards, no `$` system topics, no NUL, within the allowed
+/// prefixes.
+pub fn check_topic(topic: &str, allowed: Option<&[String]>) -> Result<(), String> {
+    if topic.contains(['+', '#']) {
+        return Err("topic must not contain the wildcards + or #".into());
+    }
+    if topic.starts_with('$') {
+        return Err("topics starting with $ are reserved for the broker".into());
+    }
+    if topic.chars().any(char::is_control) {
+        return Err("topic must not contain control characters".into());
+    }
+    if topic.len() > 1024 {
+        return Err("topic is longer than 1024 bytes".into());
+    }
+    if let Some(prefixes) = allowed {
+        if !prefixes.iter().any(|p| topic.starts_with(p.as_str())) {
+            return Err(format!(
+                "topic must start with one of: {}",
+                prefixes.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bearer_matches(headers: &HeaderMap, token: &qlik_events::Secret) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Constant-time in the token's content (its length is not a secret worth hiding).
+    let given = given.trim().as_bytes();
+    let expected = token.expose();
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics() {
+        assert!(check_topic("qliksense/x", None).is_ok());
+        for bad in ["a/#", "a/+/b", "$SYS/broker", "a\0b", "a\nb"] {
+            assert!(check_topic(bad, None).is_err(), "{bad:?}");
+        }
+        let allowed = vec!["qliksense/".to_owned(), "butler/".to_owned()];
+        assert!(check_topic("butler/x", Some(&allowed)).is_ok());
+        assert!(check_topic("other/x", Some(&allowed))
+            .unwrap_err()
+            .contains("qliksense/, butler/"));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let token = qlik_events::Secret::new("t0ken");
+        let mut h = HeaderMap::new();
+        assert!(!bearer_matches(&h, &token));
+        h.insert(header::AUTHORIZATION, "Bearer t0ken".parse().unwrap());
+        assert!(bearer_matches(&h, &token));
+        h.insert(header::AUTHORIZATION, "Bearer t0kem".parse().unwrap());
+        assert!(!bearer_matches(&h, &token));
+        h.insert(header::AUTHORIZATION, "Basic t0ken".parse().unwrap());
+        assert!(!bearer_matches(&h, &token));
+    }
+}

@@ -1,0 +1,134 @@
+//! Butler's MQTT integration, incoming side: a message on `taskStartTopic` starts a Qlik Sense
+//! Enterprise task through the QRS API (design.md §4–5).
+//!
+//! Topics under `subscriptionRootTopic` are dispatched through a small routing table
+//! ([`Route`]), so handlers for further topics plug in beside the task-start one.
+//!
+//! Promises: invalid payloads and refused tasks are logged and acknowledged, never crash the
+//! loop; an allow-list, when configured, refuses every other task; each outcome (started with
+//! its execution session id / not started / failed with the reason / refused) is logged and
+//! published as JSON on the result topic.
+
+use crate::config::ButlerMqttConfig;
+use crate::metrics::METRICS;
+use crate::qrs::{self, Qrs, TaskOutcome, TaskRequest};
+use crate::subscriber::Message;
+use relay_mqtt::Publish;
+use serde_json::json;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What a topic is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    StartTask,
+}
+
+pub struct Tasks {
+    config: ButlerMqttConfig,
+    qrs: Qrs,
+    publisher: Arc<dyn Publish>,
+    routes: Vec<(String, Route)>,
+}
+
+impl Tasks {
+    pub fn new(config: ButlerMqttConfig, qrs: Qrs, publisher: Arc<dyn Publish>) -> Tasks {
+        let routes = vec![(config.task_start_topic.clone(), Route::StartTask)];
+        Tasks {
+            config,
+            qrs,
+            publisher,
+            routes,
+        }
+    }
+
+    fn route(&self, topic: &str) -> Option<Route> {
+        self.routes
+            .iter()
+            .find(|(filter, _)| crate::config::topic_matches(filter, topic))
+            .map(|(_, r)| *r)
+    }
+
+    /// Handles messages until the channel closes.
+    pub async fn run(self: Arc<Self>, mut messages: mpsc::Receiver<Message>) {
+        while let Some(message) = messages.recv().await {
+            match self.route(&message.topic) {
+                Some(Route::StartTask) => self.start_task(&message).await,
+                None => tracing::debug!(topic = %message.topic, "no handler for this topic"),
+            }
+            if let Err(e) = message.ack().await {
+                tracing::warn!(error = %e, "could not acknowledge");
+            }
+        }
+    }
+
+    async fn start_task(&self, message: &Message) {
+        let request = match qrs::parse_request(&message.payload) {
+            Ok(r) => r,
+            Err(reason) => {
+                tracing::warn!(topic = %message.topic, bytes = message.payload.len(), reason = %reason, "invalid task-start payload; ignored");
+                METRICS.task("invalid");
+                self.publish_result(json!({ "outcome": "invalid", "reason": reason }))
+                    .await;
+                return;
+            }
+        };
+        if let Some(refused) = self.refused(&request) {
+            tracing::warn!(task = %refused, "task not in taskAllowList; refused");
+            METRICS.task("refused");
+            self.publish_result(
+                json!({ "outcome": "refused", "task": refused, "reason": "not in taskAllowList" }),
+            )
+            .await;
+            return;
+        }
+        let outcome = self.qrs.start(&request).await;
+        METRICS.task(outcome.label());
+        let task = describe(&request);
+        let result = match &outcome {
+            TaskOutcome::Started(session) => {
+                tracing::info!(task = %task, session_id = session.as_deref().unwrap_or("-"), "task started");
+                json!({ "outcome": "started", "task": task, "executionSessionId": session })
+            }
+            TaskOutcome::NotStarted => {
+                tracing::warn!(task = %task, "QRS did not start the task");
+                json!({ "outcome": "not_started", "task": task })
+            }
+            TaskOutcome::Failed(reason) => {
+                tracing::error!(task = %task, reason = %reason, "task start failed");
+                json!({ "outcome": "failed", "task": task, "reason": reason })
+            }
+        };
+        self.publish_result(result).await;
+    }
+
+    /// The first requested task the allow-list does not contain.
+    fn refused(&self, request: &TaskRequest) -> Option<String> {
+        let allowed = self.config.task_allow_list.as_ref()?;
+        let ok = |t: &str| allowed.iter().any(|a| a.eq_ignore_ascii_case(t));
+        match request {
+            TaskRequest::Id(id) | TaskRequest::Name(id) => (!ok(id)).then(|| id.clone()),
+            TaskRequest::Many(ids) => ids.iter().find(|id| !ok(id)).cloned(),
+        }
+    }
+
+    async fn publish_result(&self, result: serde_json::Value) {
+        let body = result.to_string();
+        let message = relay_mqtt::Message {
+            topic: &self.config.task_result_topic,
+            payload: body.as_bytes(),
+            signature: None,
+        };
+        if let Err(e) = self.publisher.publish(message).await {
+            tracing::warn!(error = %e, topic = %self.config.task_result_topic, "task result not published");
+        }
+    }
+}
+
+fn describe(request: &TaskRequest) -> String {
+    match request {
+        TaskRequest::Id(id) => id.clone(),
+        TaskRequest::Name(name) => format!("name:{name}"),
+        TaskRequest::Many(ids) => ids.join(","),
+    }
+}
