@@ -201,6 +201,32 @@ pub struct ChannelConfig {
     pub email: Option<EmailSettings>,
 }
 
+impl ChannelConfig {
+    /// A channel with Butler's defaults (formatted messages, 15 + 15 script-log lines, no
+    /// tag gating or rate limit) and nowhere to send yet.
+    pub fn new(id: &str, kind: ChannelKind) -> ChannelConfig {
+        ChannelConfig {
+            id: id.to_owned(),
+            kind,
+            url: None,
+            topic: None,
+            formatted: true,
+            basic_template: None,
+            template_file: None,
+            basic_content_only: false,
+            tag: None,
+            rate_limit_secs: 0,
+            head_lines: 15,
+            tail_lines: 15,
+            slack_channel: None,
+            slack_from_user: None,
+            slack_icon_emoji: None,
+            secret: None,
+            email: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantConfig {
     /// Where in the file, for messages.
@@ -868,6 +894,24 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// An optional list of strings at `path`; `what` says what they are, for errors.
+    fn string_list(&mut self, path: &str, what: &str) -> Option<Vec<String>> {
+        match self.at(path) {
+            None => None,
+            Some(Value::Sequence(items)) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| self.required(Some(v), &format!("{path}[{i}]")))
+                    .collect(),
+            ),
+            Some(_) => {
+                self.error(path, format!("expected a list of {what}"));
+                None
+            }
+        }
+    }
+
     fn butler_mqtt(&mut self) -> Option<ButlerMqttConfig> {
         let path = "Butler.mqttConfig";
         if !self.boolean(self.at(&join(path, "enable")), &join(path, "enable"), false) {
@@ -937,25 +981,7 @@ impl<'a> Reader<'a> {
                 self.error(&join(path, key), "not a topic to publish to (no wildcards)");
             }
         }
-        let task_allow_list = match self.at(&join(path, "taskAllowList")) {
-            None => None,
-            Some(Value::Sequence(items)) => Some(
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| {
-                        self.required(Some(v), &format!("{path}.taskAllowList[{i}]"))
-                    })
-                    .collect(),
-            ),
-            Some(_) => {
-                self.error(
-                    &join(path, "taskAllowList"),
-                    "expected a list of task ids or names",
-                );
-                None
-            }
-        };
+        let task_allow_list = self.string_list(&join(path, "taskAllowList"), "task ids or names");
         Some(ButlerMqttConfig {
             broker,
             subscription_root,
@@ -1081,25 +1107,8 @@ impl<'a> Reader<'a> {
         let bearer_token = self
             .at(&join(path, "bearerToken"))
             .and_then(|v| self.secret(Some(v), &join(path, "bearerToken")));
-        let allowed_topic_prefixes = match self.at(&join(path, "allowedTopicPrefixes")) {
-            None => None,
-            Some(Value::Sequence(items)) => Some(
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| {
-                        self.required(Some(v), &format!("{path}.allowedTopicPrefixes[{i}]"))
-                    })
-                    .collect(),
-            ),
-            Some(_) => {
-                self.error(
-                    &join(path, "allowedTopicPrefixes"),
-                    "expected a list of topic prefixes",
-                );
-                None
-            }
-        };
+        let allowed_topic_prefixes =
+            self.string_list(&join(path, "allowedTopicPrefixes"), "topic prefixes");
         let max_message_bytes = self.number(
             self.at(&join(path, "maxMessageBytes")),
             &join(path, "maxMessageBytes"),

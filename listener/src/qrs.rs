@@ -7,7 +7,6 @@
 
 use crate::config::QrsConfig;
 use qlik_events::tls::{self, SettingNames, TlsFiles};
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 const TLS_SETTINGS: SettingNames = SettingNames {
@@ -147,22 +146,7 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// 16 characters from `[0-9a-zA-Z]`: Qlik's CSRF token, fresh per call.
 pub fn xrfkey() -> String {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    let mut bits = h.finish() as u128 | ((h.finish().rotate_left(17) as u128) << 64);
-    (0..16)
-        .map(|_| {
-            let c = ALPHABET[(bits % 62) as usize] as char;
-            bits /= 62;
-            c
-        })
-        .collect()
+    (0..16).map(|_| fastrand::alphanumeric()).collect()
 }
 
 /// Reads a task-start message: a task id (as Butler), or JSON `{"taskId": …}`,

@@ -11,7 +11,6 @@
 use crate::config::{BrokerConfig, Protocol};
 use bytes::Bytes;
 use qlik_events::tls::{self, SettingNames, TlsFiles};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -229,9 +228,7 @@ impl LoopState {
 /// Capped exponential back-off (0.5 s … 30 s) with ±25 % jitter.
 fn backoff(failures: u32) -> Duration {
     let base = 500u64.saturating_mul(1 << failures.min(6)).min(30_000);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(failures);
-    let jitter = (h.finish() % (base / 2 + 1)) as i64 - (base / 4) as i64;
+    let jitter = fastrand::u64(0..=base / 2) as i64 - (base / 4) as i64;
     Duration::from_millis((base as i64 + jitter).max(100) as u64)
 }
 

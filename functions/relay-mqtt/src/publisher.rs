@@ -16,7 +16,6 @@
 use crate::{Message, Protocol, Publish, PublishError, PublishFuture, SIGNATURE_PROPERTY};
 use qlik_events::Secret;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -364,19 +363,12 @@ impl Publish for MqttPublisher {
 
 impl Endpoint {
     fn client_id(&self) -> String {
-        // RandomState is seeded randomly per process and per instance: enough to keep
-        // concurrent Lambda instances from taking over each other's session.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default(),
-        );
+        // A random suffix keeps concurrent instances (e.g. Lambda) from taking over each
+        // other's session.
         format!(
             "{}-{:08x}",
             self.options.client_id_prefix,
-            h.finish() as u32
+            fastrand::u32(..)
         )
     }
 

@@ -430,22 +430,6 @@ mod tests {
 
     fn email_channel(recipients: &[&str], owner: Option<OwnerAlert>) -> ChannelConfig {
         ChannelConfig {
-            id: "email".into(),
-            kind: ChannelKind::Email,
-            url: None,
-            topic: None,
-            formatted: true,
-            basic_template: None,
-            template_file: None,
-            basic_content_only: false,
-            tag: None,
-            rate_limit_secs: 0,
-            head_lines: 1,
-            tail_lines: 1,
-            slack_channel: None,
-            slack_from_user: None,
-            slack_icon_emoji: None,
-            secret: None,
             email: Some(EmailSettings {
                 from: "q@example.com".into(),
                 recipients: recipients.iter().map(|r| r.to_string()).collect(),
@@ -454,6 +438,7 @@ mod tests {
                 priority: "high".into(),
                 owner_alert: owner,
             }),
+            ..ChannelConfig::new("email", ChannelKind::Email)
         }
     }
 

@@ -254,23 +254,10 @@ mod tests {
 
     fn channel(kind: ChannelKind) -> ChannelConfig {
         ChannelConfig {
-            id: "c".into(),
-            kind,
             url: Some(url::Url::parse("http://127.0.0.1/x").unwrap()),
-            topic: None,
-            formatted: true,
-            basic_template: None,
-            template_file: None,
-            basic_content_only: false,
-            tag: None,
-            rate_limit_secs: 0,
             head_lines: 2,
             tail_lines: 2,
-            slack_channel: None,
-            slack_from_user: None,
-            slack_icon_emoji: None,
-            secret: None,
-            email: None,
+            ..ChannelConfig::new("c", kind)
         }
     }
 
