@@ -417,3 +417,70 @@ async fn e_mail_goes_to_the_recipients_and_the_app_owner_once_each() {
         assert!(html.contains("0008 Execution Failed"), "tail lines: {html}");
     }
 }
+
+#[tokio::test]
+async fn all_five_channels_alert_once_and_a_redelivery_alerts_nobody() {
+    let ch = Channels::start().await;
+    let sink = relay_tests::smtp::SmtpSink::start().await;
+    let tenant = ch.yaml("")
+        + "            emailNotification:
+              reloadAppFailure:
+                enable: true
+                fromAddress: qlik@example.com
+                recipients: [ops@example.com]
+            mqttNotification:
+              reloadAppFailure:
+                enable: true
+";
+    let s = Setup::with(Options {
+        tenant: &tenant,
+        ..Options::default()
+    })
+    .await;
+    let smtp = format!(
+        "  emailNotification:\n    smtp:\n      host: 127.0.0.1\n      port: {}\n      tls:\n        ignoreTLS: true\n",
+        sink.addr.port()
+    );
+    let yaml = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("  scriptLog:\n", &format!("{smtp}  scriptLog:\n"));
+    std::fs::write(&s.config, yaml).unwrap();
+    let mut mqtt_alerts =
+        relay_tests::mqtt::Subscriber::connect(s.broker.port, "qlikcloud/alerts/#").await;
+    let _listener = s.start(true).await;
+
+    let body = fixtures::event("app-reload-failed.legacy-hybrid.json");
+    let id = event_id(&body);
+    s.publish(FIXTURES[1].1, &body).await;
+    let d = wait_deliveries(&s, &id, 5).await;
+    assert!(d.iter().all(|d| d.state == DeliveryState::Sent), "{d:?}");
+    let all = |ch: &Channels, sink: &relay_tests::smtp::SmtpSink| (ch.counts(), sink.mails().len());
+    assert_eq!(all(&ch, &sink), ((1, 1, 1), 1));
+    let first = mqtt_alerts.expect().await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&first.payload).unwrap()["alert"]["eventId"],
+        id.as_str()
+    );
+    assert!(
+        // The reload's error as the Qlik Cloud API (the stand-in) reports it.
+        sink.mails()[0].body().contains("Field &quot;Amount&quot; not found"),
+        "the error message is in the mail"
+    );
+
+    // The broker delivers the same event again, as after a reconnect: nobody is alerted.
+    s.publish(FIXTURES[1].1, &body).await;
+    let next = fixtures::event("reload-failed.cloudevents.json");
+    s.publish(FIXTURES[4].1, &next).await;
+    wait_deliveries(&s, &event_id(&next), 5).await;
+    assert_eq!(
+        all(&ch, &sink),
+        ((2, 2, 2), 2),
+        "one more each: the other event's"
+    );
+    let second = mqtt_alerts.expect().await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&second.payload).unwrap()["alert"]["eventId"],
+        event_id(&next).as_str()
+    );
+    assert!(mqtt_alerts.drain().is_empty());
+}

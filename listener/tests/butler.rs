@@ -325,6 +325,16 @@ async fn the_publish_api_checks_its_input_and_answers_only_after_the_puback() {
     }
     assert!(sub.drain().is_empty(), "nothing refused was published");
 
+    // A Qlik Cloud event flows through too, and is counted.
+    let event = relay_tests::fixtures::event("app-created.cloudevents.json");
+    b.s.publish(relay_tests::fixtures::FIXTURES[5].1, &event)
+        .await;
+    b.s.wait_state(
+        &common::event_id(&event),
+        qlik_listener::journal::State::Recorded,
+    )
+    .await;
+
     // Ready, with counters that moved.
     let ready = client.get(format!("{api}/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
