@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod enrich;
+pub mod history;
 pub mod journal;
 pub mod metrics;
 pub mod notify;

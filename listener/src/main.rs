@@ -29,6 +29,21 @@ enum Command {
     /// Check the configuration, print a summary (secrets masked) and exit 0, or list every
     /// problem with its key path and exit 1.
     CheckConfig,
+    /// Show what the journal holds: events, their state and their alerts, newest first.
+    History {
+        /// How far back: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "24h", value_parser = qlik_listener::history::parse_age)]
+        since: std::time::Duration,
+        /// Only events in this state (`failed`: reload failures).
+        #[arg(long, value_enum)]
+        status: Option<qlik_listener::history::StatusFilter>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +64,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(Command::History {
+        since,
+        status,
+        limit,
+        json,
+    }) = cli.command
+    {
+        return history(&config, since, status, limit, json);
+    }
     if let Some(Command::CheckConfig) = cli.command {
         print!("{}", config.summary());
         println!("configuration OK");
@@ -72,6 +96,47 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn history(
+    config: &qlik_listener::config::Config,
+    since: std::time::Duration,
+    status: Option<qlik_listener::history::StatusFilter>,
+    limit: u32,
+    json: bool,
+) -> std::process::ExitCode {
+    use qlik_listener::history;
+    if !config.journal_path.exists() {
+        eprintln!(
+            "error: no journal at {} yet: the listener has not run with this config",
+            config.journal_path.display()
+        );
+        return std::process::ExitCode::FAILURE;
+    }
+    let rows = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let journal = qlik_listener::journal::Journal::open(&config.journal_path).await?;
+                Ok(history::load(&journal, since, status, limit).await?)
+            })
+        });
+    match rows {
+        Ok(rows) if json => {
+            println!("{}", history::json(&rows));
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(rows) => {
+            print!("{}", history::table(&rows));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }

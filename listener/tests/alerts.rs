@@ -463,7 +463,9 @@ async fn all_five_channels_alert_once_and_a_redelivery_alerts_nobody() {
     );
     assert!(
         // The reload's error as the Qlik Cloud API (the stand-in) reports it.
-        sink.mails()[0].body().contains("Field &quot;Amount&quot; not found"),
+        sink.mails()[0]
+            .body()
+            .contains("Field &quot;Amount&quot; not found"),
         "the error message is in the mail"
     );
 

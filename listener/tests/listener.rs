@@ -99,6 +99,24 @@ async fn each_fixture_is_recorded_and_failures_are_enriched() {
             Some(format!("Bearer {TOKEN}").as_str())
         );
     }
+
+    // What an operator sees with `history`, while the listener runs.
+    let config = s.config.to_str().unwrap().to_owned();
+    let (code, out) = process::run(BIN, &["history", "--config", &config], &s.env()).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("received (UTC)"), "{out}");
+    assert!(out.contains("6 event(s)"), "{out}");
+    let (code, out) = process::run(
+        BIN,
+        &["history", "--config", &config, "--status", "failed", "--json", "--since", "1h"],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "the four reload failures: {out}");
+    assert!(rows.iter().all(|r| r["state"] == "done"), "{out}");
 }
 
 #[tokio::test]
