@@ -108,7 +108,9 @@ async fn each_fixture_is_recorded_and_failures_are_enriched() {
     assert!(out.contains("6 event(s)"), "{out}");
     let (code, out) = process::run(
         BIN,
-        &["history", "--config", &config, "--status", "failed", "--json", "--since", "1h"],
+        &[
+            "history", "--config", &config, "--status", "failed", "--json", "--since", "1h",
+        ],
         &s.env(),
     )
     .await;

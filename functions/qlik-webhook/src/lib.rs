@@ -13,6 +13,7 @@ pub mod lambda;
 pub mod publish;
 pub mod secrets;
 pub mod server;
+pub mod test_event;
 
 use anyhow::Context as _;
 use config::{Config, MqttUrl, MqttUrlSource, PublisherConfig};

@@ -33,6 +33,25 @@ enum Command {
     },
     /// Run under the AWS Lambda runtime (the default when AWS_LAMBDA_RUNTIME_API is set).
     Lambda,
+    /// Post a realistic, freshly signed event to a forwarder and report its answer: the smoke
+    /// test after deploying. Exits 0 on a 2xx answer.
+    SendTestEvent {
+        /// The forwarder's URL (the Function URL, or http://127.0.0.1:8080/webhook).
+        #[arg(long)]
+        url: String,
+        /// Environment variable holding the webhook secret.
+        #[arg(long, default_value = "QLIK_WEBHOOK_SECRET")]
+        secret_env: String,
+        /// Which event.
+        #[arg(long, value_enum, default_value = "reload-failed")]
+        event: qlik_webhook::test_event::Sample,
+        /// CloudEvents 1.0 (what Qlik sends now) or the legacy fields.
+        #[arg(long, value_enum, default_value = "cloudevents")]
+        format: qlik_webhook::test_event::Format,
+        /// The tenant id the event claims to come from.
+        #[arg(long, default_value = "qlik-webhook-test-tenant")]
+        tenant_id: String,
+    },
     /// Print the Qlik-Signature value for a body (a file, or standard input), as Qlik computes it.
     Sign {
         /// Environment variable holding the webhook secret.
@@ -70,6 +89,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     match cli.command {
         Some(Command::Sign { secret_env, file }) => sign(&secret_env, file.as_deref()),
+        Some(Command::SendTestEvent {
+            url,
+            secret_env,
+            event,
+            format,
+            tenant_id,
+        }) => {
+            let secret = secret_from_env(&secret_env)?;
+            let now = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .context("cannot format the time")?;
+            let body = qlik_webhook::test_event::body(event, format, &tenant_id, &now).to_string();
+            let (status, answer) =
+                qlik_webhook::test_event::send(&url, &secret, body.as_bytes()).await?;
+            println!("HTTP {status} {answer}");
+            if !(200..300).contains(&status) {
+                anyhow::bail!("the forwarder answered HTTP {status}");
+            }
+            Ok(())
+        }
         Some(Command::Serve { listen, log_format }) => {
             init_logging(log_format, "info");
             let config = qlik_webhook::config::Config::from_env()?;
@@ -105,11 +144,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn sign(secret_env: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let secret = std::env::var(secret_env)
+fn secret_from_env(secret_env: &str) -> anyhow::Result<qlik_events::Secret> {
+    std::env::var(secret_env)
         .ok()
         .filter(|s| !s.is_empty())
-        .with_context(|| format!("--secret-env: environment variable {secret_env} is not set"))?;
+        .map(qlik_events::Secret::new)
+        .with_context(|| format!("--secret-env: environment variable {secret_env} is not set"))
+}
+
+fn sign(secret_env: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let secret = secret_from_env(secret_env)?;
     let body = match file {
         Some(path) => {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
@@ -122,9 +166,6 @@ fn sign(secret_env: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> 
             body
         }
     };
-    println!(
-        "{}",
-        qlik_events::sign(&qlik_events::Secret::new(secret), &body)
-    );
+    println!("{}", qlik_events::sign(&secret, &body));
     Ok(())
 }

@@ -416,3 +416,57 @@ async fn a_body_that_trickles_in_does_not_block_other_requests() {
     assert_eq!(status, 200);
     slow.abort();
 }
+
+#[tokio::test]
+async fn send_test_event_is_the_smoke_test_after_deploying() {
+    let broker = Mosquitto::start().await;
+    let mut sub = Subscriber::connect(broker.port, "qscloud/#").await;
+    let (_fwd, base) = process::serve_forwarder(BIN, &env(&broker, &[])).await;
+    let url = format!("{base}/webhook");
+    let secret = [("QLIK_WEBHOOK_SECRET", SECRET.to_owned())];
+    let (code, out) = process::run(
+        BIN,
+        &[
+            "send-test-event",
+            "--url",
+            &url,
+            "--event",
+            "reloads-service-failed",
+            "--tenant-id",
+            TENANT,
+        ],
+        &secret,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("HTTP 200 "), "{out}");
+    let msg = sub.expect().await;
+    assert_eq!(
+        msg.topic,
+        format!("qscloud/event/com.qlik.v1.reload.finished/{TENANT}")
+    );
+    let event: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(event["data"]["status"], "FAILED");
+
+    let (code, out) = process::run(
+        BIN,
+        &["send-test-event", "--url", &url, "--format", "legacy"],
+        &secret,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let event: serde_json::Value = serde_json::from_slice(&sub.expect().await.payload).unwrap();
+    assert_eq!(event["eventType"], "com.qlik.v1.app.reload.finished");
+
+    // The wrong secret: the forwarder's 401 is reported, and the exit code says so.
+    let wrong = [(
+        "QLIK_WEBHOOK_SECRET",
+        "not-the-secret-0123456789abcdef012345".to_owned(),
+    )];
+    let (code, out) = process::run(BIN, &["send-test-event", "--url", &url], &wrong).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("HTTP 401") && out.contains("does not match"),
+        "{out}"
+    );
+}

@@ -1,0 +1,147 @@
+//! `qlik-webhook send-test-event`: a realistic, freshly signed event posted to a deployed
+//! forwarder — the smoke test after deploying.
+//!
+//! Each event gets a new id and the current time, so de-duplication and `MAX_EVENT_AGE_SECONDS`
+//! treat it as new.
+
+use qlik_events::Secret;
+use serde_json::{json, Value};
+
+/// Which sample to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sample {
+    /// `com.qlik.v1.app.reload.finished` with status error.
+    ReloadFailed,
+    /// `com.qlik.v1.app.reload.finished` with status ok.
+    ReloadOk,
+    /// `com.qlik.v1.reload.finished` from the reloads service, FAILED.
+    ReloadsServiceFailed,
+    /// `com.qlik.app.created`.
+    AppCreated,
+}
+
+/// Which field set to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Cloudevents,
+    Legacy,
+}
+
+fn random_uuid() -> String {
+    let hex: String = (0..32)
+        .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
+        .collect();
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+/// The event body for `sample` in `format`, for `tenant_id`, timestamped `now` (RFC 3339).
+pub fn body(sample: Sample, format: Format, tenant_id: &str, now: &str) -> Value {
+    let id = random_uuid();
+    let app = random_uuid();
+    let reload = random_uuid().replace('-', "")[..24].to_owned();
+    let (event_type, source, data) = match sample {
+        Sample::ReloadFailed | Sample::ReloadOk => {
+            let failed = sample == Sample::ReloadFailed;
+            (
+                "com.qlik.v1.app.reload.finished",
+                "com.qlik/engine",
+                json!({
+                    "name": "qlik-webhook test event", "reloadId": reload,
+                    "status": if failed { "error" } else { "ok" }, "duration": 1234, "endTime": now,
+                    "errors": if failed { json!(["Test event from qlik-webhook send-test-event"]) } else { json!([]) },
+                    "warnings": [], "statements": [], "peakMemoryBytes": 1048576,
+                    "endedWithMemoryConstraint": false, "isPartialReload": false, "isSkipStore": false,
+                    "isSessionApp": false, "isDirectQueryMode": false, "rowLimit": 0, "usage": "ANALYTICS",
+                    "size": { "memory": 1048576 }
+                }),
+            )
+        }
+        Sample::ReloadsServiceFailed => (
+            "com.qlik.v1.reload.finished",
+            "com.qlik/reloads",
+            json!({
+                "id": reload, "appId": app, "succeeded": false, "status": "FAILED", "type": "external",
+                "errorCode": "EngineReloadFailed", "errorMessage": "Test event from qlik-webhook send-test-event",
+                "creationTime": now, "startTime": now, "durationSeconds": 1
+            }),
+        ),
+        Sample::AppCreated => (
+            "com.qlik.app.created",
+            "com.qlik/apps",
+            json!({ "attributes": { "id": app, "name": "qlik-webhook test app" } }),
+        ),
+    };
+    match format {
+        Format::Cloudevents => json!({
+            "specversion": "1.0.2", "id": id, "type": event_type, "source": source, "time": now,
+            "datacontenttype": "application/json", "tenantid": tenant_id, "userid": "qlik-webhook-test",
+            "toplevelresourceid": app, "data": data
+        }),
+        Format::Legacy => json!({
+            "cloudEventsVersion": "0.1", "eventId": id, "eventTime": now, "eventType": event_type,
+            "eventTypeVersion": "1.0.0", "contentType": "application/json", "source": source,
+            "extensions": { "tenantId": tenant_id, "userId": "qlik-webhook-test", "topLevelResourceId": app },
+            "data": data
+        }),
+    }
+}
+
+/// Posts `body`, signed with `secret`, to `url`; returns the status and the answer.
+pub async fn send(url: &str, secret: &Secret, body: &[u8]) -> anyhow::Result<(u16, String)> {
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?
+        .post(url)
+        .header("content-type", "application/json")
+        .header("user-agent", "Qlik Webhook (qlik-webhook send-test-event)")
+        .header("qlik-signature", qlik_events::sign(secret, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await.unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_parse_as_the_events_they_claim_to_be() {
+        let now = "2026-11-23T10:00:00Z";
+        for sample in [
+            Sample::ReloadFailed,
+            Sample::ReloadOk,
+            Sample::ReloadsServiceFailed,
+            Sample::AppCreated,
+        ] {
+            for format in [Format::Cloudevents, Format::Legacy] {
+                let body = serde_json::to_vec(&body(sample, format, "tenant-1", now)).unwrap();
+                let e = qlik_events::Event::parse(&body).unwrap();
+                assert_eq!(e.tenant_id, "tenant-1");
+                assert_eq!(e.time.as_deref(), Some(now));
+                assert_eq!(e.id.len(), 36);
+                let failure = e
+                    .reload()
+                    .and_then(Result::ok)
+                    .is_some_and(|r| r.is_failure());
+                assert_eq!(
+                    failure,
+                    matches!(sample, Sample::ReloadFailed | Sample::ReloadsServiceFailed),
+                    "{sample:?}"
+                );
+            }
+        }
+        let a = body(Sample::ReloadFailed, Format::Cloudevents, "t", now);
+        let b = body(Sample::ReloadFailed, Format::Cloudevents, "t", now);
+        assert_ne!(a["id"], b["id"], "a fresh id each time");
+    }
+}
