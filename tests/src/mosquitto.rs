@@ -21,10 +21,16 @@ impl Mosquitto {
 
     /// Starts a broker with extra configuration lines (TLS, passwords, ACLs).
     pub async fn start_with(extra_config: &str) -> Mosquitto {
+        Self::start_with_globals("", extra_config).await
+    }
+
+    /// Like [`Self::start_with`], with general options (e.g. `per_listener_settings true`)
+    /// before the first listener.
+    pub async fn start_with_globals(globals: &str, extra_config: &str) -> Mosquitto {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = crate::free_port();
         let config = format!(
-            "listener {port} 127.0.0.1\npersistence false\nlog_type error\nlog_type warning\n{extra_config}"
+            "{globals}listener {port} 127.0.0.1\npersistence false\nlog_type error\nlog_type warning\n{extra_config}"
         );
         std::fs::write(dir.path().join("mosquitto.conf"), config).expect("write mosquitto.conf");
         let mut broker = Mosquitto {

@@ -71,3 +71,87 @@ async fn mutual_tls_with_verification() {
 
     assert!(sub.drain().is_empty(), "nothing else was published");
 }
+
+/// The repository's Mosquitto ACL (`infra/mosquitto/acl`) on a TLS listener with passwords:
+/// the forwarder's user may publish the events, the listener's user may not.
+#[tokio::test]
+async fn the_infra_acl_lets_only_the_forwarder_publish_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "broker");
+    let server = ca.issue("server", &["localhost"]);
+    let passwd = dir.path().join("passwd");
+    for (user, password) in [
+        ("qlik-webhook", "forwarder-pa55"),
+        ("qlik-listener", "listener-pa55"),
+    ] {
+        let status = std::process::Command::new("mosquitto_passwd")
+            .args(["-b"])
+            .args(if passwd.exists() { vec![] } else { vec!["-c"] })
+            .arg(&passwd)
+            .args([user, password])
+            .status()
+            .expect("mosquitto_passwd (package mosquitto)");
+        assert!(status.success());
+    }
+    let acl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/mosquitto/acl");
+    let tls_port = relay_tests::free_port();
+    // The plain listener is for the test's own subscriber; the TLS one is set up as in infra/.
+    let broker = Mosquitto::start_with_globals(
+        "per_listener_settings true\n",
+        &format!(
+            "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
+            server.cert.display(),
+            server.key.display(),
+            passwd.display(),
+            acl.display(),
+        ),
+    )
+    .await;
+    let mut sub = Subscriber::connect(broker.port, "qscloud/#").await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    let post = |base: String| {
+        let body = body.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(format!("{base}/webhook"))
+                .header("qlik-signature", fixtures::sign(&body))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let env = |user: &str, password: &str| {
+        vec![
+            ("QLIK_WEBHOOK_SECRET", SECRET.to_owned()),
+            (
+                "MQTT_URL",
+                format!("mqtts://{user}:{password}@localhost:{tls_port}"),
+            ),
+            ("MQTT_CA_FILE", ca.ca_file.to_str().unwrap().to_owned()),
+            ("PUBLISH_TIMEOUT_MS", "3000".to_owned()),
+        ]
+    };
+
+    let (_fwd, base) = process::serve_forwarder(BIN, &env("qlik-webhook", "forwarder-pa55")).await;
+    let (status, reply) = post(base).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(sub.expect().await.payload, body);
+
+    // The listener's account may read but not write the events: MQTT 5 says so in the PUBACK.
+    let (_fwd, base) = process::serve_forwarder(BIN, &env("qlik-listener", "listener-pa55")).await;
+    let (status, reply) = post(base).await;
+    assert_eq!(status, 503, "{reply}");
+    assert!(reply.contains("NotAuthorized"), "{reply}");
+
+    // A wrong password is refused at connection time.
+    let (fwd, base) = process::serve_forwarder(BIN, &env("qlik-webhook", "wrong")).await;
+    let (status, _) = post(base).await;
+    assert_eq!(status, 503);
+    assert!(!fwd.output().join("\n").contains("forwarder-pa55"));
+    assert!(
+        sub.drain().is_empty(),
+        "only the authorised publish arrived"
+    );
+}
