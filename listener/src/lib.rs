@@ -19,6 +19,7 @@ pub mod script_log;
 pub mod subscriber;
 pub mod tasks;
 pub mod template;
+pub mod webhooks;
 
 use anyhow::Context as _;
 use config::{Config, TenantRef};

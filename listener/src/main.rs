@@ -29,6 +29,35 @@ enum Command {
     /// Check the configuration, print a summary (secrets masked) and exit 0, or list every
     /// problem with its key path and exit 1.
     CheckConfig,
+    /// Create or update (by name) the Qlik Cloud webhook that calls the forwarder; or list the
+    /// tenant's webhooks (--list); or show (--failed-deliveries) and resend (--resend) its failed
+    /// deliveries, the recovery path after an outage. Uses the first tenant (or --tenant).
+    RegisterWebhook {
+        /// The forwarder's URL (the stack's WebhookUrl output).
+        #[arg(long, required_unless_present_any = ["list", "failed_deliveries", "resend"])]
+        url: Option<String>,
+        /// The webhook's name in Qlik Cloud.
+        #[arg(long, default_value = "qlik-cloud-mqtt-relay")]
+        name: String,
+        /// Environment variable holding the webhook secret (the forwarder's QLIK_WEBHOOK_SECRET).
+        #[arg(long, default_value = "QLIK_WEBHOOK_SECRET")]
+        secret_env: String,
+        /// Only failed app reloads (filter `data.status eq "error"`).
+        #[arg(long)]
+        failures_only: bool,
+        /// Which configured tenant (its id or host name); default the first.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// List the tenant's webhooks and exit.
+        #[arg(long)]
+        list: bool,
+        /// Show the webhook's failed deliveries instead of registering.
+        #[arg(long)]
+        failed_deliveries: bool,
+        /// Resend the webhook's failed deliveries instead of registering.
+        #[arg(long)]
+        resend: bool,
+    },
     /// Show what the journal holds: events, their state and their alerts, newest first.
     History {
         /// How far back: 90s, 30m, 1h, 7d.
@@ -72,6 +101,45 @@ fn main() -> std::process::ExitCode {
     }) = cli.command
     {
         return history(&config, since, status, limit, json);
+    }
+    if let Some(Command::RegisterWebhook {
+        url,
+        name,
+        secret_env,
+        failures_only,
+        tenant,
+        list,
+        failed_deliveries,
+        resend,
+    }) = cli.command
+    {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let action = WebhookAction {
+            url,
+            name,
+            secret_env,
+            failures_only,
+            tenant,
+            list,
+            failed_deliveries,
+            resend,
+        };
+        return match runtime.block_on(register_webhook(&config, action)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
     }
     if let Some(Command::CheckConfig) = cli.command {
         print!("{}", config.summary());
@@ -141,4 +209,112 @@ fn history(
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+struct WebhookAction {
+    url: Option<String>,
+    name: String,
+    secret_env: String,
+    failures_only: bool,
+    tenant: Option<String>,
+    list: bool,
+    failed_deliveries: bool,
+    resend: bool,
+}
+
+async fn register_webhook(
+    config: &qlik_listener::config::Config,
+    a: WebhookAction,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use qlik_listener::config::TenantRef;
+    use qlik_listener::webhooks;
+    let tenant = match &a.tenant {
+        Some(wanted) => config
+            .tenants
+            .iter()
+            .find(|t| matches!(&t.id, TenantRef::Id(id) | TenantRef::Host(id) if id == wanted))
+            .with_context(|| format!("--tenant: {wanted} is not configured"))?,
+        None => config.tenants.first().context("no tenant configured")?,
+    };
+    let api =
+        qlik_listener::qlik_api::QlikApi::new(tenant.tenant_url.clone(), tenant.token.clone())?;
+    let hooks = webhooks::list(&api).await?;
+    if a.list {
+        println!("{:<24}  {:<8}  {:<48}  events", "id", "enabled", "url");
+        for w in &hooks {
+            println!(
+                "{:<24}  {:<8}  {:<48}  {}  ({})",
+                w["id"].as_str().unwrap_or("-"),
+                w["enabled"].as_bool().unwrap_or(false),
+                w["url"].as_str().unwrap_or("-"),
+                w["eventTypes"]
+                    .as_array()
+                    .map(|t| t
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default(),
+                w["name"].as_str().unwrap_or("-"),
+            );
+        }
+        println!("{} webhook(s)", hooks.len());
+        return Ok(());
+    }
+    if a.failed_deliveries || a.resend {
+        let hook = hooks
+            .iter()
+            .find(|w| w["name"] == serde_json::json!(a.name))
+            .with_context(|| format!("no webhook named {:?} in Qlik Cloud", a.name))?;
+        let id = hook["id"].as_str().unwrap_or_default();
+        let failed = webhooks::failed_deliveries(&api, id).await?;
+        println!("{} failed deliveries of webhook {id}", failed.len());
+        for (i, d) in failed.iter().enumerate() {
+            let delivery = d["id"].as_str().unwrap_or_default();
+            if a.resend {
+                webhooks::resend(&api, id, delivery).await?;
+                println!(
+                    "[{}/{}] resent {delivery} ({})",
+                    i + 1,
+                    failed.len(),
+                    d["triggeredAt"].as_str().unwrap_or("-")
+                );
+            } else {
+                println!(
+                    "{delivery}  {}  {}  {}",
+                    d["triggeredAt"].as_str().unwrap_or("-"),
+                    d["eventType"].as_str().unwrap_or("-"),
+                    d["statusMessage"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        return Ok(());
+    }
+    let url = a.url.context("--url is required")?;
+    let parsed = url::Url::parse(&url).with_context(|| format!("--url: {url} is not a URL"))?;
+    if parsed.scheme() != "https" {
+        eprintln!("warning: Qlik Cloud only calls https:// URLs with a DNS name");
+    }
+    let secret = std::env::var(&a.secret_env)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(qlik_events::Secret::new)
+        .with_context(|| {
+            format!(
+                "--secret-env: environment variable {} is not set",
+                a.secret_env
+            )
+        })?;
+    let registration = webhooks::Registration {
+        name: a.name.clone(),
+        url,
+        secret,
+        failures_only: a.failures_only,
+    };
+    match webhooks::register(&api, &registration).await? {
+        webhooks::Outcome::Created(id) => println!("created webhook {id} ({})", a.name),
+        webhooks::Outcome::Updated(id) => println!("updated webhook {id} ({})", a.name),
+    }
+    Ok(())
 }

@@ -158,6 +158,48 @@ impl QlikApi {
         self.get_json("/api/v1/users/me").await
     }
 
+    /// One write (`POST` or `PUT`) with a JSON body; not retried (it may not be idempotent).
+    pub async fn write(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let url = self.base.join(path).map_err(|e| ApiError::Transport {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let token = String::from_utf8_lossy(self.token.expose()).into_owned();
+        let resp = self
+            .http
+            .request(method, url)
+            .bearer_auth(&token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport {
+                path: path.to_owned(),
+                reason: without_url(&e),
+            })?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(ApiError::Status {
+                path: path.to_owned(),
+                status,
+            });
+        }
+        let bytes = resp.bytes().await.map_err(|e| ApiError::Transport {
+            path: path.to_owned(),
+            reason: without_url(&e),
+        })?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A JSON document (for operator tools that show what Qlik Cloud answers).
+    pub async fn get_value(&self, path: &str) -> Result<serde_json::Value, ApiError> {
+        self.get_json(path).await
+    }
+
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         let bytes = self.get(path, "application/json").await?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Body {

@@ -418,3 +418,72 @@ async fn the_example_config_is_valid() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn register_webhook_creates_updates_lists_and_resends() {
+    let s = Setup::new("").await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let mut env = s.env();
+    env.push(("QLIK_WEBHOOK_SECRET", SECRET.to_owned()));
+    let url = "https://abc.lambda-url.eu-west-1.on.aws/";
+    let run = |args: Vec<String>| {
+        let env = env.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            process::run(BIN, &args, &env).await
+        }
+    };
+    let base = vec![
+        "register-webhook".to_owned(),
+        "--config".into(),
+        config.clone(),
+    ];
+    let with = |extra: &[&str]| {
+        base.iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect::<Vec<_>>()
+    };
+
+    let (code, out) = run(with(&["--url", url, "--failures-only"])).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("created webhook wh-1"), "{out}");
+    let hooks = s.api.webhooks();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0]["url"], url);
+    assert_eq!(hooks[0]["secret"], SECRET);
+    assert_eq!(hooks[0]["filter"], "data.status eq \"error\"");
+    assert_eq!(
+        hooks[0]["eventTypes"],
+        serde_json::json!(["com.qlik.v1.app.reload.finished"])
+    );
+
+    // Again, without the filter: the same webhook is replaced, not duplicated.
+    let (code, out) = run(with(&["--url", url])).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("updated webhook wh-1"), "{out}");
+    let hooks = s.api.webhooks();
+    assert_eq!(hooks.len(), 1);
+    assert!(hooks[0].get("filter").is_none());
+    assert_eq!(hooks[0]["secret"], SECRET, "a PUT re-sends the secret");
+
+    let (code, out) = run(with(&["--list"])).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(url) && out.contains("1 webhook(s)"), "{out}");
+    assert!(!out.contains(SECRET));
+
+    let (code, out) = run(with(&["--failed-deliveries"])).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("2 failed deliveries") && out.contains("d-1") && out.contains("d-3"),
+        "{out}"
+    );
+    let (code, out) = run(with(&["--resend"])).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("[2/2] resent d-3"), "{out}");
+    assert_eq!(s.api.resent(), ["d-1", "d-3"]);
+
+    let (code, out) = run(with(&["--url", url, "--secret-env", "NOT_SET"])).await;
+    assert_eq!(code, Some(1));
+    assert!(out.contains("NOT_SET is not set"), "{out}");
+}

@@ -371,6 +371,8 @@ pub struct FakeQlikCloud {
     pub token: String,
     calls: Arc<Mutex<Vec<ApiCall>>>,
     faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
+    webhooks: Arc<Mutex<Vec<serde_json::Value>>>,
+    resent: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -391,6 +393,10 @@ struct QlikState {
     calls: Arc<Mutex<Vec<ApiCall>>>,
     faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
     script_log: Arc<String>,
+    /// `/api/v1/webhooks`: the stored webhooks, secrets included.
+    webhooks: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Delivery ids resent through `…/actions/resend`.
+    resent: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for FakeQlikCloud {
@@ -406,6 +412,8 @@ impl FakeQlikCloud {
     pub async fn start(tenant_id: &str, token: &str) -> FakeQlikCloud {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let webhooks = Arc::new(Mutex::new(Vec::new()));
+        let resent = Arc::new(Mutex::new(Vec::new()));
         let script_log =
             std::fs::read_to_string(crate::fixtures::testdata_dir().join("events/script-log.txt"))
                 .expect("script log fixture")
@@ -417,6 +425,8 @@ impl FakeQlikCloud {
             calls: calls.clone(),
             faults: faults.clone(),
             script_log: Arc::new(script_log),
+            webhooks: webhooks.clone(),
+            resent: resent.clone(),
         };
         let app = axum::Router::new().fallback(qlik_api).with_state(state);
         let (addr, task) = serve(app).await;
@@ -426,8 +436,20 @@ impl FakeQlikCloud {
             token: token.to_owned(),
             calls,
             faults,
+            webhooks,
+            resent,
             task,
         }
+    }
+
+    /// The webhooks registered so far (as stored, secrets included).
+    pub fn webhooks(&self) -> Vec<serde_json::Value> {
+        self.webhooks.lock().unwrap().clone()
+    }
+
+    /// Delivery ids that were resent.
+    pub fn resent(&self) -> Vec<String> {
+        self.resent.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {
@@ -500,6 +522,9 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
         None => {}
     }
     let path = request.uri().path().to_owned();
+    if path.starts_with("/api/v1/webhooks") {
+        return webhooks_api(&state, request).await;
+    }
     let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
     let json = |v: serde_json::Value| {
         ([("content-type", "application/json")], v.to_string()).into_response()
@@ -673,5 +698,103 @@ async fn receive(State((requests, faults)): State<ReceiverState>, request: Reque
     match retry_after {
         Some(secs) => (status, [("retry-after", secs.to_string())], "").into_response(),
         None => (status, "1").into_response(),
+    }
+}
+
+/// The webhooks API: list, create, replace (PUT), failed deliveries and resend.
+async fn webhooks_api(state: &QlikState, request: Request) -> Response {
+    let method = request.method().clone();
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let path = request.uri().path().to_owned();
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let segments: Vec<&str> = path
+        .trim_start_matches("/api/v1/webhooks")
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let json = |status: StatusCode, v: serde_json::Value| {
+        (
+            status,
+            [("content-type", "application/json")],
+            v.to_string(),
+        )
+            .into_response()
+    };
+    let public = |w: &serde_json::Value| {
+        let mut w = w.clone();
+        if let Some(o) = w.as_object_mut() {
+            o.remove("secret");
+        }
+        w
+    };
+    let mut hooks = state.webhooks.lock().unwrap();
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", []) => json(
+            StatusCode::OK,
+            serde_json::json!({ "data": hooks.iter().map(public).collect::<Vec<_>>(), "links": {} }),
+        ),
+        ("POST", []) => {
+            let Ok(mut w) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"errors": [{"title": "bad JSON"}]}),
+                );
+            };
+            if w["name"].as_str().is_none() || w["url"].as_str().is_none() {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"errors": [{"title": "name and url are required"}]}),
+                );
+            }
+            w["id"] = serde_json::json!(format!("wh-{}", hooks.len() + 1));
+            hooks.push(w.clone());
+            json(StatusCode::CREATED, public(&w))
+        }
+        ("PUT", [id]) => {
+            let Some(slot) = hooks.iter_mut().find(|w| w["id"] == *id) else {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"errors": [{"title": "not found"}]}),
+                );
+            };
+            let Ok(mut w) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"errors": [{"title": "bad JSON"}]}),
+                );
+            };
+            w["id"] = serde_json::json!(id);
+            *slot = w.clone();
+            json(StatusCode::OK, public(&w))
+        }
+        ("GET", [id, "deliveries"]) if hooks.iter().any(|w| w["id"] == *id) => {
+            let all = [("d-1", "failed"), ("d-2", "success"), ("d-3", "failed")];
+            let wanted = query.split('&').find_map(|kv| kv.strip_prefix("status="));
+            let data: Vec<_> = all
+                .iter()
+                .filter(|(_, s)| wanted.is_none_or(|w| (w == "fail" && *s == "failed") || w == *s))
+                .map(|(d, s)| serde_json::json!({ "id": d, "webhookId": id, "status": s, "statusMessage": "503 Service Unavailable", "triggeredAt": "2026-11-23T08:00:00Z", "eventType": "com.qlik.v1.app.reload.finished" }))
+                .collect();
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "data": data, "links": {} }),
+            )
+        }
+        ("POST", [id, "deliveries", delivery, "actions", "resend"])
+            if hooks.iter().any(|w| w["id"] == *id) =>
+        {
+            state.resent.lock().unwrap().push(delivery.to_string());
+            json(
+                StatusCode::CREATED,
+                serde_json::json!({ "id": format!("{delivery}-resent"), "webhookId": id, "status": "success" }),
+            )
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"errors": [{"title": "not found"}]}),
+        ),
     }
 }
