@@ -433,7 +433,7 @@ async fn register_webhook_creates_updates_lists_and_resends() {
             process::run(BIN, &args, &env).await
         }
     };
-    let base = vec![
+    let base = [
         "register-webhook".to_owned(),
         "--config".into(),
         config.clone(),
