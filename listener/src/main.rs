@@ -93,37 +93,19 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Some(Command::History {
-        since,
-        status,
-        limit,
-        json,
-    }) = cli.command
-    {
-        return history(&config, since, status, limit, json);
-    }
-    if let Some(Command::RegisterWebhook {
-        url,
-        name,
-        secret_env,
-        failures_only,
-        tenant,
-        list,
-        failed_deliveries,
-        resend,
-    }) = cli.command
-    {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        };
-        let action = WebhookAction {
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            print!("{}", config.summary());
+            println!("configuration OK");
+            std::process::ExitCode::SUCCESS
+        }
+        Some(Command::History {
+            since,
+            status,
+            limit,
+            json,
+        }) => block_on(history(&config, since, status, limit, json)),
+        Some(Command::RegisterWebhook {
             url,
             name,
             secret_env,
@@ -132,24 +114,31 @@ fn main() -> std::process::ExitCode {
             list,
             failed_deliveries,
             resend,
-        };
-        return match runtime.block_on(register_webhook(&config, action)) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        }) => {
+            let action = WebhookAction {
+                url,
+                name,
+                secret_env,
+                failures_only,
+                tenant,
+                list,
+                failed_deliveries,
+                resend,
+            };
+            block_on(register_webhook(&config, action))
+        }
+        Some(Command::Run) | None => {
+            init_logging(
+                cli.log_format,
+                config.log_level.as_deref().unwrap_or("info"),
+            );
+            block_on(qlik_listener::run(config, shutdown_signal()))
+        }
     }
-    if let Some(Command::CheckConfig) = cli.command {
-        print!("{}", config.summary());
-        println!("configuration OK");
-        return std::process::ExitCode::SUCCESS;
-    }
-    init_logging(
-        cli.log_format,
-        config.log_level.as_deref().unwrap_or("info"),
-    );
+}
+
+/// Runs `work` on a multi-threaded runtime; errors are printed with their context.
+fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -160,7 +149,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(qlik_listener::run(config, shutdown_signal())) {
+    match runtime.block_on(work) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -170,45 +159,27 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn history(
+async fn history(
     config: &qlik_listener::config::Config,
     since: std::time::Duration,
     status: Option<qlik_listener::history::StatusFilter>,
     limit: u32,
     json: bool,
-) -> std::process::ExitCode {
+) -> anyhow::Result<()> {
     use qlik_listener::history;
-    if !config.journal_path.exists() {
-        eprintln!(
-            "error: no journal at {} yet: the listener has not run with this config",
-            config.journal_path.display()
-        );
-        return std::process::ExitCode::FAILURE;
+    anyhow::ensure!(
+        config.journal_path.exists(),
+        "no journal at {} yet: the listener has not run with this config",
+        config.journal_path.display()
+    );
+    let journal = qlik_listener::journal::Journal::open(&config.journal_path).await?;
+    let rows = history::load(&journal, since, status, limit).await?;
+    if json {
+        println!("{}", history::json(&rows));
+    } else {
+        print!("{}", history::table(&rows));
     }
-    let rows = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| {
-            rt.block_on(async {
-                let journal = qlik_listener::journal::Journal::open(&config.journal_path).await?;
-                Ok(history::load(&journal, since, status, limit).await?)
-            })
-        });
-    match rows {
-        Ok(rows) if json => {
-            println!("{}", history::json(&rows));
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(rows) => {
-            print!("{}", history::table(&rows));
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    Ok(())
 }
 
 struct WebhookAction {
