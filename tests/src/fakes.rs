@@ -37,6 +37,8 @@ struct RuntimeState {
     queue: mpsc::UnboundedSender<(String, serde_json::Value)>,
     waiting: Mutex<HashMap<String, oneshot::Sender<serde_json::Value>>>,
     next_id: AtomicU64,
+    /// When the function first asked for an invocation: the end of its cold start.
+    first_next: Mutex<Option<std::time::Instant>>,
 }
 
 impl Drop for FakeRuntime {
@@ -53,12 +55,18 @@ impl FakeRuntime {
             queue,
             waiting: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            first_next: Mutex::new(None),
         });
         let app = axum::Router::new()
             .fallback(runtime_api)
             .with_state(state.clone());
         let (addr, task) = serve(app).await;
         FakeRuntime { addr, state, task }
+    }
+
+    /// When the function first called `invocation/next` (the end of its initialisation).
+    pub fn first_next(&self) -> Option<std::time::Instant> {
+        *self.state.first_next.lock().unwrap()
     }
 
     /// The value for `AWS_LAMBDA_RUNTIME_API`.
@@ -88,6 +96,11 @@ async fn runtime_api(State(state): State<Arc<RuntimeState>>, request: Request) -
         return StatusCode::NOT_FOUND.into_response();
     };
     if rest == "invocation/next" {
+        state
+            .first_next
+            .lock()
+            .unwrap()
+            .get_or_insert_with(std::time::Instant::now);
         let next = state.events.lock().await.recv().await;
         let Some((id, event)) = next else {
             return StatusCode::GONE.into_response();
