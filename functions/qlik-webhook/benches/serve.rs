@@ -37,7 +37,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn serve(clients: u64, seconds: u64) {
     // Unlimited queue: Mosquitto's default (1000) drops QoS 1 messages for a subscriber that
     // falls behind, which would be the bench's subscriber, not the forwarder, losing them.
-    let broker = Mosquitto::start_with("allow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n").await;
+    let broker = Mosquitto::start_with(
+        "allow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n",
+    )
+    .await;
     let mut sub = Subscriber::connect(broker.port, "qscloud/#").await;
     let env = vec![
         ("QLIK_WEBHOOK_SECRET", SECRET.to_owned()),
