@@ -32,32 +32,7 @@ enum Command {
     /// Create or update (by name) the Qlik Cloud webhook that calls the forwarder; or list the
     /// tenant's webhooks (--list); or show (--failed-deliveries) and resend (--resend) its failed
     /// deliveries, the recovery path after an outage. Uses the first tenant (or --tenant).
-    RegisterWebhook {
-        /// The forwarder's URL (the stack's WebhookUrl output).
-        #[arg(long, required_unless_present_any = ["list", "failed_deliveries", "resend"])]
-        url: Option<String>,
-        /// The webhook's name in Qlik Cloud.
-        #[arg(long, default_value = "qlik-cloud-mqtt-relay")]
-        name: String,
-        /// Environment variable holding the webhook secret (the forwarder's QLIK_WEBHOOK_SECRET).
-        #[arg(long, default_value = "QLIK_WEBHOOK_SECRET")]
-        secret_env: String,
-        /// Only failed app reloads (filter `data.status eq "error"`).
-        #[arg(long)]
-        failures_only: bool,
-        /// Which configured tenant (its id or host name); default the first.
-        #[arg(long)]
-        tenant: Option<String>,
-        /// List the tenant's webhooks and exit.
-        #[arg(long)]
-        list: bool,
-        /// Show the webhook's failed deliveries instead of registering.
-        #[arg(long)]
-        failed_deliveries: bool,
-        /// Resend the webhook's failed deliveries instead of registering.
-        #[arg(long)]
-        resend: bool,
-    },
+    RegisterWebhook(WebhookAction),
     /// Show what the journal holds: events, their state and their alerts, newest first.
     History {
         /// How far back: 90s, 30m, 1h, 7d.
@@ -105,28 +80,7 @@ fn main() -> std::process::ExitCode {
             limit,
             json,
         }) => block_on(history(&config, since, status, limit, json)),
-        Some(Command::RegisterWebhook {
-            url,
-            name,
-            secret_env,
-            failures_only,
-            tenant,
-            list,
-            failed_deliveries,
-            resend,
-        }) => {
-            let action = WebhookAction {
-                url,
-                name,
-                secret_env,
-                failures_only,
-                tenant,
-                list,
-                failed_deliveries,
-                resend,
-            };
-            block_on(register_webhook(&config, action))
-        }
+        Some(Command::RegisterWebhook(action)) => block_on(register_webhook(&config, action)),
         Some(Command::Run) | None => {
             init_logging(
                 cli.log_format,
@@ -182,14 +136,32 @@ async fn history(
     Ok(())
 }
 
+/// `register-webhook`'s options.
+#[derive(clap::Args)]
 struct WebhookAction {
+    /// The forwarder's URL (the stack's WebhookUrl output).
+    #[arg(long, required_unless_present_any = ["list", "failed_deliveries", "resend"])]
     url: Option<String>,
+    /// The webhook's name in Qlik Cloud.
+    #[arg(long, default_value = "qlik-cloud-mqtt-relay")]
     name: String,
+    /// Environment variable holding the webhook secret (the forwarder's QLIK_WEBHOOK_SECRET).
+    #[arg(long, default_value = "QLIK_WEBHOOK_SECRET")]
     secret_env: String,
+    /// Only failed app reloads (filter `data.status eq "error"`).
+    #[arg(long)]
     failures_only: bool,
+    /// Which configured tenant (its id or host name); default the first.
+    #[arg(long)]
     tenant: Option<String>,
+    /// List the tenant's webhooks and exit.
+    #[arg(long)]
     list: bool,
+    /// Show the webhook's failed deliveries instead of registering.
+    #[arg(long)]
     failed_deliveries: bool,
+    /// Resend the webhook's failed deliveries instead of registering.
+    #[arg(long)]
     resend: bool,
 }
 

@@ -138,6 +138,15 @@ async fn runtime_api(State(state): State<Arc<RuntimeState>>, request: Request) -
     StatusCode::NOT_FOUND.into_response()
 }
 
+/// A body as Lambda events carry it: text, or base64 for binary payloads.
+fn lambda_body(body: &[u8], base64: bool) -> String {
+    if base64 {
+        base64::engine::general_purpose::STANDARD.encode(body)
+    } else {
+        String::from_utf8(body.to_vec()).expect("text body must be UTF-8")
+    }
+}
+
 /// An API Gateway HTTP API / Function URL (payload 2.0) event.
 pub fn function_url_event(
     method: &str,
@@ -150,11 +159,7 @@ pub fn function_url_event(
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::from(*v)))
         .collect();
-    let body = if base64 {
-        base64::engine::general_purpose::STANDARD.encode(body)
-    } else {
-        String::from_utf8(body.to_vec()).expect("text body must be UTF-8")
-    };
+    let body = lambda_body(body, base64);
     serde_json::json!({
         "version": "2.0",
         "routeKey": "$default",
@@ -200,11 +205,7 @@ pub fn rest_api_event(
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::json!([v])))
         .collect();
-    let body = if base64 {
-        base64::engine::general_purpose::STANDARD.encode(body)
-    } else {
-        String::from_utf8(body.to_vec()).expect("text body must be UTF-8")
-    };
+    let body = lambda_body(body, base64);
     serde_json::json!({
         "resource": "/webhook",
         "path": path,
