@@ -120,6 +120,12 @@ pub enum ChannelKind {
     Mqtt,
     /// E-mail over SMTP (`Butler.emailNotification.smtp`), one message per recipient.
     Email,
+    /// Plain text on the listener's standard output (`consoleNotification`; ours, not Butler's):
+    /// for the demo and for trying templates.
+    Console,
+    /// The webhook's JSON document appended as one line to a file (`fileNotification.path`;
+    /// ours): a local audit trail or a hand-off to a log shipper.
+    File,
 }
 
 /// How the SMTP connection is secured.
@@ -181,6 +187,8 @@ pub struct ChannelConfig {
     pub url: Option<url::Url>,
     /// Where to publish (MQTT).
     pub topic: Option<String>,
+    /// Where to append (file).
+    pub file: Option<PathBuf>,
     /// `messageType: formatted` (the default) or `basic`.
     pub formatted: bool,
     pub basic_template: Option<String>,
@@ -210,6 +218,7 @@ impl ChannelConfig {
             kind,
             url: None,
             topic: None,
+            file: None,
             formatted: true,
             basic_template: None,
             template_file: None,
@@ -1394,6 +1403,8 @@ impl<'a> Reader<'a> {
             ("webhookNotification", ChannelKind::Webhook, "webhook"),
             ("mqttNotification", ChannelKind::Mqtt, "mqtt"),
             ("emailNotification", ChannelKind::Email, "email"),
+            ("consoleNotification", ChannelKind::Console, "console"),
+            ("fileNotification", ChannelKind::File, "file"),
         ] {
             let rel = format!("alert.{key}.reloadAppFailure");
             let path = join(tenant_path, &rel);
@@ -1404,7 +1415,10 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let urls: Vec<(String, Option<&'a Value>)> = match kind {
-                ChannelKind::Mqtt | ChannelKind::Email => Vec::new(),
+                ChannelKind::Mqtt
+                | ChannelKind::Email
+                | ChannelKind::Console
+                | ChannelKind::File => Vec::new(),
                 ChannelKind::Webhook => match self.below(c, "urls") {
                     Some(Value::Sequence(items)) => items
                         .iter()
@@ -1474,6 +1488,7 @@ impl<'a> Reader<'a> {
                 kind,
                 url: None,
                 topic: None,
+                file: None,
                 formatted,
                 basic_template,
                 template_file,
@@ -1514,6 +1529,26 @@ impl<'a> Reader<'a> {
                         email: Some(email),
                         ..common
                     });
+                }
+                continue;
+            }
+            if kind == ChannelKind::Console {
+                channels.push(common);
+                continue;
+            }
+            if kind == ChannelKind::File {
+                let file_path = join(&path, "path");
+                if let Some(name) = self.required(self.below(c, "path"), &file_path) {
+                    let file = self.base.join(name.trim());
+                    match file.parent() {
+                        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                            self.error(&file_path, format!("no such directory: {}", dir.display()))
+                        }
+                        _ => channels.push(ChannelConfig {
+                            file: Some(file),
+                            ..common
+                        }),
+                    }
                 }
                 continue;
             }
@@ -1887,6 +1922,34 @@ Butler:
             e.to_string()
                 .contains("/nonexistent/butler.yaml: (file): cannot read"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn console_and_file_channels() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = GOOD.replace(
+            "          alert:\n",
+            "          alert:\n            consoleNotification:\n              reloadAppFailure: { enable: true }\n            fileNotification:\n              reloadAppFailure: { enable: true, path: out/alerts.jsonl }\n",
+        );
+        assert_ne!(yaml, GOOD, "the fixture has an alert section");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let errors = Config::load(&path, &|_| Some("x".into())).unwrap_err();
+        let err = errors.to_string();
+        assert!(
+            err.contains("fileNotification.reloadAppFailure.path: no such directory"),
+            "{err}"
+        );
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        let c = Config::load(&path, &|_| Some("x".into())).unwrap();
+        let channels = &c.tenants[0].channels;
+        let console = channels.iter().find(|c| c.id == "console").unwrap();
+        assert_eq!(console.kind, ChannelKind::Console);
+        let file = channels.iter().find(|c| c.id == "file").unwrap();
+        assert_eq!(
+            file.file.as_deref(),
+            Some(dir.path().join("out/alerts.jsonl").as_path())
         );
     }
 }

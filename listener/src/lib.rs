@@ -5,6 +5,8 @@
 //! ([`pipeline`], [`enrich`], [`qlik_api`], [`template`]), storing script logs on disk
 //! ([`script_log`]). The configuration is Butler's YAML ([`config`]).
 
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod config;
 pub mod enrich;
 pub mod history;

@@ -48,10 +48,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run an embedded MQTT broker for trying the relay on one machine (needs no --config; built
+    /// with `--features embedded-broker`). No TLS, no passwords, nothing kept across a restart:
+    /// use Mosquitto or AWS IoT Core for real deployments (see infra/).
+    #[cfg(feature = "embedded-broker")]
+    Broker {
+        /// MQTT 5 address.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        listen: std::net::SocketAddr,
+        /// Also serve MQTT 3.1.1 on this address.
+        #[arg(long)]
+        listen_v311: Option<std::net::SocketAddr>,
+        /// Print one line per message published on topics matching this filter.
+        #[arg(long)]
+        show: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "embedded-broker")]
+    if let Some(Command::Broker {
+        listen,
+        listen_v311,
+        show,
+    }) = cli.command
+    {
+        init_logging(cli.log_format, "warn");
+        let options = qlik_listener::broker::Options {
+            listen,
+            listen_v311,
+            show,
+            max_payload: 2 * 1024 * 1024,
+        };
+        return match qlik_listener::broker::run(options) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let Some(path) = cli.config.clone() else {
         eprintln!("error: --config <FILE> is required (or set QLIK_LISTENER_CONFIG)");
         return std::process::ExitCode::from(2);
@@ -81,6 +118,8 @@ fn main() -> std::process::ExitCode {
             json,
         }) => block_on(history(&config, since, status, limit, json)),
         Some(Command::RegisterWebhook(action)) => block_on(register_webhook(&config, action)),
+        #[cfg(feature = "embedded-broker")]
+        Some(Command::Broker { .. }) => std::process::ExitCode::SUCCESS,
         Some(Command::Run) | None => {
             init_logging(
                 cli.log_format,

@@ -486,3 +486,64 @@ async fn all_five_channels_alert_once_and_a_redelivery_alerts_nobody() {
     );
     assert!(mqtt_alerts.drain().is_empty());
 }
+
+#[tokio::test]
+async fn console_and_file_channels_show_and_keep_each_alert_once() {
+    let local = "          alert:
+            consoleNotification:
+              reloadAppFailure:
+                enable: true
+                tailScriptLogLines: 2
+            fileNotification:
+              reloadAppFailure:
+                enable: true
+                path: alerts.jsonl
+";
+    let s = Setup::with(Options {
+        tenant: local,
+        ..Options::default()
+    })
+    .await;
+    let mut listener = s.start(true).await;
+    let body = fixtures::event("app-reload-failed.legacy.json");
+    let id = event_id(&body);
+    s.publish(FIXTURES[2].1, &body).await;
+    let d = wait_deliveries(&s, &id, 2).await;
+    assert!(d.iter().all(|d| d.state == DeliveryState::Sent), "{d:?}");
+
+    listener
+        .wait_for_output("ALERT: Qlik Cloud reload failed", 1, LIMIT)
+        .await;
+    let out = listener.output();
+    let error = out
+        .iter()
+        .find(|l| l.trim_start().starts_with("error:"))
+        .expect("the console alert names the error");
+    assert!(error.contains("Field \"Amount\" not found"), "{error}");
+    assert!(out.iter().any(|l| l.contains("Execution finished.")));
+    assert!(out.iter().any(|l| l.contains(&format!("event {id}"))));
+
+    let docs = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(s.dir.path().join("alerts.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert_eq!(docs().len(), 1);
+    assert_eq!(docs()[0]["kind"], "qlik-cloud-reload-failed");
+    assert_eq!(docs()[0]["alert"]["eventId"], id.as_str());
+
+    // A redelivery alerts nobody: once the next event is alerted, each channel has two.
+    s.publish(FIXTURES[2].1, &body).await;
+    let next = fixtures::event("reload-failed.cloudevents.json");
+    s.publish(FIXTURES[4].1, &next).await;
+    wait_deliveries(&s, &event_id(&next), 2).await;
+    let alerts = |out: Vec<String>| out.iter().filter(|l| l.contains("ALERT: Qlik")).count();
+    assert_eq!(alerts(listener.output()), 2);
+    let ids: Vec<_> = docs()
+        .iter()
+        .map(|d| d["alert"]["eventId"].clone())
+        .collect();
+    assert_eq!(ids, [id.as_str(), event_id(&next).as_str()]);
+}

@@ -34,6 +34,8 @@ pub struct Notifier {
     mqtt: Option<Arc<dyn Publish>>,
     /// For e-mail.
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    /// Serialises appends to file channels.
+    file_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Why one attempt did not deliver.
@@ -65,6 +67,7 @@ impl Notifier {
             retry_base,
             mqtt,
             smtp,
+            file_lock: Arc::default(),
         })
     }
 
@@ -229,6 +232,34 @@ impl Notifier {
         }
     }
 
+    /// Appends `body` as one line to the file channel's file, synced before it counts as sent.
+    async fn append(&self, path: &std::path::Path, body: &str) -> Result<(), AttemptError> {
+        use std::io::Write as _;
+        // One writer at a time, so concurrent alerts never interleave within a line.
+        let _turn = self.file_lock.lock().await;
+        let mut line = String::with_capacity(body.len() + 1);
+        line.push_str(body);
+        line.push('\n');
+        let file_path = path.to_owned();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file_path)?;
+            file.write_all(line.as_bytes())?;
+            file.sync_data()
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AttemptError::Retry(format!(
+                "cannot append to {}: {e}",
+                path.display()
+            ))),
+            Err(e) => Err(AttemptError::Retry(format!("file writer failed: {e}"))),
+        }
+    }
+
     /// Records a delivery's final state (and counts it for `/metrics`).
     async fn finish(&self, delivery: Delivery) -> Result<(), JournalError> {
         crate::metrics::METRICS.alert(&delivery.channel, delivery.state.as_str());
@@ -275,7 +306,17 @@ impl Notifier {
         let body = match payload {
             Payload::Json(body) => body.as_str(),
             Payload::Email(email) => return self.send_email(target, email).await,
+            Payload::Text(text) => {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                return writeln!(out, "{text}")
+                    .and_then(|()| out.flush())
+                    .map_err(|e| AttemptError::Retry(format!("cannot write to stdout: {e}")));
+            }
         };
+        if let Some(path) = &channel.file {
+            return self.append(path, body).await;
+        }
         if let Some(topic) = &channel.topic {
             let Some(mqtt) = &self.mqtt else {
                 return Err(AttemptError::Permanent(
@@ -396,6 +437,8 @@ pub fn targets<'a>(channel: &'a ChannelConfig, data: &Value) -> Vec<Target<'a>> 
 /// What is sent.
 enum Payload {
     Json(String),
+    /// The console channel's text.
+    Text(String),
     Email(render::RenderedEmail),
 }
 
@@ -409,6 +452,10 @@ fn payload(
             let mut email = render::render_email(settings, data)?;
             let fallback = email.fallback.take();
             Ok((Payload::Email(email), fallback))
+        }
+        None if target.channel.kind == ChannelKind::Console => {
+            let (text, fallback) = render::render_console(target.channel, data)?;
+            Ok((Payload::Text(text), fallback))
         }
         None => {
             let rendered = render::render(target.channel, data)?;

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 pub const TEAMS_TEMPLATE: &str = include_str!("../../templates/teams-reload-failed.handlebars");
 pub const SLACK_TEMPLATE: &str = include_str!("../../templates/slack-reload-failed.handlebars");
 pub const EMAIL_TEMPLATE: &str = include_str!("../../templates/email-reload-failed.handlebars");
+pub const CONSOLE_TEMPLATE: &str = include_str!("../../templates/console-reload-failed.handlebars");
 
 /// Most characters of each script-log field a channel gets (Teams cards and Slack sections
 /// are limited in size; Slack's section text to 3000 characters).
@@ -23,7 +24,11 @@ fn script_log_limit(kind: ChannelKind) -> usize {
     match kind {
         ChannelKind::Teams => 8_000,
         ChannelKind::Slack => 2_500,
-        ChannelKind::Webhook | ChannelKind::Mqtt | ChannelKind::Email => 64_000,
+        ChannelKind::Webhook
+        | ChannelKind::Mqtt
+        | ChannelKind::Email
+        | ChannelKind::Console
+        | ChannelKind::File => 64_000,
     }
 }
 
@@ -67,10 +72,19 @@ pub fn channel_data(channel: &ChannelConfig, data: &Value) -> Value {
 /// Renders the message for `channel` from its [`channel_data`].
 pub fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderError> {
     let mut rendered = match channel.kind {
-        ChannelKind::Webhook | ChannelKind::Mqtt | ChannelKind::Email => Rendered {
-            body: json!({ "schemaVersion": 1, "kind": "qlik-cloud-reload-failed", "alert": data }),
-            fallback: None,
-        },
+        ChannelKind::Console => {
+            let (text, fallback) = render_console(channel, data)?;
+            Rendered {
+                body: Value::String(text),
+                fallback,
+            }
+        }
+        ChannelKind::Webhook | ChannelKind::Mqtt | ChannelKind::Email | ChannelKind::File => {
+            Rendered {
+                body: json!({ "schemaVersion": 1, "kind": "qlik-cloud-reload-failed", "alert": data }),
+                fallback: None,
+            }
+        }
         _ if !channel.formatted => Rendered {
             body: basic(channel, data)?,
             fallback: None,
@@ -198,6 +212,53 @@ fn basic(channel: &ChannelConfig, data: &Value) -> Result<Value, RenderError> {
         }),
         _ => json!({ "text": text }),
     })
+}
+
+/// The console channel's text: the user's template file, `basicMsgTemplate` with
+/// `messageType: basic`, or the built-in one. Control characters in values (other than line
+/// breaks and tabs) are shown escaped, so an app name cannot drive the operator's terminal.
+pub fn render_console(
+    channel: &ChannelConfig,
+    data: &Value,
+) -> Result<(String, Option<String>), RenderError> {
+    let mut hb = Handlebars::new();
+    hb.register_escape_fn(terminal_safe);
+    let render = |template: &str| hb.render_template(template, data);
+    if !channel.formatted {
+        let template = channel
+            .basic_template
+            .as_deref()
+            .unwrap_or("Qlik Cloud reload failed: {{appName}}");
+        return render(template)
+            .map(|text| (text, None))
+            .map_err(|e| RenderError(format!("basicMsgTemplate: {e}")));
+    }
+    let builtin = || render(CONSOLE_TEMPLATE).map_err(|e| RenderError(e.to_string()));
+    match &channel.template_file {
+        Some(path) => {
+            let user = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|t| render(&t).map_err(|e| format!("{}: {e}", path.display())));
+            match user {
+                Ok(text) => Ok((text, None)),
+                Err(reason) => Ok((builtin()?, Some(reason))),
+            }
+        }
+        None => Ok((builtin()?, None)),
+    }
+}
+
+/// `s` with control characters other than `\n` and `\t` written as `\u{..}`.
+fn terminal_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Renders a JSON template with values escaped for JSON strings, and parses the result.
@@ -405,5 +466,30 @@ mod tests {
             section.chars().count() <= 3000,
             "within Slack's section limit"
         );
+    }
+
+    #[test]
+    fn console_text_cannot_drive_the_terminal() {
+        let mut data = hostile();
+        data["appName"] = json!("evil \u{1b}[2J\u{1b}]0;pwned\u{7} app");
+        let ch = channel(ChannelKind::Console);
+        let (text, fallback) = render_console(&ch, &channel_data(&ch, &data)).unwrap();
+        assert!(fallback.is_none());
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\0'));
+        assert!(text.contains("evil \\u{1b}[2J"), "{text}");
+        assert!(text.contains("ALERT: Qlik Cloud reload failed"));
+        // As a Rendered body it is the same text, as a JSON string.
+        assert_eq!(
+            render(&ch, &channel_data(&ch, &data)).unwrap().body,
+            json!(text)
+        );
+
+        let basic = ChannelConfig {
+            formatted: false,
+            basic_template: Some("failed: {{appName}}".into()),
+            ..ch.clone()
+        };
+        let (text, _) = render_console(&basic, &data).unwrap();
+        assert_eq!(text, "failed: evil \\u{1b}[2J\\u{1b}]0;pwned\\u{7} app");
     }
 }
