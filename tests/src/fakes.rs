@@ -385,9 +385,19 @@ pub struct FakeQlikCloud {
     pub token: String,
     calls: Arc<Mutex<Vec<ApiCall>>>,
     faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
+    error_rates: Arc<Mutex<ErrorRates>>,
     webhooks: Arc<Mutex<Vec<serde_json::Value>>>,
     resent: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Random faults on every call (after the queued ones): the share of calls answered 500, and
+/// of calls answered 429 with `Retry-After`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorRates {
+    pub status_500: f64,
+    pub too_many: f64,
+    pub retry_after_secs: u64,
 }
 
 /// How the next call is answered instead of normally.
@@ -406,6 +416,7 @@ struct QlikState {
     token: String,
     calls: Arc<Mutex<Vec<ApiCall>>>,
     faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
+    error_rates: Arc<Mutex<ErrorRates>>,
     script_log: Arc<String>,
     /// `/api/v1/webhooks`: the stored webhooks, secrets included.
     webhooks: Arc<Mutex<Vec<serde_json::Value>>>,
@@ -426,6 +437,7 @@ impl FakeQlikCloud {
     pub async fn start(tenant_id: &str, token: &str) -> FakeQlikCloud {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let error_rates = Arc::new(Mutex::new(ErrorRates::default()));
         let webhooks = Arc::new(Mutex::new(Vec::new()));
         let resent = Arc::new(Mutex::new(Vec::new()));
         let script_log =
@@ -438,6 +450,7 @@ impl FakeQlikCloud {
             token: token.to_owned(),
             calls: calls.clone(),
             faults: faults.clone(),
+            error_rates: error_rates.clone(),
             script_log: Arc::new(script_log),
             webhooks: webhooks.clone(),
             resent: resent.clone(),
@@ -450,10 +463,16 @@ impl FakeQlikCloud {
             token: token.to_owned(),
             calls,
             faults,
+            error_rates,
             webhooks,
             resent,
             task,
         }
+    }
+
+    /// From now on, answer this share of calls with errors (see [`ErrorRates`]).
+    pub fn set_error_rates(&self, rates: ErrorRates) {
+        *self.error_rates.lock().unwrap() = rates;
     }
 
     /// The webhooks registered so far (as stored, secrets included).
@@ -515,7 +534,17 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
         )
             .into_response();
     }
-    let fault = state.faults.lock().unwrap().pop_front();
+    let fault = state.faults.lock().unwrap().pop_front().or_else(|| {
+        let rates = *state.error_rates.lock().unwrap();
+        let roll = fastrand::f64();
+        if roll < rates.status_500 {
+            Some(Fault::Status(500))
+        } else if roll < rates.status_500 + rates.too_many {
+            Some(Fault::TooMany(rates.retry_after_secs))
+        } else {
+            None
+        }
+    });
     match fault {
         Some(Fault::Status(s)) => {
             return (
@@ -600,6 +629,8 @@ pub struct HttpRequest {
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl HttpRequest {
@@ -619,6 +650,7 @@ pub struct HttpReceiver {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<HttpRequest>>>,
     faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -631,22 +663,33 @@ impl Drop for HttpReceiver {
 type ReceiverState = (
     Arc<Mutex<Vec<HttpRequest>>>,
     Arc<Mutex<std::collections::VecDeque<Fault>>>,
+    Arc<std::sync::atomic::AtomicBool>,
 );
 
 impl HttpReceiver {
     pub async fn start() -> HttpReceiver {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(Mutex::new(std::collections::VecDeque::new()));
-        let app = axum::Router::new()
-            .fallback(receive)
-            .with_state((requests.clone(), faults.clone()));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let app = axum::Router::new().fallback(receive).with_state((
+            requests.clone(),
+            faults.clone(),
+            down.clone(),
+        ));
         let (addr, task) = serve(app).await;
         HttpReceiver {
             addr,
             requests,
             faults,
+            down,
             task,
         }
+    }
+
+    /// While down, every request is answered 503 Service Unavailable (an outage of the
+    /// service behind the URL, as Power Automate and Slack report one).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -676,7 +719,11 @@ impl HttpReceiver {
     }
 }
 
-async fn receive(State((requests, faults)): State<ReceiverState>, request: Request) -> Response {
+async fn receive(
+    State((requests, faults, down)): State<ReceiverState>,
+    request: Request,
+) -> Response {
+    let at = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 10 << 20)
         .await
@@ -692,7 +739,11 @@ async fn receive(State((requests, faults)): State<ReceiverState>, request: Reque
             )
         })
         .collect();
-    let fault = faults.lock().unwrap().pop_front();
+    let fault = if down.load(std::sync::atomic::Ordering::SeqCst) {
+        Some(Fault::Status(503))
+    } else {
+        faults.lock().unwrap().pop_front()
+    };
     let (status, retry_after) = match fault {
         Some(Fault::Status(s)) => (s, None),
         Some(Fault::TooMany(secs)) => (429, Some(secs)),
@@ -707,6 +758,7 @@ async fn receive(State((requests, faults)): State<ReceiverState>, request: Reque
         headers,
         body,
         status,
+        at,
     });
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     match retry_after {

@@ -11,6 +11,8 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The persistence directory of a [`Self::start_persistent`] broker.
+    store: Option<tempfile::TempDir>,
 }
 
 impl Mosquitto {
@@ -37,6 +39,7 @@ impl Mosquitto {
             port,
             dir,
             child: None,
+            store: None,
         };
         broker.restart().await;
         broker
@@ -84,6 +87,43 @@ impl Mosquitto {
     }
 
     /// Stops the broker (SIGKILL) and waits until its port is closed.
+    /// Starts a broker that keeps sessions and queued messages across a graceful restart
+    /// ([`Self::restart_gracefully`]), as a production Mosquitto with `persistence true` does.
+    pub async fn start_persistent(extra_config: &str) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).expect("persistence dir");
+        // Mosquitto started as root drops to the `mosquitto` user before it writes the file.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        Self::start_with(&format!(
+            "allow_anonymous true\npersistence true\npersistence_location {}/\n{extra_config}",
+            store.display()
+        ))
+        .await
+        .keeping(dir)
+    }
+
+    fn keeping(mut self, store: tempfile::TempDir) -> Mosquitto {
+        self.store = Some(store);
+        self
+    }
+
+    /// Stops the broker with SIGTERM (it saves its persistence file) and waits for it to exit.
+    pub async fn stop_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        }
+    }
+
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;

@@ -155,3 +155,31 @@ pub async fn serve_forwarder(bin: &str, env: &[(&str, String)]) -> (Running, Str
     )
     .await
 }
+
+/// The path of another workspace package's binary (`qlik-webhook` for the listener's tests),
+/// built first with the test's own profile so a test never runs a stale one.
+pub fn workspace_bin(package: &str) -> std::path::PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test runs from target/<profile>/deps")
+        .to_owned();
+    let mut built = BUILT.lock().unwrap();
+    if !built.iter().any(|p| p == package) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", package, "--bin", package]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build {package}: {e}"));
+        assert!(status.success(), "cargo build -p {package} failed");
+        built.push(package.to_owned());
+    }
+    dir.join(package)
+}

@@ -26,6 +26,8 @@ pub struct Options<'a> {
     pub mqtt_config: &'a str,
     /// Top-level sections under `Butler:` (configQRS, cert, restServerConfig, …).
     pub butler: &'a str,
+    /// A broker that keeps sessions across graceful restarts (`persistence true`).
+    pub persistent_broker: bool,
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_qlik-listener");
@@ -57,6 +59,7 @@ impl Setup {
             listener: extra_listener,
             mqtt_config,
             butler: extra_butler,
+            persistent_broker,
         } = o;
         let mqtt_config = if mqtt_config.is_empty() {
             "    enable: false\n"
@@ -64,7 +67,11 @@ impl Setup {
             mqtt_config
         };
         let tenant_ref = tenant_ref.unwrap_or(TENANT);
-        let broker = Mosquitto::start().await;
+        let broker = if persistent_broker {
+            Mosquitto::start_persistent("max_queued_messages 100000\n").await
+        } else {
+            Mosquitto::start().await
+        };
         let api = FakeQlikCloud::start(TENANT, TOKEN).await;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("butler.yaml");
