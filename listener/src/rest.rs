@@ -149,35 +149,14 @@ async fn publish_checked(api: &Api, request: Request) -> Response {
             )
         }
     };
-    let parsed: PublishBody = match serde_json::from_slice(&bytes) {
+    let (topic, message) = match parse_publish(
+        &bytes,
+        api.config.allowed_topic_prefixes.as_deref(),
+        api.config.max_message_bytes,
+    ) {
         Ok(p) => p,
-        Err(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "body must be JSON: {\"topic\": \"…\", \"message\": \"…\"}",
-            )
-        }
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
-    let topic = match parsed.topic.as_deref().map(str::trim) {
-        Some(t) if !t.is_empty() => t.to_owned(),
-        _ => return error(StatusCode::BAD_REQUEST, "topic is required"),
-    };
-    let Some(message) = parsed.message.filter(|m| !m.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "message is required");
-    };
-    if let Err(reason) = check_topic(&topic, api.config.allowed_topic_prefixes.as_deref()) {
-        return error(StatusCode::BAD_REQUEST, &reason);
-    }
-    if message.len() > api.config.max_message_bytes {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "message is {} bytes, more than the {} allowed",
-                message.len(),
-                api.config.max_message_bytes
-            ),
-        );
-    }
     let outgoing = Message {
         topic: &topic,
         payload: message.as_bytes(),
@@ -197,6 +176,33 @@ async fn publish_checked(api: &Api, request: Request) -> Response {
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
     }
+}
+
+/// The publish API's body (`{"topic": …, "message": …}`) checked: the topic trimmed and
+/// allowed ([`check_topic`]), the message non-empty and at most `max_message_bytes`. Pure, so
+/// it can be fuzzed (`fuzz/`).
+pub fn parse_publish(
+    bytes: &[u8],
+    allowed: Option<&[String]>,
+    max_message_bytes: usize,
+) -> Result<(String, String), String> {
+    let parsed: PublishBody = serde_json::from_slice(bytes)
+        .map_err(|_| "body must be JSON: {\"topic\": \"…\", \"message\": \"…\"}".to_owned())?;
+    let topic = match parsed.topic.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => t.to_owned(),
+        _ => return Err("topic is required".into()),
+    };
+    let Some(message) = parsed.message.filter(|m| !m.is_empty()) else {
+        return Err("message is required".into());
+    };
+    check_topic(&topic, allowed)?;
+    if message.len() > max_message_bytes {
+        return Err(format!(
+            "message is {} bytes, more than the {max_message_bytes} allowed",
+            message.len()
+        ));
+    }
+    Ok((topic, message))
 }
 
 /// A topic we may publish to: no wildcards, no `$` system topics, no NUL, within the allowed

@@ -124,7 +124,7 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
     });
     let mut listener = s.start(true).await;
     let forwarder_bin = workspace_bin("qlik-webhook");
-    let (_forwarder, base) = serve_forwarder(
+    let (forwarder, base) = serve_forwarder(
         forwarder_bin.to_str().unwrap(),
         &[
             ("QLIK_WEBHOOK_SECRET", SECRET.to_owned()),
@@ -197,6 +197,7 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
         }
     };
     let mut kills = Vec::new();
+    let mut logs: Vec<String> = Vec::new();
     let mut broker_restarts = 0;
     for (percent, fault) in [
         (10, "broker"),
@@ -224,6 +225,7 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
             "listener" => {
                 listener.kill().await;
                 kills.push(Instant::now());
+                logs.extend(listener.output());
                 listener = s.start(false).await;
             }
             "teams-down" => teams.set_down(true),
@@ -356,5 +358,19 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
         slack.delivered().len(),
         hook.delivered().len(),
     );
+
+    // Scenario 5: no secret in any log line of either process.
+    logs.extend(listener.output());
+    logs.extend(forwarder.output());
+    for (what, secret) in [
+        ("webhook secret", SECRET),
+        ("Qlik API token", common::TOKEN),
+    ] {
+        let leaked = logs.iter().find(|l| l.contains(secret));
+        assert!(
+            leaked.is_none(),
+            "scenario 5: the {what} is in a log line: {leaked:?}"
+        );
+    }
     s.broker.stop().await;
 }
