@@ -216,7 +216,14 @@ impl LoopState {
     /// Logs the transition to disconnected once; returns how long to wait before retrying.
     fn on_error(&self, error: String, failures: &mut u32) -> Duration {
         if self.connected.0.swap(false, Ordering::SeqCst) || *failures == 0 {
-            tracing::warn!(broker = %self.broker, error = %error, "broker connection lost; reconnecting");
+            let hint = if error.contains("NotAuthorized") || error.contains("BadUserNamePassword") {
+                "the broker refused the credentials: check username and password (or the client certificate)"
+            } else if error.contains("UnknownIssuer") || error.contains("certificate") {
+                "TLS: the broker's certificate was not accepted: check tls.caFile and the host name"
+            } else {
+                "-"
+            };
+            tracing::warn!(broker = %self.broker, error = %error, hint, "broker connection lost; reconnecting");
         } else {
             tracing::debug!(broker = %self.broker, error = %error, "reconnect failed");
         }

@@ -487,3 +487,103 @@ async fn register_webhook_creates_updates_lists_and_resends() {
     assert_eq!(code, Some(1));
     assert!(out.contains("NOT_SET is not set"), "{out}");
 }
+
+/// Scenario 6 (issue #6) for the listener: Mosquitto with TLS (a CA made here), passwords and
+/// the repository's ACL. The right CA and password work; a wrong password or a CA that did not
+/// sign the broker's certificate give an error that says so, and the password is never logged.
+#[tokio::test]
+async fn tls_and_passwords_to_the_broker_with_the_repo_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = relay_tests::tls::TestCa::new(dir.path(), "broker");
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger = relay_tests::tls::TestCa::new(stranger_dir.path(), "stranger");
+    let server = ca.issue("server", &["localhost"]);
+    let passwd = dir.path().join("passwd");
+    let status = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["qlik-listener", "listener-pa55word"])
+        .status()
+        .expect("mosquitto_passwd (package mosquitto)");
+    assert!(status.success());
+    let acl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/mosquitto/acl");
+    let tls_port = relay_tests::free_port();
+    // The plain listener is for the test's own publisher; the TLS one is set up as in infra/.
+    let broker = Mosquitto::start_with_globals(
+        "per_listener_settings true\n",
+        &format!(
+            "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
+            server.cert.display(),
+            server.key.display(),
+            passwd.display(),
+            acl.display(),
+        ),
+    )
+    .await;
+    let s = Setup::new("").await;
+    let configure = |ca_file: &std::path::Path| {
+        let text = std::fs::read_to_string(&s.config).unwrap();
+        let text = text
+            .replace(
+                &format!("            port: {}\n", s.broker.port),
+                &format!(
+                    "            port: {tls_port}\n            username: qlik-listener\n            password: ${{BROKER_PASSWORD}}\n"
+                ),
+            )
+            .replacen("            host: 127.0.0.1\n", "            host: localhost\n", 1);
+        let start = text.find("            tls:\n").unwrap();
+        let end = start + text[start..].find("          topic:").unwrap();
+        let tls = format!(
+            "            tls:\n              enable: true\n              caFile: {}\n",
+            ca_file.display()
+        );
+        std::fs::write(
+            &s.config,
+            format!("{}{tls}{}", &text[..start], &text[end..]),
+        )
+        .unwrap();
+    };
+    let run = |password: &str| {
+        let mut env = s.env();
+        env.push(("BROKER_PASSWORD", password.to_owned()));
+        process::Running::spawn(BIN, &["--config", s.config.to_str().unwrap()], &env)
+    };
+
+    configure(&ca.ca_file);
+    let mut listener = run("listener-pa55word");
+    listener.wait_for_output("subscribed", 1, LIMIT).await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    mqtt::publish(
+        broker.port,
+        FIXTURES[0].1,
+        &body,
+        Some(&fixtures::sign(&body)),
+    )
+    .await;
+    s.wait_state(&event_id(&body), State::Done).await;
+    listener.kill().await;
+
+    let mut wrong_password = run("not-the-password");
+    wrong_password
+        .wait_for_output("broker connection lost", 1, LIMIT)
+        .await;
+    let out = wrong_password.output().join("\n");
+    assert!(
+        out.contains("the broker refused the credentials: check username and password"),
+        "the error says the credentials were refused: {out}"
+    );
+    assert!(!out.contains("not-the-password") && !out.contains("listener-pa55word"));
+    wrong_password.kill().await;
+
+    configure(&stranger.ca_file);
+    let mut wrong_ca = run("listener-pa55word");
+    wrong_ca
+        .wait_for_output("broker connection lost", 1, LIMIT)
+        .await;
+    let out = wrong_ca.output().join("\n");
+    assert!(
+        out.contains("the broker's certificate was not accepted: check tls.caFile"),
+        "the error names the certificate and the setting: {out}"
+    );
+    assert!(!out.contains("listener-pa55word"));
+}
