@@ -22,7 +22,7 @@ use qlik_events::{Event, Verifier};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 /// Script-log lines kept in the alert data when no channel asks for more.
 const DEFAULT_LOG_LINES: usize = 15;
@@ -91,7 +91,7 @@ impl Pipeline {
     }
 
     /// Receives until the channel closes; each message is recorded, then acknowledged.
-    pub async fn receive(self: Arc<Self>, mut messages: mpsc::Receiver<Message>) {
+    pub async fn receive(self: Arc<Self>, mut messages: crate::subscriber::Messages) {
         while let Some(message) = messages.recv().await {
             let topic = message.topic.clone();
             match self.record(&message).await {

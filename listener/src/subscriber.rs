@@ -6,7 +6,12 @@
 //! - QoS 1 with manual acknowledgement: a message is acknowledged only when the caller calls
 //!   [`Message::ack`], i.e. after it was recorded;
 //! - reconnects forever with capped exponential back-off and jitter, subscribing again when the
-//!   broker lost the session; each state change is logged once, not a flood.
+//!   broker lost the session; each state change is logged once, not a flood;
+//! - the MQTT event loop never waits for the consumer: received messages go on an unbounded
+//!   queue, which the broker's flow control bounds (it sends at most [`RECEIVE_MAXIMUM`]
+//!   unacknowledged messages with MQTT 5, `max_inflight_messages` with 3.1.1), so the loop keeps
+//!   polling and acknowledgements always get out. (A bounded queue deadlocked under a burst:
+//!   the loop waited for room in the queue while the consumer waited to send its acks.)
 
 use crate::config::{BrokerConfig, Protocol};
 use bytes::Bytes;
@@ -22,6 +27,8 @@ const TLS_SETTINGS: SettingNames = SettingNames {
     cert_file: "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.tls.certFile",
     key_file: "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.tls.keyFile",
 };
+/// Most unacknowledged messages the broker may send us at once (MQTT 5 receive maximum).
+pub const RECEIVE_MAXIMUM: u16 = 256;
 /// Largest message we accept (MQTT 5 tells the broker, which then does not send bigger ones).
 pub const MAX_MESSAGE_BYTES: u32 = 1024 * 1024;
 
@@ -33,6 +40,9 @@ pub struct Message {
     pub signature: Option<String>,
     ack: Acker,
 }
+
+/// Messages from the subscription, in arrival order.
+pub type Messages = mpsc::UnboundedReceiver<Message>;
 
 enum Acker {
     V5(
@@ -69,7 +79,7 @@ pub fn subscribe(
     broker: &BrokerConfig,
     filter: &str,
     status_topic: Option<&str>,
-) -> anyhow::Result<(mpsc::Receiver<Message>, Connected)> {
+) -> anyhow::Result<(Messages, Connected)> {
     if broker.tls.insecure_skip_verify {
         tracing::warn!(
             "{BROKER}.tls.insecureSkipVerify is true: the broker's certificate is NOT verified"
@@ -87,7 +97,7 @@ pub fn subscribe(
             .unwrap_or_default();
         (u, password)
     });
-    let (tx, rx) = mpsc::channel(256);
+    let (tx, rx) = mpsc::unbounded_channel();
     let connected = Connected::default();
     let keep_alive = Duration::from_secs(u64::from(broker.keep_alive_secs));
     let state = LoopState {
@@ -107,6 +117,7 @@ pub fn subscribe(
                 .set_clean_start(false)
                 .set_session_expiry_interval(Some(broker.session_expiry_secs))
                 .set_manual_acks(true)
+                .set_receive_maximum(Some(RECEIVE_MAXIMUM))
                 .set_max_packet_size(Some(MAX_MESSAGE_BYTES + 64 * 1024))
                 .set_transport(transport);
             if let Some((u, p)) = credentials {
@@ -196,7 +207,7 @@ pub fn status_payload(client_id: &str, status: &str) -> String {
 }
 
 struct LoopState {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::UnboundedSender<Message>,
     connected: Connected,
     filter: String,
     broker: String,
@@ -286,7 +297,7 @@ async fn drive_v5(
                     signature,
                     ack: Acker::V5(client.clone(), publish),
                 };
-                if state.tx.send(message).await.is_err() {
+                if state.tx.send(message).is_err() {
                     return; // the listener is shutting down
                 }
             }
@@ -335,7 +346,7 @@ async fn drive_v311(
                     signature: None,
                     ack: Acker::V311(client.clone(), publish),
                 };
-                if state.tx.send(message).await.is_err() {
+                if state.tx.send(message).is_err() {
                     return;
                 }
             }

@@ -16,7 +16,6 @@ use crate::subscriber::Message;
 use relay_mqtt::Publish;
 use serde_json::json;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// What a topic is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +49,7 @@ impl Tasks {
     }
 
     /// Handles messages until the channel closes.
-    pub async fn run(self: Arc<Self>, mut messages: mpsc::Receiver<Message>) {
+    pub async fn run(self: Arc<Self>, mut messages: crate::subscriber::Messages) {
         while let Some(message) = messages.recv().await {
             match self.route(&message.topic) {
                 Some(Route::StartTask) => self.start_task(&message).await,

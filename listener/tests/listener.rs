@@ -10,6 +10,7 @@ use relay_tests::fixtures::{self, FIXTURES, SECRET, TENANT};
 use relay_tests::mosquitto::Mosquitto;
 use relay_tests::mqtt;
 use relay_tests::process;
+use relay_tests::wait;
 use std::time::Duration;
 
 #[tokio::test]
@@ -586,4 +587,59 @@ async fn tls_and_passwords_to_the_broker_with_the_repo_acl() {
         "the error names the certificate and the setting: {out}"
     );
     assert!(!out.contains("listener-pa55word"));
+}
+
+/// A burst far larger than the listener's queues (found by the pipeline benchmark: the MQTT
+/// event loop waited for room in the queue to the pipeline while the pipeline waited for room
+/// to send its acknowledgements, and both stopped). Every event must be recorded.
+#[tokio::test]
+async fn a_burst_of_events_is_recorded_without_stalling() {
+    use relay_mqtt::Publish as _;
+    let s = Setup::with(Options {
+        persistent_broker: true,
+        ..Options::default()
+    })
+    .await;
+    let _listener = s.start(true).await;
+    let publisher = relay_mqtt::MqttPublisher::new(relay_mqtt::BrokerOptions {
+        host: "127.0.0.1".into(),
+        port: s.broker.port,
+        username: None,
+        password: None,
+        tls: None,
+        protocol: relay_mqtt::Protocol::V5,
+        client_id_prefix: "burst".into(),
+        max_payload: 1 << 20,
+        timeout: Duration::from_secs(30),
+        description: s.broker.url(),
+    });
+    const N: usize = 2000;
+    let topic = "qscloud/event/com.qlik.app.created/Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG";
+    let bodies: Vec<Vec<u8>> = (0..N)
+        .map(|i| fixtures::minimal_event(&format!("burst-{i}"), "com.qlik.app.created", TENANT))
+        .collect();
+    for chunk in bodies.chunks(100) {
+        let publishes = chunk.iter().map(|body| {
+            publisher.publish(relay_mqtt::Message {
+                topic,
+                payload: body,
+                signature: None,
+            })
+        });
+        for result in futures_util::future::join_all(publishes).await {
+            result.expect("published");
+        }
+    }
+    let journal = s.journal().await;
+    wait::until(LIMIT * 3, &format!("all {N} events to be recorded"), || {
+        let journal = journal.clone();
+        async move {
+            let rows =
+                qlik_listener::history::load(&journal, Duration::from_secs(3600), None, 10_000)
+                    .await
+                    .unwrap();
+            (rows.len() == N).then_some(())
+        }
+    })
+    .await;
 }

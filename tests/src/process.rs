@@ -104,6 +104,11 @@ impl Running {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Everything printed so far.
     pub fn output(&self) -> Vec<String> {
         self.output.lock().unwrap().clone()

@@ -1,0 +1,193 @@
+//! The listener end to end: forwarder → Mosquitto → listener (journal, enrichment from the Qlik
+//! Cloud API stand-in, script log on disk) → webhook alert channel, all release builds on this
+//! machine.
+//!
+//! Prints sustained failed-reload events/s (from the first post to the last alert received),
+//! the latency from the forwarder's 200 to the alert's arrival at the receiver (p50/p99), and
+//! the listener's resident memory idle and at its peak under load.
+//!
+//! Run: `cargo bench -p qlik-listener --bench pipeline` (BENCH_EVENTS, BENCH_CLIENTS adjust it).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Options, Setup};
+use relay_tests::fakes::HttpReceiver;
+use relay_tests::fixtures::{self, SECRET};
+use relay_tests::process::{serve_forwarder, workspace_bin};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Resident memory of `pid` in kB (Linux `/proc`).
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+}
+
+async fn pipeline(events: usize, clients: usize) {
+    let hook = HttpReceiver::start().await;
+    let tenant = format!(
+        "          alert:\n            webhookNotification:\n              reloadAppFailure: {{ enable: true, urls: [\"{}\"] }}\n",
+        hook.url("/alerts")
+    );
+    let s = Setup::with(Options {
+        tenant: &tenant,
+        persistent_broker: true,
+        ..Options::default()
+    })
+    .await;
+    // Only the subscriber's state changes are logged: the per-event info lines would cost the
+    // bench's own process (which reads the listener's output) more than the listener.
+    let mut env = s.env();
+    env.push(("RUST_LOG", "warn,qlik_listener::subscriber=info".to_owned()));
+    let mut listener = relay_tests::process::Running::spawn(
+        common::BIN,
+        &["--config", s.config.to_str().expect("path")],
+        &env,
+    );
+    listener
+        .wait_for_output("subscribed", 1, common::LIMIT)
+        .await;
+    let pid = listener.pid().expect("listener pid");
+    let forwarder = workspace_bin("qlik-webhook");
+    let (_fwd, base) = serve_forwarder(
+        forwarder.to_str().expect("path"),
+        &[
+            ("QLIK_WEBHOOK_SECRET", SECRET.to_owned()),
+            ("MQTT_URL", s.broker.url()),
+            ("RUST_LOG", "warn".to_owned()),
+        ],
+    )
+    .await;
+    // Idle: connected and subscribed, nothing to do.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_kb = rss_kb(pid);
+
+    let template: serde_json::Value =
+        serde_json::from_slice(&fixtures::event("app-reload-failed.cloudevents.json"))
+            .expect("fixture");
+    let url = Arc::new(format!("{base}/webhook"));
+    let http = reqwest::Client::new();
+    let accepted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let peak_kb = Arc::new(std::sync::atomic::AtomicU64::new(idle_kb));
+    let sampler = {
+        let peak_kb = peak_kb.clone();
+        tokio::spawn(async move {
+            loop {
+                peak_kb.fetch_max(rss_kb(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, accepted, next, mut event) = (
+            http.clone(),
+            url.clone(),
+            accepted.clone(),
+            next.clone(),
+            template.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= events {
+                    break;
+                }
+                let id = format!("00000000-0000-4000-8000-{i:012}");
+                event["id"] = id.clone().into();
+                event["toplevelresourceid"] =
+                    format!("4f2c9d1e-7a6b-4c3d-9e8f-{:012}", i % 50).into();
+                event["data"]["reloadId"] = format!("{i:024x}").into();
+                let body = serde_json::to_vec(&event).expect("json");
+                let sig = fixtures::sign(&body);
+                let ok = http
+                    .post(url.as_str())
+                    .header("qlik-signature", sig)
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                assert!(ok, "the forwarder refused event {i}");
+                accepted.lock().unwrap().insert(id, Instant::now());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let posted = started.elapsed();
+    // Wait for every alert (event-driven on the receiver, with a generous deadline).
+    relay_tests::wait::until(Duration::from_secs(600), "every alert", || {
+        let n = hook.delivered().len();
+        async move { (n >= events).then_some(()) }
+    })
+    .await;
+    sampler.abort();
+    let alerts = hook.delivered();
+    let last = alerts.iter().map(|r| r.at).max().expect("alerts");
+    let accepted = accepted.lock().unwrap().clone();
+    let mut latencies: Vec<Duration> = alerts
+        .iter()
+        .filter_map(|r| {
+            let id = r.headers.get("x-qlik-relay-event-id")?;
+            Some(r.at.saturating_duration_since(*accepted.get(id)?))
+        })
+        .collect();
+    latencies.sort();
+    let total = last - started;
+    println!(
+        "listener: {events} failed reloads, {clients} clients: posted in {:.1} s, all {} alerts in {:.1} s: {:.0} events/s end to end",
+        posted.as_secs_f64(),
+        alerts.len(),
+        total.as_secs_f64(),
+        events as f64 / total.as_secs_f64(),
+    );
+    println!(
+        "listener: forwarder 200 → webhook alert p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    );
+    println!(
+        "listener: RSS idle {:.1} MB, peak under load {:.1} MB",
+        idle_kb as f64 / 1024.0,
+        peak_kb.load(Ordering::Relaxed) as f64 / 1024.0
+    );
+    listener.kill().await;
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(pipeline(
+        env_number("BENCH_EVENTS", 3000),
+        env_number("BENCH_CLIENTS", 32),
+    ));
+}
