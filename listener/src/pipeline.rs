@@ -22,7 +22,6 @@ use qlik_events::{Event, Verifier};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
 
 /// Script-log lines kept in the alert data when no channel asks for more.
 const DEFAULT_LOG_LINES: usize = 15;
@@ -57,7 +56,9 @@ pub struct Pipeline {
     script_log_dir: Option<PathBuf>,
     generic_urls: Vec<crate::config::GenericUrl>,
     notifier: Notifier,
-    wake: Notify,
+    /// Ids of newly recorded pending events, for the worker.
+    new_pending: tokio::sync::mpsc::UnboundedSender<String>,
+    new_pending_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
     warned_tenants: Mutex<HashSet<String>>,
     /// Events being handled now, so the worker does not start them twice.
     in_flight: Mutex<HashSet<String>>,
@@ -77,15 +78,17 @@ impl Pipeline {
             alert_publisher,
             config.smtp.as_ref(),
         )?;
+        let (new_pending, new_pending_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Pipeline {
             notifier,
+            new_pending,
+            new_pending_rx: Mutex::new(Some(new_pending_rx)),
             in_flight: Mutex::new(HashSet::new()),
             journal,
             tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
             require_signature: config.require_signature,
             script_log_dir: config.script_log_dir.clone(),
             generic_urls: config.generic_urls.clone(),
-            wake: Notify::new(),
             warned_tenants: Mutex::new(HashSet::new()),
         }))
     }
@@ -176,7 +179,9 @@ impl Pipeline {
                     "event recorded"
                 );
                 if state == State::Pending {
-                    self.wake.notify_one();
+                    // Only fails when the worker is gone, i.e. at shutdown: the event stays
+                    // pending in the journal and is resumed at the next start.
+                    let _ = self.new_pending.send(event.id.to_string());
                 }
             }
         }
@@ -224,31 +229,53 @@ impl Pipeline {
     /// Handles pending events: those left from before a restart, then each new one. Each
     /// event runs in its own task, so a slow alert channel for one does not hold up the next.
     pub async fn work(self: Arc<Self>) {
+        let Some(mut new_pending) = self
+            .new_pending_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            tracing::error!("the pipeline's worker was started twice");
+            return;
+        };
+        // What a previous run left, then each new event as it is recorded; a rescan every
+        // minute picks up anything an error left pending.
+        let mut rescan = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
-            match self.journal.pending().await {
-                Ok(entries) => {
-                    for entry in entries {
-                        let fresh = self
-                            .in_flight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(entry.id.clone());
-                        if fresh {
-                            let me = self.clone();
-                            tokio::spawn(async move {
-                                let id = entry.id.clone();
-                                me.process(entry).await;
-                                me.in_flight
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .remove(&id);
-                            });
-                        }
+            tokio::select! {
+                _ = rescan.tick() => match self.journal.pending().await {
+                    Ok(entries) => entries.into_iter().for_each(|e| self.start(e)),
+                    Err(e) => tracing::error!(error = %e, "cannot read pending events"),
+                },
+                id = new_pending.recv() => {
+                    let Some(id) = id else { return };
+                    match self.journal.get(&id).await {
+                        Ok(Some(entry)) if entry.state == State::Pending => self.start(entry),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(event_id = %id, error = %e, "cannot read the event"),
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "cannot read pending events"),
             }
-            self.wake.notified().await;
+        }
+    }
+
+    /// Handles `entry` in its own task, unless it is already being handled.
+    fn start(self: &Arc<Self>, entry: Entry) {
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(entry.id.clone());
+        if fresh {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let id = entry.id.clone();
+                me.process(entry).await;
+                me.in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            });
         }
     }
 
