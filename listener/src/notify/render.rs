@@ -95,29 +95,11 @@ pub fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderE
             } else {
                 SLACK_TEMPLATE
             };
-            match &channel.template_file {
-                Some(path) => {
-                    let user = std::fs::read_to_string(path)
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                        .and_then(|t| {
-                            render_json(&t, data).map_err(|e| format!("{}: {e}", path.display()))
-                        });
-                    match user {
-                        Ok(body) => Rendered {
-                            body,
-                            fallback: None,
-                        },
-                        Err(reason) => Rendered {
-                            body: render_json(builtin, data).map_err(RenderError)?,
-                            fallback: Some(reason),
-                        },
-                    }
-                }
-                None => Rendered {
-                    body: render_json(builtin, data).map_err(RenderError)?,
-                    fallback: None,
-                },
-            }
+            let (body, fallback) =
+                user_or_builtin(channel.template_file.as_deref(), builtin, |t| {
+                    render_json(t, data)
+                })?;
+            Rendered { body, fallback }
         }
     };
     if channel.kind == ChannelKind::Slack {
@@ -160,25 +142,10 @@ pub fn render_email(
         .collect::<Vec<_>>()
         .join(" ");
     let html = Handlebars::new();
-    let builtin = || {
-        html.render_template(EMAIL_TEMPLATE, data)
-            .map_err(|e| RenderError(e.to_string()))
-    };
-    let (html, fallback) = match &settings.body_template {
-        Some(path) => {
-            let user = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|t| {
-                    html.render_template(&t, data)
-                        .map_err(|e| format!("{}: {e}", path.display()))
-                });
-            match user {
-                Ok(body) => (body, None),
-                Err(reason) => (builtin()?, Some(reason)),
-            }
-        }
-        None => (builtin()?, None),
-    };
+    let (html, fallback) =
+        user_or_builtin(settings.body_template.as_deref(), EMAIL_TEMPLATE, |t| {
+            html.render_template(t, data).map_err(|e| e.to_string())
+        })?;
     Ok(RenderedEmail {
         subject,
         html,
@@ -233,19 +200,31 @@ pub fn render_console(
             .map(|text| (text, None))
             .map_err(|e| RenderError(format!("basicMsgTemplate: {e}")));
     }
-    let builtin = || render(CONSOLE_TEMPLATE).map_err(|e| RenderError(e.to_string()));
-    match &channel.template_file {
+    user_or_builtin(channel.template_file.as_deref(), CONSOLE_TEMPLATE, |t| {
+        render(t).map_err(|e| e.to_string())
+    })
+}
+
+/// Renders the user's template file if there is one and it works, else the built-in
+/// template; the second value says why the user's was not used.
+fn user_or_builtin<T>(
+    user: Option<&std::path::Path>,
+    builtin: &str,
+    render: impl Fn(&str) -> Result<T, String>,
+) -> Result<(T, Option<String>), RenderError> {
+    let fallback = match user {
+        None => None,
         Some(path) => {
-            let user = std::fs::read_to_string(path)
+            let rendered = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
                 .and_then(|t| render(&t).map_err(|e| format!("{}: {e}", path.display())));
-            match user {
-                Ok(text) => Ok((text, None)),
-                Err(reason) => Ok((builtin()?, Some(reason))),
+            match rendered {
+                Ok(out) => return Ok((out, None)),
+                Err(reason) => Some(reason),
             }
         }
-        None => Ok((builtin()?, None)),
-    }
+    };
+    Ok((render(builtin).map_err(RenderError)?, fallback))
 }
 
 /// `s` with control characters other than `\n` and `\t` written as `\u{..}`.
