@@ -85,9 +85,6 @@ async fn pipeline(events: usize, clients: usize) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_kb = rss_kb(pid);
 
-    let template: serde_json::Value =
-        serde_json::from_slice(&fixtures::event("app-reload-failed.cloudevents.json"))
-            .expect("fixture");
     let url = Arc::new(format!("{base}/webhook"));
     let http = reqwest::Client::new();
     let accepted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -105,25 +102,15 @@ async fn pipeline(events: usize, clients: usize) {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (http, url, accepted, next, mut event) = (
-            http.clone(),
-            url.clone(),
-            accepted.clone(),
-            next.clone(),
-            template.clone(),
-        );
+        let (http, url, accepted, next) =
+            (http.clone(), url.clone(), accepted.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= events {
                     break;
                 }
-                let id = format!("00000000-0000-4000-8000-{i:012}");
-                event["id"] = id.clone().into();
-                event["toplevelresourceid"] =
-                    format!("4f2c9d1e-7a6b-4c3d-9e8f-{:012}", i % 50).into();
-                event["data"]["reloadId"] = format!("{i:024x}").into();
-                let body = serde_json::to_vec(&event).expect("json");
+                let (id, body) = common::numbered_failure(i);
                 let sig = fixtures::sign(&body);
                 let ok = http
                     .post(url.as_str())

@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::{Options, Setup, LIMIT};
+use common::{numbered_failure as event, Options, Setup, ID_PREFIX, LIMIT};
 use relay_tests::fakes::{ErrorRates, HttpReceiver};
 use relay_tests::fixtures::{self, SECRET};
 use relay_tests::process::{serve_forwarder, workspace_bin};
@@ -28,31 +28,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Event ids are `00000000-0000-4000-8000-<12 digits>`: easy to find in any alert body.
-const ID_PREFIX: &str = "00000000-0000-4000-8000-";
-
-fn event(i: usize) -> (String, Vec<u8>) {
-    let id = format!("{ID_PREFIX}{i:012}");
-    let app = format!("4f2c9d1e-7a6b-4c3d-9e8f-{:012}", i % 7);
-    let reload = format!("{i:024x}");
-    let body = if i % 2 == 0 {
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&fixtures::event("app-reload-failed.cloudevents.json")).unwrap();
-        v["id"] = id.clone().into();
-        v["toplevelresourceid"] = app.into();
-        v["data"]["reloadId"] = reload.into();
-        v
-    } else {
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&fixtures::event("app-reload-failed.legacy.json")).unwrap();
-        v["eventId"] = id.clone().into();
-        v["extensions"]["topLevelResourceId"] = app.into();
-        v["data"]["reloadId"] = reload.into();
-        v
-    };
-    (id, serde_json::to_vec(&body).unwrap())
-}
 
 /// The event ids an alert request carries (the ids are unique strings, wherever they appear).
 fn ids_in(body: &[u8]) -> Vec<String> {

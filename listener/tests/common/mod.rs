@@ -199,3 +199,29 @@ pub fn event_id(body: &[u8]) -> String {
 pub fn data(entry: &Entry) -> serde_json::Value {
     serde_json::from_str(entry.enrichment.as_deref().expect("enriched")).unwrap()
 }
+
+/// The `i`-th of a stream of distinct failed-reload events: CloudEvents for even `i`, legacy
+/// for odd, 7 apps, a reload id each. Event ids are `00000000-0000-4000-8000-<12 digits>`: easy to find in any alert body.
+pub const ID_PREFIX: &str = "00000000-0000-4000-8000-";
+
+pub fn numbered_failure(i: usize) -> (String, Vec<u8>) {
+    let id = format!("{ID_PREFIX}{i:012}");
+    let app = format!("4f2c9d1e-7a6b-4c3d-9e8f-{:012}", i % 7);
+    let reload = format!("{i:024x}");
+    let body = if i % 2 == 0 {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixtures::event("app-reload-failed.cloudevents.json")).unwrap();
+        v["id"] = id.clone().into();
+        v["toplevelresourceid"] = app.into();
+        v["data"]["reloadId"] = reload.into();
+        v
+    } else {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixtures::event("app-reload-failed.legacy.json")).unwrap();
+        v["eventId"] = id.clone().into();
+        v["extensions"]["topLevelResourceId"] = app.into();
+        v["data"]["reloadId"] = reload.into();
+        v
+    };
+    (id, serde_json::to_vec(&body).unwrap())
+}
