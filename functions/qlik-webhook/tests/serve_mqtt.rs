@@ -311,6 +311,15 @@ async fn refused_requests_publish_nothing_and_the_server_carries_on() {
     );
 }
 
+/// The status code of a raw HTTP response, 0 if there is none.
+fn status_of(response: &[u8]) -> u16 {
+    String::from_utf8_lossy(response)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Sends only the head of a request announcing a `length`-byte body; returns the status the
 /// server answers without waiting for the body.
 async fn post_announcing(base: &str, signature: &str, length: usize) -> u16 {
@@ -324,11 +333,7 @@ async fn post_announcing(base: &str, signature: &str, length: usize) -> u16 {
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    status_of(&response)
 }
 
 /// Sends a chunked request by hand (no Content-Length) and returns the response status.
@@ -352,11 +357,7 @@ async fn post_chunked(base: &str, signature: &str, chunks: usize, chunk: usize) 
     let _ = stream.write_all(b"0\r\n\r\n").await;
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response).await;
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    status_of(&response)
 }
 
 #[tokio::test]
