@@ -499,28 +499,8 @@ async fn tls_and_passwords_to_the_broker_with_the_repo_acl() {
     let stranger_dir = tempfile::tempdir().unwrap();
     let stranger = relay_tests::tls::TestCa::new(stranger_dir.path(), "stranger");
     let server = ca.issue("server", &["localhost"]);
-    let passwd = dir.path().join("passwd");
-    let status = std::process::Command::new("mosquitto_passwd")
-        .args(["-b", "-c"])
-        .arg(&passwd)
-        .args(["qlik-listener", "listener-pa55word"])
-        .status()
-        .expect("mosquitto_passwd (package mosquitto)");
-    assert!(status.success());
-    let acl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/mosquitto/acl");
-    let tls_port = relay_tests::free_port();
-    // The plain listener is for the test's own publisher; the TLS one is set up as in infra/.
-    let broker = Mosquitto::start_with_globals(
-        "per_listener_settings true\n",
-        &format!(
-            "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
-            server.cert.display(),
-            server.key.display(),
-            passwd.display(),
-            acl.display(),
-        ),
-    )
-    .await;
+    let (broker, tls_port) =
+        Mosquitto::start_like_infra(&server, &[("qlik-listener", "listener-pa55word")]).await;
     let s = Setup::new("").await;
     let configure = |ca_file: &std::path::Path| {
         let text = std::fs::read_to_string(&s.config).unwrap();

@@ -11,8 +11,9 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
-    /// The persistence directory of a [`Self::start_persistent`] broker.
-    store: Option<tempfile::TempDir>,
+    /// Files the broker uses beside its config: the persistence store of
+    /// [`Self::start_persistent`], the password file of [`Self::start_like_infra`].
+    kept: Option<tempfile::TempDir>,
 }
 
 impl Mosquitto {
@@ -39,7 +40,7 @@ impl Mosquitto {
             port,
             dir,
             child: None,
-            store: None,
+            kept: None,
         };
         broker.restart().await;
         broker
@@ -57,6 +58,38 @@ impl Mosquitto {
         ))
         .await;
         (broker, tls_port)
+    }
+
+    /// Starts a broker set up as `infra/mosquitto/` describes: a plain listener (`port`, for the
+    /// test's own clients) and, on the returned port, a TLS listener presenting `server` that
+    /// requires one of `users` (user, password) and applies the repository's ACL.
+    pub async fn start_like_infra(server: &CertFiles, users: &[(&str, &str)]) -> (Mosquitto, u16) {
+        let secrets = tempfile::tempdir().expect("temp dir");
+        let passwd = secrets.path().join("passwd");
+        for (user, password) in users {
+            let status = std::process::Command::new("mosquitto_passwd")
+                .arg("-b")
+                .args(if passwd.exists() { vec![] } else { vec!["-c"] })
+                .arg(&passwd)
+                .args([user, password])
+                .status()
+                .expect("mosquitto_passwd (package mosquitto)");
+            assert!(status.success(), "mosquitto_passwd failed for {user}");
+        }
+        let acl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/mosquitto/acl");
+        let tls_port = crate::free_port();
+        let broker = Mosquitto::start_with_globals(
+            "per_listener_settings true\n",
+            &format!(
+                "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
+                server.cert.display(),
+                server.key.display(),
+                passwd.display(),
+                acl.display(),
+            ),
+        )
+        .await;
+        (broker.keeping(secrets), tls_port)
     }
 
     pub fn dir(&self) -> PathBuf {
@@ -106,8 +139,8 @@ impl Mosquitto {
         .keeping(dir)
     }
 
-    fn keeping(mut self, store: tempfile::TempDir) -> Mosquitto {
-        self.store = Some(store);
+    fn keeping(mut self, files: tempfile::TempDir) -> Mosquitto {
+        self.kept = Some(files);
         self
     }
 

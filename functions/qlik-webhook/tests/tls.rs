@@ -79,32 +79,13 @@ async fn the_infra_acl_lets_only_the_forwarder_publish_events() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new(dir.path(), "broker");
     let server = ca.issue("server", &["localhost"]);
-    let passwd = dir.path().join("passwd");
-    for (user, password) in [
-        ("qlik-webhook", "forwarder-pa55"),
-        ("qlik-listener", "listener-pa55"),
-    ] {
-        let status = std::process::Command::new("mosquitto_passwd")
-            .args(["-b"])
-            .args(if passwd.exists() { vec![] } else { vec!["-c"] })
-            .arg(&passwd)
-            .args([user, password])
-            .status()
-            .expect("mosquitto_passwd (package mosquitto)");
-        assert!(status.success());
-    }
-    let acl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/mosquitto/acl");
-    let tls_port = relay_tests::free_port();
     // The plain listener is for the test's own subscriber; the TLS one is set up as in infra/.
-    let broker = Mosquitto::start_with_globals(
-        "per_listener_settings true\n",
-        &format!(
-            "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
-            server.cert.display(),
-            server.key.display(),
-            passwd.display(),
-            acl.display(),
-        ),
+    let (broker, tls_port) = Mosquitto::start_like_infra(
+        &server,
+        &[
+            ("qlik-webhook", "forwarder-pa55"),
+            ("qlik-listener", "listener-pa55"),
+        ],
     )
     .await;
     let mut sub = Subscriber::connect(broker.port, "qscloud/#").await;
