@@ -6,7 +6,8 @@
 //! the latency from the forwarder's 200 to the alert's arrival at the receiver (p50/p99), and
 //! the listener's resident memory idle and at its peak under load.
 //!
-//! Run: `cargo bench -p qlik-listener --bench pipeline` (BENCH_EVENTS, BENCH_CLIENTS adjust it).
+//! Run: `cargo bench -p qlik-listener --bench pipeline` (BENCH_EVENTS, BENCH_CLIENTS adjust it;
+//! BENCH_RATE=N posts N events/s instead of as fast as possible, for latency at a sustainable rate).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -39,6 +40,21 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) `pid` has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) in parentheses.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // Linux reports in clock ticks of 1/100 s (USER_HZ).
+    Duration::from_millis(ticks * 10)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -46,7 +62,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
 }
 
-async fn pipeline(events: usize, clients: usize) {
+/// `rate`: events per second to post at (0: as fast as the clients can).
+async fn pipeline(events: usize, clients: usize, rate: usize) {
     let hook = HttpReceiver::start().await;
     let tenant = format!(
         "          alert:\n            webhookNotification:\n              reloadAppFailure: {{ enable: true, urls: [\"{}\"] }}\n",
@@ -99,6 +116,7 @@ async fn pipeline(events: usize, clients: usize) {
             }
         })
     };
+    let cpu_before = cpu_time(pid);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -109,6 +127,10 @@ async fn pipeline(events: usize, clients: usize) {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= events {
                     break;
+                }
+                if rate > 0 {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 let (id, body) = common::numbered_failure(i);
                 let sig = fixtures::sign(&body);
@@ -135,6 +157,7 @@ async fn pipeline(events: usize, clients: usize) {
     })
     .await;
     sampler.abort();
+    let cpu = cpu_time(pid) - cpu_before;
     let alerts = hook.delivered();
     let last = alerts.iter().map(|r| r.at).max().expect("alerts");
     let accepted = accepted.lock().unwrap().clone();
@@ -148,7 +171,8 @@ async fn pipeline(events: usize, clients: usize) {
     latencies.sort();
     let total = last - started;
     println!(
-        "listener: {events} failed reloads, {clients} clients: posted in {:.1} s, all {} alerts in {:.1} s: {:.0} events/s end to end",
+        "listener: {events} failed reloads, {clients} clients, {}: posted in {:.1} s, all {} alerts in {:.1} s: {:.0} events/s end to end",
+        if rate > 0 { format!("paced at {rate}/s") } else { "unpaced".to_owned() },
         posted.as_secs_f64(),
         alerts.len(),
         total.as_secs_f64(),
@@ -159,6 +183,11 @@ async fn pipeline(events: usize, clients: usize) {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    );
+    println!(
+        "listener: CPU {:.2} s for {events} events: {:.0} µs per event",
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / events as f64,
     );
     println!(
         "listener: RSS idle {:.1} MB, peak under load {:.1} MB",
@@ -176,5 +205,6 @@ fn main() {
     runtime.block_on(pipeline(
         env_number("BENCH_EVENTS", 3000),
         env_number("BENCH_CLIENTS", 32),
+        env_number("BENCH_RATE", 0),
     ));
 }

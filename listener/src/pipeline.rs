@@ -25,6 +25,12 @@ use std::sync::{Arc, Mutex};
 
 /// Script-log lines kept in the alert data when no channel asks for more.
 const DEFAULT_LOG_LINES: usize = 15;
+/// Most messages recorded in one journal transaction.
+const MAX_BATCH: usize = 256;
+/// Most events enriched at once (each makes up to five Qlik Cloud API calls and holds its
+/// script log). A burst waits its turn, in arrival order, instead of opening hundreds of
+/// connections at once; alert delivery (which may wait out a channel's retries) is not limited.
+const ENRICH_AT_ONCE: usize = 16;
 
 /// A configured tenant, ready to use.
 pub struct Tenant {
@@ -56,12 +62,14 @@ pub struct Pipeline {
     script_log_dir: Option<PathBuf>,
     generic_urls: Vec<crate::config::GenericUrl>,
     notifier: Notifier,
-    /// Ids of newly recorded pending events, for the worker.
-    new_pending: tokio::sync::mpsc::UnboundedSender<String>,
-    new_pending_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// Newly recorded pending events, for the worker.
+    new_pending: tokio::sync::mpsc::UnboundedSender<Entry>,
+    new_pending_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Entry>>>,
     warned_tenants: Mutex<HashSet<String>>,
     /// Events being handled now, so the worker does not start them twice.
     in_flight: Mutex<HashSet<String>>,
+    /// Permits to enrich, [`ENRICH_AT_ONCE`].
+    enrich_slots: tokio::sync::Semaphore,
 }
 
 impl Pipeline {
@@ -84,6 +92,7 @@ impl Pipeline {
             new_pending,
             new_pending_rx: Mutex::new(Some(new_pending_rx)),
             in_flight: Mutex::new(HashSet::new()),
+            enrich_slots: tokio::sync::Semaphore::new(ENRICH_AT_ONCE),
             journal,
             tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
             require_signature: config.require_signature,
@@ -93,26 +102,56 @@ impl Pipeline {
         }))
     }
 
-    /// Receives until the channel closes; each message is recorded, then acknowledged.
+    /// Receives until the channel closes; each message is recorded, then acknowledged. What
+    /// has queued up meanwhile is recorded together in one transaction (group commit: one
+    /// fsync for the lot), then each message of it acknowledged.
     pub async fn receive(self: Arc<Self>, mut messages: crate::subscriber::Messages) {
-        while let Some(message) = messages.recv().await {
-            let topic = message.topic.clone();
-            match self.record(&message).await {
-                Ok(()) => {
-                    if let Err(e) = message.ack().await {
-                        tracing::warn!(topic = %topic, error = %e, "could not acknowledge; the broker will deliver again");
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while messages.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.record_batch(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn record_batch(&self, messages: Vec<Message>) {
+        let mut to_ack = Vec::with_capacity(messages.len());
+        let mut to_record = Vec::with_capacity(messages.len());
+        for message in messages {
+            match self.entry(&message) {
+                Some(entry) => to_record.push((message, entry)),
+                // Not an event: logged, acknowledged, nothing recorded.
+                None => to_ack.push(message),
+            }
+        }
+        if !to_record.is_empty() {
+            let entries = to_record.iter().map(|(_, (e, _))| e.clone()).collect();
+            match self.journal.record_all(entries).await {
+                Ok(results) => {
+                    for ((message, (entry, format)), recorded) in to_record.into_iter().zip(results)
+                    {
+                        self.recorded(entry, format, recorded);
+                        to_ack.push(message);
                     }
                 }
                 Err(e) => {
                     // Not acknowledged: the broker redelivers after a reconnect.
-                    tracing::error!(topic = %topic, error = %e, "could not record the event; not acknowledged");
+                    for (message, _) in to_record {
+                        tracing::error!(topic = %message.topic, error = %e, "could not record the event; not acknowledged");
+                    }
                 }
+            }
+        }
+        for message in to_ack {
+            let topic = message.topic.clone();
+            if let Err(e) = message.ack().await {
+                tracing::warn!(topic = %topic, error = %e, "could not acknowledge; the broker will deliver again");
             }
         }
     }
 
-    /// Decides what the message is and records it. `Ok` means: acknowledge it.
-    async fn record(&self, message: &Message) -> Result<(), journal::JournalError> {
+    /// Decides what the message is: the journal entry to record (and the event's format, for
+    /// the log), or `None` for a message that is not an event (logged; acknowledged without
+    /// recording).
+    fn entry(&self, message: &Message) -> Option<(Entry, &'static str)> {
         let topic = message.topic.as_str();
         if message.payload.len() > MAX_MESSAGE_BYTES as usize {
             tracing::warn!(
@@ -120,14 +159,14 @@ impl Pipeline {
                 bytes = message.payload.len(),
                 "message too large; dropped"
             );
-            return Ok(());
+            return None;
         }
         let event = match Event::parse(&message.payload) {
             Ok(event) => event,
             Err(e) => {
                 tracing::warn!(topic, bytes = message.payload.len(), reason = %e, "not a Qlik Cloud event; dropped");
                 crate::metrics::inc(&METRICS.messages_invalid);
-                return Ok(());
+                return None;
             }
         };
         let reload = event.reload().and_then(Result::ok);
@@ -146,46 +185,44 @@ impl Pipeline {
             received_at: journal::now_ms(),
             body: message.payload.to_vec(),
             state,
-            note: note.clone(),
+            note,
             enrichment: None,
         };
-        let recorded = self.journal.record(entry).await?;
-        let level_fields = (
-            event.id.as_ref(),
-            event.event_type.as_ref(),
-            event.tenant_id.as_ref(),
-        );
+        Some((entry, event.format.as_str()))
+    }
+
+    /// Logs and counts a recorded entry, and hands a new pending one to the worker.
+    fn recorded(&self, entry: Entry, format: &'static str, recorded: Recorded) {
         match recorded {
             Recorded::Duplicate => {
                 crate::metrics::inc(&METRICS.events_duplicate);
                 tracing::info!(
-                    event_id = level_fields.0,
-                    event_type = level_fields.1,
+                    event_id = entry.id,
+                    event_type = entry.event_type,
                     "duplicate event; already recorded"
                 )
             }
             Recorded::New => {
                 crate::metrics::inc(&METRICS.events_received);
-                if state == State::Rejected {
+                if entry.state == State::Rejected {
                     crate::metrics::inc(&METRICS.events_rejected);
                 }
                 tracing::info!(
-                    event_id = level_fields.0,
-                    event_type = level_fields.1,
-                    tenant = level_fields.2,
-                    format = event.format.as_str(),
-                    state = state.as_str(),
-                    note = note.as_deref().unwrap_or("-"),
+                    event_id = entry.id,
+                    event_type = entry.event_type,
+                    tenant = entry.tenant_id,
+                    format,
+                    state = entry.state.as_str(),
+                    note = entry.note.as_deref().unwrap_or("-"),
                     "event recorded"
                 );
-                if state == State::Pending {
+                if entry.state == State::Pending {
                     // Only fails when the worker is gone, i.e. at shutdown: the event stays
                     // pending in the journal and is resumed at the next start.
-                    let _ = self.new_pending.send(event.id.to_string());
+                    let _ = self.new_pending.send(entry);
                 }
             }
         }
-        Ok(())
     }
 
     fn decide(
@@ -247,13 +284,9 @@ impl Pipeline {
                     Ok(entries) => entries.into_iter().for_each(|e| self.start(e)),
                     Err(e) => tracing::error!(error = %e, "cannot read pending events"),
                 },
-                id = new_pending.recv() => {
-                    let Some(id) = id else { return };
-                    match self.journal.get(&id).await {
-                        Ok(Some(entry)) if entry.state == State::Pending => self.start(entry),
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(event_id = %id, error = %e, "cannot read the event"),
-                    }
+                entry = new_pending.recv() => {
+                    let Some(entry) = entry else { return };
+                    self.start(entry);
                 }
             }
         }
@@ -305,6 +338,10 @@ impl Pipeline {
         let data = match stored {
             Some(data) => data,
             None => {
+                // Only fails once the semaphore is closed, which it never is.
+                let Ok(_slot) = self.enrich_slots.acquire().await else {
+                    return;
+                };
                 let data = self.alert_data(&entry, &event, &reload, tenant).await;
                 if let Err(e) = self
                     .journal
@@ -338,20 +375,34 @@ impl Pipeline {
         reload: &qlik_events::Reload,
         tenant: &Tenant,
     ) -> serde_json::Value {
-        let enrichment: Enrichment = enrich::enrich(&tenant.api, event, reload).await;
+        let mut enrichment: Enrichment = enrich::enrich(&tenant.api, event, reload).await;
         for error in &enrichment.errors {
             tracing::warn!(event_id = %entry.id, error = %error, "Qlik Cloud lookup failed; the alert will lack it");
         }
-        if let (Some(dir), Some(log)) = (&self.script_log_dir, &enrichment.script_log) {
-            match script_log::store(
-                dir,
-                &event.tenant_id,
-                reload.app_id.as_deref(),
-                reload.reload_id.as_deref(),
-                log,
-            ) {
-                Ok(path) => {
-                    tracing::info!(event_id = %entry.id, path = %path.display(), "script log stored")
+        if let (Some(dir), Some(log)) = (&self.script_log_dir, enrichment.script_log.take()) {
+            // A file write and fsync: off the runtime's worker threads. The log comes back for
+            // the alert data.
+            let (dir, tenant_id) = (dir.clone(), event.tenant_id.to_string());
+            let (app_id, reload_id) = (reload.app_id.clone(), reload.reload_id.clone());
+            let stored = tokio::task::spawn_blocking(move || {
+                let stored = script_log::store(
+                    &dir,
+                    &tenant_id,
+                    app_id.as_deref(),
+                    reload_id.as_deref(),
+                    &log,
+                );
+                (stored, log)
+            })
+            .await;
+            match stored {
+                Ok((Ok(path), log)) => {
+                    tracing::info!(event_id = %entry.id, path = %path.display(), "script log stored");
+                    enrichment.script_log = Some(log);
+                }
+                Ok((Err(e), log)) => {
+                    tracing::warn!(event_id = %entry.id, error = %e, "script log not stored");
+                    enrichment.script_log = Some(log);
                 }
                 Err(e) => tracing::warn!(event_id = %entry.id, error = %e, "script log not stored"),
             }

@@ -2,16 +2,24 @@
 //!
 //! Promises: every call has a bounded time; HTTP 429 waits for `Retry-After` (capped) and 5xx or
 //! network errors are retried with back-off a few times; the bearer token never appears in an
-//! error or a log line.
+//! error or a log line; what rarely changes (an app's attributes and tags, a user) is reused
+//! for [`KEEP_FOR`], so a burst of failures of one app costs two calls per event, not five
+//! (Qlik's tier-1 limit is 1,000 calls a minute).
 
 use qlik_events::Secret;
 use serde::Deserialize;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How many times a call is tried in all.
 const ATTEMPTS: u32 = 4;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How long an app's attributes, its tags and a user are reused after a successful lookup.
+pub const KEEP_FOR: Duration = Duration::from_secs(60);
+/// Most lookups of each kind kept.
+const KEEP_MAX: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -30,6 +38,60 @@ pub struct QlikApi {
     token: Secret,
     /// Back-off unit between retries (shortened in tests).
     backoff: Duration,
+    recent: Arc<Recent>,
+}
+
+/// Successful lookups that rarely change, by id.
+#[derive(Default)]
+struct Recent {
+    apps: Memo<AppInfo>,
+    tags: Memo<Vec<String>>,
+    users: Memo<UserInfo>,
+}
+
+/// Values by key, each for [`KEEP_FOR`] after it was stored; at most [`KEEP_MAX`].
+struct Memo<T> {
+    entries: Mutex<HashMap<String, (Instant, T)>>,
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<T: Clone> Memo<T> {
+    fn get(&self, key: &str) -> Option<T> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, value) = entries.get(key)?;
+        (at.elapsed() < KEEP_FOR).then(|| value.clone())
+    }
+
+    fn put(&self, key: &str, value: &T) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= KEEP_MAX {
+            entries.retain(|_, (at, _)| at.elapsed() < KEEP_FOR);
+            if entries.len() >= KEEP_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(key.to_owned(), (Instant::now(), value.clone()));
+    }
+
+    /// The kept value, or `lookup`'s, kept when it succeeded.
+    async fn or_fetch<F>(&self, key: &str, lookup: F) -> Result<T, ApiError>
+    where
+        F: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        if let Some(value) = self.get(key) {
+            return Ok(value);
+        }
+        let value = lookup.await?;
+        self.put(key, &value);
+        Ok(value)
+    }
 }
 
 /// `GET /api/v1/reloads/{id}`.
@@ -80,6 +142,7 @@ impl QlikApi {
             base,
             token,
             backoff: Duration::from_millis(500),
+            recent: Arc::default(),
         })
     }
 
@@ -109,10 +172,13 @@ impl QlikApi {
         struct App {
             attributes: AppInfo,
         }
-        let app: App = self
-            .get_json(&format!("/api/v1/apps/{}", segment(app_id)))
-            .await?;
-        Ok(app.attributes)
+        let lookup = async {
+            let app: App = self
+                .get_json(&format!("/api/v1/apps/{}", segment(app_id)))
+                .await?;
+            Ok(app.attributes)
+        };
+        self.recent.apps.or_fetch(app_id, lookup).await
     }
 
     /// The tag names of the app's item.
@@ -138,18 +204,24 @@ impl QlikApi {
             "/api/v1/items?resourceType=app&resourceId={}",
             segment(app_id)
         );
-        let items: Items = self.get_json(&path).await?;
-        Ok(items
-            .data
-            .into_iter()
-            .filter_map(|i| i.meta)
-            .flat_map(|m| m.tags)
-            .map(|t| t.name)
-            .collect())
+        let lookup = async {
+            let items: Items = self.get_json(&path).await?;
+            Ok(items
+                .data
+                .into_iter()
+                .filter_map(|i| i.meta)
+                .flat_map(|m| m.tags)
+                .map(|t| t.name)
+                .collect())
+        };
+        self.recent.tags.or_fetch(app_id, lookup).await
     }
 
     pub async fn user(&self, user_id: &str) -> Result<UserInfo, ApiError> {
-        self.get_json(&format!("/api/v1/users/{}", segment(user_id)))
+        let path = format!("/api/v1/users/{}", segment(user_id));
+        self.recent
+            .users
+            .or_fetch(user_id, self.get_json(&path))
             .await
     }
 
@@ -323,5 +395,42 @@ mod tests {
         assert_eq!(segment(".."), "%2E%2E");
         assert_eq!(segment("a?b#c"), "a%3Fb%23c");
         assert_eq!(segment("x y"), "x%20y");
+    }
+
+    #[test]
+    fn a_kept_value_is_reused_until_it_is_too_old_and_the_number_kept_is_bounded() {
+        let memo = Memo::<u32>::default();
+        assert_eq!(memo.get("a"), None);
+        memo.put("a", &1);
+        assert_eq!(memo.get("a"), Some(1));
+        // Stored longer ago than KEEP_FOR: not used.
+        let old = Instant::now().checked_sub(KEEP_FOR + Duration::from_secs(1));
+        if let Some(old) = old {
+            memo.entries.lock().unwrap().insert("a".into(), (old, 1));
+            assert_eq!(memo.get("a"), None);
+        }
+        for i in 0..(KEEP_MAX as u32 * 3) {
+            memo.put(&i.to_string(), &i);
+        }
+        assert!(memo.entries.lock().unwrap().len() <= KEEP_MAX);
+        let last = KEEP_MAX as u32 * 3 - 1;
+        assert_eq!(memo.get(&last.to_string()), Some(last));
+    }
+
+    #[tokio::test]
+    async fn a_failed_lookup_is_not_kept() {
+        let memo = Memo::<u32>::default();
+        let failed = memo
+            .or_fetch("a", async {
+                Err(ApiError::Status {
+                    path: "/x".into(),
+                    status: 500,
+                })
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(memo.get("a"), None);
+        assert_eq!(memo.or_fetch("a", async { Ok(7) }).await, Ok(7));
+        assert_eq!(memo.or_fetch("a", async { Ok(8) }).await, Ok(7), "kept");
     }
 }

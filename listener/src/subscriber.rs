@@ -118,6 +118,9 @@ pub fn subscribe(
                 .set_session_expiry_interval(Some(broker.session_expiry_secs))
                 .set_manual_acks(true)
                 .set_receive_maximum(Some(RECEIVE_MAXIMUM))
+                // Only the status messages go out on this connection. Without a limit rumqttc
+                // allocates an in-flight table for 65,535 publishes (~13 MB resident).
+                .set_outgoing_inflight_upper_limit(16)
                 .set_max_packet_size(Some(MAX_MESSAGE_BYTES + 64 * 1024))
                 .set_transport(transport);
             if let Some((u, p)) = credentials {

@@ -404,13 +404,18 @@ impl Endpoint {
             (u, password)
         });
         const CHANNEL: usize = 1024;
+        // Publishes awaiting their PUBACK at once. rumqttc's MQTT 5 client otherwise sizes its
+        // in-flight table for 65,535 (about 13 MB, allocated up front, resident for the
+        // process's life); the broker's receive maximum lowers it further (Mosquitto: 20).
+        const MAX_INFLIGHT: u16 = 1024;
         let (client, task) = match self.options.protocol {
             Protocol::V5 => {
                 let mut opts = rumqttc::v5::MqttOptions::new(id, host, port);
                 opts.set_keep_alive(Duration::from_secs(30))
                     .set_clean_start(true)
                     .set_transport(self.transport())
-                    .set_max_packet_size(Some(64 * 1024));
+                    .set_max_packet_size(Some(64 * 1024))
+                    .set_outgoing_inflight_upper_limit(MAX_INFLIGHT);
                 if let Some((u, p)) = credentials {
                     opts.set_credentials(u, p);
                 }

@@ -117,7 +117,12 @@ impl Notifier {
                         })
                         .await;
                 }
-                self.journal.set_delivery(d.clone()).await?;
+                // Otherwise recorded with its first attempt (`sending`), just below; with a
+                // rate limit at once, so a restart does not take this event's slot for a
+                // suppression.
+                if target.channel.rate_limit_secs > 0 {
+                    self.journal.set_delivery(d.clone()).await?;
+                }
                 d
             }
         };
