@@ -8,7 +8,9 @@
 //! Promises: `record` (and `record_all`, for the messages that arrived together) is one
 //! transaction, durable when it returns (WAL, `synchronous=FULL`: on disk even if the machine
 //! loses power); an event id is recorded once; all calls run off the async runtime's worker
-//! threads, in order, on the journal's own thread.
+//! threads, in order, on the journal's own thread; calls that queue up while it is busy are
+//! committed together (each in its own savepoint: all or nothing), and each returns only once
+//! its batch is committed.
 //!
 //! The other writes (enrichment, states, deliveries, rate limits) commit with
 //! `synchronous=NORMAL`: they survive a crash or kill of the listener, and are flushed at the
@@ -32,6 +34,8 @@ pub enum JournalError {
     Sql(#[from] rusqlite::Error),
     #[error("journal: worker thread failed: {0}")]
     Join(String),
+    #[error("journal: commit failed: {0}")]
+    Commit(String),
 }
 
 /// What the listener does with an event.
@@ -102,8 +106,19 @@ pub struct Journal {
     jobs: std::sync::mpsc::Sender<Job>,
 }
 
-/// Work for the journal's thread.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work for the journal's thread: runs in a batch's transaction (in its own savepoint, so it is
+/// all or nothing by itself) and returns what to do once the batch is committed.
+struct Job {
+    /// Must be on disk (fsynced) before its caller hears of it.
+    durable: bool,
+    run: Box<dyn FnOnce(&mut Connection) -> Finish + Send>,
+}
+
+/// Told whether the batch committed; answers the caller.
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Most calls committed together.
+const MAX_JOBS: usize = 512;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -212,9 +227,18 @@ impl Journal {
                         return;
                     }
                 };
-                // Ends when every handle is gone.
-                while let Ok(job) = queue.recv() {
-                    job(&mut conn);
+                // What queued up while the last batch ran is committed together (one WAL
+                // write, one fsync at most, instead of one per call). Ends when every handle
+                // is gone.
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_JOBS {
+                        match queue.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(&mut conn, batch);
                 }
             })
             .map_err(|e| JournalError::Join(e.to_string()))?;
@@ -224,15 +248,27 @@ impl Journal {
         Ok(Journal { jobs })
     }
 
-    /// Runs `f` with the connection on the journal's thread.
-    async fn with<T: Send + 'static>(
+    /// Runs `f` with the connection on the journal's thread; it has been committed when this
+    /// returns (and fsynced, if `durable`).
+    async fn run<T: Send + 'static>(
         &self,
+        durable: bool,
         f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, JournalError> {
         let (done, result) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let _ = done.send(f(conn).map_err(JournalError::from));
-        });
+        let job = Job {
+            durable,
+            run: Box::new(move |conn| {
+                let outcome = in_savepoint(conn, f);
+                Box::new(move |committed: Result<(), String>| {
+                    let answer = match committed {
+                        Ok(()) => outcome.map_err(JournalError::from),
+                        Err(e) => Err(JournalError::Commit(e)),
+                    };
+                    let _ = done.send(answer);
+                })
+            }),
+        };
         self.jobs
             .send(job)
             .map_err(|_| JournalError::Join("the journal's thread has stopped".into()))?;
@@ -241,10 +277,18 @@ impl Journal {
             .map_err(|_| JournalError::Join("the journal's thread has stopped".into()))?
     }
 
+    /// [`Journal::run`], committed with `synchronous=NORMAL`.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        self.run(false, f).await
+    }
+
     /// Whether the journal can be written now (takes and releases the write lock).
     pub async fn check_writable(&self) -> Result<(), JournalError> {
-        self.with(|c| c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;"))
-            .await
+        // Each batch begins with `BEGIN IMMEDIATE` and ends with a commit.
+        self.with(|_| Ok(())).await
     }
 
     /// Records an event unless its id is already known; durable (fsynced) when it returns.
@@ -259,13 +303,7 @@ impl Journal {
     /// unless its id is already known; the results are in the order of `entries`. All or none
     /// are recorded.
     pub async fn record_all(&self, entries: Vec<Entry>) -> Result<Vec<Recorded>, JournalError> {
-        self.with(move |c| {
-            c.pragma_update(None, "synchronous", "FULL")?;
-            let result = insert_all(c, &entries);
-            c.pragma_update(None, "synchronous", "NORMAL")?;
-            result
-        })
-        .await
+        self.run(true, move |c| insert_all(c, &entries)).await
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
@@ -380,9 +418,8 @@ impl Journal {
     pub async fn claim_rate_slot(&self, key: &str, window_ms: i64) -> Result<bool, JournalError> {
         let key = key.to_owned();
         self.with(move |c| {
-            let tx = c.transaction()?;
             let now = now_ms();
-            let last: Option<i64> = tx
+            let last: Option<i64> = c
                 .query_row(
                     "SELECT last_sent_at FROM rate_limits WHERE key = ?1",
                     [&key],
@@ -391,13 +428,12 @@ impl Journal {
                 .optional()?;
             let free = last.is_none_or(|t| now - t >= window_ms);
             if free {
-                tx.execute(
+                c.execute(
                     "INSERT INTO rate_limits (key, last_sent_at) VALUES (?1, ?2)
                      ON CONFLICT (key) DO UPDATE SET last_sent_at = excluded.last_sent_at",
                     params![key, now],
                 )?;
             }
-            tx.commit()?;
             Ok(free)
         })
         .await
@@ -443,11 +479,52 @@ fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     Ok(conn)
 }
 
+/// Runs `f` in a savepoint: all of its writes, or none when it fails.
+fn in_savepoint<T>(
+    c: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error>,
+) -> Result<T, rusqlite::Error> {
+    c.prepare_cached("SAVEPOINT job")?.execute([])?;
+    match f(c) {
+        Ok(value) => {
+            c.prepare_cached("RELEASE job")?.execute([])?;
+            Ok(value)
+        }
+        Err(e) => {
+            // Undoes this job's writes only; the error is what the caller hears.
+            let _ = c.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+/// Runs a batch of jobs in one transaction and answers each once it is committed. When the
+/// transaction cannot begin, each job runs in its own (its savepoint then commits it).
+fn run_batch(c: &mut Connection, batch: Vec<Job>) {
+    let durable = batch.iter().any(|j| j.durable);
+    let sync = if durable { "FULL" } else { "NORMAL" };
+    if let Err(e) = c.pragma_update(None, "synchronous", sync) {
+        tracing::warn!(error = %e, "journal: cannot set synchronous");
+    }
+    let began = c.execute_batch("BEGIN IMMEDIATE").is_ok();
+    let finishes: Vec<Finish> = batch.into_iter().map(|job| (job.run)(c)).collect();
+    let committed = if began {
+        c.execute_batch("COMMIT").map_err(|e| {
+            let _ = c.execute_batch("ROLLBACK");
+            e.to_string()
+        })
+    } else {
+        Ok(())
+    };
+    for finish in finishes {
+        finish(committed.clone());
+    }
+}
+
 fn insert_all(c: &mut Connection, entries: &[Entry]) -> Result<Vec<Recorded>, rusqlite::Error> {
-    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut recorded = Vec::with_capacity(entries.len());
     {
-        let mut insert = tx.prepare_cached(
+        let mut insert = c.prepare_cached(
             "INSERT OR IGNORE INTO events
              (id, event_type, tenant_id, app_id, reload_id, reload_status, topic, received_at, body, state, note)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -473,7 +550,6 @@ fn insert_all(c: &mut Connection, entries: &[Entry]) -> Result<Vec<Recorded>, ru
             });
         }
     }
-    tx.commit()?;
     Ok(recorded)
 }
 
@@ -563,6 +639,46 @@ mod tests {
         assert_eq!(e1.state, State::Done);
         assert_eq!(e1.enrichment.as_deref(), Some("{\"appName\":\"A\"}"));
         assert_eq!(j.recent(0, 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn calls_made_together_commit_together_and_a_failing_one_undoes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let j = Journal::open(&path).await.unwrap();
+        let mut calls = Vec::new();
+        for i in 0..300 {
+            let j = j.clone();
+            calls.push(tokio::spawn(async move {
+                if i % 50 == 0 {
+                    // Writes one row, then fails: that row must not stay.
+                    let failed = j
+                        .with(move |c| {
+                            c.execute(
+                                "INSERT INTO rate_limits (key, last_sent_at) VALUES (?1, 0)",
+                                [format!("undone-{i}")],
+                            )?;
+                            c.execute("INSERT INTO no_such_table VALUES (1)", [])
+                        })
+                        .await;
+                    assert!(failed.is_err());
+                } else {
+                    let e = entry(&format!("e{i}"), State::Pending, i);
+                    assert_eq!(j.record(e).await.unwrap(), Recorded::New);
+                }
+            }));
+        }
+        for call in calls {
+            call.await.unwrap();
+        }
+        drop(j);
+        let j = Journal::open(&path).await.unwrap();
+        assert_eq!(j.pending().await.unwrap().len(), 294);
+        let undone: i64 = j
+            .with(|c| c.query_row("SELECT COUNT(*) FROM rate_limits", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(undone, 0);
     }
 
     #[tokio::test]
