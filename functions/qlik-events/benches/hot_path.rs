@@ -51,6 +51,13 @@ fn hot_path(c: &mut Criterion) {
                 })
             },
         );
+        // The part above the floor, alone.
+        group.bench_with_input(BenchmarkId::new("parse+topic", &name), &body, |b, body| {
+            b.iter(|| {
+                let event = Event::parse(black_box(body)).expect("event");
+                topic_for("qscloud", &event.event_type, &event.tenant_id).expect("topic")
+            })
+        });
         group.bench_with_input(BenchmarkId::new("bare-hmac", &name), &body, |b, body| {
             b.iter(|| {
                 let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
