@@ -287,8 +287,14 @@ impl Journal {
 
     /// Whether the journal can be written now (takes and releases the write lock).
     pub async fn check_writable(&self) -> Result<(), JournalError> {
-        // Each batch begins with `BEGIN IMMEDIATE` and ends with a commit.
-        self.with(|_| Ok(())).await
+        // A write of what is already there: it needs the write lock and changes nothing. (The
+        // batch it runs in also began with `BEGIN IMMEDIATE`; were that refused, this write
+        // is what fails.)
+        self.with(|c| {
+            let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            c.pragma_update(None, "user_version", version)
+        })
+        .await
     }
 
     /// Records an event unless its id is already known; durable (fsynced) when it returns.
@@ -679,6 +685,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(undone, 0);
+    }
+
+    #[tokio::test]
+    async fn not_writable_while_another_writer_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let j = Journal::open(&path).await.unwrap();
+        j.check_writable().await.unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // Waits out the busy timeout, then says so.
+        let e = j.check_writable().await.unwrap_err();
+        assert!(e.to_string().contains("locked"), "{e}");
+        other.execute_batch("ROLLBACK").unwrap();
+        j.check_writable().await.unwrap();
     }
 
     #[tokio::test]
