@@ -375,34 +375,30 @@ impl Pipeline {
         reload: &qlik_events::Reload,
         tenant: &Tenant,
     ) -> serde_json::Value {
-        let mut enrichment: Enrichment = enrich::enrich(&tenant.api, event, reload).await;
+        let enrichment: Enrichment = enrich::enrich(&tenant.api, event, reload).await;
         for error in &enrichment.errors {
             tracing::warn!(event_id = %entry.id, error = %error, "Qlik Cloud lookup failed; the alert will lack it");
         }
-        if let (Some(dir), Some(log)) = (&self.script_log_dir, enrichment.script_log.take()) {
-            // A file write and fsync: off the runtime's worker threads. The log comes back for
-            // the alert data.
-            let (dir, tenant_id) = (dir.clone(), event.tenant_id.to_string());
+        if let (Some(dir), Some(log)) = (&self.script_log_dir, &enrichment.script_log) {
+            // A file write and fsync: off the runtime's worker threads, with a copy of the log
+            // (the alert data keeps the original).
+            let (dir, tenant_id, log) = (dir.clone(), event.tenant_id.to_string(), log.clone());
             let (app_id, reload_id) = (reload.app_id.clone(), reload.reload_id.clone());
             let stored = tokio::task::spawn_blocking(move || {
-                let stored = script_log::store(
+                script_log::store(
                     &dir,
                     &tenant_id,
                     app_id.as_deref(),
                     reload_id.as_deref(),
                     &log,
-                );
-                (stored, log)
+                )
+                .map_err(|e| e.to_string())
             })
-            .await;
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
             match stored {
-                Ok((Ok(path), log)) => {
-                    tracing::info!(event_id = %entry.id, path = %path.display(), "script log stored");
-                    enrichment.script_log = Some(log);
-                }
-                Ok((Err(e), log)) => {
-                    tracing::warn!(event_id = %entry.id, error = %e, "script log not stored");
-                    enrichment.script_log = Some(log);
+                Ok(path) => {
+                    tracing::info!(event_id = %entry.id, path = %path.display(), "script log stored")
                 }
                 Err(e) => tracing::warn!(event_id = %entry.id, error = %e, "script log not stored"),
             }
