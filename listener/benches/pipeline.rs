@@ -40,19 +40,25 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time (user + system) `pid` has used so far, from `/proc/<pid>/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+/// CPU time `pid` has used so far in user and in system (kernel) mode, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> (Duration, Duration) {
+    let (user, system) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             // Fields after the command name (which may hold spaces) in parentheses.
             let rest = s.rsplit_once(')')?.1;
             let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            Some((
+                f.get(11)?.parse::<u64>().ok()?,
+                f.get(12)?.parse::<u64>().ok()?,
+            ))
         })
-        .unwrap_or(0);
+        .unwrap_or((0, 0));
     // Linux reports in clock ticks of 1/100 s (USER_HZ).
-    Duration::from_millis(ticks * 10)
+    (
+        Duration::from_millis(user * 10),
+        Duration::from_millis(system * 10),
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -157,7 +163,9 @@ async fn pipeline(events: usize, clients: usize, rate: usize) {
     })
     .await;
     sampler.abort();
-    let cpu = cpu_time(pid) - cpu_before;
+    let (user, system) = cpu_time(pid);
+    let (user, system) = (user - cpu_before.0, system - cpu_before.1);
+    let cpu = user + system;
     let alerts = hook.delivered();
     let last = alerts.iter().map(|r| r.at).max().expect("alerts");
     let accepted = accepted.lock().unwrap().clone();
@@ -185,9 +193,10 @@ async fn pipeline(events: usize, clients: usize, rate: usize) {
         latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
     );
     println!(
-        "listener: CPU {:.2} s for {events} events: {:.0} µs per event",
+        "listener: CPU {:.2} s for {events} events: {:.0} µs per event ({:.0} % in the kernel)",
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / events as f64,
+        system.as_secs_f64() * 100.0 / cpu.as_secs_f64().max(1e-9),
     );
     println!(
         "listener: RSS idle {:.1} MB, peak under load {:.1} MB",
