@@ -421,6 +421,7 @@ impl Endpoint {
                 }
                 let mut network = rumqttc::NetworkOptions::new();
                 network.set_connection_timeout(self.connect_timeout_secs());
+                network.set_tcp_nodelay(true);
                 opts.set_network_options(network);
                 let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, CHANNEL);
                 let task = tokio::spawn(drive_v5(eventloop, shared.clone()));
@@ -439,6 +440,7 @@ impl Endpoint {
                 eventloop
                     .network_options
                     .set_connection_timeout(self.connect_timeout_secs());
+                eventloop.network_options.set_tcp_nodelay(true);
                 let task = tokio::spawn(drive_v311(eventloop, shared.clone()));
                 (Client::V311(client), task)
             }
