@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
+use axum::serve::ListenerExt;
 use http_body_util::{BodyExt, Limited};
 use relay_mqtt::{Message, Publish};
 use serde_json::json;
@@ -54,6 +55,12 @@ pub async fn serve(
     api: Arc<Api>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Answers go out at once, not after the client's delayed ACK (Nagle's algorithm).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(api))
         .with_graceful_shutdown(shutdown)
         .await

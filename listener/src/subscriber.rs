@@ -135,6 +135,10 @@ pub fn subscribe(
                     None,
                 ));
             }
+            // PUBACKs and status messages go out at once instead of waiting on Nagle.
+            let mut network = rumqttc::NetworkOptions::new();
+            network.set_tcp_nodelay(true);
+            opts.set_network_options(network);
             let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 256);
             tokio::spawn(drive_v5(client, eventloop, state));
         }
@@ -157,7 +161,8 @@ pub fn subscribe(
                     true,
                 ));
             }
-            let (client, eventloop) = rumqttc::AsyncClient::new(opts, 256);
+            let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 256);
+            eventloop.network_options.set_tcp_nodelay(true);
             tokio::spawn(drive_v311(client, eventloop, state));
         }
     }

@@ -83,7 +83,9 @@ impl Figures {
 /// A broker that never drops QoS 1 messages for the bench's own subscriber: Mosquitto's
 /// default queue (1000) would, when the subscriber falls behind.
 async fn bench_broker() -> Mosquitto {
-    Mosquitto::start_with("allow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n")
+    Mosquitto::start_with(
+        "allow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n",
+    )
         .await
 }
 
