@@ -32,10 +32,14 @@ pub enum JournalError {
     },
     #[error("journal: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("journal: worker thread failed: {0}")]
-    Join(String),
+    /// The journal's thread could not be started, or has stopped.
+    #[error("journal: {0}")]
+    Thread(String),
     #[error("journal: commit failed: {0}")]
     Commit(String),
+    /// A bug: a journal call panicked (its writes were undone).
+    #[error("journal: the call failed unexpectedly (a bug; its writes were undone)")]
+    Panicked,
 }
 
 /// What the listener does with an event.
@@ -241,10 +245,10 @@ impl Journal {
                     run_batch(&mut conn, batch);
                 }
             })
-            .map_err(|e| JournalError::Join(e.to_string()))?;
+            .map_err(|e| JournalError::Thread(e.to_string()))?;
         open_result
             .await
-            .map_err(|e| JournalError::Join(e.to_string()))??;
+            .map_err(|e| JournalError::Thread(e.to_string()))??;
         Ok(Journal { jobs })
     }
 
@@ -262,7 +266,7 @@ impl Journal {
                 let outcome = in_savepoint(conn, f);
                 Box::new(move |committed: Result<(), String>| {
                     let answer = match committed {
-                        Ok(()) => outcome.map_err(JournalError::from),
+                        Ok(()) => outcome,
                         Err(e) => Err(JournalError::Commit(e)),
                     };
                     let _ = done.send(answer);
@@ -271,10 +275,10 @@ impl Journal {
         };
         self.jobs
             .send(job)
-            .map_err(|_| JournalError::Join("the journal's thread has stopped".into()))?;
+            .map_err(|_| JournalError::Thread("the journal's thread has stopped".into()))?;
         result
             .await
-            .map_err(|_| JournalError::Join("the journal's thread has stopped".into()))?
+            .map_err(|_| JournalError::Thread("the journal's thread has stopped".into()))?
     }
 
     /// [`Journal::run`], committed with `synchronous=NORMAL`.
@@ -299,10 +303,7 @@ impl Journal {
 
     /// Records an event unless its id is already known; durable (fsynced) when it returns.
     pub async fn record(&self, entry: Entry) -> Result<Recorded, JournalError> {
-        let mut recorded = self.record_all(vec![entry]).await?;
-        recorded
-            .pop()
-            .ok_or_else(|| JournalError::Join("no result".into()))
+        self.run(true, move |c| insert(c, &entry)).await
     }
 
     /// Records several events in one transaction (one fsync for all: group commit), each
@@ -405,23 +406,19 @@ impl Journal {
     }
 
     pub async fn set_delivery(&self, d: Delivery) -> Result<(), JournalError> {
-        self.with(move |c| {
-            c.prepare_cached(
-                "INSERT INTO deliveries (event_id, channel, state, attempts, last_error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (event_id, channel) DO UPDATE SET
-                   state = excluded.state, attempts = excluded.attempts,
-                   last_error = excluded.last_error, updated_at = excluded.updated_at",
-            )?
-            .execute(params![d.event_id, d.channel, d.state.as_str(), d.attempts, d.last_error, now_ms()])?;
-            Ok(())
-        })
-        .await
+        self.with(move |c| upsert_delivery(c, &d)).await
     }
 
     /// Takes the rate-limit slot `key` if it was last taken more than `window_ms` ago (or
-    /// never); `false` means: suppress. Atomic, and kept across restarts.
-    pub async fn claim_rate_slot(&self, key: &str, window_ms: i64) -> Result<bool, JournalError> {
+    /// never), and then records `delivery`, the one that takes it, in the same transaction: a
+    /// restart finds the delivery that owns the slot rather than a slot taken for nothing.
+    /// `false` means: suppress (nothing recorded). Atomic, and kept across restarts.
+    pub async fn claim_rate_slot(
+        &self,
+        key: &str,
+        window_ms: i64,
+        delivery: Delivery,
+    ) -> Result<bool, JournalError> {
         let key = key.to_owned();
         self.with(move |c| {
             let now = now_ms();
@@ -439,6 +436,7 @@ impl Journal {
                      ON CONFLICT (key) DO UPDATE SET last_sent_at = excluded.last_sent_at",
                     params![key, now],
                 )?;
+                upsert_delivery(c, &delivery)?;
             }
             Ok(free)
         })
@@ -485,21 +483,45 @@ fn open_connection(path: &Path) -> Result<Connection, JournalError> {
     Ok(conn)
 }
 
-/// Runs `f` in a savepoint: all of its writes, or none when it fails.
+fn upsert_delivery(c: &mut Connection, d: &Delivery) -> Result<(), rusqlite::Error> {
+    c.prepare_cached(
+        "INSERT INTO deliveries (event_id, channel, state, attempts, last_error, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (event_id, channel) DO UPDATE SET
+           state = excluded.state, attempts = excluded.attempts,
+           last_error = excluded.last_error, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        d.event_id,
+        d.channel,
+        d.state.as_str(),
+        d.attempts,
+        d.last_error,
+        now_ms()
+    ])?;
+    Ok(())
+}
+
+/// Runs `f` in a savepoint: all of its writes, or none when it fails. A call that panics
+/// fails like one that returns an error, so the journal's thread goes on serving the others.
 fn in_savepoint<T>(
     c: &mut Connection,
     f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error>,
-) -> Result<T, rusqlite::Error> {
+) -> Result<T, JournalError> {
     c.prepare_cached("SAVEPOINT job")?.execute([])?;
-    match f(c) {
-        Ok(value) => {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(c)));
+    match outcome {
+        Ok(Ok(value)) => {
             c.prepare_cached("RELEASE job")?.execute([])?;
             Ok(value)
         }
-        Err(e) => {
+        failed => {
             // Undoes this job's writes only; the error is what the caller hears.
             let _ = c.execute_batch("ROLLBACK TO job; RELEASE job");
-            Err(e)
+            Err(match failed {
+                Ok(Err(e)) => e.into(),
+                _ => JournalError::Panicked,
+            })
         }
     }
 }
@@ -528,35 +550,35 @@ fn run_batch(c: &mut Connection, batch: Vec<Job>) {
 }
 
 fn insert_all(c: &mut Connection, entries: &[Entry]) -> Result<Vec<Recorded>, rusqlite::Error> {
-    let mut recorded = Vec::with_capacity(entries.len());
-    {
-        let mut insert = c.prepare_cached(
+    entries.iter().map(|entry| insert(c, entry)).collect()
+}
+
+/// Inserts an event unless its id is already known (the statement is prepared once).
+fn insert(c: &mut Connection, entry: &Entry) -> Result<Recorded, rusqlite::Error> {
+    let inserted = c
+        .prepare_cached(
             "INSERT OR IGNORE INTO events
              (id, event_type, tenant_id, app_id, reload_id, reload_status, topic, received_at, body, state, note)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?;
-        for entry in entries {
-            let inserted = insert.execute(params![
-                entry.id,
-                entry.event_type,
-                entry.tenant_id,
-                entry.app_id,
-                entry.reload_id,
-                entry.reload_status,
-                entry.topic,
-                entry.received_at,
-                entry.body,
-                entry.state.as_str(),
-                entry.note,
-            ])?;
-            recorded.push(if inserted == 1 {
-                Recorded::New
-            } else {
-                Recorded::Duplicate
-            });
-        }
-    }
-    Ok(recorded)
+        )?
+        .execute(params![
+            entry.id,
+            entry.event_type,
+            entry.tenant_id,
+            entry.app_id,
+            entry.reload_id,
+            entry.reload_status,
+            entry.topic,
+            entry.received_at,
+            entry.body,
+            entry.state.as_str(),
+            entry.note,
+        ])?;
+    Ok(if inserted == 1 {
+        Recorded::New
+    } else {
+        Recorded::Duplicate
+    })
 }
 
 const COLUMNS: &str = "id, event_type, tenant_id, app_id, reload_id, reload_status, topic, received_at, body, state, note, enrichment";
@@ -745,18 +767,58 @@ mod tests {
         );
         assert_eq!(j.deliveries("e1").await.unwrap().len(), 1);
 
-        assert!(j.claim_rate_slot("teams:app1", 60_000).await.unwrap());
+        let pending = |event_id: &str| Delivery {
+            event_id: event_id.into(),
+            channel: "teams".into(),
+            state: DeliveryState::Pending,
+            attempts: 0,
+            last_error: None,
+        };
+        for e in ["e2", "e3", "e4", "e5"] {
+            j.record(entry(e, State::Pending, 5)).await.unwrap();
+        }
+        let claim = |key: &'static str, window, event_id| {
+            let j = j.clone();
+            let d = pending(event_id);
+            async move { j.claim_rate_slot(key, window, d).await.unwrap() }
+        };
+        assert!(claim("teams:app1", 60_000, "e2").await);
         assert!(
-            !j.claim_rate_slot("teams:app1", 60_000).await.unwrap(),
+            !claim("teams:app1", 60_000, "e3").await,
             "within the window"
         );
-        assert!(
-            j.claim_rate_slot("teams:app2", 60_000).await.unwrap(),
-            "per app"
+        assert!(claim("teams:app2", 60_000, "e4").await, "per app");
+        assert!(claim("teams:app1", 0, "e5").await, "window passed");
+        // The delivery that took a slot was recorded with it; a suppressed one was not.
+        for (event_id, recorded) in [("e2", true), ("e3", false), ("e4", true), ("e5", true)] {
+            assert_eq!(
+                j.delivery(event_id, "teams").await.unwrap(),
+                recorded.then(|| pending(event_id)),
+                "{event_id}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_panics_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("journal.sqlite"))
+            .await
+            .unwrap();
+        let panicking = j.run(false, |c| -> Result<(), rusqlite::Error> {
+            c.execute("UPDATE events SET note = 'half done'", [])?;
+            panic!("a bug in a journal call")
+        });
+        let e = panicking.await.unwrap_err();
+        assert!(matches!(e, JournalError::Panicked), "{e}");
+        // The thread goes on: the next calls are served.
+        assert_eq!(
+            j.record(entry("e1", State::Pending, 1)).await.unwrap(),
+            Recorded::New
         );
-        assert!(
-            j.claim_rate_slot("teams:app1", 0).await.unwrap(),
-            "window passed"
+        assert_eq!(
+            j.pending().await.unwrap(),
+            vec![entry("e1", State::Pending, 1)]
         );
     }
 

@@ -106,8 +106,10 @@ impl Notifier {
                     attempts: 0,
                     last_error: None,
                 };
-                // Rules are decided once, when the delivery is first recorded.
-                if let Some(reason) = self.suppression(target, data).await? {
+                // Rules are decided once, when the delivery is first recorded. A rate limit's
+                // slot is taken together with recording `d`, so a restart does not suppress
+                // this event for its own slot.
+                if let Some(reason) = self.suppression(target, data, &d).await? {
                     tracing::info!(event_id, channel = target_id, reason = %reason, "alert suppressed");
                     return self
                         .finish(Delivery {
@@ -117,12 +119,7 @@ impl Notifier {
                         })
                         .await;
                 }
-                // Otherwise recorded with its first attempt (`sending`), just below; with a
-                // rate limit at once, so a restart does not take this event's slot for a
-                // suppression.
-                if target.channel.rate_limit_secs > 0 {
-                    self.journal.set_delivery(d.clone()).await?;
-                }
+                // Otherwise recorded with its first attempt (`sending`), just below.
                 d
             }
         };
@@ -271,11 +268,13 @@ impl Notifier {
         self.journal.set_delivery(delivery).await
     }
 
-    /// Whether the rules say not to send: tag gating, then the rate limit.
+    /// Whether the rules say not to send: tag gating, then the rate limit (whose slot, when
+    /// free, is taken with `pending` recorded).
     async fn suppression(
         &self,
         target: &Target<'_>,
         data: &Value,
+        pending: &Delivery,
     ) -> Result<Option<String>, JournalError> {
         let channel = target.channel;
         if let Some(tag) = &channel.tag {
@@ -291,7 +290,11 @@ impl Notifier {
             // Per app and channel; for e-mail, per app and recipient.
             let key = format!("{}:{app}", target.id);
             let window_ms = (channel.rate_limit_secs * 1000) as i64;
-            if !self.journal.claim_rate_slot(&key, window_ms).await? {
+            let claimed = self
+                .journal
+                .claim_rate_slot(&key, window_ms, pending.clone())
+                .await?;
+            if !claimed {
                 return Ok(Some(format!(
                     "rate limit: an alert for this app was sent less than {}s ago",
                     channel.rate_limit_secs
