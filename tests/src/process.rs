@@ -163,22 +163,31 @@ pub async fn serve_forwarder(bin: &str, env: &[(&str, String)]) -> (Running, Str
 
 /// The path of another workspace package's binary (`qlik-webhook` for the listener's tests),
 /// built first with the test's own profile so a test never runs a stale one.
+///
+/// A release build (for the benches) goes to a target directory of its own: built for the
+/// package alone, its dependencies' features differ from the bench's, and in the shared
+/// directory each of the two builds would make the other rebuild (minutes per bench run).
 pub fn workspace_bin(package: &str) -> std::path::PathBuf {
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("the test's own path");
     // target/<profile>/deps/<test> → target/<profile>
-    let dir = exe
+    let mut dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("the test runs from target/<profile>/deps")
         .to_owned();
+    let release = dir.file_name().is_some_and(|p| p == "release");
+    let own_target = release.then(|| dir.with_file_name("workspace-bins"));
+    if let Some(target) = &own_target {
+        dir = target.join("release");
+    }
     let mut built = BUILT.lock().unwrap();
     if !built.iter().any(|p| p == package) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
         cmd.args(["build", "--quiet", "-p", package, "--bin", package]);
-        if dir.file_name().is_some_and(|p| p == "release") {
-            cmd.arg("--release");
+        if let Some(target) = &own_target {
+            cmd.arg("--release").arg("--target-dir").arg(target);
         }
         let status = cmd
             .status()
