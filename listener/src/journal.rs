@@ -509,19 +509,19 @@ fn in_savepoint<T>(
     f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error>,
 ) -> Result<T, JournalError> {
     c.prepare_cached("SAVEPOINT job")?.execute([])?;
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(c)));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        f(c).map_err(JournalError::from)
+    }))
+    .unwrap_or(Err(JournalError::Panicked));
     match outcome {
-        Ok(Ok(value)) => {
+        Ok(value) => {
             c.prepare_cached("RELEASE job")?.execute([])?;
             Ok(value)
         }
-        failed => {
+        Err(e) => {
             // Undoes this job's writes only; the error is what the caller hears.
             let _ = c.execute_batch("ROLLBACK TO job; RELEASE job");
-            Err(match failed {
-                Ok(Err(e)) => e.into(),
-                _ => JournalError::Panicked,
-            })
+            Err(e)
         }
     }
 }

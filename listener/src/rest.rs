@@ -55,12 +55,7 @@ pub async fn serve(
     api: Arc<Api>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Answers go out at once, not after the client's delayed ACK (Nagle's algorithm).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
+    let listener = listener.tap_io(relay_cli::set_nodelay);
     axum::serve(listener, router(api))
         .with_graceful_shutdown(shutdown)
         .await

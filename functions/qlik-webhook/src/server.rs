@@ -26,13 +26,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = axum::Router::new().fallback(handle).with_state(forwarder);
-    // Answers go out at once: with Nagle's algorithm a small response can wait for the
-    // client's delayed ACK (up to 40 ms on Linux).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
+    let listener = listener.tap_io(relay_cli::set_nodelay);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

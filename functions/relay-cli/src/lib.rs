@@ -1,5 +1,5 @@
 //! What the relay's binaries (`qlik-webhook`, `qlik-listener`) share at their edges: setting up
-//! logs and waiting for the signal to stop. Kept apart so each `main.rs` stays a thin wiring of
+//! logs, waiting for the signal to stop and the socket option of their HTTP listeners. Kept apart so each `main.rs` stays a thin wiring of
 //! its library.
 
 /// How logs are written (to standard error).
@@ -49,4 +49,13 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+/// For each accepted HTTP connection (`axum::serve::ListenerExt::tap_io`): answers go out at
+/// once. With Nagle's algorithm a small response can wait for the client's delayed ACK (up to
+/// 40 ms on Linux).
+pub fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
 }
