@@ -8,6 +8,11 @@
 //! - garbage (not an event) is logged with its topic and acknowledged, never crashes the loop;
 //! - with `requireSignature`, an event whose `qlik-signature` does not verify is recorded as
 //!   rejected and not acted on;
+//! - with `requireSignature`, a copy the forwarder rewrote for Butler (marked
+//!   `qlik-relay-rewritten`, unsigned) is acknowledged and not recorded: it is not the event
+//!   Qlik signed, and the original comes on its own topic, so the copy must neither claim the
+//!   event's id nor be rejected in its place (without `requireSignature` it is read like any
+//!   hybrid body);
 //! - pending work survives restarts: the worker starts with what the journal still holds.
 
 use crate::config::{Config, TenantConfig};
@@ -66,6 +71,8 @@ pub struct Pipeline {
     new_pending: tokio::sync::mpsc::UnboundedSender<Entry>,
     new_pending_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Entry>>>,
     warned_tenants: Mutex<HashSet<String>>,
+    /// Whether the "Butler copy received" warning was logged (once per run).
+    warned_rewritten: std::sync::atomic::AtomicBool,
     /// Events being handled now, so the worker does not start them twice.
     in_flight: Mutex<HashSet<String>>,
     /// Permits to enrich, [`ENRICH_AT_ONCE`].
@@ -99,6 +106,7 @@ impl Pipeline {
             script_log_dir: config.script_log_dir.clone(),
             generic_urls: config.generic_urls.clone(),
             warned_tenants: Mutex::new(HashSet::new()),
+            warned_rewritten: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -159,6 +167,19 @@ impl Pipeline {
                 bytes = message.payload.len(),
                 "message too large; dropped"
             );
+            return None;
+        }
+        if let Some(mark) = message
+            .rewritten
+            .as_ref()
+            .filter(|_| self.require_signature)
+        {
+            if !self
+                .warned_rewritten
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(topic, rewritten = %mark, "a copy the forwarder rewrote for Butler reached the listener; ignored (the original arrives on its own topic). Subscribe the listener to the forwarder's MQTT_TOPIC_PREFIX only, not to BUTLER_TOPIC_PREFIX (warned once)");
+            }
             return None;
         }
         let event = match Event::parse(&message.payload) {

@@ -159,11 +159,7 @@ async fn publish_checked(api: &Api, request: Request) -> Response {
         Ok(p) => p,
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
-    let outgoing = Message {
-        topic: &topic,
-        payload: message.as_bytes(),
-        signature: None,
-    };
+    let outgoing = Message::new(&topic, message.as_bytes());
     match api.publisher.publish(outgoing).await {
         Ok(()) => {
             tracing::info!(topic = %topic, bytes = message.len(), "published through the API");

@@ -38,6 +38,9 @@ pub struct Message {
     pub payload: Bytes,
     /// The `qlik-signature` user property (MQTT 5).
     pub signature: Option<String>,
+    /// The forwarder's `qlik-relay-rewritten` mark (MQTT 5): set on a copy rewritten for
+    /// Butler, which is not the event Qlik signed.
+    pub rewritten: Option<String>,
     ack: Acker,
 }
 
@@ -293,16 +296,19 @@ async fn drive_v5(
                 tracing::info!(filter = %state.filter, codes = ?ack.return_codes, "subscribed");
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let signature = publish.properties.as_ref().and_then(|p| {
-                    p.user_properties
-                        .iter()
-                        .find(|(k, _)| k == "qlik-signature")
-                        .map(|(_, v)| v.clone())
-                });
+                let property = |name: &str| {
+                    publish.properties.as_ref().and_then(|p| {
+                        p.user_properties
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| v.clone())
+                    })
+                };
                 let message = Message {
                     topic: String::from_utf8_lossy(&publish.topic).into_owned(),
                     payload: publish.payload.clone(),
-                    signature,
+                    signature: property("qlik-signature"),
+                    rewritten: property(relay_mqtt::REWRITTEN_PROPERTY),
                     ack: Acker::V5(client.clone(), publish),
                 };
                 if state.tx.send(message).is_err() {
@@ -352,6 +358,7 @@ async fn drive_v311(
                     topic: publish.topic.clone(),
                     payload: publish.payload.clone(),
                     signature: None,
+                    rewritten: None,
                     ack: Acker::V311(client.clone(), publish),
                 };
                 if state.tx.send(message).is_err() {

@@ -113,11 +113,7 @@ impl Tasks {
 
     async fn publish_result(&self, result: serde_json::Value) {
         let body = result.to_string();
-        let message = relay_mqtt::Message {
-            topic: &self.config.task_result_topic,
-            payload: body.as_bytes(),
-            signature: None,
-        };
+        let message = relay_mqtt::Message::new(&self.config.task_result_topic, body.as_bytes());
         if let Err(e) = self.publisher.publish(message).await {
             tracing::warn!(error = %e, topic = %self.config.task_result_topic, "task result not published");
         }

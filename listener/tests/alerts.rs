@@ -547,3 +547,72 @@ async fn console_and_file_channels_show_and_keep_each_alert_once() {
         .collect();
     assert_eq!(ids, [id.as_str(), event_id(&next).as_str()]);
 }
+
+/// Issue #18, way (b): Butler and this listener on one broker, the forwarder with
+/// `BUTLER_OUTPUT=copy` and the listener with `requireSignature`. The listener alerts once per
+/// event; a copy rewritten for Butler that reaches it by mistake (here: from a forwarder set to
+/// `replace`) is ignored with a warning, and does not claim the event id, so the signed original
+/// arriving after it is still alerted. (Before the fix the copy was recorded as rejected and the
+/// original was dropped as a duplicate.)
+#[tokio::test]
+async fn a_butler_copy_is_never_rejected_in_place_of_the_signed_event() {
+    let ch = Channels::start().await;
+    let tenant = ch.yaml("");
+    let s = Setup::with(Options {
+        tenant: &tenant,
+        forward: "          requireSignature: true\n",
+        ..Options::default()
+    })
+    .await;
+    let mut listener = s.start(true).await;
+    let bin = relay_tests::process::workspace_bin("qlik-webhook");
+    let forwarder = |mode: &str| {
+        let env = vec![
+            ("QLIK_WEBHOOK_SECRET", fixtures::SECRET.to_owned()),
+            ("MQTT_URL", s.broker.url()),
+            ("BUTLER_OUTPUT", mode.to_owned()),
+        ];
+        let bin = bin.to_str().unwrap().to_owned();
+        async move { relay_tests::process::serve_forwarder(&bin, &env).await }
+    };
+    let post = |base: String, body: Vec<u8>| async move {
+        let status = reqwest::Client::new()
+            .post(format!("{base}/webhook"))
+            .header("Qlik-Signature", fixtures::sign(&body))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    };
+
+    // As documented: the listener sees the signed original only, and alerts once.
+    let (_copy, copy_base) = forwarder("copy").await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    let id = event_id(&body);
+    post(copy_base.clone(), body).await;
+    let deliveries = wait_deliveries(&s, &id, 3).await;
+    assert!(deliveries.iter().all(|d| d.state == DeliveryState::Sent));
+    assert_eq!(ch.counts(), (1, 1, 1));
+
+    // Misrouted: the rewritten copy first, on the listener's own topic.
+    let (_replace, replace_base) = forwarder("replace").await;
+    let (id, body) = common::numbered_failure(2);
+    post(replace_base, body.clone()).await;
+    listener
+        .wait_for_output("a copy the forwarder rewrote for Butler", 1, LIMIT)
+        .await;
+    assert!(
+        s.journal().await.get(&id).await.unwrap().is_none(),
+        "not recorded"
+    );
+    post(copy_base, body).await;
+    let deliveries = wait_deliveries(&s, &id, 3).await;
+    assert!(deliveries.iter().all(|d| d.state == DeliveryState::Sent));
+    assert_eq!(ch.counts(), (2, 2, 2), "one alert per event and channel");
+    assert_eq!(
+        s.journal().await.get(&id).await.unwrap().unwrap().state,
+        qlik_listener::journal::State::Done
+    );
+}

@@ -599,13 +599,9 @@ async fn a_burst_of_events_is_recorded_without_stalling() {
         .map(|i| fixtures::minimal_event(&format!("burst-{i}"), "com.qlik.app.created", TENANT))
         .collect();
     for chunk in bodies.chunks(100) {
-        let publishes = chunk.iter().map(|body| {
-            publisher.publish(relay_mqtt::Message {
-                topic,
-                payload: body,
-                signature: None,
-            })
-        });
+        let publishes = chunk
+            .iter()
+            .map(|body| publisher.publish(relay_mqtt::Message::new(topic, body)));
         for result in futures_util::future::join_all(publishes).await {
             result.expect("published");
         }

@@ -118,15 +118,25 @@ impl Subscriber {
 /// Publishes like the forwarder does (QoS 1, optional `qlik-signature` user property) and waits
 /// for the broker's PUBACK.
 pub async fn publish(port: u16, topic: &str, payload: &[u8], signature: Option<&str>) {
+    let properties: Vec<(&str, &str)> = signature
+        .map(|s| ("qlik-signature", s))
+        .into_iter()
+        .collect();
+    publish_with(port, topic, payload, &properties).await
+}
+
+/// Publishes with QoS 1 and these MQTT 5 user properties, and waits for the broker's PUBACK.
+pub async fn publish_with(port: u16, topic: &str, payload: &[u8], properties: &[(&str, &str)]) {
     use rumqttc::v5::mqttbytes::v5::PublishProperties;
     let id = format!("test-pub-{}", crate::free_port());
     let mut opts = MqttOptions::new(id, "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 10);
     let props = PublishProperties {
-        user_properties: signature
-            .map(|s| vec![("qlik-signature".to_owned(), s.to_owned())])
-            .unwrap_or_default(),
+        user_properties: properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..Default::default()
     };
     client

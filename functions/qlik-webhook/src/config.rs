@@ -158,6 +158,24 @@ pub struct FilterConfig {
     pub max_age: Option<Duration>,
 }
 
+/// `BUTLER_OUTPUT`: whether, and where, events are also published in a form Butler v16 reads
+/// (CloudEvents bodies with the legacy fields added; see `qlik_events::butler`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ButlerOutput {
+    /// `off` (the default): the raw body only.
+    #[default]
+    Off,
+    /// `replace`: the Butler-readable body instead of the raw one, on the usual topics. For
+    /// Butler alone with its default topic settings.
+    Replace,
+    /// `copy`: the raw body as usual, and a Butler-readable copy under `BUTLER_TOPIC_PREFIX`,
+    /// both acknowledged before the 2xx. For Butler beside a listener that checks signatures.
+    Copy { topic_prefix: String },
+}
+
+/// Default for `BUTLER_TOPIC_PREFIX`.
+pub const DEFAULT_BUTLER_TOPIC_PREFIX: &str = "butler/qscloud";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub secret: SecretSource,
@@ -168,6 +186,7 @@ pub struct Config {
     pub filter: FilterConfig,
     pub max_body_bytes: usize,
     pub publish_timeout: Duration,
+    pub butler: ButlerOutput,
 }
 
 impl Config {
@@ -223,6 +242,8 @@ impl Config {
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
 
+        let butler = butler_output(&get, &topic_prefix)?;
+
         Ok(Config {
             secret,
             previous_secret,
@@ -231,6 +252,7 @@ impl Config {
             filter,
             max_body_bytes,
             publish_timeout,
+            butler,
         })
     }
 
@@ -354,6 +376,58 @@ fn publisher(get: &impl Fn(&str) -> Option<String>) -> Result<PublisherConfig, C
             }))
         }
     }
+}
+
+fn butler_output(
+    get: &impl Fn(&str) -> Option<String>,
+    topic_prefix: &str,
+) -> Result<ButlerOutput, ConfigError> {
+    let prefix = get("BUTLER_TOPIC_PREFIX").map(|p| p.trim().to_owned());
+    let output = match get("BUTLER_OUTPUT").as_deref().map(str::trim) {
+        None | Some("off") => ButlerOutput::Off,
+        Some("replace") => ButlerOutput::Replace,
+        Some("copy") => ButlerOutput::Copy {
+            topic_prefix: prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BUTLER_TOPIC_PREFIX.to_owned()),
+        },
+        Some(other) => {
+            return Err(err(
+                "BUTLER_OUTPUT",
+                format!("'{other}' is not off, replace or copy"),
+            ))
+        }
+    };
+    match &output {
+        ButlerOutput::Copy {
+            topic_prefix: butler,
+        } => {
+            topic::check_prefix(butler).map_err(|e| err("BUTLER_TOPIC_PREFIX", e.to_string()))?;
+            // A subscriber of one prefix (`<prefix>/#`) must not see the other's messages: a
+            // listener checking signatures would reject the copies.
+            let nested = |outer: &str, inner: &str| {
+                inner == outer || inner.starts_with(&format!("{outer}/"))
+            };
+            if nested(topic_prefix, butler) || nested(butler, topic_prefix) {
+                return Err(err(
+                    "BUTLER_TOPIC_PREFIX",
+                    format!(
+                        "'{butler}' overlaps MQTT_TOPIC_PREFIX '{topic_prefix}': a subscriber of \
+                         one would receive the other's messages; use a separate prefix such as \
+                         {DEFAULT_BUTLER_TOPIC_PREFIX}"
+                    ),
+                ));
+            }
+        }
+        _ if prefix.is_some() => {
+            return Err(err(
+                "BUTLER_TOPIC_PREFIX",
+                "only applies with BUTLER_OUTPUT=copy",
+            ))
+        }
+        _ => {}
+    }
+    Ok(output)
 }
 
 /// `AWS_IOT_ENDPOINT` is a host name; `AWS_IOT_ENDPOINT_URL` a full URL (tests, VPC endpoints).
@@ -767,6 +841,86 @@ mod tests {
             PublisherConfig::IotCore {
                 endpoint_url: "http://127.0.0.1:5000".into()
             }
+        );
+    }
+
+    #[test]
+    fn butler_output() {
+        let base = [
+            ("QLIK_WEBHOOK_SECRET", SECRET),
+            ("MQTT_URL", "mqtt://localhost"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = base.to_vec();
+            vars.extend_from_slice(extra);
+            vars
+        };
+        assert_eq!(config(&base).unwrap().butler, ButlerOutput::Off);
+        assert_eq!(
+            config(&with(&[("BUTLER_OUTPUT", "off")])).unwrap().butler,
+            ButlerOutput::Off
+        );
+        assert_eq!(
+            config(&with(&[("BUTLER_OUTPUT", "replace")]))
+                .unwrap()
+                .butler,
+            ButlerOutput::Replace
+        );
+        assert_eq!(
+            config(&with(&[("BUTLER_OUTPUT", "copy")])).unwrap().butler,
+            ButlerOutput::Copy {
+                topic_prefix: "butler/qscloud".into()
+            }
+        );
+        assert_eq!(
+            config(&with(&[
+                ("BUTLER_OUTPUT", "copy"),
+                ("BUTLER_TOPIC_PREFIX", "acme/butler")
+            ]))
+            .unwrap()
+            .butler,
+            ButlerOutput::Copy {
+                topic_prefix: "acme/butler".into()
+            }
+        );
+        fails(
+            &with(&[("BUTLER_OUTPUT", "yes")]),
+            "BUTLER_OUTPUT",
+            "not off, replace or copy",
+        );
+        fails(
+            &with(&[("BUTLER_TOPIC_PREFIX", "b")]),
+            "BUTLER_TOPIC_PREFIX",
+            "only applies with BUTLER_OUTPUT=copy",
+        );
+        fails(
+            &with(&[("BUTLER_OUTPUT", "replace"), ("BUTLER_TOPIC_PREFIX", "b")]),
+            "BUTLER_TOPIC_PREFIX",
+            "only applies with BUTLER_OUTPUT=copy",
+        );
+        for overlapping in ["qscloud", "qscloud/butler"] {
+            fails(
+                &with(&[
+                    ("BUTLER_OUTPUT", "copy"),
+                    ("BUTLER_TOPIC_PREFIX", overlapping),
+                ]),
+                "BUTLER_TOPIC_PREFIX",
+                "overlaps MQTT_TOPIC_PREFIX",
+            );
+        }
+        fails(
+            &with(&[
+                ("BUTLER_OUTPUT", "copy"),
+                ("BUTLER_TOPIC_PREFIX", "acme"),
+                ("MQTT_TOPIC_PREFIX", "acme/qscloud"),
+            ]),
+            "BUTLER_TOPIC_PREFIX",
+            "overlaps MQTT_TOPIC_PREFIX",
+        );
+        fails(
+            &with(&[("BUTLER_OUTPUT", "copy"), ("BUTLER_TOPIC_PREFIX", "b/#")]),
+            "BUTLER_TOPIC_PREFIX",
+            "",
         );
     }
 }

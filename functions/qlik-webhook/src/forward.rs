@@ -6,15 +6,18 @@
 //!   JSON parsing;
 //! - not an event, or an id/type/tenant unsafe for a topic → 400 with a short reason;
 //! - filtered out by type, tenant or age → 202 with the reason (deliberately not published);
-//! - published and acknowledged by the broker → 200;
+//! - published and acknowledged by the broker → 200 (with `BUTLER_OUTPUT=copy`: both the raw
+//!   body and the Butler copy acknowledged; the reply's `butlerTopic` says where Butler's form
+//!   went);
 //! - anything else → 503, so Qlik marks the delivery failed and it can be resent. Never 2xx for
 //!   an event the broker did not take.
 //!
 //! Each request is logged once, with event id, type, tenant, topic, status and latency; never
 //! the secret or the signature.
 
-use crate::config::FilterConfig;
+use crate::config::{ButlerOutput, FilterConfig};
 use crate::publish::{Message, Publish};
+use qlik_events::butler::{self, REWRITTEN_VALUE};
 use qlik_events::{topic, Event, Matched, Verifier};
 use serde_json::json;
 use std::sync::Arc;
@@ -94,6 +97,7 @@ pub struct Forwarder {
     topic_prefix: String,
     publisher: Arc<dyn Publish>,
     max_body_bytes: usize,
+    butler: ButlerOutput,
 }
 
 /// What happened to one request, for the reply and the log line.
@@ -101,6 +105,9 @@ struct Outcome<'a> {
     status: u16,
     event: Option<Event<'a>>,
     topic: Option<String>,
+    /// Where Butler's form of the event went (`BUTLER_OUTPUT=copy`: its own topic; `replace`:
+    /// the topic itself).
+    butler_topic: Option<String>,
     /// Why it was refused, filtered or failed.
     reason: Option<String>,
 }
@@ -119,7 +126,14 @@ impl Forwarder {
             topic_prefix,
             publisher,
             max_body_bytes,
+            butler: ButlerOutput::Off,
         }
+    }
+
+    /// Also (or instead) publishes each event in a form Butler v16 reads (`BUTLER_OUTPUT`).
+    pub fn with_butler_output(mut self, butler: ButlerOutput) -> Self {
+        self.butler = butler;
+        self
     }
 
     pub fn max_body_bytes(&self) -> usize {
@@ -135,14 +149,17 @@ impl Forwarder {
         let started = Instant::now();
         let outcome = self.process(signature, body).await;
         let reply = match outcome.status {
-            200 => Reply::json(
-                200,
-                json!({
+            200 => {
+                let mut body = json!({
                     "status": "published",
                     "eventId": outcome.event.as_ref().map(|e| e.id.as_ref()),
                     "topic": outcome.topic,
-                }),
-            ),
+                });
+                if let Some(butler_topic) = &outcome.butler_topic {
+                    body["butlerTopic"] = json!(butler_topic);
+                }
+                Reply::json(200, body)
+            }
             202 => Reply::json(
                 202,
                 json!({
@@ -162,6 +179,7 @@ impl Forwarder {
             status,
             event: None,
             topic: None,
+            butler_topic: None,
             reason: Some(reason),
         };
         if body.len() > self.max_body_bytes {
@@ -210,18 +228,69 @@ impl Forwarder {
         let signature = signature
             .and_then(|s| std::str::from_utf8(s).ok())
             .map(str::trim);
-        let message = Message {
+        let raw = Message {
             topic: &topic,
             payload: body,
             signature,
+            rewritten: None,
         };
-        let result = self.publisher.publish(message).await;
+        // A CloudEvents body with the legacy fields added; legacy and hybrid bodies as they are.
+        let rewritten = match self.butler {
+            ButlerOutput::Off => None,
+            _ => butler::legacy_body(&event, body),
+        };
+        let for_butler = |topic| butler_message(topic, rewritten.as_deref(), raw);
+        let (result, butler_topic) = match &self.butler {
+            ButlerOutput::Off => (self.publisher.publish(raw).await, None),
+            ButlerOutput::Replace => (
+                self.publisher.publish(for_butler(topic.as_str())).await,
+                Some(topic.clone()),
+            ),
+            ButlerOutput::Copy { topic_prefix } => {
+                let butler_topic =
+                    match topic::topic_for(topic_prefix, &event.event_type, &event.tenant_id) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            return Outcome {
+                                event: Some(event),
+                                ..refuse(400, format!("Butler copy: {e}"))
+                            }
+                        }
+                    };
+                // Both must be acknowledged before the 2xx; either failing is a 503 (Qlik resends
+                // both: the listener de-duplicates, Butler may alert twice).
+                let (a, b) = tokio::join!(
+                    self.publisher.publish(raw),
+                    self.publisher.publish(for_butler(butler_topic.as_str()))
+                );
+                (a.and(b), Some(butler_topic))
+            }
+        };
         Outcome {
             status: if result.is_ok() { 200 } else { 503 },
             reason: result.err().map(|e| e.to_string()),
             event: Some(event),
             topic: Some(topic),
+            butler_topic,
         }
+    }
+}
+
+/// The message for Butler on `topic`: the rewritten body if there is one, else the raw message.
+/// The rewritten body is not what Qlik signed: it is marked, and never sent with the signature.
+fn butler_message<'m>(
+    topic: &'m str,
+    rewritten: Option<&'m [u8]>,
+    raw: Message<'m>,
+) -> Message<'m> {
+    match rewritten {
+        Some(payload) => Message {
+            topic,
+            payload,
+            signature: None,
+            rewritten: Some(REWRITTEN_VALUE),
+        },
+        None => Message { topic, ..raw },
     }
 }
 
@@ -232,6 +301,7 @@ fn log(outcome: &Outcome<'_>, bytes: usize, elapsed: Duration) {
     let tenant = event.map(|e| e.tenant_id.as_ref()).unwrap_or("-");
     let format = event.map(|e| e.format.as_str()).unwrap_or("-");
     let topic = outcome.topic.as_deref().unwrap_or("-");
+    let butler_topic = outcome.butler_topic.as_deref().unwrap_or("-");
     let reason = outcome.reason.as_deref().unwrap_or("-");
     let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     macro_rules! line {
@@ -243,6 +313,7 @@ fn log(outcome: &Outcome<'_>, bytes: usize, elapsed: Duration) {
                 tenant,
                 format,
                 topic,
+                butler_topic,
                 bytes,
                 latency_ms,
                 reason,
@@ -267,13 +338,15 @@ mod tests {
 
     const SECRET: &str = "forward-test-secret-0123456789abcdef";
 
-    /// topic, payload, signature
-    type Sent = (String, Vec<u8>, Option<String>);
+    /// topic, payload, signature, rewritten mark
+    type Sent = (String, Vec<u8>, Option<String>, Option<String>);
 
-    /// Records what would be published; answers with `result`.
+    /// Records what would be published; answers with `result`, or an error for topics starting
+    /// with `fail_prefix`.
     struct Recorder {
         sent: Mutex<Vec<Sent>>,
         result: Result<(), PublishError>,
+        fail_prefix: Option<&'static str>,
     }
 
     impl Publish for Recorder {
@@ -282,8 +355,14 @@ mod tests {
                 m.topic.to_owned(),
                 m.payload.to_vec(),
                 m.signature.map(str::to_owned),
+                m.rewritten.map(str::to_owned),
             ));
-            let result = self.result.clone();
+            let result = match self.fail_prefix {
+                Some(prefix) if m.topic.starts_with(prefix) => {
+                    Err(PublishError::Refused("PUBACK reason NotAuthorized".into()))
+                }
+                _ => self.result.clone(),
+            };
             Box::pin(async move { result })
         }
         fn describe(&self) -> String {
@@ -298,6 +377,7 @@ mod tests {
         let rec = Arc::new(Recorder {
             sent: Mutex::new(vec![]),
             result,
+            fail_prefix: None,
         });
         let f = Forwarder::new(
             Verifier::new(&Secret::new(SECRET), None),
@@ -432,6 +512,7 @@ mod tests {
         let rec = Arc::new(Recorder {
             sent: Mutex::new(vec![]),
             result: Ok(()),
+            fail_prefix: None,
         });
         let old = Secret::new("previous-secret-0123456789abcdef0123");
         let f = Forwarder::new(
@@ -448,5 +529,104 @@ mod tests {
             )
             .await;
         assert_eq!(reply.status, 200);
+    }
+
+    const LEGACY: &str = r#"{"eventId":"e2","eventType":"com.qlik.v1.app.reload.finished","extensions":{"tenantId":"t1"}}"#;
+
+    fn butler_forwarder(
+        output: ButlerOutput,
+        fail_prefix: Option<&'static str>,
+    ) -> (Forwarder, Arc<Recorder>) {
+        let rec = Arc::new(Recorder {
+            sent: Mutex::new(vec![]),
+            result: Ok(()),
+            fail_prefix,
+        });
+        let f = Forwarder::new(
+            Verifier::new(&Secret::new(SECRET), None),
+            Filter::default(),
+            "qscloud".into(),
+            rec.clone(),
+            4096,
+        )
+        .with_butler_output(output);
+        (f, rec)
+    }
+
+    #[tokio::test]
+    async fn butler_replace_rewrites_cloudevents_unsigned_and_keeps_legacy_signed() {
+        let (f, rec) = butler_forwarder(ButlerOutput::Replace, None);
+        let reply = f
+            .handle(Some(signed(EVENT).as_bytes()), EVENT.as_bytes())
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(body_json(&reply)["butlerTopic"], "qscloud/app/reload/t1");
+        let reply = f
+            .handle(Some(signed(LEGACY).as_bytes()), LEGACY.as_bytes())
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let sent = rec.sent.lock().unwrap();
+        assert_eq!(sent.len(), 2, "one message per event");
+        let (topic, payload, signature, mark) = &sent[0];
+        assert_eq!(topic, "qscloud/app/reload/t1");
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(v["eventType"], "com.qlik.v1.app.reload.finished");
+        assert_eq!(v["extensions"]["tenantId"], "t1");
+        assert_eq!(signature, &None, "no signature on a body it does not sign");
+        assert_eq!(mark.as_deref(), Some("butler-v16"));
+        assert_eq!(
+            sent[1],
+            (
+                "qscloud/app/reload/t1".to_owned(),
+                LEGACY.as_bytes().to_vec(),
+                Some(signed(LEGACY)),
+                None
+            ),
+            "a legacy body goes as it is, with its signature"
+        );
+    }
+
+    #[tokio::test]
+    async fn butler_copy_publishes_both_and_needs_both_acknowledged() {
+        let copy = ButlerOutput::Copy {
+            topic_prefix: "butler/qscloud".into(),
+        };
+        let (f, rec) = butler_forwarder(copy.clone(), None);
+        let reply = f
+            .handle(Some(signed(EVENT).as_bytes()), EVENT.as_bytes())
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(
+            body_json(&reply)["butlerTopic"],
+            "butler/qscloud/app/reload/t1"
+        );
+        {
+            let mut sent = rec.sent.lock().unwrap().clone();
+            sent.sort();
+            assert_eq!(sent.len(), 2);
+            assert_eq!(sent[0].0, "butler/qscloud/app/reload/t1");
+            assert_eq!(
+                (&sent[0].2, sent[0].3.as_deref()),
+                (&None, Some("butler-v16"))
+            );
+            assert_eq!(
+                sent[1],
+                (
+                    "qscloud/app/reload/t1".to_owned(),
+                    EVENT.as_bytes().to_vec(),
+                    Some(signed(EVENT)),
+                    None
+                ),
+                "the raw body as always"
+            );
+        }
+        // Either copy not acknowledged: 503, so that Qlik resends.
+        for failing in ["butler/", "qscloud/"] {
+            let (f, _) = butler_forwarder(copy.clone(), Some(failing));
+            let reply = f
+                .handle(Some(signed(EVENT).as_bytes()), EVENT.as_bytes())
+                .await;
+            assert_eq!(reply.status, 503, "{failing}: {}", reply.body);
+        }
     }
 }

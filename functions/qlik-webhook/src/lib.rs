@@ -72,6 +72,7 @@ pub async fn build(config: Config) -> anyhow::Result<Forwarder> {
         topic_prefix = %config.topic_prefix,
         max_body_bytes = config.max_body_bytes,
         previous_secret = config.previous_secret.is_some(),
+        butler_output = ?config.butler,
         "forwarder ready"
     );
     Ok(Forwarder::new(
@@ -80,5 +81,6 @@ pub async fn build(config: Config) -> anyhow::Result<Forwarder> {
         config.topic_prefix,
         publisher,
         config.max_body_bytes,
-    ))
+    )
+    .with_butler_output(config.butler))
 }

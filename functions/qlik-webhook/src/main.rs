@@ -51,6 +51,10 @@ enum Command {
         /// The tenant id the event claims to come from.
         #[arg(long, default_value = "qlik-webhook-test-tenant")]
         tenant_id: String,
+        /// Fail unless the forwarder also published the event in the form Butler reads
+        /// (BUTLER_OUTPUT=copy or replace); prints the topic Butler must subscribe to.
+        #[arg(long)]
+        expect_butler: bool,
     },
     /// Print the Qlik-Signature value for a body (a file, or standard input), as Qlik computes it.
     Sign {
@@ -95,6 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             event,
             format,
             tenant_id,
+            expect_butler,
         }) => {
             let secret = secret_from_env(&secret_env)?;
             let now = time::OffsetDateTime::now_utc()
@@ -106,6 +111,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("HTTP {status} {answer}");
             if !(200..300).contains(&status) {
                 anyhow::bail!("the forwarder answered HTTP {status}");
+            }
+            if expect_butler {
+                let butler_topic = serde_json::from_str::<serde_json::Value>(&answer)
+                    .ok()
+                    .and_then(|v| v["butlerTopic"].as_str().map(str::to_owned));
+                match butler_topic {
+                    Some(topic) => println!("Butler reads this event on {topic}"),
+                    None => anyhow::bail!(
+                        "the forwarder did not publish a Butler-readable form: set BUTLER_OUTPUT=copy or replace on the forwarder"
+                    ),
+                }
             }
             Ok(())
         }

@@ -625,3 +625,166 @@ async fn send_test_event_is_the_smoke_test_after_deploying() {
         "{out}"
     );
 }
+
+/// What Butler v16 checks and reads in a Qlik Cloud reload message (its
+/// `src/lib/mqtt_handlers.js` and `src/lib/qscloud/mqtt_event_app_reload_finished.js`), asserted
+/// equal to the CloudEvents source: `original` is the body Qlik sent, `msg` what Butler receives.
+fn assert_butler_reads(msg: &relay_tests::mqtt::Received, original: &[u8], app_reload_topic: &str) {
+    assert!(
+        msg.topic.starts_with(app_reload_topic),
+        "Butler acts only on topics under its appReload setting: {}",
+        msg.topic
+    );
+    let ce: serde_json::Value = serde_json::from_slice(original).unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(got["eventType"], "com.qlik.v1.app.reload.finished");
+    assert_eq!(got["eventType"], ce["type"]);
+    assert_eq!(got["eventId"], ce["id"]);
+    assert_eq!(got["eventTime"], ce["time"]);
+    assert_eq!(got["source"], ce["source"]);
+    assert_eq!(got["contentType"], ce["datacontenttype"]);
+    assert_eq!(got["eventTypeVersion"], "1.0.0");
+    assert_eq!(got["cloudEventsVersion"], "0.1");
+    let ext = &got["extensions"];
+    for (legacy, cloudevents) in [
+        ("tenantId", "tenantid"),
+        ("topLevelResourceId", "toplevelresourceid"),
+        ("userId", "userid"),
+        ("ownerId", "ownerid"),
+        ("spaceId", "spaceid"),
+    ] {
+        assert!(ce[cloudevents].is_string(), "the fixture has {cloudevents}");
+        assert_eq!(ext[legacy], ce[cloudevents], "extensions.{legacy}");
+    }
+    // Every `data` field Butler reads, and `data` as a whole.
+    for field in [
+        "duration",
+        "endedWithMemoryConstraint",
+        "errors",
+        "isDirectQueryMode",
+        "isPartialReload",
+        "isSessionApp",
+        "isSkipStore",
+        "peakMemoryBytes",
+        "reloadId",
+        "rowLimit",
+        "statements",
+        "status",
+        "usage",
+        "warnings",
+        "name",
+        "size",
+    ] {
+        assert!(!ce["data"][field].is_null(), "the fixture has data.{field}");
+        assert_eq!(got["data"][field], ce["data"][field], "data.{field}");
+    }
+    assert_eq!(got["data"]["status"], "error");
+    // Byte for byte: the original text up to its closing brace is the start of the copy.
+    let end = original.iter().rposition(|&b| b == b'}').unwrap();
+    assert_eq!(
+        &msg.payload[..end],
+        &original[..end],
+        "the original bytes, `data` included, are kept"
+    );
+    assert_eq!(
+        msg.property("qlik-signature"),
+        None,
+        "never a signature it does not match"
+    );
+    assert_eq!(msg.property("qlik-relay-rewritten"), Some("butler-v16"));
+}
+
+/// Issue #18, way (b): Butler beside our listener. The raw, signed body goes where it always
+/// went; Butler's copy goes under its own prefix, and the 200 comes after both were acked.
+#[tokio::test]
+async fn butler_copy_has_every_field_butler_reads_beside_the_signed_original() {
+    let broker = Mosquitto::start().await;
+    let mut sub = Subscriber::connect(broker.port, "#").await;
+    let (_fwd, base) =
+        process::serve_forwarder(BIN, &env(&broker, &[("BUTLER_OUTPUT", "copy")])).await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    let (status, reply) = post_signed(&format!("{base}/webhook"), body.clone()).await;
+    assert_eq!(status, 200, "{reply}");
+    let raw_topic = format!("qscloud/app/reload/{TENANT}");
+    let butler_topic = format!("butler/qscloud/app/reload/{TENANT}");
+    assert_eq!(reply["topic"], raw_topic.as_str());
+    assert_eq!(reply["butlerTopic"], butler_topic.as_str());
+
+    let mut got = [sub.expect().await, sub.expect().await];
+    got.sort_by(|a, b| a.topic.cmp(&b.topic));
+    let (copy, raw) = (&got[0], &got[1]);
+    assert_eq!(raw.topic, raw_topic);
+    assert_eq!(raw.payload, body, "the original, byte for byte");
+    assert_eq!(
+        raw.property("qlik-signature"),
+        Some(fixtures::sign(&body).as_str())
+    );
+    assert_eq!(raw.property("qlik-relay-rewritten"), None);
+    assert_eq!(copy.topic, butler_topic);
+    assert_butler_reads(copy, &body, "butler/qscloud/app/reload");
+    assert!(
+        sub.next(Duration::from_millis(300)).await.is_none(),
+        "two messages, no more"
+    );
+
+    // A legacy body: both copies are the raw body with its signature (Butler reads it as is).
+    let legacy = fixtures::event("app-reload-failed.legacy.json");
+    let (status, reply) = post_signed(&format!("{base}/webhook"), legacy.clone()).await;
+    assert_eq!(status, 200, "{reply}");
+    for _ in 0..2 {
+        let msg = sub.expect().await;
+        assert_eq!(msg.payload, legacy, "{}", msg.topic);
+        assert_eq!(
+            msg.property("qlik-signature"),
+            Some(fixtures::sign(&legacy).as_str())
+        );
+    }
+}
+
+/// Issue #18, way (a): Butler alone, with its default `appReload: qscloud/app/reload`.
+#[tokio::test]
+async fn butler_replace_publishes_the_butler_form_on_the_usual_topic() {
+    let broker = Mosquitto::start().await;
+    let mut sub = Subscriber::connect(broker.port, "#").await;
+    let (_fwd, base) =
+        process::serve_forwarder(BIN, &env(&broker, &[("BUTLER_OUTPUT", "replace")])).await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    let (status, reply) = post_signed(&format!("{base}/webhook"), body.clone()).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["butlerTopic"], reply["topic"]);
+    let msg = sub.expect().await;
+    assert_eq!(msg.topic, format!("qscloud/app/reload/{TENANT}"));
+    assert_butler_reads(&msg, &body, "qscloud/app/reload");
+    assert!(
+        sub.next(Duration::from_millis(300)).await.is_none(),
+        "one message only"
+    );
+
+    // The smoke test after deploying says where Butler reads; without the option it fails.
+    let url = format!("{base}/webhook");
+    let secret = [("QLIK_WEBHOOK_SECRET", SECRET.to_owned())];
+    let (code, out) = process::run(
+        BIN,
+        &["send-test-event", "--url", &url, "--expect-butler"],
+        &secret,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("Butler reads this event on qscloud/app/reload/qlik-webhook-test-tenant"),
+        "{out}"
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&sub.expect().await.payload).unwrap();
+    assert_eq!(sent["eventType"], "com.qlik.v1.app.reload.finished");
+
+    let (_plain, plain_base) = process::serve_forwarder(BIN, &env(&broker, &[])).await;
+    let url = format!("{plain_base}/webhook");
+    let (code, out) = process::run(
+        BIN,
+        &["send-test-event", "--url", &url, "--expect-butler"],
+        &secret,
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("BUTLER_OUTPUT"), "{out}");
+}

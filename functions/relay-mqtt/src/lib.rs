@@ -31,6 +31,7 @@ impl Protocol {
 
 /// The MQTT 5 user property carrying the original `Qlik-Signature`.
 pub const SIGNATURE_PROPERTY: &str = "qlik-signature";
+pub use qlik_events::butler::REWRITTEN_PROPERTY;
 
 /// One message: QoS 1, retain false, always.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +41,28 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
     /// The verified `Qlik-Signature` value, sent as a user property where the protocol has them.
     pub signature: Option<&'a str>,
+    /// Set when the payload is not the webhook body as Qlik signed it: the value of the
+    /// [`REWRITTEN_PROPERTY`] user property (e.g. `butler-v16`). Never sent with a signature.
+    pub rewritten: Option<&'a str>,
+}
+
+impl<'a> Message<'a> {
+    /// A message without user properties (alerts, the publish API, task results).
+    pub fn new(topic: &'a str, payload: &'a [u8]) -> Self {
+        Message {
+            topic,
+            payload,
+            signature: None,
+            rewritten: None,
+        }
+    }
+
+    /// The MQTT 5 user properties this message carries.
+    pub fn user_properties(&self) -> Vec<(&'static str, &'a str)> {
+        let signature = self.signature.map(|s| (SIGNATURE_PROPERTY, s));
+        let rewritten = self.rewritten.map(|r| (REWRITTEN_PROPERTY, r));
+        signature.into_iter().chain(rewritten).collect()
+    }
 }
 
 /// Why a message was not acknowledged. Shown to the webhook caller in a 503, so it holds no

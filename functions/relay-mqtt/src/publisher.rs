@@ -13,7 +13,7 @@
 //! - a publish never waits longer than the configured timeout;
 //! - MQTT 5 by default, with the signature as the `qlik-signature` user property; 3.1.1 on request.
 
-use crate::{Message, Protocol, Publish, PublishError, PublishFuture, SIGNATURE_PROPERTY};
+use crate::{Message, Protocol, Publish, PublishError, PublishFuture};
 use qlik_events::Secret;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -196,9 +196,10 @@ impl Connection {
             Client::V5(client) => {
                 let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
                     user_properties: msg
-                        .signature
-                        .map(|s| vec![(SIGNATURE_PROPERTY.to_owned(), s.to_owned())])
-                        .unwrap_or_default(),
+                        .user_properties()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
                     ..Default::default()
                 };
                 client.try_publish_with_properties(

@@ -331,11 +331,7 @@ impl Notifier {
                     "no MQTT connection for alerts".into(),
                 ));
             };
-            let message = Message {
-                topic,
-                payload: body.as_bytes(),
-                signature: None,
-            };
+            let message = Message::new(topic, body.as_bytes());
             return match mqtt.publish(message).await {
                 Ok(()) => Ok(()),
                 Err(e @ PublishError::Refused(_)) => Err(AttemptError::Permanent(e.to_string())),

@@ -5,7 +5,7 @@
 //! account's `…-ats.iot.<region>.amazonaws.com`, given in the configuration: no
 //! `DescribeEndpoint` call at cold start.
 
-use super::{Message, Publish, PublishError, PublishFuture, SIGNATURE_PROPERTY};
+use super::{Message, Publish, PublishError, PublishFuture};
 use aws_sdk_iotdataplane::primitives::Blob;
 use std::time::Duration;
 
@@ -33,9 +33,13 @@ impl IotCorePublisher {
 
     async fn send(&self, msg: Message<'_>) -> Result<(), PublishError> {
         // IoT Core takes MQTT 5 user properties as a JSON array of objects; the SDK encodes it.
-        let user_properties = msg
-            .signature
-            .map(|s| serde_json::json!([{ SIGNATURE_PROPERTY: s }]).to_string());
+        let properties: Vec<serde_json::Value> = msg
+            .user_properties()
+            .into_iter()
+            .map(|(k, v)| serde_json::json!({ k: v }))
+            .collect();
+        let user_properties =
+            (!properties.is_empty()).then(|| serde_json::Value::from(properties).to_string());
         let request = self
             .client
             .publish()
