@@ -9,7 +9,8 @@
 //! Our extensions live in the same tree (see the README's listener section):
 //! - `…mqttForward.broker.{tls.{enable,caFile,certFile,keyFile,insecureSkipVerify}, clientId,
 //!   protocolVersion, keepAliveSeconds, sessionExpirySeconds}`;
-//! - `…mqttForward.requireSignature` with a `webhookSecret` per tenant;
+//! - `…mqttForward.requireSignature` with a `webhookSecret` per tenant (and
+//!   `webhookSecretPrevious` while rotating it);
 //! - `Butler.qlikSenseCloud.event.mqtt.tenants: [ … ]` beside Butler's single `tenant`;
 //! - `Butler.qlikCloudListener.{journal.path, journal.retentionDays, logLevel}`.
 
@@ -249,6 +250,8 @@ pub struct TenantConfig {
     pub comment: Option<String>,
     /// The webhook's secret, to check the `qlik-signature` user property.
     pub webhook_secret: Option<Secret>,
+    /// A second secret accepted too while the webhook's secret is rotated.
+    pub webhook_secret_previous: Option<Secret>,
     pub channels: Vec<ChannelConfig>,
 }
 
@@ -376,10 +379,10 @@ impl Config {
             out += &format!(
                 "tenant:        {id} at {} (token ***{})\n",
                 t.tenant_url,
-                if t.webhook_secret.is_some() {
-                    ", webhook secret ***"
-                } else {
-                    ""
+                match (&t.webhook_secret, &t.webhook_secret_previous) {
+                    (Some(_), Some(_)) => ", webhook secret *** and previous ***",
+                    (Some(_), None) => ", webhook secret ***",
+                    _ => "",
                 }
             );
             if !t.channels.is_empty() {
@@ -1362,6 +1365,16 @@ impl<'a> Reader<'a> {
                 "missing: requireSignature is on, so each tenant needs the webhook's secret",
             );
         }
+        let previous_path = join(path, "webhookSecretPrevious");
+        let webhook_secret_previous = self
+            .below(node, "webhookSecretPrevious")
+            .and_then(|v| self.secret(Some(v), &previous_path));
+        if webhook_secret_previous.is_some() && self.below(node, "webhookSecret").is_none() {
+            self.error(
+                &previous_path,
+                "needs webhookSecret: the previous secret is accepted beside the current one, not instead of it",
+            );
+        }
         let qmc_url = self.string(
             self.below(node, "qlikSenseUrls.qmc"),
             &join(path, "qlikSenseUrls.qmc"),
@@ -1391,6 +1404,7 @@ impl<'a> Reader<'a> {
             hub_url,
             comment,
             webhook_secret,
+            webhook_secret_previous,
             channels,
         })
     }

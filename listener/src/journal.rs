@@ -7,7 +7,8 @@
 //!
 //! Promises: `record` (and `record_all`, for the messages that arrived together) is one
 //! transaction, durable when it returns (WAL, `synchronous=FULL`: on disk even if the machine
-//! loses power); an event id is recorded once; all calls run off the async runtime's worker
+//! loses power); an event id is accepted once (a refused message — bad signature, unknown
+//! tenant — is kept for the record but does not claim the id); all calls run off the async runtime's worker
 //! threads, in order, on the journal's own thread; calls that queue up while it is busy are
 //! committed together (each in its own savepoint: all or nothing), and each returns only once
 //! its batch is committed.
@@ -124,9 +125,13 @@ type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// Most calls committed together.
 const MAX_JOBS: usize = 512;
 
+/// Rows of events that were refused (not acted on). They do not claim their event id: a forged
+/// or misrouted copy that arrives first must not make the genuine event a duplicate.
+const REFUSED: &str = "('rejected', 'skipped')";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
-    id            TEXT PRIMARY KEY,
+    id            TEXT NOT NULL,
     event_type    TEXT NOT NULL,
     tenant_id     TEXT NOT NULL,
     app_id        TEXT,
@@ -139,6 +144,10 @@ CREATE TABLE IF NOT EXISTS events (
     note          TEXT,
     enrichment    TEXT
 );
+-- An event id is accepted once; refused rows are kept once per (id, tenant, state) and
+-- never stand in the way of the accepted one.
+CREATE UNIQUE INDEX IF NOT EXISTS events_accepted ON events(id) WHERE state NOT IN ('rejected', 'skipped');
+CREATE UNIQUE INDEX IF NOT EXISTS events_refused ON events(id, tenant_id, state) WHERE state IN ('rejected', 'skipped');
 CREATE INDEX IF NOT EXISTS events_state ON events(state);
 CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -302,6 +311,10 @@ impl Journal {
     }
 
     /// Records an event unless its id is already known; durable (fsynced) when it returns.
+    ///
+    /// "Known" means: an accepted event (any state but rejected or skipped) with this id, or,
+    /// for a refused one, a refused row with the same id, tenant and state. A refused row never
+    /// makes a later accepted event with its id a duplicate.
     pub async fn record(&self, entry: Entry) -> Result<Recorded, JournalError> {
         self.run(true, move |c| insert(c, &entry)).await
     }
@@ -316,9 +329,13 @@ impl Journal {
     pub async fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
         let id = id.to_owned();
         self.with(move |c| {
-            c.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE id = ?1"))?
-                .query_row([id], row)
-                .optional()
+            // The accepted event if there is one, else the latest refused message.
+            c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE id = ?1
+                 ORDER BY state IN {REFUSED}, received_at DESC LIMIT 1"
+            ))?
+            .query_row([id], row)
+            .optional()
         })
         .await
     }
@@ -351,8 +368,10 @@ impl Journal {
     pub async fn set_enrichment(&self, id: &str, enrichment: String) -> Result<(), JournalError> {
         let id = id.to_owned();
         self.with(move |c| {
-            c.prepare_cached("UPDATE events SET enrichment = ?2 WHERE id = ?1")?
-                .execute(params![id, enrichment])?;
+            c.prepare_cached(&format!(
+                "UPDATE events SET enrichment = ?2 WHERE id = ?1 AND state NOT IN {REFUSED}"
+            ))?
+            .execute(params![id, enrichment])?;
             Ok(())
         })
         .await
@@ -366,9 +385,10 @@ impl Journal {
     ) -> Result<(), JournalError> {
         let id = id.to_owned();
         self.with(move |c| {
-            c.prepare_cached(
-                "UPDATE events SET state = ?2, note = COALESCE(?3, note) WHERE id = ?1",
-            )?
+            c.prepare_cached(&format!(
+                "UPDATE events SET state = ?2, note = COALESCE(?3, note)
+                 WHERE id = ?1 AND state NOT IN {REFUSED}"
+            ))?
             .execute(params![id, state.as_str(), note])?;
             Ok(())
         })
@@ -446,15 +466,18 @@ impl Journal {
     /// Deletes events received before `before_ms` that have no work left; returns how many.
     pub async fn prune(&self, before_ms: i64) -> Result<usize, JournalError> {
         self.with(move |c| {
-            c.execute(
-                "DELETE FROM deliveries WHERE event_id IN
-                   (SELECT id FROM events WHERE received_at < ?1 AND state != 'pending')",
+            let deleted = c.execute(
+                "DELETE FROM events WHERE received_at < ?1 AND state != 'pending'",
                 [before_ms],
             )?;
             c.execute(
-                "DELETE FROM events WHERE received_at < ?1 AND state != 'pending'",
-                [before_ms],
-            )
+                &format!(
+                    "DELETE FROM deliveries WHERE event_id NOT IN
+                       (SELECT id FROM events WHERE state NOT IN {REFUSED})"
+                ),
+                [],
+            )?;
+            Ok(deleted)
         })
         .await
     }
@@ -479,8 +502,35 @@ fn open_connection(path: &Path) -> Result<Connection, JournalError> {
         .map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_err)?;
+    migrate(&conn).map_err(open_err)?;
     conn.execute_batch(SCHEMA).map_err(open_err)?;
     Ok(conn)
+}
+
+/// Journals written before refused rows stopped claiming event ids keyed `events` by id alone
+/// (`id TEXT PRIMARY KEY`): their rows are moved to the current table, unchanged.
+fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if !sql.is_some_and(|sql| sql.contains("PRIMARY KEY")) {
+        return Ok(());
+    }
+    tracing::info!("journal: upgrading the events table (refused events no longer claim their id)");
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE events RENAME TO events_before_upgrade;
+         DROP INDEX IF EXISTS events_state;
+         DROP INDEX IF EXISTS events_received;
+         {SCHEMA}
+         INSERT INTO events SELECT * FROM events_before_upgrade;
+         DROP TABLE events_before_upgrade;
+         COMMIT;"
+    ))
 }
 
 fn upsert_delivery(c: &mut Connection, d: &Delivery) -> Result<(), rusqlite::Error> {
@@ -737,6 +787,89 @@ mod tests {
         assert!(j.get("old-done").await.unwrap().is_none());
         assert!(j.get("old-pending").await.unwrap().is_some());
         assert!(j.get("new").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn refused_messages_do_not_claim_the_event_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.sqlite")).await.unwrap();
+        let other_tenant = |mut e: Entry| {
+            e.tenant_id = "unconfigured".into();
+            e
+        };
+        // A forged copy and an unknown tenant's event first: recorded, once each.
+        for first in [
+            entry("e1", State::Rejected, 1),
+            other_tenant(entry("e1", State::Skipped, 2)),
+        ] {
+            assert_eq!(j.record(first.clone()).await.unwrap(), Recorded::New);
+            assert_eq!(j.record(first).await.unwrap(), Recorded::Duplicate);
+        }
+        assert_eq!(j.get("e1").await.unwrap().unwrap().state, State::Skipped);
+        // The genuine event is new, and from then on the one `get` finds and updates.
+        assert_eq!(
+            j.record(entry("e1", State::Pending, 3)).await.unwrap(),
+            Recorded::New
+        );
+        assert_eq!(
+            j.record(entry("e1", State::Pending, 4)).await.unwrap(),
+            Recorded::Duplicate
+        );
+        assert_eq!(
+            j.record(entry("e1", State::Recorded, 5)).await.unwrap(),
+            Recorded::Duplicate,
+            "an accepted id is accepted once, whatever the state"
+        );
+        j.set_state("e1", State::Done, None).await.unwrap();
+        assert_eq!(j.get("e1").await.unwrap().unwrap().state, State::Done);
+        assert_eq!(j.recent(0, 10).await.unwrap().len(), 3);
+        // Pruning the refused rows keeps the accepted event's deliveries.
+        let d = Delivery {
+            event_id: "e1".into(),
+            channel: "teams".into(),
+            state: DeliveryState::Sent,
+            attempts: 1,
+            last_error: None,
+        };
+        j.set_delivery(d.clone()).await.unwrap();
+        assert_eq!(j.prune(3).await.unwrap(), 2);
+        assert_eq!(j.deliveries("e1").await.unwrap(), vec![d]);
+        assert_eq!(j.prune(10).await.unwrap(), 1);
+        assert!(j.deliveries("e1").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_journal_keyed_by_id_alone_is_upgraded_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        {
+            // The table as earlier versions created it, with one rejected row.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE events (id TEXT PRIMARY KEY, event_type TEXT NOT NULL,
+                   tenant_id TEXT NOT NULL, app_id TEXT, reload_id TEXT, reload_status TEXT,
+                   topic TEXT NOT NULL, received_at INTEGER NOT NULL, body BLOB NOT NULL,
+                   state TEXT NOT NULL, note TEXT, enrichment TEXT);
+                 CREATE INDEX events_state ON events(state);
+                 CREATE INDEX events_received ON events(received_at);
+                 INSERT INTO events VALUES ('e1', 'com.qlik.v1.app.reload.finished', 't', 'app',
+                   'r', 'error', 'qscloud/app/reload/t', 1, X'7B7D', 'rejected', 'signature', NULL);",
+            )
+            .unwrap();
+        }
+        let j = Journal::open(&path).await.unwrap();
+        let mut rejected = entry("e1", State::Rejected, 1);
+        rejected.note = Some("signature".into());
+        assert_eq!(j.get("e1").await.unwrap(), Some(rejected));
+        assert_eq!(
+            j.record(entry("e1", State::Pending, 2)).await.unwrap(),
+            Recorded::New
+        );
+        drop(j);
+        // Opening again changes nothing.
+        let j = Journal::open(&path).await.unwrap();
+        assert_eq!(j.recent(0, 10).await.unwrap().len(), 2);
+        assert_eq!(j.pending().await.unwrap().len(), 1);
     }
 
     #[tokio::test]

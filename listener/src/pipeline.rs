@@ -50,7 +50,7 @@ impl Tenant {
         let verifier = config
             .webhook_secret
             .as_ref()
-            .map(|s| Verifier::new(s, None));
+            .map(|s| Verifier::new(s, config.webhook_secret_previous.as_ref()));
         Tenant {
             id,
             config,
@@ -269,7 +269,11 @@ impl Pipeline {
                         message.signature.as_deref().map(str::as_bytes),
                         &message.payload,
                     )
-                    .map(|_| ())
+                    .map(|matched| {
+                        if matched == qlik_events::Matched::Previous {
+                            tracing::info!(event_id = %event.id, tenant = %event.tenant_id, "signed with the tenant's webhookSecretPrevious: finish the rotation in Qlik Cloud, then remove it");
+                        }
+                    })
                     .map_err(|e| e.to_string()),
                 None => Err("no webhook secret for this tenant".into()),
             };

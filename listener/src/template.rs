@@ -244,6 +244,7 @@ mod tests {
             hub_url: Some("https://acme.eu.qlikcloud.com/hub".into()),
             comment: Some("Production".into()),
             webhook_secret: None,
+            webhook_secret_previous: None,
             channels: vec![],
         }
     }
