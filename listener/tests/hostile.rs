@@ -96,3 +96,53 @@ async fn events_signed_with_the_previous_secret_are_accepted_during_a_rotation()
         .wait_for_output("signed with the tenant's webhookSecretPrevious", 1, LIMIT)
         .await;
 }
+
+/// Promise: `sent` means the receiver got the alert. A receiver that redirects (301 would be
+/// followed as a GET without the alert, 307 would send it to a URL nobody configured) gets one
+/// request, and the delivery is recorded `failed` with where it pointed. (Before: the 301 was
+/// followed and the delivery recorded `sent`.)
+#[tokio::test]
+async fn an_alert_receiver_that_redirects_is_a_failed_delivery() {
+    use qlik_listener::journal::DeliveryState;
+    use relay_tests::fakes::{Fault, HttpReceiver};
+    let hook = HttpReceiver::start().await;
+    let tenant = format!(
+        "          alert:\n            webhookNotification:\n              reloadAppFailure:\n                enable: true\n                urls: [\"{}\"]\n",
+        hook.url("/alerts")
+    );
+    let s = Setup::with(common::Options {
+        tenant: &tenant,
+        ..Default::default()
+    })
+    .await;
+    let _listener = s.start(true).await;
+    for (i, status) in [301u16, 307].into_iter().enumerate() {
+        hook.inject(&[Fault::Redirect(status, "/moved?token=secret-in-query")]);
+        let (id, body) = common::numbered_failure(i * 2);
+        s.publish(FIXTURES[0].1, &body).await;
+        let journal = s.journal().await;
+        let delivery = relay_tests::wait::until(LIMIT, "a final delivery", || {
+            let journal = journal.clone();
+            let id = id.clone();
+            async move {
+                let d = journal.deliveries(&id).await.unwrap();
+                d.into_iter().find(|d| d.state.is_final())
+            }
+        })
+        .await;
+        assert_eq!(delivery.state, DeliveryState::Failed, "HTTP {status}");
+        let error = delivery.last_error.unwrap();
+        assert!(
+            error.contains(&format!("HTTP {status} redirect to {}", hook.url("/moved"))),
+            "{error}"
+        );
+        assert!(!error.contains("secret-in-query"), "{error}");
+    }
+    let requests = hook.requests();
+    assert_eq!(
+        requests.len(),
+        2,
+        "one request per alert, no redirect followed"
+    );
+    assert!(requests.iter().all(|r| r.path == "/alerts"));
+}

@@ -408,6 +408,8 @@ pub enum Fault {
     TooMany(u64),
     /// Answers after this long.
     Delay(Duration),
+    /// Answers with this redirect status and `Location: <path>` on the same server.
+    Redirect(u16, &'static str),
 }
 
 #[derive(Clone)]
@@ -558,6 +560,14 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
                 StatusCode::TOO_MANY_REQUESTS,
                 [("retry-after", secs.to_string())],
                 "{}",
+            )
+                .into_response()
+        }
+        Some(Fault::Redirect(s, to)) => {
+            return (
+                StatusCode::from_u16(s).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+                [("location", to)],
+                "",
             )
                 .into_response()
         }
@@ -744,8 +754,13 @@ async fn receive(
     } else {
         faults.lock().unwrap().pop_front()
     };
+    let mut location = None;
     let (status, retry_after) = match fault {
         Some(Fault::Status(s)) => (s, None),
+        Some(Fault::Redirect(s, to)) => {
+            location = Some(to);
+            (s, None)
+        }
         Some(Fault::TooMany(secs)) => (429, Some(secs)),
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
@@ -761,9 +776,10 @@ async fn receive(
         at,
     });
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    match retry_after {
-        Some(secs) => (status, [("retry-after", secs.to_string())], "").into_response(),
-        None => (status, "1").into_response(),
+    match (retry_after, location) {
+        (Some(secs), _) => (status, [("retry-after", secs.to_string())], "").into_response(),
+        (None, Some(to)) => (status, [("location", to)], "").into_response(),
+        (None, None) => (status, "1").into_response(),
     }
 }
 

@@ -59,6 +59,10 @@ impl Notifier {
             .timeout(Duration::from_secs(15))
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("qlik-listener/", env!("CARGO_PKG_VERSION")))
+            // A redirect is not a delivery: 301/302/303 would be followed as a GET without
+            // the alert, 307/308 would send it to a host nobody configured. The 3xx is
+            // answered as a failure naming where it pointed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Notifier {
             http,
@@ -355,6 +359,11 @@ impl Notifier {
         }
         match request.send().await {
             Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) if resp.status().is_redirection() => Err(AttemptError::Permanent(format!(
+                "HTTP {} redirect to {}: alerts are not sent on to another URL; configure the final URL",
+                resp.status().as_u16(),
+                redirect_target(&resp)
+            ))),
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 if status == 429 || status >= 500 || status == 408 {
@@ -367,6 +376,25 @@ impl Notifier {
             Err(e) if e.is_connect() => Err(AttemptError::Retry("cannot connect".into())),
             Err(_) => Err(AttemptError::Retry("request failed".into())),
         }
+    }
+}
+
+/// Where a redirect pointed, without its query (which may hold a token), for the error.
+fn redirect_target(resp: &reqwest::Response) -> String {
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok());
+    match location.map(|l| resp.url().join(l)) {
+        Some(Ok(mut url)) => {
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            url.to_string()
+        }
+        Some(Err(_)) => "an unreadable Location".into(),
+        None => "nowhere (no Location)".into(),
     }
 }
 
