@@ -109,6 +109,8 @@ pub enum Recorded {
 #[derive(Clone)]
 pub struct Journal {
     jobs: std::sync::mpsc::Sender<Job>,
+    /// Why the last `record`/`record_all` failed, until one succeeds (for `/readyz`).
+    record_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Work for the journal's thread: runs in a batch's transaction (in its own savepoint, so it is
@@ -258,7 +260,10 @@ impl Journal {
         open_result
             .await
             .map_err(|e| JournalError::Thread(e.to_string()))??;
-        Ok(Journal { jobs })
+        Ok(Journal {
+            jobs,
+            record_failure: Default::default(),
+        })
     }
 
     /// Runs `f` with the connection on the journal's thread; it has been committed when this
@@ -316,14 +321,33 @@ impl Journal {
     /// for a refused one, a refused row with the same id, tenant and state. A refused row never
     /// makes a later accepted event with its id a duplicate.
     pub async fn record(&self, entry: Entry) -> Result<Recorded, JournalError> {
-        self.run(true, move |c| insert(c, &entry)).await
+        let result = self.run(true, move |c| insert(c, &entry)).await;
+        self.note_record(result.as_ref().err());
+        result
+    }
+
+    /// Why events could not be recorded, while the last attempt failed.
+    pub fn record_failure(&self) -> Option<String> {
+        self.record_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn note_record(&self, error: Option<&JournalError>) {
+        *self
+            .record_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = error.map(ToString::to_string);
     }
 
     /// Records several events in one transaction (one fsync for all: group commit), each
     /// unless its id is already known; the results are in the order of `entries`. All or none
     /// are recorded.
     pub async fn record_all(&self, entries: Vec<Entry>) -> Result<Vec<Recorded>, JournalError> {
-        self.run(true, move |c| insert_all(c, &entries)).await
+        let result = self.run(true, move |c| insert_all(c, &entries)).await;
+        self.note_record(result.as_ref().err());
+        result
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {

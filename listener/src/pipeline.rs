@@ -3,7 +3,8 @@
 //!
 //! Promises (design.md §6):
 //! - a message is acknowledged only after its event is in the journal; if the journal cannot
-//!   be written, it is not acknowledged and the broker delivers it again later;
+//!   be written, it is held unacknowledged and recording is retried until the journal takes it
+//!   (`/readyz` says so meanwhile), so the listener resumes by itself once the fault is gone;
 //! - an event id is handled once, however often it is delivered;
 //! - garbage (not an event) is logged with its topic and acknowledged, never crashes the loop;
 //! - with `requireSignature`, an event whose `qlik-signature` does not verify is recorded as
@@ -30,6 +31,9 @@ use std::sync::{Arc, Mutex};
 
 /// Script-log lines kept in the alert data when no channel asks for more.
 const DEFAULT_LOG_LINES: usize = 15;
+/// First and longest wait between attempts to record events the journal refused.
+const RECORD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+const RECORD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most messages recorded in one journal transaction.
 const MAX_BATCH: usize = 256;
 /// Most events enriched at once (each makes up to five Qlik Cloud API calls and holds its
@@ -131,27 +135,55 @@ impl Pipeline {
             }
         }
         if !to_record.is_empty() {
-            let entries = to_record.iter().map(|(_, (e, _))| e.clone()).collect();
-            match self.journal.record_all(entries).await {
-                Ok(results) => {
-                    for ((message, (entry, format)), recorded) in to_record.into_iter().zip(results)
-                    {
-                        self.recorded(entry, format, recorded);
-                        to_ack.push(message);
-                    }
-                }
-                Err(e) => {
-                    // Not acknowledged: the broker redelivers after a reconnect.
-                    for (message, _) in to_record {
-                        tracing::error!(topic = %message.topic, error = %e, "could not record the event; not acknowledged");
-                    }
-                }
+            let entries: Vec<Entry> = to_record.iter().map(|(_, (e, _))| e.clone()).collect();
+            let results = self.record_until_recorded(entries).await;
+            for ((message, (entry, format)), recorded) in to_record.into_iter().zip(results) {
+                self.recorded(entry, format, recorded);
+                to_ack.push(message);
             }
         }
         for message in to_ack {
             let topic = message.topic.clone();
             if let Err(e) = message.ack().await {
                 tracing::warn!(topic = %topic, error = %e, "could not acknowledge; the broker will deliver again");
+            }
+        }
+    }
+
+    /// Records `entries`, retrying with back-off for as long as the journal refuses (a full
+    /// disk, a lock held by another process, an I/O error). Meanwhile the messages stay
+    /// unacknowledged (the broker keeps them too), the journal reports the failure to
+    /// `/readyz`, and nothing else is received: a transient fault costs a delay, not the
+    /// messages, and needs no restart. (The broker only redelivers unacknowledged messages on
+    /// a reconnect, so giving up here would stall the subscription.)
+    async fn record_until_recorded(&self, entries: Vec<Entry>) -> Vec<Recorded> {
+        let mut delay = RECORD_RETRY_FIRST;
+        let mut failures = 0u32;
+        loop {
+            match self.journal.record_all(entries.clone()).await {
+                Ok(results) => {
+                    if failures > 0 {
+                        tracing::info!(
+                            events = entries.len(),
+                            attempts = failures + 1,
+                            "journal writable again; the held events are recorded"
+                        );
+                    }
+                    return results;
+                }
+                Err(e) => {
+                    failures += 1;
+                    // Once per event when it starts, then once a minute or so.
+                    if failures == 1 {
+                        for entry in &entries {
+                            tracing::error!(event_id = %entry.id, topic = %entry.topic, error = %e, "could not record the event; held unacknowledged and retried");
+                        }
+                    } else if delay == RECORD_RETRY_MAX {
+                        tracing::error!(events = entries.len(), attempts = failures, error = %e, "the journal still refuses writes; events held unacknowledged");
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECORD_RETRY_MAX);
+                }
             }
         }
     }

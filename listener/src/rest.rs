@@ -84,6 +84,11 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
             problems.push(format!("broker {name} is not connected"));
         }
     }
+    if let Some(e) = api.journal.record_failure() {
+        problems.push(format!(
+            "events cannot be recorded ({e}); they are held unacknowledged and retried"
+        ));
+    }
     if let Err(e) = api.journal.check_writable().await {
         problems.push(format!("journal not writable: {e}"));
     }

@@ -146,3 +146,62 @@ async fn an_alert_receiver_that_redirects_is_a_failed_delivery() {
     );
     assert!(requests.iter().all(|r| r.path == "/alerts"));
 }
+
+/// Promise: a journal fault costs a delay, never the events, and needs no restart. Another
+/// process holds the journal's write lock (as a backup tool or a full disk would make every
+/// write fail) while events arrive: nothing is acknowledged, `/readyz` says why. Once the lock
+/// is released the held events are recorded and handled, `/readyz` is green again and later
+/// events flow. (Before: the unacknowledged messages were only redelivered on a reconnect, so
+/// nothing was recorded again until a restart.)
+#[tokio::test]
+async fn the_listener_resumes_by_itself_after_a_journal_fault() {
+    let s = Setup::with(common::Options {
+        butler:
+            "  restServerConfig:\n    enable: true\n    serverHost: 127.0.0.1\n    serverPort: 0\n",
+        ..Default::default()
+    })
+    .await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let mut listener =
+        relay_tests::process::Running::spawn(common::BIN, &["--config", &config], &s.env());
+    let api = listener.wait_for_line("qlik-listener API on ", LIMIT).await;
+    listener.wait_for_output("subscribed", 1, LIMIT).await;
+    let http = reqwest::Client::new();
+    let ready = || {
+        let http = http.clone();
+        let api = api.clone();
+        async move {
+            let r = http.get(format!("{api}/readyz")).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(ready().await.0, 200);
+
+    // Another writer holds the lock: every write of the listener fails after its busy timeout.
+    let blocker = rusqlite::Connection::open(s.dir.path().join("journal.sqlite")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let events: Vec<(String, Vec<u8>)> = (0..3).map(common::numbered_failure).collect();
+    for (_, body) in &events {
+        s.publish(FIXTURES[0].1, body).await;
+    }
+    listener
+        .wait_for_output("could not record the event", 1, LIMIT)
+        .await;
+    let (status, why) = ready().await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("events cannot be recorded"), "{why}");
+
+    // The fault goes away: everything held is recorded and handled, without a restart.
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    for (id, _) in &events {
+        s.wait_state(id, State::Done).await;
+    }
+    relay_tests::wait::until(LIMIT, "/readyz to be green again", || async {
+        (ready().await.0 == 200).then_some(())
+    })
+    .await;
+    let (id, body) = common::numbered_failure(3);
+    s.publish(FIXTURES[0].1, &body).await;
+    s.wait_state(&id, State::Done).await;
+}
