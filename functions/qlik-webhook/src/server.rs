@@ -3,6 +3,11 @@
 //! Promises: the body is read with a hard size limit (413 as soon as it is exceeded, or up front
 //! from `Content-Length`) and a time limit (408 for a body that trickles in), so one slow or huge
 //! request cannot tie the server up; everything else is the shared [`Forwarder`].
+//!
+//! An early 413 is sent with `Connection: close`, and the rest of the body is then read and
+//! thrown away (at most [`DRAIN_BYTES`] for at most [`DRAIN_TIME`]) before the connection is
+//! closed: closing with unread data makes the kernel reset the connection, and a client still
+//! sending would see a broken pipe instead of the 413.
 
 use crate::forward::{Forwarder, Reply};
 use crate::http::{self as routes, Mode, Route};
@@ -10,14 +15,18 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::serve::ListenerExt;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use http_body_util::BodyExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a client may take to send its body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most of an oversized body read and thrown away after its early 413.
+pub const DRAIN_BYTES: usize = 32 * 1024 * 1024;
+/// Longest time spent on that.
+pub const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Serves webhooks on `listener` until `shutdown` completes, then finishes open requests.
 pub async fn serve(
@@ -34,11 +43,10 @@ pub async fn serve(
 
 async fn handle(State(forwarder): State<Arc<Forwarder>>, request: Request) -> Response {
     let route = routes::route(Mode::Server, request.method(), request.uri().path());
-    let reply = match route {
+    let mut response = match route {
         Route::Webhook => webhook(&forwarder, request).await,
-        other => routes::route_reply(other),
+        other => to_response(routes::route_reply(other)),
     };
-    let mut response = to_response(reply);
     if let Route::MethodNotAllowed { allow } = route {
         response
             .headers_mut()
@@ -47,30 +55,67 @@ async fn handle(State(forwarder): State<Arc<Forwarder>>, request: Request) -> Re
     response
 }
 
-async fn webhook(forwarder: &Forwarder, request: Request) -> Reply {
+async fn webhook(forwarder: &Forwarder, request: Request) -> Response {
     let limit = forwarder.max_body_bytes();
-    let too_large = || Reply::error(413, &format!("body is larger than {limit} bytes"));
+    let too_large = |rest: Option<Body>| {
+        // The rest of the body is drained off the request path, after the answer is sent.
+        if let Some(rest) = rest {
+            tokio::spawn(drain(rest));
+        }
+        let mut response =
+            to_response(Reply::error(413, &format!("body is larger than {limit} bytes")));
+        response
+            .headers_mut()
+            .insert(CONNECTION, http::HeaderValue::from_static("close"));
+        response
+    };
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large();
+        return too_large(Some(request.into_body()));
     }
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let signature = match routes::signature(&parts.headers) {
         Ok(signature) => signature,
-        Err(reply) => return reply,
+        Err(reply) => return to_response(reply),
     };
-    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
-    let body = match read {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-        Ok(Err(_)) => return Reply::error(400, "could not read the request body"),
-        Err(_) => return Reply::error(408, "request body not received in time"),
-    };
-    forwarder.handle(signature, &body).await
+    let mut received = bytes::BytesMut::new();
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if received.len() + data.len() > limit {
+                        return too_large(Some(body));
+                    }
+                    received.extend_from_slice(&data);
+                }
+            }
+            Ok(None) => break,
+            Ok(Some(Err(_))) => {
+                return to_response(Reply::error(400, "could not read the request body"))
+            }
+            Err(_) => return to_response(Reply::error(408, "request body not received in time")),
+        }
+    }
+    to_response(forwarder.handle(signature, &received).await)
+}
+
+/// Reads and drops what is left of `body`, within [`DRAIN_BYTES`] and [`DRAIN_TIME`].
+async fn drain(mut body: Body) {
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, |d| d.len());
+            if drained > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn to_response(reply: Reply) -> Response {
