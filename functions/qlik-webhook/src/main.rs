@@ -30,6 +30,17 @@ enum Command {
         /// Log format.
         #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Most connections held at once; at the cap the oldest idle one is closed for a new
+        /// one, and when all are busy new ones get 503. Keep it well below the file-descriptor
+        /// limit (ulimit -n; LimitNOFILE in systemd).
+        #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512,
+              value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        max_connections: u32,
+        /// Seconds a client may take to send a request head; also how long a kept-alive
+        /// connection may stay idle.
+        #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=300))]
+        header_read_timeout_seconds: u64,
     },
     /// Run under the AWS Lambda runtime (the default when AWS_LAMBDA_RUNTIME_API is set).
     Lambda,
@@ -125,7 +136,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::Serve { listen, log_format }) => {
+        Some(Command::Serve {
+            listen,
+            log_format,
+            max_connections,
+            header_read_timeout_seconds,
+        }) => {
             init_logging(log_format, "info");
             let config = qlik_webhook::config::Config::from_env()?;
             let forwarder = Arc::new(qlik_webhook::build(config).await?);
@@ -136,7 +152,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // On stdout, for scripts and tests; logs go to stderr.
             println!("qlik-webhook listening on http://{local}");
             tracing::info!(address = %local, "listening");
-            qlik_webhook::server::serve(listener, forwarder, shutdown_signal())
+            let limits = qlik_webhook::server::Limits {
+                max_connections: max_connections as usize,
+                header_read_timeout: std::time::Duration::from_secs(header_read_timeout_seconds),
+            };
+            qlik_webhook::server::serve_with(listener, forwarder, limits, shutdown_signal())
                 .await
                 .context("HTTP server failed")?;
             tracing::info!("stopped");

@@ -562,7 +562,11 @@ async fn a_body_that_trickles_in_does_not_block_other_requests() {
     let addr = base.trim_start_matches("http://").to_owned();
     let slow = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
-        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let connect = tokio::net::TcpStream::connect(&addr);
+        let mut s = tokio::time::timeout(Duration::from_secs(10), connect)
+            .await
+            .expect("accepted within 10 s")
+            .unwrap();
         let head =
             format!("POST /webhook HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000\r\n\r\n");
         s.write_all(head.as_bytes()).await.unwrap();
@@ -855,4 +859,67 @@ async fn every_oversized_post_reads_its_413() {
     let good = fixtures::event("app-reload-failed.cloudevents.json");
     let (status, reply) = post_signed(&format!("{base}/webhook"), good).await;
     assert_eq!(status, 200, "{reply}");
+}
+
+/// Issue #17 item 11: slow-header connections cannot starve good requests. Under systemd's
+/// default soft limit of 1,024 file descriptors, 2,000 connections each send half a request
+/// head and stop; a good request sent after them still gets its 200, and the slow ones are
+/// closed (evicted for newer connections, or by the header-read timeout). Before: accepting
+/// failed at the descriptor limit and the good request was never answered.
+#[tokio::test]
+async fn slow_connections_do_not_starve_a_good_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = Mosquitto::start().await;
+    let (_fwd, base) = process::Running::start(
+        "sh",
+        &[
+            "-c",
+            r#"ulimit -n 1024 && exec "$0" serve --listen 127.0.0.1:0"#,
+            BIN,
+        ],
+        &env(&broker, &[("HEADER_READ_TIMEOUT_SECONDS", "5")]),
+        "qlik-webhook listening on ",
+    )
+    .await;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..2000 {
+        let connect = tokio::net::TcpStream::connect(&addr);
+        let mut s = tokio::time::timeout(Duration::from_secs(10), connect)
+            .await
+            .expect("accepted within 10 s")
+            .unwrap();
+        // Half a head: the server waits for the rest, which never comes.
+        let _ = s
+            .write_all(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: app")
+            .await;
+        slow.push(s);
+    }
+    let good = fixtures::event("app-reload-failed.cloudevents.json");
+    let sig = fixtures::sign(&good);
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/webhook"))
+        .header("Qlik-Signature", sig)
+        .body(good)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("an answer within 10 s");
+    assert_eq!(answer.status().as_u16(), 200);
+    // Every slow connection is closed by the server (EOF or reset), none is served.
+    let mut reads = tokio::task::JoinSet::new();
+    for mut s in slow {
+        reads.spawn(async move {
+            let mut buf = [0u8; 512];
+            let read = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => true,
+                Ok(Ok(n)) => !String::from_utf8_lossy(&buf[..n]).contains(" 200 "),
+                Err(_) => false,
+            }
+        });
+    }
+    let closed = reads.join_all().await;
+    let open = closed.iter().filter(|c| !**c).count();
+    assert_eq!(open, 0, "{open} slow connections still open after 20 s");
 }
