@@ -7,6 +7,8 @@
 //!   (`/readyz` says so meanwhile), so the listener resumes by itself once the fault is gone;
 //! - an event id is handled once, however often it is delivered;
 //! - garbage (not an event) is logged with its topic and acknowledged, never crashes the loop;
+//! - an event over the pipeline's size limit (`qlik_events::MAX_EVENT_BYTES`) is recorded as
+//!   rejected (without its body) and acknowledged, never redelivered in a loop;
 //! - with `requireSignature`, an event whose `qlik-signature` does not verify is recorded as
 //!   rejected and not acted on;
 //! - with `requireSignature`, a copy the forwarder rewrote for Butler (marked
@@ -193,14 +195,8 @@ impl Pipeline {
     /// recording).
     fn entry(&self, message: &Message) -> Option<(Entry, &'static str)> {
         let topic = message.topic.as_str();
-        if message.payload.len() > MAX_MESSAGE_BYTES as usize {
-            tracing::warn!(
-                topic,
-                bytes = message.payload.len(),
-                "message too large; dropped"
-            );
-            return None;
-        }
+        let bytes = message.payload.len();
+        let too_large = bytes > MAX_MESSAGE_BYTES as usize;
         if let Some(mark) = message
             .rewritten
             .as_ref()
@@ -216,6 +212,11 @@ impl Pipeline {
         }
         let event = match Event::parse(&message.payload) {
             Ok(event) => event,
+            Err(e) if too_large => {
+                tracing::warn!(topic, bytes, limit = MAX_MESSAGE_BYTES, reason = %e, "message too large and not a Qlik Cloud event; dropped");
+                crate::metrics::inc(&METRICS.messages_invalid);
+                return None;
+            }
             Err(e) => {
                 tracing::warn!(topic, bytes = message.payload.len(), reason = %e, "not a Qlik Cloud event; dropped");
                 crate::metrics::inc(&METRICS.messages_invalid);
@@ -223,7 +224,14 @@ impl Pipeline {
             }
         };
         let reload = event.reload().and_then(Result::ok);
-        let (state, note) = self.decide(&event, reload.as_ref(), message);
+        let (state, note) = if too_large {
+            // Recorded (without its body) and acknowledged: never a redelivery loop.
+            tracing::warn!(event_id = %event.id, topic, bytes, limit = MAX_MESSAGE_BYTES, "event too large; recorded as rejected");
+            let note = format!("too large: {bytes} bytes, the limit is {MAX_MESSAGE_BYTES}");
+            (State::Rejected, Some(note))
+        } else {
+            self.decide(&event, reload.as_ref(), message)
+        };
         let entry = Entry {
             id: event.id.to_string(),
             event_type: event.event_type.to_string(),
@@ -236,7 +244,11 @@ impl Pipeline {
             reload_status: reload.as_ref().and_then(|r| r.status.clone()),
             topic: topic.to_owned(),
             received_at: journal::now_ms(),
-            body: message.payload.to_vec(),
+            body: if too_large {
+                Vec::new()
+            } else {
+                message.payload.to_vec()
+            },
             state,
             note,
             enrichment: None,

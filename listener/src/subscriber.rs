@@ -29,8 +29,15 @@ const TLS_SETTINGS: SettingNames = SettingNames {
 };
 /// Most unacknowledged messages the broker may send us at once (MQTT 5 receive maximum).
 pub const RECEIVE_MAXIMUM: u16 = 256;
-/// Largest message we accept (MQTT 5 tells the broker, which then does not send bigger ones).
-pub const MAX_MESSAGE_BYTES: u32 = 1024 * 1024;
+/// Largest event we record: the pipeline's limit, equal to the forwarder's ceiling for
+/// `MAX_BODY_BYTES`, so that whatever the forwarder answered 200 for is recorded here.
+pub const MAX_MESSAGE_BYTES: u32 = qlik_events::MAX_EVENT_BYTES as u32;
+/// Largest packet the client reads: MQTT's own maximum. A message over [`MAX_MESSAGE_BYTES`] is
+/// read and recorded as rejected, so it is acknowledged once instead of making the client drop
+/// the connection each time the broker redelivers it (a reconnect loop with MQTT 3.1.1) or the
+/// broker drop it unseen (MQTT 5 with a smaller announced maximum). The broker's own message
+/// size limit is what bounds memory here.
+const MAX_PACKET_BYTES: u32 = 268_435_455;
 
 /// One received message, to be acknowledged once handled.
 pub struct Message {
@@ -124,7 +131,7 @@ pub fn subscribe(
                 // Only the status messages go out on this connection. Without a limit rumqttc
                 // allocates an in-flight table for 65,535 publishes (~13 MB resident).
                 .set_outgoing_inflight_upper_limit(16)
-                .set_max_packet_size(Some(MAX_MESSAGE_BYTES + 64 * 1024))
+                .set_max_packet_size(Some(MAX_PACKET_BYTES))
                 .set_transport(transport);
             if let Some((u, p)) = credentials {
                 opts.set_credentials(u, p);
@@ -147,7 +154,7 @@ pub fn subscribe(
         }
         Protocol::V311 => {
             let mut opts = rumqttc::MqttOptions::new(&broker.client_id, &broker.host, broker.port);
-            let max = (MAX_MESSAGE_BYTES + 64 * 1024) as usize;
+            let max = MAX_PACKET_BYTES as usize;
             opts.set_keep_alive(keep_alive)
                 .set_clean_session(false)
                 .set_manual_acks(true)

@@ -205,3 +205,75 @@ async fn the_listener_resumes_by_itself_after_a_journal_fault() {
     s.publish(FIXTURES[0].1, &body).await;
     s.wait_state(&id, State::Done).await;
 }
+
+/// A failed-reload event of about `bytes` bytes (a long error message), with id `id`.
+fn sized_event(id: &str, bytes: usize) -> Vec<u8> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixtures::event("app-reload-failed.cloudevents.json")).unwrap();
+    v["id"] = id.into();
+    v["data"]["errors"] = serde_json::json!(["e".repeat(bytes)]);
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Promise: the two halves agree on one size limit (`qlik_events::MAX_EVENT_BYTES`, 16 MiB),
+/// with MQTT 5 and 3.1.1. A 2 MiB event the forwarder (`MAX_BODY_BYTES` at its ceiling)
+/// answered 200 for is recorded and handled; a 17 MiB message published around the forwarder
+/// is recorded as rejected and acknowledged once, and the next event flows. (Before: the
+/// listener's limit was 1 MiB: with MQTT 5 the broker dropped the 2 MiB event silently after
+/// the 200, with 3.1.1 the listener reconnected in a loop and recorded nothing more.)
+#[tokio::test]
+async fn one_size_limit_for_the_whole_pipeline_with_both_protocols() {
+    for protocol in ["5", "3.1.1"] {
+        let s = Setup::with(common::Options {
+            broker: &format!("            protocolVersion: \"{protocol}\"\n"),
+            ..Default::default()
+        })
+        .await;
+        let mut listener = s.start(true).await;
+        let bin = relay_tests::process::workspace_bin("qlik-webhook");
+        let (_forwarder, base) = relay_tests::process::serve_forwarder(
+            bin.to_str().unwrap(),
+            &[
+                ("QLIK_WEBHOOK_SECRET", fixtures::SECRET.to_owned()),
+                ("MQTT_URL", s.broker.url()),
+                ("MAX_BODY_BYTES", qlik_events::MAX_EVENT_BYTES.to_string()),
+            ],
+        )
+        .await;
+        let big = sized_event(&format!("big-{protocol}"), 2 * 1024 * 1024);
+        let status = reqwest::Client::new()
+            .post(format!("{base}/webhook"))
+            .header("Qlik-Signature", fixtures::sign(&big))
+            .body(big)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "MQTT {protocol}");
+        s.wait_state(&format!("big-{protocol}"), State::Done).await;
+
+        let huge_id = format!("huge-{protocol}");
+        s.publish(FIXTURES[0].1, &sized_event(&huge_id, 17 * 1024 * 1024))
+            .await;
+        let entry = s.wait_state(&huge_id, State::Rejected).await;
+        assert!(
+            entry.note.unwrap().starts_with("too large"),
+            "MQTT {protocol}"
+        );
+        let (id, body) = common::numbered_failure(0);
+        s.publish(FIXTURES[0].1, &body).await;
+        s.wait_state(&id, State::Done).await;
+        listener
+            .wait_for_output("event too large; recorded as rejected", 1, LIMIT)
+            .await;
+        assert_eq!(
+            listener
+                .output()
+                .iter()
+                .filter(|l| l.contains("event too large; recorded"))
+                .count(),
+            1,
+            "MQTT {protocol}: acknowledged once, not redelivered"
+        );
+    }
+}

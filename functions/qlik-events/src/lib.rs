@@ -13,5 +13,14 @@ pub mod tls;
 pub mod topic;
 
 pub use event::{Event, EventError, Format, Reload, ReloadOutcome};
+
+/// The largest event body the pipeline carries, end to end: the ceiling of the forwarder's
+/// `MAX_BODY_BYTES`, and what the listener records. A bigger message that reaches the listener
+/// anyway is recorded as rejected and acknowledged. The broker's message size limit must be at
+/// least this plus [`MQTT_OVERHEAD_BYTES`] (`infra/mosquitto/mosquitto.conf`).
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+/// What an MQTT packet adds to its payload here (fixed header, topic, `qlik-signature` and other
+/// properties), with room to spare.
+pub const MQTT_OVERHEAD_BYTES: usize = 64 * 1024;
 pub use signature::{sign, Matched, Secret, SignatureError, Verifier};
 pub use topic::{topic_for, TopicError};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Default and ceiling for `MAX_BODY_BYTES`.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
-const MAX_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+const MAX_MAX_BODY_BYTES: usize = qlik_events::MAX_EVENT_BYTES;
 /// Default for `PUBLISH_TIMEOUT_MS`: well under the 10 s Lambda timeout of `template.yaml`.
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -124,6 +124,9 @@ struct Shared {
     dead: AtomicBool,
     /// Woken when the connection is accepted or fails.
     changed: tokio::sync::Notify,
+    /// The largest packet we may send (payload limit plus overhead), to compare with the
+    /// broker's maximum.
+    max_packet_bytes: usize,
 }
 
 impl Shared {
@@ -392,6 +395,7 @@ impl Endpoint {
             connected: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
+            max_packet_bytes: self.max_packet_bytes,
         });
         let id = self.client_id();
         let (host, port) = (self.options.host.clone(), self.options.port);
@@ -460,7 +464,17 @@ async fn drive_v5(mut eventloop: rumqttc::v5::EventLoop, shared: Arc<Shared>) {
     use rumqttc::Outgoing;
     loop {
         let event = match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => LoopEvent::Connected,
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
+                if let Some(max) = broker_max.filter(|&m| (m as usize) < shared.max_packet_bytes) {
+                    tracing::warn!(
+                        broker_max_packet_bytes = max,
+                        our_max_packet_bytes = shared.max_packet_bytes,
+                        "the broker takes smaller messages than the configured body limit allows: larger events will be refused (503); lower MAX_BODY_BYTES or raise the broker's message_size_limit"
+                    );
+                }
+                LoopEvent::Connected
+            }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LoopEvent::Sent(pkid),
             Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => LoopEvent::HeldBack(pkid),
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
