@@ -139,6 +139,46 @@ impl Mosquitto {
         .keeping(dir)
     }
 
+    /// Starts a broker with the persistence, queue and size settings of the repository's
+    /// `infra/mosquitto/mosquitto.conf` (its TLS listener, passwords and ACL replaced by a plain
+    /// anonymous listener, its paths by the test's); [`Self::store`] is its snapshot file.
+    pub async fn start_shipped() -> Mosquitto {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../infra/mosquitto/mosquitto.conf");
+        let text = std::fs::read_to_string(&shipped).expect("infra/mosquitto/mosquitto.conf");
+        const REPLACED: &[&str] = &[
+            "listener",
+            "protocol",
+            "certfile",
+            "keyfile",
+            "cafile",
+            "require_certificate",
+            "allow_anonymous",
+            "password_file",
+            "acl_file",
+            "log_dest",
+            "persistence_location",
+            "per_listener_settings",
+        ];
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                let key = l.split_whitespace().next().unwrap_or("");
+                !key.starts_with('#') && !REPLACED.contains(&key)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+
+        Self::start_persistent(&kept).await
+    }
+
+    /// The persistence snapshot of a broker from [`Self::start_persistent`].
+    pub fn store(&self) -> Option<PathBuf> {
+        self.kept
+            .as_ref()
+            .map(|d| d.path().join("store").join("mosquitto.db"))
+    }
+
     fn keeping(mut self, files: tempfile::TempDir) -> Mosquitto {
         self.kept = Some(files);
         self

@@ -28,6 +28,8 @@ pub struct Options<'a> {
     pub butler: &'a str,
     /// A broker that keeps sessions across graceful restarts (`persistence true`).
     pub persistent_broker: bool,
+    /// A broker with the settings of `infra/mosquitto/mosquitto.conf` (persistence included).
+    pub shipped_broker: bool,
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_qlik-listener");
@@ -60,6 +62,7 @@ impl Setup {
             mqtt_config,
             butler: extra_butler,
             persistent_broker,
+            shipped_broker,
         } = o;
         let mqtt_config = if mqtt_config.is_empty() {
             "    enable: false\n"
@@ -67,7 +70,9 @@ impl Setup {
             mqtt_config
         };
         let tenant_ref = tenant_ref.unwrap_or(TENANT);
-        let broker = if persistent_broker {
+        let broker = if shipped_broker {
+            Mosquitto::start_shipped().await
+        } else if persistent_broker {
             Mosquitto::start_persistent("max_queued_messages 100000\n").await
         } else {
             Mosquitto::start().await
