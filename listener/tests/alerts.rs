@@ -616,3 +616,44 @@ async fn a_butler_copy_is_never_rejected_in_place_of_the_signed_event() {
         qlik_listener::journal::State::Done
     );
 }
+
+/// Issue #17 item 8: an app named with Slack and Teams markup (as any app owner can name one)
+/// reaches the channels as text: no `@channel` mention, no link to another site, while the
+/// built-in templates' own links still work. (Before: the name went into Slack's mrkdwn and
+/// the Adaptive Card's Markdown as markup.)
+#[tokio::test]
+async fn an_app_name_with_markup_arrives_as_text() {
+    let ch = Channels::start().await;
+    let s = setup(&ch, "", "").await;
+    let name = "<!channel> urgent: <https://evil.example/login|re-enter your password> [here](https://evil.example/login)";
+    s.api.set_app_name(name);
+    let _listener = s.start(true).await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    s.publish(FIXTURES[0].1, &body).await;
+    wait_deliveries(&s, &event_id(&body), 3).await;
+
+    let slack = String::from_utf8(ch.slack.delivered()[0].body.clone()).unwrap();
+    assert!(!slack.contains("<!channel>"), "{slack}");
+    assert!(!slack.contains("<https://evil.example"), "{slack}");
+    assert!(slack.contains(
+        "&lt;!channel&gt; urgent: &lt;https://evil.example/login|re-enter your password&gt;"
+    ));
+    let app_link = format!("<{}/sense/app/", s.api.url());
+    assert!(
+        slack.contains(&app_link),
+        "the template's own link: {slack}"
+    );
+
+    let teams = ch.teams.delivered()[0].json().to_string();
+    assert!(
+        !teams.contains("[here](https://evil.example/login)"),
+        "{teams}"
+    );
+    assert!(
+        teams.contains("[here]\u{200B}(https://evil.example/login)"),
+        "{teams}"
+    );
+    // The webhook channel carries data, not markup: the name as it is.
+    let hook = ch.hook.delivered()[0].json();
+    assert_eq!(hook["alert"]["appName"], name);
+}

@@ -388,6 +388,7 @@ pub struct FakeQlikCloud {
     error_rates: Arc<Mutex<ErrorRates>>,
     webhooks: Arc<Mutex<Vec<serde_json::Value>>>,
     resent: Arc<Mutex<Vec<String>>>,
+    app_name: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -424,6 +425,8 @@ struct QlikState {
     webhooks: Arc<Mutex<Vec<serde_json::Value>>>,
     /// Delivery ids resent through `…/actions/resend`.
     resent: Arc<Mutex<Vec<String>>>,
+    /// Every app's name (default: `App <id>`).
+    app_name: Arc<Mutex<Option<String>>>,
 }
 
 impl Drop for FakeQlikCloud {
@@ -442,6 +445,7 @@ impl FakeQlikCloud {
         let error_rates = Arc::new(Mutex::new(ErrorRates::default()));
         let webhooks = Arc::new(Mutex::new(Vec::new()));
         let resent = Arc::new(Mutex::new(Vec::new()));
+        let app_name = Arc::new(Mutex::new(None));
         let script_log =
             std::fs::read_to_string(crate::fixtures::testdata_dir().join("events/script-log.txt"))
                 .expect("script log fixture")
@@ -456,6 +460,7 @@ impl FakeQlikCloud {
             script_log: Arc::new(script_log),
             webhooks: webhooks.clone(),
             resent: resent.clone(),
+            app_name: app_name.clone(),
         };
         let app = axum::Router::new().fallback(qlik_api).with_state(state);
         let (addr, task) = serve(app).await;
@@ -468,8 +473,14 @@ impl FakeQlikCloud {
             error_rates,
             webhooks,
             resent,
+            app_name,
             task,
         }
+    }
+
+    /// From now on, every app is called `name` (as a hostile app owner could name one).
+    pub fn set_app_name(&self, name: &str) {
+        *self.app_name.lock().unwrap() = Some(name.to_owned());
     }
 
     /// From now on, answer this share of calls with errors (see [`ErrorRates`]).
@@ -604,7 +615,9 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
             .into_response(),
         ["apps", app] => json(serde_json::json!({
             "attributes": {
-                "id": app, "name": format!("App {app}"), "description": "Demo app",
+                "id": app,
+                "name": state.app_name.lock().unwrap().clone().unwrap_or_else(|| format!("App {app}")),
+                "description": "Demo app",
                 "owner": format!("auth0|{OWNER_ID}"), "ownerId": OWNER_ID, "usage": "ANALYTICS"
             },
             "privileges": []

@@ -7,7 +7,12 @@
 //!   before it is sent;
 //! - a user template that fails to render or yields invalid JSON falls back to the built-in
 //!   template, and the reason is returned for the log;
-//! - script-log fields are cut to the channel's line counts and size limit, with a marker.
+//! - script-log fields are cut to the channel's line counts and size limit, with a marker;
+//! - values cannot write the channel's markup, while templates keep theirs: for Slack, `&`,
+//!   `<` and `>` in values are escaped as Slack asks (no `<!channel>`, `<@user>` or
+//!   `<https://evil|click>`); for Teams, a value's `](` is broken with a zero-width space so it
+//!   cannot form a Markdown link (`[click](https://evil)`). Bare URLs are still linked by the
+//!   clients themselves.
 
 use crate::config::{ChannelConfig, ChannelKind};
 use handlebars::Handlebars;
@@ -95,9 +100,10 @@ pub fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderE
             } else {
                 SLACK_TEMPLATE
             };
+            let markup = Markup::of(kind);
             let (body, fallback) =
                 user_or_builtin(channel.template_file.as_deref(), builtin, |t| {
-                    render_json(t, data)
+                    render_json_with(t, data, markup)
                 })?;
             Rendered { body, fallback }
         }
@@ -160,7 +166,8 @@ fn basic(channel: &ChannelConfig, data: &Value) -> Result<Value, RenderError> {
         .as_deref()
         .unwrap_or("Qlik Cloud reload failed: {{appName}}");
     let mut hb = Handlebars::new();
-    hb.register_escape_fn(handlebars::no_escape);
+    let markup = Markup::of(channel.kind);
+    hb.register_escape_fn(move |s| markup.escape(s));
     let text = hb
         .render_template(template, data)
         .map_err(|e| RenderError(format!("basicMsgTemplate: {e}")))?;
@@ -240,10 +247,48 @@ fn terminal_safe(s: &str) -> String {
         .collect()
 }
 
+/// The text markup of a chat channel, which values must not be able to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Markup {
+    /// Slack mrkdwn: `<…>` links and mentions, `&` entities.
+    Slack,
+    /// Adaptive Card Markdown: `[text](url)` links.
+    Teams,
+    /// No markup (the value is used as it is).
+    Plain,
+}
+
+impl Markup {
+    fn of(kind: ChannelKind) -> Markup {
+        match kind {
+            ChannelKind::Slack => Markup::Slack,
+            ChannelKind::Teams => Markup::Teams,
+            _ => Markup::Plain,
+        }
+    }
+
+    /// `value` made inert in this markup.
+    pub fn escape(self, value: &str) -> String {
+        match self {
+            Markup::Slack => value
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;"),
+            Markup::Teams => value.replace("](", "]\u{200B}("),
+            Markup::Plain => value.to_owned(),
+        }
+    }
+}
+
 /// Renders a JSON template with values escaped for JSON strings, and parses the result.
 pub fn render_json(template: &str, data: &Value) -> Result<Value, String> {
+    render_json_with(template, data, Markup::Plain)
+}
+
+/// [`render_json`] with values also made inert in `markup`.
+pub fn render_json_with(template: &str, data: &Value, markup: Markup) -> Result<Value, String> {
     let mut hb = Handlebars::new();
-    hb.register_escape_fn(json_string_content);
+    hb.register_escape_fn(move |s| json_string_content(&markup.escape(s)));
     let text = hb
         .render_template(template, data)
         .map_err(|e| format!("template error: {e}"))?;
@@ -337,6 +382,80 @@ mod tests {
                 "only the first 2 head lines"
             );
         }
+    }
+
+    /// Markup in values, as a hostile app name or error message would carry it.
+    const INJECTION: &str =
+        "<!channel> <@U024BE7LH> see <https://evil.example|click here> or [click](https://evil.example) & <b>";
+
+    #[test]
+    fn values_cannot_write_slack_or_teams_markup_but_templates_keep_theirs() {
+        let mut data = hostile();
+        for key in ["appName", "errorMessage", "scriptLogTail", "tenantComment"] {
+            data[key] = json!(INJECTION);
+        }
+        data["genericUrls"] =
+            json!([{"id": "w", "linkText": "Runbook", "url": "https://wiki/run?a=1&b=2"}]);
+
+        let slack = channel(ChannelKind::Slack);
+        let body = render(&slack, &channel_data(&slack, &data)).unwrap().body;
+        let text = body.to_string();
+        for raw in [
+            "<!channel>",
+            "<@U024BE7LH>",
+            "<https://evil.example|",
+            "<b>",
+            " & ",
+        ] {
+            assert!(!text.contains(raw), "Slack got {raw:?}: {text}");
+        }
+        assert!(text.contains(
+            "&lt;!channel&gt; &lt;@U024BE7LH&gt; see &lt;https://evil.example|click here&gt;"
+        ));
+        assert!(text.contains(" &amp; &lt;b&gt;"));
+        // The template's own links still work; a URL's & is escaped as Slack asks.
+        assert!(
+            text.contains("<https://t/sense/app/a1|&lt;!channel&gt;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("<https://wiki/run?a=1&amp;b=2|Runbook>"),
+            "{text}"
+        );
+        let basic = ChannelConfig {
+            formatted: false,
+            basic_template: Some("Failed: {{appName}}".into()),
+            ..channel(ChannelKind::Slack)
+        };
+        let text = render(&basic, &data).unwrap().body["text"].to_string();
+        assert!(
+            !text.contains("<!channel>") && text.contains("&lt;!channel&gt;"),
+            "{text}"
+        );
+
+        let teams = channel(ChannelKind::Teams);
+        let body = render(&teams, &channel_data(&teams, &data)).unwrap().body;
+        let text = body.to_string();
+        assert!(!text.contains("[click](https://evil.example)"), "{text}");
+        assert!(
+            text.contains("[click]\u{200B}(https://evil.example)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[Runbook](https://wiki/run?a=1&b=2)"),
+            "the template's link: {text}"
+        );
+        assert_eq!(
+            body["attachments"][0]["content"]["actions"][0]["url"],
+            "https://t/sense/app/a1"
+        );
+        let basic = ChannelConfig {
+            formatted: false,
+            basic_template: Some("Failed: {{appName}}".into()),
+            ..channel(ChannelKind::Teams)
+        };
+        let text = render(&basic, &data).unwrap().body.to_string();
+        assert!(!text.contains("[click](https://evil.example)"), "{text}");
     }
 
     #[test]
