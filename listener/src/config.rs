@@ -444,6 +444,9 @@ pub struct RestConfig {
     /// Ours: topics must start with one of these.
     pub allowed_topic_prefixes: Option<Vec<String>>,
     pub max_message_bytes: usize,
+    /// Ours: host names the API answers to besides IP addresses and `localhost` (the `Host`
+    /// header is checked against them, against DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Where a broker's settings are in the file.
@@ -1127,12 +1130,19 @@ impl<'a> Reader<'a> {
             1..=1024 * 1024,
             64 * 1024,
         ) as usize;
+        let allowed_hosts = self
+            .string_list(&join(path, "allowedHosts"), "host names")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
         Some(RestConfig {
             listen,
             publish_enabled,
             bearer_token,
             allowed_topic_prefixes,
             max_message_bytes,
+            allowed_hosts,
         })
     }
 

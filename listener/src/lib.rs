@@ -135,6 +135,7 @@ pub async fn run(
             publisher,
             journal,
             brokers,
+            events_filter: config.subscription_root.clone(),
         });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = rest::serve(listener, api, std::future::pending()).await {

@@ -4,7 +4,13 @@
 //! Promises: listens on loopback unless configured otherwise; the publish endpoint can require
 //! a bearer token (compared in constant time) and restrict topics to prefixes; bodies are
 //! size-limited; a publish answers 201 only after the broker's PUBACK, 503 when the broker is
-//! unavailable or silent (bounded by the publisher's timeout), never hangs.
+//! unavailable or silent (bounded by the publisher's timeout), never hangs;
+//! - a request whose `Host` is a name (not an IP address or `localhost`) that is not in
+//!   `restServerConfig.allowedHosts` is refused (403), so a web page cannot reach the API
+//!   through DNS rebinding;
+//! - the publish endpoint refuses topics under the listener's own Qlik Cloud subscription
+//!   (`mqttForward.topic.subscriptionRoot`): an API caller cannot forge events into the
+//!   pipeline.
 
 use crate::config::RestConfig;
 use crate::journal::Journal;
@@ -29,6 +35,8 @@ pub struct Api {
     pub journal: Journal,
     /// Broker connections that must be up to be ready: (name, state).
     pub brokers: Vec<(String, Connected)>,
+    /// The Qlik Cloud events subscription (e.g. `qscloud/#`): not for the publish API.
+    pub events_filter: String,
 }
 
 pub fn router(api: Arc<Api>) -> axum::Router {
@@ -46,7 +54,12 @@ pub fn router(api: Arc<Api>) -> axum::Router {
     if api.config.publish_enabled {
         router = router.route("/v4/mqttpublishmessage", put(publish));
     }
-    router.with_state(api)
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            check_host,
+        ))
+        .with_state(api)
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -59,6 +72,55 @@ pub async fn serve(
     axum::serve(listener, router(api))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Refuses a request for a host name the API does not answer to (DNS rebinding).
+async fn check_host(
+    State(api): State<Arc<Api>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    match host {
+        Some(host) if !host_allowed(host, &api.config.allowed_hosts) => {
+            tracing::warn!(host, path = %request.uri().path(), "API request for another host name; refused");
+            error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "Host '{host}' is not allowed: add it to Butler.restServerConfig.allowedHosts"
+                ),
+            )
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// Whether a `Host` header value is one the API answers to: an IP address (a rebinding
+/// attack needs a name), `localhost`, or a name in `allowed`. The port is not checked.
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest
+            .split(']')
+            .next()
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host.as_str(), |(name, _)| name)
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || allowed.iter().any(|a| a == name)
+}
+
+/// Whether `topic` is one the listener's Qlik Cloud subscription `filter` receives.
+pub fn under_subscription(topic: &str, filter: &str) -> bool {
+    rumqttc::mqttbytes::matches(topic, filter)
 }
 
 struct Json(serde_json::Value);
@@ -164,6 +226,16 @@ async fn publish_checked(api: &Api, request: Request) -> Response {
         Ok(p) => p,
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
+    if under_subscription(&topic, &api.events_filter) {
+        tracing::warn!(topic = %topic, "API publish under the Qlik Cloud events subscription; refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "topic is under the listener's Qlik Cloud events subscription ({}): events are only taken from the forwarder",
+                api.events_filter
+            ),
+        );
+    }
     let outgoing = Message::new(&topic, message.as_bytes());
     match api.publisher.publish(outgoing).await {
         Ok(()) => {
@@ -268,6 +340,40 @@ mod tests {
         assert!(check_topic("other/x", Some(&allowed))
             .unwrap_err()
             .contains("qliksense/, butler/"));
+    }
+
+    #[test]
+    fn hosts() {
+        let allowed = vec!["qlik-relay.corp.example".to_owned()];
+        for ok in [
+            "127.0.0.1:8081",
+            "127.0.0.1",
+            "10.1.2.3:80",
+            "[::1]:8081",
+            "localhost:8081",
+            "LOCALHOST",
+            "qlik-relay.corp.example:8081",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for bad in [
+            "evil.example:8081",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "[not-an-ip]:80",
+            "",
+        ] {
+            assert!(!host_allowed(bad, &allowed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_events_subscription_is_protected() {
+        assert!(under_subscription("qscloud/app/reload/T", "qscloud/#"));
+        assert!(under_subscription("qscloud", "qscloud/#"));
+        assert!(!under_subscription("qliksense/start_task", "qscloud/#"));
+        assert!(under_subscription("a/x/c", "a/+/c"));
     }
 
     #[test]

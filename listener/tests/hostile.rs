@@ -313,3 +313,70 @@ async fn a_queued_event_survives_a_broker_crash_with_the_shipped_config() {
     let _listener = s.start(false).await;
     s.wait_state(&id, State::Done).await;
 }
+
+/// Promise: the publish API (`PUT /v4/mqttpublishmessage`) cannot be reached through DNS
+/// rebinding, nor used to forge events into the listener's own pipeline. A request whose `Host`
+/// is a foreign name gets 403 and publishes nothing; a topic under the Qlik Cloud subscription
+/// gets 403 and no event is recorded; a normal publish still works. (Before: any `Host` was
+/// served, and a forged failure published under `qscloud/` was recorded and alerted.)
+#[tokio::test]
+async fn the_publish_api_refuses_foreign_hosts_and_the_events_subscription() {
+    let s = Setup::with(common::Options {
+        butler: "  restServerConfig:\n    enable: true\n    serverHost: 127.0.0.1\n    serverPort: 0\n  restServerEndpointsEnable:\n    mqttPublishMessage: true\n",
+        ..Default::default()
+    })
+    .await;
+    let mut sub = mqtt::Subscriber::connect(s.broker.port, "qliksense/#").await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let mut listener =
+        relay_tests::process::Running::spawn(common::BIN, &["--config", &config], &s.env());
+    let api = listener.wait_for_line("qlik-listener API on ", LIMIT).await;
+    listener.wait_for_output("subscribed", 1, LIMIT).await;
+    let http = reqwest::Client::new();
+    let put = |host: Option<&str>, topic: &str, message: String| {
+        let mut request = http
+            .put(format!("{api}/v4/mqttpublishmessage"))
+            .json(&serde_json::json!({ "topic": topic, "message": message }));
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+
+    // A browser tricked by DNS rebinding sends the attacker's name as Host.
+    let (status, why) = put(Some("evil.example:8081"), "qliksense/x", "rebound".into()).await;
+    assert_eq!(status, 403, "{why}");
+    assert!(why.contains("allowedHosts"), "{why}");
+    for path in ["/readyz", "/metrics"] {
+        let r = http
+            .get(format!("{api}{path}"))
+            .header("host", "evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{path}");
+    }
+
+    // A forged failure onto the listener's own subscription.
+    let (forged_id, forged) = common::numbered_failure(0);
+    let message = String::from_utf8(forged).unwrap();
+    let (status, why) = put(None, FIXTURES[0].1, message).await;
+    assert_eq!(status, 403, "{why}");
+    assert!(why.contains("qscloud/#"), "{why}");
+
+    // What is allowed still works, and is the first thing published.
+    let (status, why) = put(None, "qliksense/x", "fine".into()).await;
+    assert_eq!(status, 201, "{why}");
+    let first = sub.expect().await;
+    assert_eq!(
+        (first.topic.as_str(), first.payload.as_slice()),
+        ("qliksense/x", &b"fine"[..])
+    );
+    let (id, body) = common::numbered_failure(1);
+    s.publish(FIXTURES[0].1, &body).await;
+    s.wait_state(&id, State::Done).await;
+    assert!(s.journal().await.get(&forged_id).await.unwrap().is_none());
+}
