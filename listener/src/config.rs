@@ -292,9 +292,45 @@ pub struct Config {
     pub qrs: Option<QrsConfig>,
     /// `Butler.restServerConfig`, when enabled.
     pub rest: Option<RestConfig>,
+    /// Key paths of secrets written in the file itself rather than as `${VAR}`.
+    pub literal_secrets: Vec<String>,
 }
 
 impl Config {
+    /// What is wrong with `file`'s permissions, as ssh says of a private key: other users can
+    /// change it (and so redirect alerts and tasks), or read the secrets written in it. Empty
+    /// on Windows, where a file's ACL is not checked.
+    pub fn file_warnings(&self, file: &Path) -> Vec<String> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let Ok(meta) = std::fs::metadata(file) else {
+                return Vec::new();
+            };
+            let mode = meta.permissions().mode() & 0o777;
+            let mut warnings = Vec::new();
+            if mode & 0o022 != 0 {
+                warnings.push(format!(
+                    "{} is writable by other users (mode {mode:04o}): anyone who can change it can redirect alerts and start tasks; chmod go-w it",
+                    file.display()
+                ));
+            }
+            if mode & 0o004 != 0 && !self.literal_secrets.is_empty() {
+                warnings.push(format!(
+                    "{} holds secrets ({}) and is readable by every user (mode {mode:04o}): chmod o-r it, or write them as ${{ENV_VAR}}",
+                    file.display(),
+                    self.literal_secrets.join(", ")
+                ));
+            }
+            warnings
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = file;
+            Vec::new()
+        }
+    }
+
     /// Reads and checks `file`. `env` resolves `${VAR}` references.
     pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
         let fail = |reason: String| ConfigErrors {
@@ -327,8 +363,10 @@ impl Config {
             env,
             errors: Vec::new(),
             base,
+            literal_secrets: Vec::new(),
         };
-        let config = r.config(file);
+        let mut config = r.config(file);
+        config.literal_secrets = std::mem::take(&mut r.literal_secrets);
         if r.errors.is_empty() {
             Ok(config)
         } else {
@@ -464,6 +502,8 @@ struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
     base: &'a Path,
+    /// Key paths of secrets written in the file itself (not `${VAR}`).
+    literal_secrets: Vec<String>,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -532,6 +572,7 @@ impl<'a> Reader<'a> {
             self.error(path, "is empty");
             return None;
         }
+        self.literal_secrets.push(path.to_owned());
         Some(Secret::new(raw))
     }
 
@@ -705,6 +746,7 @@ impl<'a> Reader<'a> {
             butler_mqtt,
             qrs,
             rest,
+            literal_secrets: Vec::new(),
             file: file.to_owned(),
             broker,
             subscription_root,
@@ -1331,6 +1373,14 @@ impl<'a> Reader<'a> {
         let tenant_url = self
             .required(self.below(node, "tenantUrl"), &url_path)
             .and_then(|u| match url::Url::parse(&u) {
+                Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                    // The value is not repeated: it holds a credential.
+                    self.error(
+                        &url_path,
+                        "must not contain a user name or password (the API key goes in auth.jwt.token)",
+                    );
+                    None
+                }
                 Ok(url) if matches!(url.scheme(), "https" | "http") && url.host_str().is_some() => {
                     Some(url)
                 }

@@ -107,6 +107,9 @@ fn main() -> std::process::ExitCode {
     };
     match cli.command {
         Some(Command::CheckConfig) => {
+            for warning in config.file_warnings(&path) {
+                eprintln!("warning: {warning}");
+            }
             print!("{}", config.summary());
             println!("configuration OK");
             std::process::ExitCode::SUCCESS
@@ -125,6 +128,9 @@ fn main() -> std::process::ExitCode {
                 cli.log_format,
                 config.log_level.as_deref().unwrap_or("info"),
             );
+            for warning in config.file_warnings(&path) {
+                tracing::warn!("{warning}");
+            }
             block_on(qlik_listener::run(config, shutdown_signal()))
         }
     }

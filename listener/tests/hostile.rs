@@ -380,3 +380,65 @@ async fn the_publish_api_refuses_foreign_hosts_and_the_events_subscription() {
     s.wait_state(&id, State::Done).await;
     assert!(s.journal().await.get(&forged_id).await.unwrap().is_none());
 }
+
+/// Promise: secrets in the config file are not left open to other users without a word, and
+/// `check-config` never prints a credential. Like ssh with a private key: a file other users
+/// can read while it holds a literal secret, or write at all, is reported (file, mode and the
+/// keys) by `check-config` and at start-up; a `tenantUrl` with a password in it is refused
+/// without repeating it. (Before: silence, and the URL was printed in the summary.)
+#[cfg(unix)]
+#[tokio::test]
+async fn open_config_files_are_reported_and_credentials_never_printed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    const LITERAL: &str = "literal-previous-secret-0123456789abc";
+    let s = Setup::with(common::Options {
+        tenant: &format!("          webhookSecretPrevious: {LITERAL}\n"),
+        ..Default::default()
+    })
+    .await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let env = s.env();
+    let args = ["check-config", "--config", config.as_str()];
+    let check = || relay_tests::process::run(common::BIN, &args, &env);
+    let chmod =
+        |mode| std::fs::set_permissions(&s.config, std::fs::Permissions::from_mode(mode)).unwrap();
+
+    chmod(0o644);
+    let (code, out) = check().await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("{config} holds secrets (Butler.qlikSenseCloud.event.mqtt.tenant.webhookSecretPrevious) and is readable by every user (mode 0644)")), "{out}");
+    assert!(!out.contains(LITERAL), "{out}");
+    chmod(0o666);
+    let (_, out) = check().await;
+    assert!(
+        out.contains("is writable by other users (mode 0666)"),
+        "{out}"
+    );
+    chmod(0o640);
+    let (_, out) = check().await;
+    assert!(!out.contains("warning"), "{out}");
+    // At start-up too.
+    chmod(0o644);
+    let mut listener = s.start(true).await;
+    listener
+        .wait_for_output("is readable by every user (mode 0644)", 1, LIMIT)
+        .await;
+    listener.kill().await;
+
+    // A password in tenantUrl: refused, and not printed.
+    let yaml = std::fs::read_to_string(&s.config).unwrap();
+    let with_password = yaml.replacen(
+        "tenantUrl: http://",
+        "tenantUrl: http://admin:hunter2-password@",
+        1,
+    );
+    assert_ne!(yaml, with_password);
+    std::fs::write(&s.config, with_password).unwrap();
+    let (code, out) = check().await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("tenant.tenantUrl: must not contain a user name or password"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+}
