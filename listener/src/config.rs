@@ -506,6 +506,9 @@ struct Reader<'a> {
     literal_secrets: Vec<String>,
 }
 
+/// The shortest journal retention: Qlik resends deliveries up to 7 days old, plus a day.
+pub const MIN_RETENTION_DAYS: u64 = 8;
+
 fn join(path: &str, key: &str) -> String {
     format!("{path}.{key}")
 }
@@ -691,7 +694,9 @@ impl<'a> Reader<'a> {
         let retention_days = self.number(
             self.at(&join(LISTENER, "journal.retentionDays")),
             &join(LISTENER, "journal.retentionDays"),
-            1..=3650,
+            // Events older than this are refused (a replay could not be told from a new
+            // event), so it must cover Qlik's 7-day resend window with a day to spare.
+            MIN_RETENTION_DAYS..=3650,
             30,
         ) as u32;
         let log_level = self.string(
@@ -1790,7 +1795,7 @@ Butler:
             .replace("          enable: true\n          broker:", "          enable: true\n          requireSignature: true\n          broker:")
             .replace("          comment: Production tenant\n", "          comment: Production tenant\n          webhookSecret: s3cret-s3cret-s3cret-s3cret-s3cret\n")
             .replace("  scriptLog:\n", "        tenants:\n          - id: Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG\n            tenantUrl: https://other.us.qlikcloud.com\n            auth: { jwt: { token: literal-token } }\n            webhookSecret: ${QLIK_API_KEY}\n  scriptLog:\n")
-            + "  qlikCloudListener:\n    journal:\n      path: /var/lib/qlik-listener/journal.sqlite\n      retentionDays: 7\n";
+            + "  qlikCloudListener:\n    journal:\n      path: /var/lib/qlik-listener/journal.sqlite\n      retentionDays: 8\n";
         let c = parse(&text).unwrap();
         assert!(!c.broker.tls.enable);
         assert_eq!(c.broker.port, 1883);
@@ -1814,7 +1819,7 @@ Butler:
             c.journal_path,
             Path::new("/var/lib/qlik-listener/journal.sqlite")
         );
-        assert_eq!(c.retention_days, 7);
+        assert_eq!(c.retention_days, 8);
     }
 
     /// Each broken config gives the expected message, with the key path.

@@ -16,6 +16,8 @@
 //!   Qlik signed, and the original comes on its own topic, so the copy must neither claim the
 //!   event's id nor be rejected in its place (without `requireSignature` it is read like any
 //!   hybrid body);
+//! - an event older than `journal.retentionDays` (by its own time) is recorded as rejected: its
+//!   first delivery's row may be pruned already, so a replay would otherwise alert again;
 //! - pending work survives restarts: the worker starts with what the journal still holds.
 
 use crate::config::{Config, TenantConfig};
@@ -33,6 +35,13 @@ use std::sync::{Arc, Mutex};
 
 /// Script-log lines kept in the alert data when no channel asks for more.
 const DEFAULT_LOG_LINES: usize = 15;
+/// How long ago an RFC 3339 event time was, in milliseconds (`None` if it does not parse).
+fn age_ms(time: &str) -> Option<i64> {
+    let at =
+        time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(journal::now_ms() - (at.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 /// First and longest wait between attempts to record events the journal refused.
 const RECORD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
 const RECORD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
@@ -70,6 +79,9 @@ pub struct Pipeline {
     journal: Journal,
     tenants: HashMap<String, Tenant>,
     require_signature: bool,
+    /// Events older than this (by their own time) are refused: the journal no longer holds
+    /// what it would need to tell a replay from a new event (`journal.retentionDays`).
+    max_age_ms: i64,
     script_log_dir: Option<PathBuf>,
     generic_urls: Vec<crate::config::GenericUrl>,
     notifier: Notifier,
@@ -109,6 +121,7 @@ impl Pipeline {
             journal,
             tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
             require_signature: config.require_signature,
+            max_age_ms: i64::from(config.retention_days) * 24 * 3600 * 1000,
             script_log_dir: config.script_log_dir.clone(),
             generic_urls: config.generic_urls.clone(),
             warned_tenants: Mutex::new(HashSet::new()),
@@ -324,6 +337,16 @@ impl Pipeline {
             if let Err(reason) = verdict {
                 tracing::warn!(event_id = %event.id, tenant = %event.tenant_id, reason = %reason, "signature check failed; event rejected");
                 return (State::Rejected, Some(format!("signature: {reason}")));
+            }
+        }
+        if let Some(age_ms) = event.time.as_deref().and_then(age_ms) {
+            if age_ms > self.max_age_ms {
+                let days = self.max_age_ms / (24 * 3600 * 1000);
+                tracing::warn!(event_id = %event.id, tenant = %event.tenant_id, time = event.time.as_deref().unwrap_or("-"), "event older than journal.retentionDays; rejected (a replay cannot be told from a new event)");
+                return (
+                    State::Rejected,
+                    Some(format!("older than journal.retentionDays ({days} days)")),
+                );
             }
         }
         match reload {

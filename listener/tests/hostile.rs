@@ -442,3 +442,60 @@ async fn open_config_files_are_reported_and_credentials_never_printed() {
     );
     assert!(!out.contains("hunter2"), "{out}");
 }
+
+/// A failed-reload event with id `id` whose time is `days_ago` days before now.
+fn event_from(id: &str, days_ago: i64) -> Vec<u8> {
+    let at = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago);
+    let at = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixtures::event("app-reload-failed.cloudevents.json")).unwrap();
+    v["id"] = id.into();
+    v["time"] = at.into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Promise: a replay after the journal forgot the original is not alerted again. Events older
+/// than `journal.retentionDays` (at least 8: Qlik resends deliveries up to 7 days old) are
+/// recorded as rejected; a resend within the window is handled. (Before: once the first
+/// delivery's row was pruned, a replay of the same signed body alerted again.)
+#[tokio::test]
+async fn a_replay_older_than_the_journal_remembers_is_refused() {
+    let s = Setup::with(common::Options {
+        retention_days: Some(8),
+        ..Default::default()
+    })
+    .await;
+    let _listener = s.start(true).await;
+    let old = event_from("replayed-9-days-later", 9);
+    s.publish(FIXTURES[0].1, &old).await;
+    let entry = s.wait_state("replayed-9-days-later", State::Rejected).await;
+    assert_eq!(
+        entry.note.as_deref(),
+        Some("older than journal.retentionDays (8 days)")
+    );
+    let resent = event_from("resent-after-6-days", 6);
+    s.publish(FIXTURES[0].1, &resent).await;
+    s.wait_state("resent-after-6-days", State::Done).await;
+
+    // A retention shorter than Qlik's resend window is a configuration error.
+    let yaml = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        yaml.replace("retentionDays: 8", "retentionDays: 7"),
+    )
+    .unwrap();
+    let config = s.config.to_str().unwrap().to_owned();
+    let (code, out) = relay_tests::process::run(
+        common::BIN,
+        &["check-config", "--config", &config],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("journal.retentionDays: expected a whole number from 8 to 3650"),
+        "{out}"
+    );
+}

@@ -30,6 +30,9 @@ pub struct Options<'a> {
     pub persistent_broker: bool,
     /// A broker with the settings of `infra/mosquitto/mosquitto.conf` (persistence included).
     pub shipped_broker: bool,
+    /// `journal.retentionDays` (default 3650: the fixtures carry fixed dates, and events
+    /// older than the retention are refused).
+    pub retention_days: Option<u32>,
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_qlik-listener");
@@ -63,7 +66,9 @@ impl Setup {
             butler: extra_butler,
             persistent_broker,
             shipped_broker,
+            retention_days,
         } = o;
+        let retention_days = retention_days.unwrap_or(3650);
         let mqtt_config = if mqtt_config.is_empty() {
             "    enable: false\n"
         } else {
@@ -123,6 +128,7 @@ impl Setup {
   qlikCloudListener:
     journal:
       path: journal.sqlite
+      retentionDays: {retention_days}
 {extra_listener}{extra_butler}"#,
             port = broker.port,
             url = api.url(),
