@@ -136,6 +136,34 @@ impl Forwarder {
         self
     }
 
+    /// Publishes a test event (`com.qlik-relay.check`, tenant `qlik-webhook-check`) where this
+    /// forwarder publishes (and where its Butler copies go), and returns the topics the broker
+    /// acknowledged. With MQTT 5 and IoT Core a topic the broker's policy denies is an error;
+    /// MQTT 3.1.1 cannot tell (the broker acknowledges anyway).
+    pub async fn check(&self) -> Result<Vec<String>, String> {
+        const TYPE: &str = "com.qlik-relay.check";
+        const TENANT: &str = "qlik-webhook-check";
+        let body = json!({
+            "specversion": "1.0", "id": format!("check-{}", fastrand::u64(..)), "type": TYPE,
+            "source": "qlik-webhook check", "tenantid": TENANT,
+        })
+        .to_string();
+        let mut prefixes = vec![self.topic_prefix.as_str()];
+        if let ButlerOutput::Copy { topic_prefix } = &self.butler {
+            prefixes.push(topic_prefix);
+        }
+        let mut topics = Vec::new();
+        for prefix in prefixes {
+            let topic = topic::topic_for(prefix, TYPE, TENANT).map_err(|e| e.to_string())?;
+            self.publisher
+                .publish(Message::new(&topic, body.as_bytes()))
+                .await
+                .map_err(|e| format!("{topic}: {e}"))?;
+            topics.push(topic);
+        }
+        Ok(topics)
+    }
+
     pub fn max_body_bytes(&self) -> usize {
         self.max_body_bytes
     }

@@ -60,6 +60,9 @@ pub async fn build(config: Config) -> anyhow::Result<Forwarder> {
                     MqttUrl::parse("MQTT_URL_SSM_PARAMETER", &value)?
                 }
             };
+            if mqtt.protocol == config::MqttProtocol::V311 {
+                tracing::warn!("MQTT_PROTOCOL_VERSION=3.1.1: the broker acknowledges a publish its ACL denies (and 3.1.1 carries no qlik-signature), so a 200 cannot prove the event was taken; use MQTT 5 if the broker has it, and run `qlik-webhook check`");
+            }
             let publisher =
                 publish::mqtt::publisher(mqtt, url, config.max_body_bytes, config.publish_timeout)?;
             if let Err(e) = publisher.connect().await {

@@ -67,6 +67,11 @@ enum Command {
         #[arg(long)]
         expect_butler: bool,
     },
+    /// Check the configuration (the same environment as `serve`) and publish a test event
+    /// (`com.qlik-relay.check`, tenant `qlik-webhook-check`) where events go: exits 0 when the
+    /// broker took it. With MQTT 5 or IoT Core a topic the broker's ACL or policy denies fails
+    /// here; MQTT 3.1.1 cannot show a denial, which the output says.
+    Check,
     /// Print the Qlik-Signature value for a body (a file, or standard input), as Qlik computes it.
     Sign {
         /// Environment variable holding the webhook secret.
@@ -133,6 +138,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "the forwarder did not publish a Butler-readable form: set BUTLER_OUTPUT=copy or replace on the forwarder"
                     ),
                 }
+            }
+            Ok(())
+        }
+        Some(Command::Check) => {
+            init_logging(LogFormat::Text, "warn");
+            let config = qlik_webhook::config::Config::from_env()?;
+            let v311 = matches!(
+                &config.publisher,
+                qlik_webhook::config::PublisherConfig::Mqtt(m)
+                    if m.protocol == qlik_webhook::config::MqttProtocol::V311
+            );
+            let forwarder = qlik_webhook::build(config).await?;
+            let topics = forwarder
+                .check()
+                .await
+                .map_err(|e| anyhow::anyhow!("the broker did not take the test event: {e}"))?;
+            for topic in &topics {
+                println!("published and acknowledged: {topic}");
+            }
+            if v311 {
+                println!("NOT VERIFIED: with MQTT 3.1.1 the broker acknowledges publishes its ACL denies; check that a subscriber receives these topics, or use MQTT_PROTOCOL_VERSION=5");
+            } else {
+                println!("configuration OK: the broker allows this forwarder's topics");
             }
             Ok(())
         }

@@ -923,3 +923,75 @@ async fn slow_connections_do_not_starve_a_good_request() {
     let open = closed.iter().filter(|c| !**c).count();
     assert_eq!(open, 0, "{open} slow connections still open after 20 s");
 }
+
+/// Issue #17 item 12: a broker whose ACL does not let this forwarder publish under its prefix.
+/// With MQTT 5, `qlik-webhook check` fails naming the topic and the reason, and a webhook gets
+/// 503. With MQTT 3.1.1 Mosquitto acknowledges the denied publish, so a webhook gets 200 for a
+/// message nobody receives: `serve` warns about 3.1.1 at start-up, and `check` says it cannot
+/// verify. Where the ACL allows the prefix, `check` passes.
+#[tokio::test]
+async fn an_acl_denial_is_caught_with_mqtt_5_and_announced_with_3_1_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let status = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["forwarder", "forwarder-password"])
+        .status()
+        .expect("mosquitto_passwd (package mosquitto)");
+    assert!(status.success());
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "user forwarder\ntopic write allowed/#\n").unwrap();
+    let broker = Mosquitto::start_with(&format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+        passwd.display(),
+        acl.display()
+    ))
+    .await;
+    let url = format!(
+        "mqtt://forwarder:forwarder-password@127.0.0.1:{}",
+        broker.port
+    );
+    let env_for = |version: &str, prefix: &str| {
+        vec![
+            ("QLIK_WEBHOOK_SECRET", SECRET.to_owned()),
+            ("MQTT_URL", url.clone()),
+            ("MQTT_PROTOCOL_VERSION", version.to_owned()),
+            ("MQTT_TOPIC_PREFIX", prefix.to_owned()),
+            ("PUBLISH_TIMEOUT_MS", "3000".to_owned()),
+        ]
+    };
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+
+    // MQTT 5: denied, and said so.
+    let (code, out) = process::run(BIN, &["check"], &env_for("5", "qscloud")).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("qscloud/event/com.qlik-relay.check/qlik-webhook-check")
+            && out.contains("NotAuthorized"),
+        "{out}"
+    );
+    let (_fwd, base) = process::serve_forwarder(BIN, &env_for("5", "qscloud")).await;
+    let (status, reply) = post_signed(&format!("{base}/webhook"), body.clone()).await;
+    assert_eq!(status, 503, "{reply}");
+
+    // MQTT 3.1.1: the broker acknowledges what it drops; the forwarder says what that means.
+    let (code, out) = process::run(BIN, &["check"], &env_for("3.1.1", "qscloud")).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("NOT VERIFIED"), "{out}");
+    let (fwd, base) = process::serve_forwarder(BIN, &env_for("3.1.1", "qscloud")).await;
+    let (status, reply) = post_signed(&format!("{base}/webhook"), body.clone()).await;
+    assert_eq!(status, 200, "the documented limit of 3.1.1: {reply}");
+    assert!(
+        fwd.output().join("\n").contains(
+            "MQTT_PROTOCOL_VERSION=3.1.1: the broker acknowledges a publish its ACL denies"
+        ),
+        "{:?}",
+        fwd.output()
+    );
+
+    // Allowed: check passes.
+    let (code, out) = process::run(BIN, &["check"], &env_for("5", "allowed")).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("configuration OK"), "{out}");
+}
