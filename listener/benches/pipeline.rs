@@ -8,6 +8,7 @@
 //! peak under load.
 //!
 //! Run: `cargo bench -p qlik-listener --bench pipeline` (BENCH_EVENTS, BENCH_CLIENTS adjust it;
+//! BENCH_SCRIPT_LOG_MB=100 gives every reload a 100 MB one-line script log;
 //! BENCH_RATE=N posts N events/s instead of as fast as possible, for latency at a sustainable
 //! rate). The journal and the script logs go to a temporary folder under `TMPDIR`: with
 //! `TMPDIR=/dev/shm` (memory) the figures show the listener without the disk's costs.
@@ -84,6 +85,13 @@ async fn pipeline(events: usize, clients: usize, rate: usize) {
         ..Options::default()
     })
     .await;
+    // BENCH_SCRIPT_LOG_MB=N: every reload's script log is one N MB line (a runaway TRACE), for
+    // the listener's peak memory with huge logs.
+    let log_mb = env_number("BENCH_SCRIPT_LOG_MB", 0);
+    if log_mb > 0 {
+        s.api.set_script_log("x".repeat(log_mb * 1024 * 1024));
+        println!("script log per reload: {log_mb} MB, one line");
+    }
     // Only the subscriber's state changes are logged: the per-event info lines would cost the
     // bench's own process (which reads the listener's output) more than the listener.
     let mut env = s.env();

@@ -8,14 +8,24 @@ use crate::qlik_api::{ApiError, QlikApi};
 use crate::template::Enrichment;
 use qlik_events::{Event, Reload};
 
-pub async fn enrich(api: &QlikApi, event: &Event<'_>, reload: &Reload) -> Enrichment {
+/// `spool`: where to write the whole script log as it downloads (see [`QlikApi::script_log`]).
+pub async fn enrich(
+    api: &QlikApi,
+    event: &Event<'_>,
+    reload: &Reload,
+    spool: Option<&std::path::Path>,
+) -> Enrichment {
     let mut errors = Vec::new();
     let app_id = reload.app_id.as_deref();
     let reload_id = reload.reload_id.as_deref();
 
     let (info, log, app, tags) = tokio::join!(
         optional(reload_id.map(|r| api.reload(r))),
-        optional(app_id.zip(reload_id).map(|(a, r)| api.script_log(a, r))),
+        optional(
+            app_id
+                .zip(reload_id)
+                .map(|(a, r)| api.script_log(a, r, spool))
+        ),
         optional(app_id.map(|a| api.app(a))),
         optional(app_id.map(|a| api.app_tags(a))),
     );

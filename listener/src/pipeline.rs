@@ -467,31 +467,46 @@ impl Pipeline {
         reload: &qlik_events::Reload,
         tenant: &Tenant,
     ) -> serde_json::Value {
-        let enrichment: Enrichment = enrich::enrich(&tenant.api, event, reload).await;
+        // The script log is streamed to its file as it downloads (never whole in memory).
+        let spool = self.script_log_dir.as_ref().and_then(|dir| {
+            script_log::spool(
+                dir,
+                &event.tenant_id,
+                reload.app_id.as_deref(),
+                reload.reload_id.as_deref(),
+            )
+            .map_err(|e| tracing::warn!(event_id = %entry.id, error = %e, "script log not stored"))
+            .ok()
+        });
+        let enrichment: Enrichment = enrich::enrich(
+            &tenant.api,
+            event,
+            reload,
+            spool.as_ref().map(|s| s.tmp.as_path()),
+        )
+        .await;
         for error in &enrichment.errors {
             tracing::warn!(event_id = %entry.id, error = %error, "Qlik Cloud lookup failed; the alert will lack it");
         }
-        if let (Some(dir), Some(log)) = (&self.script_log_dir, &enrichment.script_log) {
-            // A file write and fsync: off the runtime's worker threads, with a copy of the log
-            // (the alert data keeps the original).
-            let (dir, tenant_id, log) = (dir.clone(), event.tenant_id.to_string(), log.clone());
-            let (app_id, reload_id) = (reload.app_id.clone(), reload.reload_id.clone());
+        if let Some(spool) = spool {
+            let downloaded = enrichment.script_log.is_some();
             let stored = tokio::task::spawn_blocking(move || {
-                script_log::store(
-                    &dir,
-                    &tenant_id,
-                    app_id.as_deref(),
-                    reload_id.as_deref(),
-                    &log,
-                )
-                .map_err(|e| e.to_string())
+                if downloaded {
+                    script_log::commit(&spool).map(Some)
+                } else {
+                    // A download that failed part-way leaves no half file behind.
+                    let _ = std::fs::remove_file(&spool.tmp);
+                    Ok(None)
+                }
             })
             .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
             match stored {
-                Ok(path) => {
+                Ok(Some(path)) => {
                     tracing::info!(event_id = %entry.id, path = %path.display(), "script log stored")
                 }
+                Ok(None) => {}
                 Err(e) => tracing::warn!(event_id = %entry.id, error = %e, "script log not stored"),
             }
         }

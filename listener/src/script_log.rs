@@ -3,9 +3,10 @@
 //! `<logDirectory>/<tenantId>/<appId>/<reloadId>.log`.
 //!
 //! Promises: ids from events cannot leave the directory (only `[A-Za-z0-9._-]`, not `.` or
-//! `..`); the file appears whole or not at all (written to a temporary name, then renamed).
+//! `..`); the file appears whole or not at all (written to a temporary name, then renamed); a
+//! log of any size is written whole, streamed from the API as it downloads ([`spool`]), so it
+//! is never held in memory.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,30 +22,39 @@ pub enum StoreError {
     },
 }
 
-pub fn store(
+/// Where a reload's script log goes: the temporary file it is downloaded into, and the final
+/// name [`commit`] gives it.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    pub tmp: PathBuf,
+    pub file: PathBuf,
+}
+
+/// The [`Spool`] for a reload's log under `dir` (nothing is written yet).
+pub fn spool(
     dir: &Path,
     tenant_id: &str,
     app_id: Option<&str>,
     reload_id: Option<&str>,
-    log: &str,
-) -> Result<PathBuf, StoreError> {
+) -> Result<Spool, StoreError> {
     let app_id = app_id.ok_or(StoreError::Missing { what: "app id" })?;
     let reload_id = reload_id.ok_or(StoreError::Missing { what: "reload id" })?;
     let (tenant_id, app_id) = (safe("tenant id", tenant_id)?, safe("app id", app_id)?);
     let reload_id = safe("reload id", reload_id)?;
     let folder = dir.join(tenant_id).join(app_id);
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| StoreError::Io { path, source }
-    };
-    std::fs::create_dir_all(&folder).map_err(io(&folder))?;
-    let file = folder.join(format!("{reload_id}.log"));
-    let tmp = folder.join(format!(".{reload_id}.log.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(log.as_bytes()).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &file).map_err(io(&file))?;
-    Ok(file)
+    Ok(Spool {
+        tmp: folder.join(format!(".{reload_id}.log.tmp")),
+        file: folder.join(format!("{reload_id}.log")),
+    })
+}
+
+/// Puts a downloaded (and synced) log in place: the file appears whole or not at all.
+pub fn commit(spool: &Spool) -> Result<PathBuf, StoreError> {
+    std::fs::rename(&spool.tmp, &spool.file).map_err(|source| StoreError::Io {
+        path: spool.file.display().to_string(),
+        source,
+    })?;
+    Ok(spool.file.clone())
 }
 
 fn safe<'a>(what: &'static str, value: &'a str) -> Result<&'a str, StoreError> {
@@ -70,30 +80,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stores_under_tenant_app_reload() {
+    fn a_spooled_log_is_put_in_place_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let path = store(
-            dir.path(),
-            "T1",
-            Some("app-1"),
-            Some("r1"),
-            "line1\r\nline2",
-        )
-        .unwrap();
-        assert_eq!(path, dir.path().join("T1/app-1/r1.log"));
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line1\r\nline2");
-        // Storing again replaces the file whole.
-        store(dir.path(), "T1", Some("app-1"), Some("r1"), "new").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        let spool = spool(dir.path(), "T1", Some("app-1"), Some("r1")).unwrap();
+        assert_eq!(spool.file, dir.path().join("T1/app-1/r1.log"));
+        std::fs::create_dir_all(spool.tmp.parent().unwrap()).unwrap();
+        std::fs::write(&spool.tmp, "line1\r\nline2").unwrap();
+        assert!(!spool.file.exists(), "not in place before the commit");
+        assert_eq!(commit(&spool).unwrap(), spool.file);
+        assert_eq!(
+            std::fs::read_to_string(&spool.file).unwrap(),
+            "line1\r\nline2"
+        );
+        // Again: the file is replaced whole, no temporary file is left.
+        std::fs::write(&spool.tmp, "new").unwrap();
+        commit(&spool).unwrap();
+        assert_eq!(std::fs::read_to_string(&spool.file).unwrap(), "new");
         let names: Vec<_> = std::fs::read_dir(dir.path().join("T1/app-1"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(
-            names,
-            vec![std::ffi::OsString::from("r1.log")],
-            "no temporary file left"
-        );
+        assert_eq!(names, vec![std::ffi::OsString::from("r1.log")]);
     }
 
     #[test]
@@ -107,14 +114,14 @@ mod tests {
             ("t", "a", ""),
             ("t", "a\0", "r"),
         ] {
-            let e = store(dir.path(), tenant, Some(app), Some(reload), "x").unwrap_err();
+            let e = spool(dir.path(), tenant, Some(app), Some(reload)).unwrap_err();
             assert!(
                 matches!(e, StoreError::UnsafeId { .. }),
                 "{tenant} {app} {reload}: {e}"
             );
         }
         assert!(matches!(
-            store(dir.path(), "t", None, Some("r"), "x"),
+            spool(dir.path(), "t", None, Some("r")),
             Err(StoreError::Missing { .. })
         ));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -12,6 +12,7 @@ use crate::config::{GenericUrl, TenantConfig};
 use crate::qlik_api::{AppInfo, ReloadInfo, UserInfo};
 use qlik_events::{Event, Reload};
 use serde::Deserialize;
+use crate::notify::render::{cut_end, cut_start, SCRIPT_LOG_FIELD_MAX};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -184,9 +185,9 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> Value {
         "logMessage": info.log.unwrap_or_default(),
         "scriptLogSize": log.bytes,
         "scriptLogLineCount": log.line_count(),
-        "scriptLogHead": log.head(head),
+        "scriptLogHead": cut_end(&log.head(head), SCRIPT_LOG_FIELD_MAX),
         "scriptLogHeadCount": head.min(log.line_count()),
-        "scriptLogTail": log.tail(tail),
+        "scriptLogTail": cut_start(&log.tail(tail), SCRIPT_LOG_FIELD_MAX),
         "scriptLogTailCount": tail.min(log.line_count()),
         "scriptLogAvailable": enrichment.script_log.is_some(),
         "genericUrls": generic_urls,

@@ -499,3 +499,48 @@ async fn a_replay_older_than_the_journal_remembers_is_refused() {
         "{out}"
     );
 }
+
+/// Promise: a script log of any size is stored whole on disk and costs the listener a bounded
+/// amount of memory and journal space. A 100 MB single-line log (as a runaway `TRACE` makes):
+/// the file under `logDirectory` holds all of it, the listener keeps at most its first and last
+/// 512 KiB while reading, the alert data (and so the journal row) at most 64,000 characters of
+/// head and of tail, and the alert goes out. (Before: the log was held whole, several
+/// times over: ~850 MB resident and a ~200 MB journal row. The resident memory is measured in
+/// `listener/benches`, not here.)
+#[tokio::test]
+async fn a_100_mb_script_log_is_stored_whole_and_kept_bounded() {
+    let s = Setup::new("").await;
+    let total = 100 * 1024 * 1024;
+    let mut log = String::with_capacity(total);
+    log.push_str("START ");
+    log.push_str(&"x".repeat(total - 10));
+    log.push_str(" END");
+    s.api.set_script_log(log);
+    let _listener = s.start(true).await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    s.publish(FIXTURES[0].1, &body).await;
+    let entry = s.wait_state(&event_id(&body), State::Done).await;
+
+    let file = s.script_log(
+        "4f2c9d1e-7a6b-4c3d-9e8f-1a2b3c4d5e6f",
+        "673d9f1c2a4b5c6d7e8f9012",
+    );
+    let stored = std::fs::read(&file).unwrap();
+    assert_eq!(stored.len(), total, "the whole log on disk");
+    assert!(stored.starts_with(b"START ") && stored.ends_with(b" END"));
+    let kept = entry.enrichment.expect("enriched").len();
+    assert!(kept < 256 * 1024, "journal row: {kept} bytes");
+    let data = common::data(
+        &s.journal()
+            .await
+            .get(&event_id(&body))
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let tail = data["scriptLogTail"].as_str().unwrap();
+    assert!(
+        tail.ends_with(" END"),
+        "the end of the log reaches the alert"
+    );
+}

@@ -389,6 +389,7 @@ pub struct FakeQlikCloud {
     webhooks: Arc<Mutex<Vec<serde_json::Value>>>,
     resent: Arc<Mutex<Vec<String>>>,
     app_name: Arc<Mutex<Option<String>>>,
+    script_log: Arc<Mutex<Arc<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -420,7 +421,7 @@ struct QlikState {
     calls: Arc<Mutex<Vec<ApiCall>>>,
     faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
     error_rates: Arc<Mutex<ErrorRates>>,
-    script_log: Arc<String>,
+    script_log: Arc<Mutex<Arc<String>>>,
     /// `/api/v1/webhooks`: the stored webhooks, secrets included.
     webhooks: Arc<Mutex<Vec<serde_json::Value>>>,
     /// Delivery ids resent through `…/actions/resend`.
@@ -451,13 +452,14 @@ impl FakeQlikCloud {
                 .expect("script log fixture")
                 .replace("\r\n", "\n")
                 .replace('\n', "\r\n");
+        let script_log = Arc::new(Mutex::new(Arc::new(script_log)));
         let state = QlikState {
             tenant_id: tenant_id.to_owned(),
             token: token.to_owned(),
             calls: calls.clone(),
             faults: faults.clone(),
             error_rates: error_rates.clone(),
-            script_log: Arc::new(script_log),
+            script_log: script_log.clone(),
             webhooks: webhooks.clone(),
             resent: resent.clone(),
             app_name: app_name.clone(),
@@ -474,8 +476,14 @@ impl FakeQlikCloud {
             webhooks,
             resent,
             app_name,
+            script_log,
             task,
         }
+    }
+
+    /// From now on, every reload's script log is `log`.
+    pub fn set_script_log(&self, log: String) {
+        *self.script_log.lock().unwrap() = Arc::new(log);
     }
 
     /// From now on, every app is called `name` (as a hostile app owner could name one).
@@ -610,7 +618,7 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
         })),
         ["apps", app, "reloads", "logs", _reload] if !app.is_empty() => (
             [("content-type", "text/plain; charset=utf-8")],
-            state.script_log.as_str().to_owned(),
+            axum::body::Body::from(state.script_log.lock().unwrap().as_bytes().to_vec()),
         )
             .into_response(),
         ["apps", app] => json(serde_json::json!({

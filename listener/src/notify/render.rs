@@ -33,11 +33,15 @@ fn script_log_limit(kind: ChannelKind) -> usize {
         | ChannelKind::Mqtt
         | ChannelKind::Email
         | ChannelKind::Console
-        | ChannelKind::File => 64_000,
+        | ChannelKind::File => SCRIPT_LOG_FIELD_MAX,
     }
 }
 
 pub const TRUNCATED: &str = "… [truncated]";
+
+/// The most any channel takes of a script-log field; the alert data (and the journal) keep no
+/// more than this.
+pub const SCRIPT_LOG_FIELD_MAX: usize = 64_000;
 
 /// The message for `channel`, and why the built-in template was used instead of the user's.
 #[derive(Debug)]
@@ -311,7 +315,7 @@ fn last_lines(text: &str, n: usize) -> String {
 }
 
 /// Keeps the start of `text` within `max` characters.
-fn cut_end(text: &str, max: usize) -> String {
+pub fn cut_end(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();
     }
@@ -323,7 +327,7 @@ fn cut_end(text: &str, max: usize) -> String {
 }
 
 /// Keeps the end of `text` (the interesting part of a tail) within `max` characters.
-fn cut_start(text: &str, max: usize) -> String {
+pub fn cut_start(text: &str, max: usize) -> String {
     let count = text.chars().count();
     if count <= max {
         return text.to_owned();
