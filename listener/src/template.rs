@@ -9,10 +9,10 @@
 //! (or 0), and `enrichmentErrors` lists what was unavailable, so an alert is degraded, never lost.
 
 use crate::config::{GenericUrl, TenantConfig};
+use crate::notify::render::{cut_end, cut_start, SCRIPT_LOG_FIELD_MAX};
 use crate::qlik_api::{AppInfo, ReloadInfo, UserInfo};
 use qlik_events::{Event, Reload};
 use serde::Deserialize;
-use crate::notify::render::{cut_end, cut_start, SCRIPT_LOG_FIELD_MAX};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
