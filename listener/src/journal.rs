@@ -111,6 +111,9 @@ pub struct Journal {
     jobs: std::sync::mpsc::Sender<Job>,
     /// Why the last `record`/`record_all` failed, until one succeeds (for `/readyz`).
     record_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    path: std::path::PathBuf,
+    /// The open file's identity (device, inode), to notice it deleted or replaced.
+    identity: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
 }
 
 /// Work for the journal's thread: runs in a batch's transaction (in its own savepoint, so it is
@@ -118,6 +121,8 @@ pub struct Journal {
 struct Job {
     /// Must be on disk (fsynced) before its caller hears of it.
     durable: bool,
+    /// Runs by itself, outside any transaction (restoring the file); answers on its own.
+    alone: bool,
     run: Box<dyn FnOnce(&mut Connection) -> Finish + Send>,
 }
 
@@ -225,6 +230,7 @@ impl Journal {
     /// Opens (or creates) the journal at `path`, creating its directory.
     pub async fn open(path: &Path) -> Result<Journal, JournalError> {
         let path = path.to_owned();
+        let path_for_identity = path.clone();
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let (opened, open_result) = tokio::sync::oneshot::channel();
         // One thread owns the connection and runs the calls in order: SQLite serialises
@@ -245,10 +251,27 @@ impl Journal {
                 // What queued up while the last batch ran is committed together (one WAL
                 // write, one fsync at most, instead of one per call). Ends when every handle
                 // is gone.
-                while let Ok(first) = queue.recv() {
+                let mut held: Option<Job> = None;
+                loop {
+                    let first = match held.take() {
+                        Some(job) => job,
+                        None => match queue.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        },
+                    };
+                    if first.alone {
+                        let finish = (first.run)(&mut conn);
+                        finish(Ok(()));
+                        continue;
+                    }
                     let mut batch = vec![first];
                     while batch.len() < MAX_JOBS {
                         match queue.try_recv() {
+                            Ok(job) if job.alone => {
+                                held = Some(job);
+                                break;
+                            }
                             Ok(job) => batch.push(job),
                             Err(_) => break,
                         }
@@ -263,6 +286,8 @@ impl Journal {
         Ok(Journal {
             jobs,
             record_failure: Default::default(),
+            identity: std::sync::Arc::new(std::sync::Mutex::new(file_identity(&path_for_identity))),
+            path: path_for_identity,
         })
     }
 
@@ -276,6 +301,7 @@ impl Journal {
         let (done, result) = tokio::sync::oneshot::channel();
         let job = Job {
             durable,
+            alone: false,
             run: Box::new(move |conn| {
                 let outcome = in_savepoint(conn, f);
                 Box::new(move |committed: Result<(), String>| {
@@ -324,6 +350,93 @@ impl Journal {
         let result = self.run(true, move |c| insert(c, &entry)).await;
         self.note_record(result.as_ref().err());
         result
+    }
+
+    /// What is wrong with the journal's file while the listener runs: deleted, replaced by
+    /// another file, or made read-only (SQLite keeps using the file it has open, so writes go
+    /// on, but a restart would lose the journal or fail). `None` when all is well.
+    pub fn file_problem(&self) -> Option<String> {
+        let path = self.path.display();
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(format!("the journal file {path} was deleted"))
+            }
+            Err(e) => return Some(format!("the journal file {path}: {e}")),
+        };
+        let known = *self.identity.lock().unwrap_or_else(|p| p.into_inner());
+        if known.is_some() && file_identity(&self.path) != known {
+            return Some(format!(
+                "the journal file {path} was replaced by another file"
+            ));
+        }
+        if meta.permissions().readonly() {
+            return Some(format!(
+                "the journal file {path} is read-only: the listener could not start with it"
+            ));
+        }
+        None
+    }
+
+    /// After the file was deleted: writes the open database to the path again and goes on
+    /// with that file, so nothing recorded is lost. Returns how many events it holds.
+    pub async fn restore_file(&self) -> Result<u64, JournalError> {
+        let path = self.path.clone();
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job = Job {
+            durable: true,
+            alone: true,
+            run: Box::new(move |c| {
+                let outcome = restore(c, &path);
+                Box::new(move |_| {
+                    let _ = done.send(outcome);
+                })
+            }),
+        };
+        self.jobs
+            .send(job)
+            .map_err(|_| JournalError::Thread("the journal's thread has stopped".into()))?;
+        let events = result
+            .await
+            .map_err(|_| JournalError::Thread("the journal's thread has stopped".into()))??;
+        *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = file_identity(&self.path);
+        Ok(events)
+    }
+
+    /// Watches the file every few seconds for as long as the listener runs: a deleted file is
+    /// written again from the open database ([`Journal::restore_file`]); any other problem is
+    /// logged when it appears and when it goes (and reported by `/readyz` meanwhile).
+    pub async fn watch(self) {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        let mut logged: Option<String> = None;
+        loop {
+            every.tick().await;
+            let problem = self.file_problem();
+            if problem
+                .as_deref()
+                .is_some_and(|p| p.ends_with("was deleted"))
+            {
+                match self.restore_file().await {
+                    Ok(events) => {
+                        tracing::error!(path = %self.path.display(), events, "the journal file was deleted while the listener ran; written again from the open database, nothing lost");
+                        logged = None;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the journal file was deleted and cannot be written again")
+                    }
+                }
+            }
+            if problem != logged {
+                match &problem {
+                    Some(p) => tracing::error!("{p}"),
+                    None => {
+                        tracing::info!(path = %self.path.display(), "the journal file is fine again")
+                    }
+                }
+                logged = problem;
+            }
+        }
     }
 
     /// Why events could not be recorded, while the last attempt failed.
@@ -505,6 +618,44 @@ impl Journal {
         })
         .await
     }
+}
+
+/// The file's (device, inode), where the platform has them.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Copies the open database to `path` (which must not exist) and replaces the connection with
+/// one on the copy.
+fn restore(c: &mut Connection, path: &Path) -> Result<u64, JournalError> {
+    let open_err = |source| JournalError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    // The deleted file's WAL and shared-memory files must not be taken for the new file's.
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let _ = std::fs::remove_file(side);
+    }
+    let target = path
+        .to_str()
+        .ok_or_else(|| open_err(rusqlite::Error::InvalidPath(path.to_owned())))?;
+    c.execute("VACUUM INTO ?1", [target]).map_err(open_err)?;
+    *c = open_connection(path)?;
+    let events: i64 = c
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .map_err(open_err)?;
+    Ok(events as u64)
 }
 
 fn open_connection(path: &Path) -> Result<Connection, JournalError> {

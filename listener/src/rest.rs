@@ -146,6 +146,9 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
             problems.push(format!("broker {name} is not connected"));
         }
     }
+    if let Some(problem) = api.journal.file_problem() {
+        problems.push(problem);
+    }
     if let Some(e) = api.journal.record_failure() {
         problems.push(format!(
             "events cannot be recorded ({e}); they are held unacknowledged and retried"

@@ -544,3 +544,75 @@ async fn a_100_mb_script_log_is_stored_whole_and_kept_bounded() {
         "the end of the log reaches the alert"
     );
 }
+
+/// Promise: the journal file deleted or made read-only while the listener runs is noticed,
+/// said in `/readyz` and the log, and loses nothing. Deleted (with its WAL): the listener
+/// writes it again from the database it has open, and a restart finds every event. Read-only:
+/// `/readyz` is red (a restart would fail) until it is writable again. (Before: SQLite went on
+/// writing to the deleted file, `/readyz` stayed green, and a restart lost the journal.)
+#[cfg(unix)]
+#[tokio::test]
+async fn a_deleted_or_read_only_journal_file_is_noticed_and_nothing_lost() {
+    let s = Setup::with(common::Options {
+        butler:
+            "  restServerConfig:\n    enable: true\n    serverHost: 127.0.0.1\n    serverPort: 0\n",
+        ..Default::default()
+    })
+    .await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let mut listener =
+        relay_tests::process::Running::spawn(common::BIN, &["--config", &config], &s.env());
+    let api = listener.wait_for_line("qlik-listener API on ", LIMIT).await;
+    listener.wait_for_output("subscribed", 1, LIMIT).await;
+    let http = reqwest::Client::new();
+    let ready = || {
+        let http = http.clone();
+        let api = api.clone();
+        async move {
+            let r = http.get(format!("{api}/readyz")).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (first, body) = common::numbered_failure(0);
+    s.publish(FIXTURES[0].1, &body).await;
+    s.wait_state(&first, State::Done).await;
+
+    let path = s.dir.path().join("journal.sqlite");
+    for file in ["journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"] {
+        let _ = std::fs::remove_file(s.dir.path().join(file));
+    }
+    listener
+        .wait_for_output(
+            "the journal file was deleted while the listener ran; written again",
+            1,
+            LIMIT,
+        )
+        .await;
+    assert!(path.exists());
+    let (second, body) = common::numbered_failure(1);
+    s.publish(FIXTURES[0].1, &body).await;
+    s.wait_state(&second, State::Done).await;
+
+    // Read-only: red until writable again.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let (status, why) = ready().await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("is read-only"), "{why}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    relay_tests::wait::until(LIMIT, "/readyz green", || async {
+        (ready().await.0 == 200).then_some(())
+    })
+    .await;
+
+    // A restart finds both events.
+    listener.kill().await;
+    let journal = s.journal().await;
+    for id in [&first, &second] {
+        assert_eq!(
+            journal.get(id).await.unwrap().unwrap().state,
+            State::Done,
+            "{id}"
+        );
+    }
+}
