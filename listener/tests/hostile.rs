@@ -10,6 +10,32 @@ use relay_tests::fixtures::{self, FIXTURES};
 use relay_tests::mqtt;
 use std::time::Duration;
 
+/// The listener's HTTP API on a free port (plus `extra` lines under `Butler:`).
+const API: &str =
+    "  restServerConfig:\n    enable: true\n    serverHost: 127.0.0.1\n    serverPort: 0\n";
+
+/// Starts the listener of a setup with [`API`] (and `extra`); returns it and the API's URL.
+async fn with_api(extra: &str) -> (Setup, relay_tests::process::Running, String) {
+    let butler = format!("{API}{extra}");
+    let s = Setup::with(common::Options {
+        butler: &butler,
+        ..Default::default()
+    })
+    .await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let mut listener =
+        relay_tests::process::Running::spawn(common::BIN, &["--config", &config], &s.env());
+    let api = listener.wait_for_line("qlik-listener API on ", LIMIT).await;
+    listener.wait_for_output("subscribed", 1, LIMIT).await;
+    (s, listener, api)
+}
+
+/// `GET /readyz`: its status and body.
+async fn readyz(api: &str) -> (u16, String) {
+    let r = reqwest::get(format!("{api}/readyz")).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 /// Promise: an event id is claimed only by an accepted event. A forged copy (bad signature,
 /// with `requireSignature`) and the same id from a tenant that is not configured, arriving
 /// first, are recorded as refused; the genuine event after them is still handled. (Before:
@@ -148,6 +174,22 @@ async fn an_alert_receiver_that_redirects_is_a_failed_delivery() {
     assert!(requests.iter().all(|r| r.path == "/alerts"));
 }
 
+/// Publishes three failures while the journal refuses writes, and waits until the listener
+/// says it could not record them; returns (id, body) of each.
+async fn publish_while_the_journal_refuses(
+    s: &Setup,
+    listener: &mut relay_tests::process::Running,
+) -> Vec<(String, Vec<u8>)> {
+    let events: Vec<(String, Vec<u8>)> = (0..3).map(common::numbered_failure).collect();
+    for (_, body) in &events {
+        s.publish(FIXTURES[0].1, body).await;
+    }
+    listener
+        .wait_for_output("could not record the event", 1, LIMIT)
+        .await;
+    events
+}
+
 /// Promise: a journal fault costs a delay, never the events, and needs no restart. Another
 /// process holds the journal's write lock (as a backup tool or a full disk would make every
 /// write fail) while events arrive: nothing is acknowledged, `/readyz` says why. Once the lock
@@ -156,38 +198,14 @@ async fn an_alert_receiver_that_redirects_is_a_failed_delivery() {
 /// nothing was recorded again until a restart.)
 #[tokio::test]
 async fn the_listener_resumes_by_itself_after_a_journal_fault() {
-    let s = Setup::with(common::Options {
-        butler:
-            "  restServerConfig:\n    enable: true\n    serverHost: 127.0.0.1\n    serverPort: 0\n",
-        ..Default::default()
-    })
-    .await;
-    let config = s.config.to_str().unwrap().to_owned();
-    let mut listener =
-        relay_tests::process::Running::spawn(common::BIN, &["--config", &config], &s.env());
-    let api = listener.wait_for_line("qlik-listener API on ", LIMIT).await;
-    listener.wait_for_output("subscribed", 1, LIMIT).await;
-    let http = reqwest::Client::new();
-    let ready = || {
-        let http = http.clone();
-        let api = api.clone();
-        async move {
-            let r = http.get(format!("{api}/readyz")).send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        }
-    };
+    let (s, mut listener, api) = with_api("").await;
+    let ready = || readyz(&api);
     assert_eq!(ready().await.0, 200);
 
     // Another writer holds the lock: every write of the listener fails after its busy timeout.
     let blocker = rusqlite::Connection::open(s.dir.path().join("journal.sqlite")).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let events: Vec<(String, Vec<u8>)> = (0..3).map(common::numbered_failure).collect();
-    for (_, body) in &events {
-        s.publish(FIXTURES[0].1, body).await;
-    }
-    listener
-        .wait_for_output("could not record the event", 1, LIMIT)
-        .await;
+    let events = publish_while_the_journal_refuses(&s, &mut listener).await;
     let (status, why) = ready().await;
     assert_eq!(status, 503, "{why}");
     assert!(why.contains("events cannot be recorded"), "{why}");
@@ -321,17 +339,9 @@ async fn a_queued_event_survives_a_broker_crash_with_the_shipped_config() {
 /// served, and a forged failure published under `qscloud/` was recorded and alerted.)
 #[tokio::test]
 async fn the_publish_api_refuses_foreign_hosts_and_the_events_subscription() {
-    let s = Setup::with(common::Options {
-        butler: "  restServerConfig:\n    enable: true\n    serverHost: 127.0.0.1\n    serverPort: 0\n  restServerEndpointsEnable:\n    mqttPublishMessage: true\n",
-        ..Default::default()
-    })
-    .await;
+    let (s, _listener, api) =
+        with_api("  restServerEndpointsEnable:\n    mqttPublishMessage: true\n").await;
     let mut sub = mqtt::Subscriber::connect(s.broker.port, "qliksense/#").await;
-    let config = s.config.to_str().unwrap().to_owned();
-    let mut listener =
-        relay_tests::process::Running::spawn(common::BIN, &["--config", &config], &s.env());
-    let api = listener.wait_for_line("qlik-listener API on ", LIMIT).await;
-    listener.wait_for_output("subscribed", 1, LIMIT).await;
     let http = reqwest::Client::new();
     let put = |host: Option<&str>, topic: &str, message: String| {
         let mut request = http
@@ -553,26 +563,8 @@ async fn a_100_mb_script_log_is_stored_whole_and_kept_bounded() {
 #[cfg(unix)]
 #[tokio::test]
 async fn a_deleted_or_read_only_journal_file_is_noticed_and_nothing_lost() {
-    let s = Setup::with(common::Options {
-        butler:
-            "  restServerConfig:\n    enable: true\n    serverHost: 127.0.0.1\n    serverPort: 0\n",
-        ..Default::default()
-    })
-    .await;
-    let config = s.config.to_str().unwrap().to_owned();
-    let mut listener =
-        relay_tests::process::Running::spawn(common::BIN, &["--config", &config], &s.env());
-    let api = listener.wait_for_line("qlik-listener API on ", LIMIT).await;
-    listener.wait_for_output("subscribed", 1, LIMIT).await;
-    let http = reqwest::Client::new();
-    let ready = || {
-        let http = http.clone();
-        let api = api.clone();
-        async move {
-            let r = http.get(format!("{api}/readyz")).send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        }
-    };
+    let (s, mut listener, api) = with_api("").await;
+    let ready = || readyz(&api);
     let (first, body) = common::numbered_failure(0);
     s.publish(FIXTURES[0].1, &body).await;
     s.wait_state(&first, State::Done).await;
@@ -673,13 +665,7 @@ async fn a_full_disk_under_the_journal_costs_a_delay_not_the_events() {
             .is_ok()
         {}
     }
-    let events: Vec<(String, Vec<u8>)> = (0..3).map(common::numbered_failure).collect();
-    for (_, body) in &events {
-        s.publish(FIXTURES[0].1, body).await;
-    }
-    listener
-        .wait_for_output("could not record the event", 1, LIMIT)
-        .await;
+    let events = publish_while_the_journal_refuses(&s, &mut listener).await;
 
     // Space again: everything held is recorded and handled, without a restart.
     std::fs::remove_file(&filler).unwrap();
