@@ -457,7 +457,10 @@ impl Journal {
     /// Records several events in one transaction (one fsync for all: group commit), each
     /// unless its id is already known; the results are in the order of `entries`. All or none
     /// are recorded.
-    pub async fn record_all(&self, entries: Vec<Entry>) -> Result<Vec<Recorded>, JournalError> {
+    pub async fn record_all(
+        &self,
+        entries: std::sync::Arc<[Entry]>,
+    ) -> Result<Vec<Recorded>, JournalError> {
         let result = self.run(true, move |c| insert_all(c, &entries)).await;
         self.note_record(result.as_ref().err());
         result

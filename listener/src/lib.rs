@@ -84,7 +84,7 @@ pub async fn run(
     let mut tasks = vec![
         tokio::spawn(pipeline.clone().receive(messages)),
         tokio::spawn(pipeline.clone().work()),
-        tokio::spawn(Arc::clone(&pipeline).prune(config.retention_days)),
+        tokio::spawn(Arc::clone(&pipeline).prune()),
         tokio::spawn(journal.clone().watch()),
     ];
     let mut brokers = vec![("qlik-cloud-events".to_owned(), events_connected)];

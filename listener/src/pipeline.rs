@@ -42,6 +42,8 @@ fn age_ms(time: &str) -> Option<i64> {
     Some(journal::now_ms() - (at.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
 /// First and longest wait between attempts to record events the journal refused.
 const RECORD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
 const RECORD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
@@ -81,7 +83,7 @@ pub struct Pipeline {
     require_signature: bool,
     /// Events older than this (by their own time) are refused: the journal no longer holds
     /// what it would need to tell a replay from a new event (`journal.retentionDays`).
-    max_age_ms: i64,
+    retention_ms: i64,
     script_log_dir: Option<PathBuf>,
     generic_urls: Vec<crate::config::GenericUrl>,
     notifier: Notifier,
@@ -121,7 +123,7 @@ impl Pipeline {
             journal,
             tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
             require_signature: config.require_signature,
-            max_age_ms: i64::from(config.retention_days) * 24 * 3600 * 1000,
+            retention_ms: i64::from(config.retention_days) * DAY_MS,
             script_log_dir: config.script_log_dir.clone(),
             generic_urls: config.generic_urls.clone(),
             warned_tenants: Mutex::new(HashSet::new()),
@@ -150,7 +152,7 @@ impl Pipeline {
             }
         }
         if !to_record.is_empty() {
-            let entries: Vec<Entry> = to_record.iter().map(|(_, (e, _))| e.clone()).collect();
+            let entries: Arc<[Entry]> = to_record.iter().map(|(_, (e, _))| e.clone()).collect();
             let results = self.record_until_recorded(entries).await;
             for ((message, (entry, format)), recorded) in to_record.into_iter().zip(results) {
                 self.recorded(entry, format, recorded);
@@ -171,11 +173,11 @@ impl Pipeline {
     /// `/readyz`, and nothing else is received: a transient fault costs a delay, not the
     /// messages, and needs no restart. (The broker only redelivers unacknowledged messages on
     /// a reconnect, so giving up here would stall the subscription.)
-    async fn record_until_recorded(&self, entries: Vec<Entry>) -> Vec<Recorded> {
+    async fn record_until_recorded(&self, entries: Arc<[Entry]>) -> Vec<Recorded> {
         let mut delay = RECORD_RETRY_FIRST;
         let mut failures = 0u32;
         loop {
-            match self.journal.record_all(entries.clone()).await {
+            match self.journal.record_all(Arc::clone(&entries)).await {
                 Ok(results) => {
                     if failures > 0 {
                         tracing::info!(
@@ -190,7 +192,7 @@ impl Pipeline {
                     failures += 1;
                     // Once per event when it starts, then once a minute or so.
                     if failures == 1 {
-                        for entry in &entries {
+                        for entry in entries.iter() {
                             tracing::error!(event_id = %entry.id, topic = %entry.topic, error = %e, "could not record the event; held unacknowledged and retried");
                         }
                     } else if delay == RECORD_RETRY_MAX {
@@ -340,8 +342,8 @@ impl Pipeline {
             }
         }
         if let Some(age_ms) = event.time.as_deref().and_then(age_ms) {
-            if age_ms > self.max_age_ms {
-                let days = self.max_age_ms / (24 * 3600 * 1000);
+            if age_ms > self.retention_ms {
+                let days = self.retention_ms / DAY_MS;
                 tracing::warn!(event_id = %event.id, tenant = %event.tenant_id, time = event.time.as_deref().unwrap_or("-"), "event older than journal.retentionDays; rejected (a replay cannot be told from a new event)");
                 return (
                     State::Rejected,
@@ -541,10 +543,14 @@ impl Pipeline {
     }
 
     /// Deletes finished events older than `retention_days`, now and then daily.
-    pub async fn prune(self: Arc<Self>, retention_days: u32) {
-        let keep_ms = i64::from(retention_days) * 24 * 3600 * 1000;
+    pub async fn prune(self: Arc<Self>) {
+        let retention_days = self.retention_ms / DAY_MS;
         loop {
-            match self.journal.prune(journal::now_ms() - keep_ms).await {
+            match self
+                .journal
+                .prune(journal::now_ms() - self.retention_ms)
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, retention_days, "journal pruned"),
                 Err(e) => tracing::warn!(error = %e, "journal pruning failed"),

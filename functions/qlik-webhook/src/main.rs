@@ -33,12 +33,12 @@ enum Command {
         /// Most connections held at once; at the cap the oldest idle one is closed for a new
         /// one, and when all are busy new ones get 503. Keep it well below the file-descriptor
         /// limit (ulimit -n; LimitNOFILE in systemd).
-        #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512,
+        #[arg(long, env = "MAX_CONNECTIONS", default_value_t = qlik_webhook::server::DEFAULT_MAX_CONNECTIONS,
               value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         max_connections: u32,
         /// Seconds a client may take to send a request head; also how long a kept-alive
         /// connection may stay idle.
-        #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10,
+        #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value_t = qlik_webhook::server::DEFAULT_HEADER_READ_TIMEOUT_SECS,
               value_parser = clap::value_parser!(u64).range(1..=300))]
         header_read_timeout_seconds: u64,
     },
@@ -184,7 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_connections: max_connections as usize,
                 header_read_timeout: std::time::Duration::from_secs(header_read_timeout_seconds),
             };
-            qlik_webhook::server::serve_with(listener, forwarder, limits, shutdown_signal())
+            qlik_webhook::server::serve(listener, forwarder, limits, shutdown_signal())
                 .await
                 .context("HTTP server failed")?;
             tracing::info!("stopped");

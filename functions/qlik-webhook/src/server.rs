@@ -46,30 +46,17 @@ pub struct Limits {
     pub header_read_timeout: Duration,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 512,
-            header_read_timeout: Duration::from_secs(10),
-        }
-    }
-}
+/// Default of [`Limits::max_connections`] (`MAX_CONNECTIONS`).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+/// Default of [`Limits::header_read_timeout`] in seconds (`HEADER_READ_TIMEOUT_SECONDS`).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
 
 /// Serves webhooks on `listener` until `shutdown` completes, then finishes open requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    forwarder: Arc<Forwarder>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    serve_with(listener, forwarder, Limits::default(), shutdown).await
-}
-
-/// [`serve`] with explicit [`Limits`].
 ///
 /// Each connection is served by hyper's HTTP/1 server with a header-read timeout (which also
 /// closes kept-alive connections idle that long); [`Admission`] decides which connections are
 /// held when there are too many.
-pub async fn serve_with(
+pub async fn serve(
     listener: tokio::net::TcpListener,
     forwarder: Arc<Forwarder>,
     limits: Limits,
@@ -237,11 +224,9 @@ async fn handle(forwarder: &Forwarder, request: Request) -> Response {
 
 async fn webhook(forwarder: &Forwarder, request: Request) -> Response {
     let limit = forwarder.max_body_bytes();
-    let too_large = |rest: Option<Body>| {
+    let too_large = |rest: Body| {
         // The rest of the body is drained off the request path, after the answer is sent.
-        if let Some(rest) = rest {
-            tokio::spawn(drain(rest));
-        }
+        tokio::spawn(drain(rest));
         let mut response = to_response(Reply::error(
             413,
             &format!("body is larger than {limit} bytes"),
@@ -257,7 +242,7 @@ async fn webhook(forwarder: &Forwarder, request: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large(Some(request.into_body()));
+        return too_large(request.into_body());
     }
     let (parts, mut body) = request.into_parts();
     let signature = match routes::signature(&parts.headers) {
@@ -271,7 +256,7 @@ async fn webhook(forwarder: &Forwarder, request: Request) -> Response {
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     if received.len() + data.len() > limit {
-                        return too_large(Some(body));
+                        return too_large(body);
                     }
                     received.extend_from_slice(&data);
                 }

@@ -107,7 +107,7 @@ pub fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderE
             let markup = Markup::of(kind);
             let (body, fallback) =
                 user_or_builtin(channel.template_file.as_deref(), builtin, |t| {
-                    render_json_with(t, data, markup)
+                    render_json(t, data, markup)
                 })?;
             Rendered { body, fallback }
         }
@@ -284,13 +284,9 @@ impl Markup {
     }
 }
 
-/// Renders a JSON template with values escaped for JSON strings, and parses the result.
-pub fn render_json(template: &str, data: &Value) -> Result<Value, String> {
-    render_json_with(template, data, Markup::Plain)
-}
-
-/// [`render_json`] with values also made inert in `markup`.
-pub fn render_json_with(template: &str, data: &Value, markup: Markup) -> Result<Value, String> {
+/// Renders a JSON template with values escaped for JSON strings and made inert in `markup`,
+/// and parses the result.
+pub fn render_json(template: &str, data: &Value, markup: Markup) -> Result<Value, String> {
     let mut hb = Handlebars::new();
     hb.register_escape_fn(move |s| json_string_content(&markup.escape(s)));
     let text = hb
