@@ -65,7 +65,7 @@ pub async fn run(
         .tenants
         .iter()
         .flat_map(|t| &t.channels)
-        .any(|c| c.topic.is_some());
+        .any(|c| matches!(c.target, config::Target::Mqtt { .. }));
     let events_publisher: Option<Arc<dyn relay_mqtt::Publish>> =
         if wants_mqtt || config.rest.is_some() {
             Some(Arc::new(subscriber::publisher(&config.broker, "alerts")?))

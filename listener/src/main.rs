@@ -29,6 +29,10 @@ enum Command {
     /// Check the configuration, print a summary (secrets masked) and exit 0, or list every
     /// problem with its key path and exit 1.
     CheckConfig,
+    /// Print the JSON Schema of the configuration (also in the repository as
+    /// listener/config.schema.json): editors use it for completion and checks with the line
+    /// `# yaml-language-server: $schema=config.schema.json` at the top of the YAML file.
+    ConfigSchema,
     /// Create or update (by name) the Qlik Cloud webhook that calls the forwarder; or list the
     /// tenant's webhooks (--list); or show (--failed-deliveries) and resend (--resend) its failed
     /// deliveries, the recovery path after an outage. Uses the first tenant (or --tenant).
@@ -89,6 +93,10 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Command::ConfigSchema) = cli.command {
+        print!("{}", qlik_listener::config::schema());
+        return std::process::ExitCode::SUCCESS;
+    }
     let Some(path) = cli.config.clone() else {
         eprintln!("error: --config <FILE> is required (or set QLIK_LISTENER_CONFIG)");
         return std::process::ExitCode::from(2);
@@ -123,6 +131,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::RegisterWebhook(action)) => block_on(register_webhook(&config, action)),
         #[cfg(feature = "embedded-broker")]
         Some(Command::Broker { .. }) => std::process::ExitCode::SUCCESS,
+        Some(Command::ConfigSchema) => std::process::ExitCode::SUCCESS,
         Some(Command::Run) | None => {
             init_logging(
                 cli.log_format,

@@ -515,12 +515,12 @@ impl Pipeline {
         let channels = &tenant.config.channels;
         let head = channels
             .iter()
-            .map(|c| c.head_lines)
+            .map(|c| c.message.head_lines)
             .max()
             .unwrap_or(DEFAULT_LOG_LINES);
         let tail = channels
             .iter()
-            .map(|c| c.tail_lines)
+            .map(|c| c.message.tail_lines)
             .max()
             .unwrap_or(DEFAULT_LOG_LINES);
         let inputs = template::Inputs {

@@ -9,7 +9,7 @@ use crate::config::QrsConfig;
 use qlik_events::tls::{self, SettingNames, TlsFiles};
 use std::time::Duration;
 
-const TLS_SETTINGS: SettingNames = SettingNames {
+const TLS_SETTINGS: SettingNames<'static> = SettingNames {
     ca_file: "Butler.cert.clientCertCA",
     cert_file: "Butler.cert.clientCert",
     key_file: "Butler.cert.clientCertKey",

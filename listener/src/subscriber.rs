@@ -21,12 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-const BROKER: &str = "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker";
-const TLS_SETTINGS: SettingNames = SettingNames {
-    ca_file: "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.tls.caFile",
-    cert_file: "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.tls.certFile",
-    key_file: "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.tls.keyFile",
-};
 /// Most unacknowledged messages the broker may send us at once (MQTT 5 receive maximum).
 pub const RECEIVE_MAXIMUM: u16 = 256;
 /// Largest event we record: the pipeline's limit, equal to the forwarder's ceiling for
@@ -92,7 +86,8 @@ pub fn subscribe(
 ) -> anyhow::Result<(Messages, Connected)> {
     if broker.tls.insecure_skip_verify {
         tracing::warn!(
-            "{BROKER}.tls.insecureSkipVerify is true: the broker's certificate is NOT verified"
+            "{} is true: the broker's certificate is NOT verified",
+            broker.key("tls.insecureSkipVerify")
         );
     }
     let transport = match tls_config(broker)? {
@@ -193,7 +188,13 @@ pub fn tls_config(broker: &BrokerConfig) -> anyhow::Result<Option<Arc<rustls::Cl
             .zip(broker.tls.key_file.as_deref()),
         insecure_skip_verify: broker.tls.insecure_skip_verify,
     };
-    Ok(Some(Arc::new(tls::client_config(files, TLS_SETTINGS)?)))
+    let keys = &broker.tls.keys;
+    let names = SettingNames {
+        ca_file: &keys.ca_file,
+        cert_file: &keys.cert_file,
+        key_file: &keys.key_file,
+    };
+    Ok(Some(Arc::new(tls::client_config(files, names)?)))
 }
 
 /// A publisher on the same broker, on its own connection (client id `<clientId>-<role>-…`).

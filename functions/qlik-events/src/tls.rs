@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 /// How the caller names its settings, so errors point at the right key or variable.
 #[derive(Debug, Clone, Copy)]
-pub struct SettingNames {
-    pub ca_file: &'static str,
-    pub cert_file: &'static str,
-    pub key_file: &'static str,
+pub struct SettingNames<'a> {
+    pub ca_file: &'a str,
+    pub cert_file: &'a str,
+    pub key_file: &'a str,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -33,32 +33,35 @@ pub struct TlsFiles<'a> {
 pub enum TlsError {
     #[error("{setting}: cannot read certificates from {path}: {reason}")]
     Certificates {
-        setting: &'static str,
+        setting: String,
         path: String,
         reason: String,
     },
     #[error("{setting}: no certificate in {path}")]
-    NoCertificate { setting: &'static str, path: String },
+    NoCertificate { setting: String, path: String },
     #[error("{setting}: cannot read a private key from {path}: {reason}")]
     Key {
-        setting: &'static str,
+        setting: String,
         path: String,
         reason: String,
     },
     #[error("{cert} / {key}: certificate and key do not fit together: {reason}")]
     Mismatch {
-        cert: &'static str,
-        key: &'static str,
+        cert: String,
+        key: String,
         reason: String,
     },
     #[error("no system CA certificates found; set {0}")]
-    NoSystemRoots(&'static str),
+    NoSystemRoots(String),
     #[error("TLS setup failed: {0}")]
     Other(String),
 }
 
 /// Builds a rustls client configuration (aws-lc-rs provider).
-pub fn client_config(files: TlsFiles<'_>, names: SettingNames) -> Result<ClientConfig, TlsError> {
+pub fn client_config(
+    files: TlsFiles<'_>,
+    names: SettingNames<'_>,
+) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -74,15 +77,15 @@ pub fn client_config(files: TlsFiles<'_>, names: SettingNames) -> Result<ClientC
         Some((cert_path, key_path)) => {
             let certs = read_certs(cert_path, names.cert_file)?;
             let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Key {
-                setting: names.key_file,
+                setting: names.key_file.to_owned(),
                 path: key_path.display().to_string(),
                 reason: e.to_string(),
             })?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| TlsError::Mismatch {
-                    cert: names.cert_file,
-                    key: names.key_file,
+                    cert: names.cert_file.to_owned(),
+                    key: names.key_file.to_owned(),
                     reason: e.to_string(),
                 })
         }
@@ -90,33 +93,30 @@ pub fn client_config(files: TlsFiles<'_>, names: SettingNames) -> Result<ClientC
     }
 }
 
-fn read_certs(
-    path: &Path,
-    setting: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn read_certs(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Certificates {
-            setting,
+            setting: setting.to_owned(),
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
-            setting,
+            setting: setting.to_owned(),
             path: path.display().to_string(),
         });
     }
     Ok(certs)
 }
 
-fn roots(ca_file: Option<&Path>, names: SettingNames) -> Result<RootCertStore, TlsError> {
+fn roots(ca_file: Option<&Path>, names: SettingNames<'_>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
             for cert in read_certs(path, names.ca_file)? {
                 roots.add(cert).map_err(|e| TlsError::Certificates {
-                    setting: names.ca_file,
+                    setting: names.ca_file.to_owned(),
                     path: path.display().to_string(),
                     reason: e.to_string(),
                 })?;
@@ -128,7 +128,7 @@ fn roots(ca_file: Option<&Path>, names: SettingNames) -> Result<RootCertStore, T
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
-                return Err(TlsError::NoSystemRoots(names.ca_file));
+                return Err(TlsError::NoSystemRoots(names.ca_file.to_owned()));
             }
         }
     }
@@ -188,7 +188,7 @@ impl ServerCertVerifier for NoVerification {
 mod tests {
     use super::*;
 
-    const NAMES: SettingNames = SettingNames {
+    const NAMES: SettingNames<'static> = SettingNames {
         ca_file: "MQTT_CA_FILE",
         cert_file: "MQTT_CLIENT_CERT_FILE",
         key_file: "MQTT_CLIENT_KEY_FILE",

@@ -10,12 +10,16 @@
 //!   delivery is recorded `failed` with one error log; other 4xx fail at once;
 //! - channels are delivered concurrently, so a slow or failing one never delays the others.
 
+mod console;
+mod email;
+mod file;
+mod http;
+mod mqtt;
 pub mod render;
 
-use crate::config::{ChannelConfig, ChannelKind, SmtpConfig, SmtpSecurity};
+use crate::config::{ChannelConfig, SmtpConfig, Target};
 use crate::journal::{Delivery, DeliveryState, Journal, JournalError};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use relay_mqtt::{Message, Publish, PublishError};
+use relay_mqtt::Publish;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,13 +37,13 @@ pub struct Notifier {
     /// For the MQTT channel: publishes on the listener's broker, PUBACK awaited.
     mqtt: Option<Arc<dyn Publish>>,
     /// For e-mail.
-    smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    smtp: Option<email::Smtp>,
     /// Serialises appends to file channels.
     file_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Why one attempt did not deliver.
-enum AttemptError {
+pub(crate) enum AttemptError {
     /// Worth another try later.
     Retry(String),
     /// Will not get better by retrying.
@@ -54,23 +58,13 @@ impl Notifier {
         mqtt: Option<Arc<dyn Publish>>,
         smtp: Option<&SmtpConfig>,
     ) -> anyhow::Result<Notifier> {
-        let smtp = smtp.map(smtp_transport).transpose()?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("qlik-listener/", env!("CARGO_PKG_VERSION")))
-            // A redirect is not a delivery: 301/302/303 would be followed as a GET without
-            // the alert, 307/308 would send it to a host nobody configured. The 3xx is
-            // answered as a failure naming where it pointed.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
         Ok(Notifier {
-            http,
+            http: http::client()?,
             journal,
             give_up,
             retry_base,
             mqtt,
-            smtp,
+            smtp: smtp.map(email::transport).transpose()?,
             file_lock: Arc::default(),
         })
     }
@@ -83,10 +77,10 @@ impl Notifier {
         channels: &[ChannelConfig],
         data: &Value,
     ) -> Result<(), JournalError> {
-        let targets: Vec<Target<'_>> = channels.iter().flat_map(|c| targets(c, data)).collect();
-        let deliveries = targets
+        let routes: Vec<Route<'_>> = channels.iter().flat_map(|c| routes(c, data)).collect();
+        let deliveries = routes
             .iter()
-            .map(|target| self.deliver(event_id, target, data));
+            .map(|route| self.deliver(event_id, route, data));
         let results = futures_util::future::join_all(deliveries).await;
         results.into_iter().collect()
     }
@@ -94,18 +88,18 @@ impl Notifier {
     async fn deliver(
         &self,
         event_id: &str,
-        target: &Target<'_>,
+        route: &Route<'_>,
         data: &Value,
     ) -> Result<(), JournalError> {
-        let channel = target.channel;
-        let target_id = target.id.as_str();
+        let channel = route.channel;
+        let target_id = route.id.as_str();
         let mut delivery = match self.journal.delivery(event_id, target_id).await? {
             Some(d) if d.state.is_final() => return Ok(()),
             Some(d) => d,
             None => {
                 let d = Delivery {
                     event_id: event_id.to_owned(),
-                    channel: target.id.clone(),
+                    channel: route.id.clone(),
                     state: DeliveryState::Pending,
                     attempts: 0,
                     last_error: None,
@@ -113,7 +107,7 @@ impl Notifier {
                 // Rules are decided once, when the delivery is first recorded. A rate limit's
                 // slot is taken together with recording `d`, so a restart does not suppress
                 // this event for its own slot.
-                if let Some(reason) = self.suppression(target, data, &d).await? {
+                if let Some(reason) = self.suppression(route, data, &d).await? {
                     tracing::info!(event_id, channel = target_id, reason = %reason, "alert suppressed");
                     return self
                         .finish(Delivery {
@@ -129,7 +123,7 @@ impl Notifier {
         };
 
         let channel_data = render::channel_data(channel, data);
-        let payload = match payload(target, &channel_data) {
+        let payload = match payload(route, &channel_data) {
             Ok((payload, fallback)) => {
                 if let Some(reason) = fallback {
                     tracing::warn!(event_id, channel = target_id, reason = %reason, "user template failed; sent the built-in one");
@@ -149,7 +143,7 @@ impl Notifier {
             delivery.attempts += 1;
             delivery.state = DeliveryState::Sending;
             self.journal.set_delivery(delivery.clone()).await?;
-            let outcome = self.attempt(target, event_id, &payload).await;
+            let outcome = self.attempt(route, event_id, &payload).await;
             match outcome {
                 Ok(()) => {
                     tracing::info!(
@@ -186,86 +180,6 @@ impl Notifier {
         }
     }
 
-    async fn send_email(
-        &self,
-        target: &Target<'_>,
-        email: &render::RenderedEmail,
-    ) -> Result<(), AttemptError> {
-        use lettre::message::header::{
-            ContentTransferEncoding, ContentType, HeaderName, HeaderValue,
-        };
-        use lettre::message::{Mailbox, SinglePart};
-        let (Some(smtp), Some(settings), Some(to)) =
-            (&self.smtp, &target.channel.email, &target.recipient)
-        else {
-            return Err(AttemptError::Permanent("no SMTP server configured".into()));
-        };
-        let from: Mailbox = settings
-            .from
-            .parse()
-            .map_err(|e| AttemptError::Permanent(format!("fromAddress: {e}")))?;
-        let to: Mailbox = to
-            .parse()
-            .map_err(|e| AttemptError::Permanent(format!("recipient: {e}")))?;
-        let (x_priority, importance) = match settings.priority.as_str() {
-            "high" => ("1 (Highest)", "High"),
-            "low" => ("5 (Lowest)", "Low"),
-            _ => ("3 (Normal)", "Normal"),
-        };
-        let message = lettre::Message::builder()
-            .from(from)
-            .to(to)
-            .subject(email.subject.clone())
-            .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("X-Priority"),
-                x_priority.into(),
-            ))
-            .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("Importance"),
-                importance.into(),
-            ))
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_HTML)
-                    .header(ContentTransferEncoding::Base64)
-                    .body(email.html.clone()),
-            )
-            .map_err(|e| AttemptError::Permanent(format!("cannot build the e-mail: {e}")))?;
-        match smtp.send(message).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() => Err(AttemptError::Permanent(format!("SMTP: {e}"))),
-            Err(e) => Err(AttemptError::Retry(format!("SMTP: {e}"))),
-        }
-    }
-
-    /// Appends `body` as one line to the file channel's file, synced before it counts as sent.
-    async fn append(&self, path: &std::path::Path, body: &str) -> Result<(), AttemptError> {
-        use std::io::Write as _;
-        // One writer at a time, so concurrent alerts never interleave within a line.
-        let _turn = self.file_lock.lock().await;
-        let mut line = String::with_capacity(body.len() + 1);
-        line.push_str(body);
-        line.push('\n');
-        let file_path = path.to_owned();
-        let written = tokio::task::spawn_blocking(move || {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&file_path)?;
-            file.write_all(line.as_bytes())?;
-            file.sync_data()
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(AttemptError::Retry(format!(
-                "cannot append to {}: {e}",
-                path.display()
-            ))),
-            Err(e) => Err(AttemptError::Retry(format!("file writer failed: {e}"))),
-        }
-    }
-
     /// Records a delivery's final state (and counts it for `/metrics`).
     async fn finish(&self, delivery: Delivery) -> Result<(), JournalError> {
         crate::metrics::METRICS.alert(&delivery.channel, delivery.state.as_str());
@@ -276,12 +190,12 @@ impl Notifier {
     /// free, is taken with `pending` recorded).
     async fn suppression(
         &self,
-        target: &Target<'_>,
+        route: &Route<'_>,
         data: &Value,
         pending: &Delivery,
     ) -> Result<Option<String>, JournalError> {
-        let channel = target.channel;
-        if let Some(tag) = &channel.tag {
+        let rules = &route.channel.rules;
+        if let Some(tag) = &rules.tag {
             let tagged = data["appTags"]
                 .as_array()
                 .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(tag.as_str())));
@@ -289,11 +203,11 @@ impl Notifier {
                 return Ok(Some(format!("the app does not have the tag {tag:?}")));
             }
         }
-        if channel.rate_limit_secs > 0 {
+        if rules.rate_limit_secs > 0 {
             let app = data["appId"].as_str().unwrap_or_default();
             // Per app and channel; for e-mail, per app and recipient.
-            let key = format!("{}:{app}", target.id);
-            let window_ms = (channel.rate_limit_secs * 1000) as i64;
+            let key = format!("{}:{app}", route.id);
+            let window_ms = (rules.rate_limit_secs * 1000) as i64;
             let claimed = self
                 .journal
                 .claim_rate_slot(&key, window_ms, pending.clone())
@@ -301,135 +215,46 @@ impl Notifier {
             if !claimed {
                 return Ok(Some(format!(
                     "rate limit: an alert for this app was sent less than {}s ago",
-                    channel.rate_limit_secs
+                    rules.rate_limit_secs
                 )));
             }
         }
         Ok(None)
     }
 
+    /// One try at sending `payload` on the route's channel.
     async fn attempt(
         &self,
-        target: &Target<'_>,
+        route: &Route<'_>,
         event_id: &str,
         payload: &Payload,
     ) -> Result<(), AttemptError> {
-        let channel = target.channel;
-        let body = match payload {
-            Payload::Json(body) => body.as_str(),
-            Payload::Email(email) => return self.send_email(target, email).await,
-            Payload::Text(text) => {
-                use std::io::Write as _;
-                let mut out = std::io::stdout().lock();
-                return writeln!(out, "{text}")
-                    .and_then(|()| out.flush())
-                    .map_err(|e| AttemptError::Retry(format!("cannot write to stdout: {e}")));
+        let body = payload.body.as_str();
+        match &route.channel.target {
+            Target::Teams { url } | Target::Slack { url, .. } => {
+                http::post(&self.http, url, body, None).await
             }
-        };
-        if let Some(path) = &channel.file {
-            return self.append(path, body).await;
-        }
-        if let Some(topic) = &channel.topic {
-            let Some(mqtt) = &self.mqtt else {
-                return Err(AttemptError::Permanent(
-                    "no MQTT connection for alerts".into(),
-                ));
-            };
-            let message = Message::new(topic, body.as_bytes());
-            return match mqtt.publish(message).await {
-                Ok(()) => Ok(()),
-                Err(e @ PublishError::Refused(_)) => Err(AttemptError::Permanent(e.to_string())),
-                Err(e) => Err(AttemptError::Retry(e.to_string())),
-            };
-        }
-        let Some(url) = &channel.url else {
-            return Err(AttemptError::Permanent("no URL configured".into()));
-        };
-        let mut request = self
-            .http
-            .post(url.clone())
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        if channel.kind == ChannelKind::Webhook {
-            request = request.header("X-Qlik-Relay-Event-Id", event_id);
-            if let Some(secret) = &channel.secret {
-                request =
-                    request.header(SIGNATURE_HEADER, qlik_events::sign(secret, body.as_bytes()));
+            Target::Webhook { url, secret } => {
+                let signed = http::Webhook {
+                    event_id,
+                    secret: secret.as_ref(),
+                };
+                http::post(&self.http, url, body, Some(signed)).await
             }
-        }
-        match request.send().await {
-            Ok(resp) if resp.status().is_success() => Ok(()),
-            Ok(resp) if resp.status().is_redirection() => Err(AttemptError::Permanent(format!(
-                "HTTP {} redirect to {}: alerts are not sent on to another URL; configure the final URL",
-                resp.status().as_u16(),
-                redirect_target(&resp)
-            ))),
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                if status == 429 || status >= 500 || status == 408 {
-                    Err(AttemptError::Retry(format!("HTTP {status}")))
-                } else {
-                    Err(AttemptError::Permanent(format!("HTTP {status}")))
-                }
+            Target::Mqtt { topic } => mqtt::publish(self.mqtt.as_deref(), topic, body).await,
+            Target::Email(settings) => {
+                let to = route.recipient.as_deref();
+                let subject = payload.subject.as_deref().unwrap_or_default();
+                email::send(self.smtp.as_ref(), settings, to, subject, body).await
             }
-            Err(e) if e.is_timeout() => Err(AttemptError::Retry("timed out".into())),
-            Err(e) if e.is_connect() => Err(AttemptError::Retry("cannot connect".into())),
-            Err(_) => Err(AttemptError::Retry("request failed".into())),
+            Target::Console => console::print(body),
+            Target::File(path) => file::append(&self.file_lock, path, body).await,
         }
     }
-}
-
-/// Where a redirect pointed, without its query (which may hold a token), for the error.
-fn redirect_target(resp: &reqwest::Response) -> String {
-    let location = resp
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok());
-    match location.map(|l| resp.url().join(l)) {
-        Some(Ok(mut url)) => {
-            url.set_query(None);
-            url.set_fragment(None);
-            let _ = url.set_password(None);
-            let _ = url.set_username("");
-            url.to_string()
-        }
-        Some(Err(_)) => "an unreadable Location".into(),
-        None => "nowhere (no Location)".into(),
-    }
-}
-
-/// The SMTP client for `Butler.emailNotification.smtp`.
-fn smtp_transport(c: &SmtpConfig) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
-    use lettre::transport::smtp::authentication::Credentials;
-    use lettre::transport::smtp::client::{Tls, TlsParameters};
-    if c.accept_invalid_certs {
-        tracing::warn!("Butler.emailNotification.smtp.tls.rejectUnauthorized is false: the SMTP server's certificate is NOT verified");
-    }
-    let name = c.server_name.clone().unwrap_or_else(|| c.host.clone());
-    let params = || {
-        TlsParameters::builder(name.clone())
-            .dangerous_accept_invalid_certs(c.accept_invalid_certs)
-            .build_rustls()
-    };
-    let tls = match c.security {
-        SmtpSecurity::Implicit => Tls::Wrapper(params()?),
-        SmtpSecurity::StartTls => Tls::Required(params()?),
-        SmtpSecurity::Opportunistic => Tls::Opportunistic(params()?),
-        SmtpSecurity::None => Tls::None,
-    };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host)
-        .port(c.port)
-        .tls(tls)
-        .timeout(Some(Duration::from_secs(20)));
-    if let Some((user, password)) = &c.credentials {
-        let password = String::from_utf8_lossy(password.expose()).into_owned();
-        builder = builder.credentials(Credentials::new(user.clone(), password));
-    }
-    Ok(builder.build())
 }
 
 /// One delivery to make: a channel, or for e-mail a channel and one recipient.
-pub struct Target<'a> {
+pub struct Route<'a> {
     /// `teams`, `webhook-1`, `email:ops@example.com`: the name in the journal.
     pub id: String,
     pub channel: &'a ChannelConfig,
@@ -438,9 +263,9 @@ pub struct Target<'a> {
 
 /// The deliveries a channel makes for an event. E-mail: each configured recipient and, with
 /// `appOwnerAlert`, the app owner (unless excluded or not included), each address once.
-pub fn targets<'a>(channel: &'a ChannelConfig, data: &Value) -> Vec<Target<'a>> {
-    let Some(email) = &channel.email else {
-        return vec![Target {
+pub fn routes<'a>(channel: &'a ChannelConfig, data: &Value) -> Vec<Route<'a>> {
+    let Target::Email(email) = &channel.target else {
+        return vec![Route {
             id: channel.id.clone(),
             channel,
             recipient: None,
@@ -458,7 +283,7 @@ pub fn targets<'a>(channel: &'a ChannelConfig, data: &Value) -> Vec<Target<'a>> 
     recipients
         .into_iter()
         .filter(|r| seen.insert(r.to_ascii_lowercase()))
-        .map(|r| Target {
+        .map(|r| Route {
             id: format!("{}:{}", channel.id, r.to_ascii_lowercase()),
             channel,
             recipient: Some(r),
@@ -466,32 +291,42 @@ pub fn targets<'a>(channel: &'a ChannelConfig, data: &Value) -> Vec<Target<'a>> 
         .collect()
 }
 
-/// What is sent.
-enum Payload {
-    Json(String),
-    /// The console channel's text.
-    Text(String),
-    Email(render::RenderedEmail),
+/// What is sent: the JSON document, the console's text or the e-mail's HTML body.
+struct Payload {
+    /// The e-mail's subject.
+    subject: Option<String>,
+    body: String,
 }
 
-/// Renders the target's payload; the second value says why a user template was not used.
+/// Renders the route's payload; the second value says why a user template was not used.
 fn payload(
-    target: &Target<'_>,
+    route: &Route<'_>,
     data: &Value,
 ) -> Result<(Payload, Option<String>), render::RenderError> {
-    match &target.channel.email {
-        Some(settings) => {
-            let mut email = render::render_email(settings, data)?;
-            let fallback = email.fallback.take();
-            Ok((Payload::Email(email), fallback))
+    match &route.channel.target {
+        Target::Email(settings) => {
+            let email = render::render_email(settings, data)?;
+            let payload = Payload {
+                subject: Some(email.subject),
+                body: email.html,
+            };
+            Ok((payload, email.fallback))
         }
-        None if target.channel.kind == ChannelKind::Console => {
-            let (text, fallback) = render::render_console(target.channel, data)?;
-            Ok((Payload::Text(text), fallback))
+        Target::Console => {
+            let (text, fallback) = render::render_console(route.channel, data)?;
+            let payload = Payload {
+                subject: None,
+                body: text,
+            };
+            Ok((payload, fallback))
         }
-        None => {
-            let rendered = render::render(target.channel, data)?;
-            Ok((Payload::Json(rendered.body.to_string()), rendered.fallback))
+        _ => {
+            let rendered = render::render(route.channel, data)?;
+            let payload = Payload {
+                subject: None,
+                body: rendered.body.to_string(),
+            };
+            Ok((payload, rendered.fallback))
         }
     }
 }
@@ -505,24 +340,22 @@ fn backoff(base: Duration, attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EmailSettings, OwnerAlert};
+    use crate::config::{EmailSettings, OwnerAlert, Priority};
 
     fn email_channel(recipients: &[&str], owner: Option<OwnerAlert>) -> ChannelConfig {
-        ChannelConfig {
-            email: Some(EmailSettings {
-                from: "q@example.com".into(),
-                recipients: recipients.iter().map(|r| r.to_string()).collect(),
-                subject: "s".into(),
-                body_template: None,
-                priority: "high".into(),
-                owner_alert: owner,
-            }),
-            ..ChannelConfig::new("email", ChannelKind::Email)
-        }
+        let settings = EmailSettings {
+            from: "q@example.com".into(),
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            subject: "s".into(),
+            body_template: None,
+            priority: Priority::High,
+            owner_alert: owner,
+        };
+        ChannelConfig::new("email", Target::Email(settings))
     }
 
     fn recipients(c: &ChannelConfig, owner: &str) -> Vec<String> {
-        targets(c, &serde_json::json!({ "appOwnerEmail": owner }))
+        routes(c, &serde_json::json!({ "appOwnerEmail": owner }))
             .into_iter()
             .map(|t| t.recipient.unwrap_or_default())
             .collect()
@@ -562,7 +395,7 @@ mod tests {
             ["ada@x.com"],
             "each address once"
         );
-        let ids: Vec<String> = targets(&c, &serde_json::json!({}))
+        let ids: Vec<String> = routes(&c, &serde_json::json!({}))
             .into_iter()
             .map(|t| t.id)
             .collect();

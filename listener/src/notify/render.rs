@@ -14,7 +14,7 @@
 //!   cannot form a Markdown link (`[click](https://evil)`). Bare URLs are still linked by the
 //!   clients themselves.
 
-use crate::config::{ChannelConfig, ChannelKind};
+use crate::config::{ChannelConfig, ChannelKind, Format, Target};
 use handlebars::Handlebars;
 use serde_json::{json, Value};
 
@@ -57,16 +57,17 @@ pub struct RenderError(String);
 /// The alert data as this channel sees it: its script-log lines, size limits and options.
 pub fn channel_data(channel: &ChannelConfig, data: &Value) -> Value {
     let mut d = data.clone();
-    let limit = script_log_limit(channel.kind);
+    let limit = script_log_limit(channel.target.kind());
+    let message = &channel.message;
     let head = first_lines(
         data["scriptLogHead"].as_str().unwrap_or_default(),
-        channel.head_lines,
+        message.head_lines,
     );
     let tail = last_lines(
         data["scriptLogTail"].as_str().unwrap_or_default(),
-        channel.tail_lines,
+        message.tail_lines,
     );
-    let (head, tail) = if channel.basic_content_only {
+    let (head, tail) = if message.basic_content_only {
         (String::new(), String::new())
     } else {
         (cut_end(&head, limit), cut_start(&tail, limit))
@@ -80,45 +81,48 @@ pub fn channel_data(channel: &ChannelConfig, data: &Value) -> Value {
 
 /// Renders the message for `channel` from its [`channel_data`].
 pub fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderError> {
-    let mut rendered = match channel.kind {
-        ChannelKind::Console => {
+    let (builtin, markup) = match &channel.target {
+        Target::Console => {
             let (text, fallback) = render_console(channel, data)?;
-            Rendered {
+            return Ok(Rendered {
                 body: Value::String(text),
                 fallback,
-            }
+            });
         }
-        ChannelKind::Webhook | ChannelKind::Mqtt | ChannelKind::Email | ChannelKind::File => {
-            Rendered {
+        Target::Webhook { .. } | Target::Mqtt { .. } | Target::Email(_) | Target::File(_) => {
+            return Ok(Rendered {
                 body: json!({ "schemaVersion": 1, "kind": "qlik-cloud-reload-failed", "alert": data }),
                 fallback: None,
-            }
+            });
         }
-        _ if !channel.formatted => Rendered {
-            body: basic(channel, data)?,
+        Target::Teams { .. } => (TEAMS_TEMPLATE, Markup::Teams),
+        Target::Slack { .. } => (SLACK_TEMPLATE, Markup::Slack),
+    };
+    let mut rendered = match &channel.message.format {
+        Format::Basic(template) => Rendered {
+            body: basic(channel, template, data)?,
             fallback: None,
         },
-        kind => {
-            let builtin = if kind == ChannelKind::Teams {
-                TEAMS_TEMPLATE
-            } else {
-                SLACK_TEMPLATE
-            };
-            let markup = Markup::of(kind);
-            let (body, fallback) =
-                user_or_builtin(channel.template_file.as_deref(), builtin, |t| {
-                    render_json(t, data, markup)
-                })?;
+        Format::Formatted { template_file } => {
+            let (body, fallback) = user_or_builtin(template_file.as_deref(), builtin, |t| {
+                render_json(t, data, markup)
+            })?;
             Rendered { body, fallback }
         }
     };
-    if channel.kind == ChannelKind::Slack {
+    if let Target::Slack {
+        channel,
+        from_user,
+        icon_emoji,
+        ..
+    } = &channel.target
+    {
         // Slack's routing options apply whatever the template says.
         let body = &mut rendered.body;
         for (key, value) in [
-            ("channel", &channel.slack_channel),
-            ("username", &channel.slack_from_user),
-            ("icon_emoji", &channel.slack_icon_emoji),
+            ("channel", channel),
+            ("username", from_user),
+            ("icon_emoji", icon_emoji),
         ] {
             if let (Some(v), Some(obj)) = (value, body.as_object_mut()) {
                 obj.insert(key.to_owned(), json!(v));
@@ -164,19 +168,15 @@ pub fn render_email(
 }
 
 /// `messageType: basic`: the text template, wrapped in the channel's simplest message.
-fn basic(channel: &ChannelConfig, data: &Value) -> Result<Value, RenderError> {
-    let template = channel
-        .basic_template
-        .as_deref()
-        .unwrap_or("Qlik Cloud reload failed: {{appName}}");
+fn basic(channel: &ChannelConfig, template: &str, data: &Value) -> Result<Value, RenderError> {
     let mut hb = Handlebars::new();
-    let markup = Markup::of(channel.kind);
+    let markup = Markup::of(channel.target.kind());
     hb.register_escape_fn(move |s| markup.escape(s));
     let text = hb
         .render_template(template, data)
         .map_err(|e| RenderError(format!("basicMsgTemplate: {e}")))?;
-    Ok(match channel.kind {
-        ChannelKind::Teams => json!({
+    Ok(match channel.target {
+        Target::Teams { .. } => json!({
             "type": "message",
             "attachments": [{
                 "contentType": "application/vnd.microsoft.card.adaptive",
@@ -202,18 +202,16 @@ pub fn render_console(
     let mut hb = Handlebars::new();
     hb.register_escape_fn(terminal_safe);
     let render = |template: &str| hb.render_template(template, data);
-    if !channel.formatted {
-        let template = channel
-            .basic_template
-            .as_deref()
-            .unwrap_or("Qlik Cloud reload failed: {{appName}}");
-        return render(template)
+    match &channel.message.format {
+        Format::Basic(template) => render(template)
             .map(|text| (text, None))
-            .map_err(|e| RenderError(format!("basicMsgTemplate: {e}")));
+            .map_err(|e| RenderError(format!("basicMsgTemplate: {e}"))),
+        Format::Formatted { template_file } => {
+            user_or_builtin(template_file.as_deref(), CONSOLE_TEMPLATE, |t| {
+                render(t).map_err(|e| e.to_string())
+            })
+        }
     }
-    user_or_builtin(channel.template_file.as_deref(), CONSOLE_TEMPLATE, |t| {
-        render(t).map_err(|e| e.to_string())
-    })
 }
 
 /// Renders the user's template file if there is one and it works, else the built-in
@@ -338,12 +336,36 @@ mod tests {
     use super::*;
 
     fn channel(kind: ChannelKind) -> ChannelConfig {
-        ChannelConfig {
-            url: Some(url::Url::parse("http://127.0.0.1/x").unwrap()),
-            head_lines: 2,
-            tail_lines: 2,
-            ..ChannelConfig::new("c", kind)
-        }
+        let url = url::Url::parse("http://127.0.0.1/x").unwrap();
+        let target = match kind {
+            ChannelKind::Teams => Target::Teams { url },
+            ChannelKind::Slack => Target::Slack {
+                url,
+                channel: None,
+                from_user: None,
+                icon_emoji: None,
+            },
+            ChannelKind::Console => Target::Console,
+            other => panic!("not used here: {other:?}"),
+        };
+        let mut c = ChannelConfig::new("c", target);
+        c.message.head_lines = 2;
+        c.message.tail_lines = 2;
+        c
+    }
+
+    fn basic(kind: ChannelKind, template: &str) -> ChannelConfig {
+        let mut c = channel(kind);
+        c.message.format = Format::Basic(template.into());
+        c
+    }
+
+    fn with_template(kind: ChannelKind, file: &std::path::Path) -> ChannelConfig {
+        let mut c = channel(kind);
+        c.message.format = Format::Formatted {
+            template_file: Some(file.to_owned()),
+        };
+        c
     }
 
     /// Alert data full of what breaks naive JSON templates.
@@ -422,12 +444,10 @@ mod tests {
             text.contains("<https://wiki/run?a=1&amp;b=2|Runbook>"),
             "{text}"
         );
-        let basic = ChannelConfig {
-            formatted: false,
-            basic_template: Some("Failed: {{appName}}".into()),
-            ..channel(ChannelKind::Slack)
-        };
-        let text = render(&basic, &data).unwrap().body["text"].to_string();
+        let text = render(&basic(ChannelKind::Slack, "Failed: {{appName}}"), &data)
+            .unwrap()
+            .body["text"]
+            .to_string();
         assert!(
             !text.contains("<!channel>") && text.contains("&lt;!channel&gt;"),
             "{text}"
@@ -449,12 +469,10 @@ mod tests {
             body["attachments"][0]["content"]["actions"][0]["url"],
             "https://t/sense/app/a1"
         );
-        let basic = ChannelConfig {
-            formatted: false,
-            basic_template: Some("Failed: {{appName}}".into()),
-            ..channel(ChannelKind::Teams)
-        };
-        let text = render(&basic, &data).unwrap().body.to_string();
+        let text = render(&basic(ChannelKind::Teams, "Failed: {{appName}}"), &data)
+            .unwrap()
+            .body
+            .to_string();
         assert!(!text.contains("[click](https://evil.example)"), "{text}");
     }
 
@@ -467,8 +485,7 @@ mod tests {
             r#"{"text": "{{appName}} failed: {{errorMessage}} ({{executionDuration.seconds}}s)"}"#,
         )
         .unwrap();
-        let mut ch = channel(ChannelKind::Slack);
-        ch.template_file = Some(good);
+        let ch = with_template(ChannelKind::Slack, &good);
         let r = render(&ch, &hostile()).unwrap();
         assert!(r.fallback.is_none());
         assert!(r.body["text"].as_str().unwrap().ends_with("(48s)"));
@@ -476,14 +493,14 @@ mod tests {
         // Triple-stash skips escaping: the output is not JSON, so the built-in is used.
         let broken = dir.path().join("broken.handlebars");
         std::fs::write(&broken, r#"{"text": "{{{errorMessage}}}"}"#).unwrap();
-        ch.template_file = Some(broken);
+        let ch = with_template(ChannelKind::Slack, &broken);
         let r = render(&ch, &hostile()).unwrap();
         assert!(r.fallback.unwrap().contains("did not produce valid JSON"));
         assert_eq!(r.body["blocks"][0]["type"], "header");
 
         let syntax = dir.path().join("syntax.handlebars");
         std::fs::write(&syntax, r#"{"text": "{{#if appName}}"}"#).unwrap();
-        ch.template_file = Some(syntax);
+        let ch = with_template(ChannelKind::Slack, &syntax);
         assert!(render(&ch, &hostile())
             .unwrap()
             .fallback
@@ -493,12 +510,16 @@ mod tests {
 
     #[test]
     fn basic_messages_and_slack_options() {
-        let mut ch = channel(ChannelKind::Slack);
-        ch.formatted = false;
-        ch.basic_template = Some("Reload of {{appName}} failed: {{errorMessage}}".into());
-        ch.slack_channel = Some("#qlik-alerts".into());
-        ch.slack_from_user = Some("Qlik Cloud".into());
-        ch.slack_icon_emoji = Some(":ghost:".into());
+        let mut ch = basic(
+            ChannelKind::Slack,
+            "Reload of {{appName}} failed: {{errorMessage}}",
+        );
+        ch.target = Target::Slack {
+            url: url::Url::parse("http://127.0.0.1/x").unwrap(),
+            channel: Some("#qlik-alerts".into()),
+            from_user: Some("Qlik Cloud".into()),
+            icon_emoji: Some(":ghost:".into()),
+        };
         let r = render(
             &ch,
             &json!({"appName": "Sales \"EU\"", "errorMessage": "x"}),
@@ -509,9 +530,7 @@ mod tests {
         assert_eq!(r.body["username"], "Qlik Cloud");
         assert_eq!(r.body["icon_emoji"], ":ghost:");
 
-        let mut ch = channel(ChannelKind::Teams);
-        ch.formatted = false;
-        ch.basic_template = Some("{{appName}} failed".into());
+        let ch = basic(ChannelKind::Teams, "{{appName}} failed");
         let r = render(&ch, &json!({"appName": "A\nB"})).unwrap();
         assert_eq!(
             r.body["attachments"][0]["content"]["body"][0]["text"],
@@ -526,7 +545,7 @@ mod tests {
             recipients: vec![],
             subject: "Reload failed: {{appName}}".into(),
             body_template: None,
-            priority: "high".into(),
+            priority: crate::config::Priority::High,
             owner_alert: None,
         };
         let r = render_email(&settings, &hostile()).unwrap();
@@ -538,13 +557,13 @@ mod tests {
     #[test]
     fn basic_content_only_and_size_limits() {
         let mut ch = channel(ChannelKind::Teams);
-        ch.basic_content_only = true;
+        ch.message.basic_content_only = true;
         let d = channel_data(&ch, &hostile());
         assert_eq!(d["scriptLogHead"], "");
         assert_eq!(d["scriptLogTailCount"], 0);
 
         let mut ch = channel(ChannelKind::Slack);
-        ch.tail_lines = 1000;
+        ch.message.tail_lines = 1000;
         let long_tail = (0..1000)
             .map(|i| format!("line {i} {}", "x".repeat(50)))
             .collect::<Vec<_>>()
@@ -582,12 +601,8 @@ mod tests {
             json!(text)
         );
 
-        let basic = ChannelConfig {
-            formatted: false,
-            basic_template: Some("failed: {{appName}}".into()),
-            ..ch.clone()
-        };
-        let (text, _) = render_console(&basic, &data).unwrap();
+        let (text, _) =
+            render_console(&basic(ChannelKind::Console, "failed: {{appName}}"), &data).unwrap();
         assert_eq!(text, "failed: evil \\u{1b}[2J\\u{1b}]0;pwned\\u{7} app");
     }
 }

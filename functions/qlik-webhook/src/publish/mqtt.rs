@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const TLS_SETTINGS: SettingNames = SettingNames {
+const TLS_SETTINGS: SettingNames<'static> = SettingNames {
     ca_file: "MQTT_CA_FILE",
     cert_file: "MQTT_CLIENT_CERT_FILE",
     key_file: "MQTT_CLIENT_KEY_FILE",

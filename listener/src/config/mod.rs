@@ -1,0 +1,470 @@
+//! The listener's configuration: the Butler-style YAML of design.md §4.
+//!
+//! Why Butler's layout: a Butler user can point the listener at the file they already have.
+//! Sections the listener does not use are ignored; the keys it uses are checked strictly at
+//! start-up, and every problem is reported with the file and the key path, e.g.
+//! `butler.yaml: Butler.qlikSenseCloud.event.mqtt.tenant.tenantUrl: not a URL`. Secret values
+//! may be written as `${ENV_VAR}` and never appear in errors or summaries.
+//!
+//! How it is read ([`value`] says more): serde reads the YAML into one type per section, each
+//! key written once as a field (the section files: [`broker`], [`tenant`], [`channel`],
+//! [`email`], [`butler`]); a value of the wrong shape stops there with its key path. A second
+//! pass checks the values and builds the [`Config`] the listener runs on, reporting every
+//! problem at once. [`schema`] gives the JSON Schema of the same types, shipped as
+//! `listener/config.schema.json` for editors.
+//!
+//! Our extensions live in the same tree (see the README's listener section):
+//! - `…mqttForward.broker.{tls.{enable,caFile,certFile,keyFile,insecureSkipVerify}, clientId,
+//!   protocolVersion, keepAliveSeconds, sessionExpirySeconds}`;
+//! - `…mqttForward.requireSignature` with a `webhookSecret` per tenant (and
+//!   `webhookSecretPrevious` while rotating it);
+//! - `Butler.qlikSenseCloud.event.mqtt.tenants: [ … ]` beside Butler's single `tenant`;
+//! - `Butler.qlikCloudListener.{journal.path, journal.retentionDays, logLevel, alerts}`.
+
+mod broker;
+mod butler;
+mod channel;
+mod email;
+mod summary;
+mod tenant;
+mod value;
+
+pub use broker::{BrokerConfig, Protocol, TlsKeys, TlsSettings};
+pub use butler::{ButlerMqttConfig, QrsConfig, RestConfig};
+pub use channel::{ChannelConfig, ChannelKind, Format, Message, Rules, Target};
+pub use email::{EmailSettings, OwnerAlert, Priority, SmtpConfig, SmtpSecurity};
+pub use tenant::{TenantConfig, TenantRef};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use value::{Check, Flag, KeyPath, Text, Whole};
+
+/// Where the MQTT alert channel publishes unless told otherwise (outside `qscloud/#`).
+pub const DEFAULT_ALERT_TOPIC: &str = "qlikcloud/alerts/reload-failed";
+
+/// The shortest journal retention: Qlik resends deliveries up to 7 days old, plus a day.
+pub const MIN_RETENTION_DAYS: u64 = 8;
+
+/// Whether an MQTT topic filter (`a/+/c`, `a/#`, `$share/g/a/#`) matches a topic.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let filter = match filter.strip_prefix("$share/") {
+        Some(rest) => rest.split_once('/').map(|(_, f)| f).unwrap_or(""),
+        None => filter,
+    };
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// One problem in the file: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Every problem found, with the file they are in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}: {}", self.file.display(), e.path, e.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// `Butler.genericUrls[]`: links offered to alert templates.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenericUrl {
+    pub id: String,
+    pub link_text: String,
+    pub url: String,
+}
+
+/// What the listener runs on: every value checked, defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub file: PathBuf,
+    pub broker: BrokerConfig,
+    /// `topic.subscriptionRoot` (Butler: `qscloud/#`).
+    pub subscription_root: String,
+    /// `topic.appReload` (Butler: `qscloud/app/reload`).
+    pub app_reload_topic: String,
+    pub require_signature: bool,
+    pub tenants: Vec<TenantConfig>,
+    pub journal_path: PathBuf,
+    pub retention_days: u32,
+    /// `Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure.logDirectory` when enabled.
+    pub script_log_dir: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub generic_urls: Vec<GenericUrl>,
+    /// How long an alert is retried before it is recorded as failed.
+    pub give_up_secs: u64,
+    /// The first wait between retries (doubling, capped at a minute).
+    pub retry_base_ms: u64,
+    /// Required when an e-mail channel is enabled.
+    pub smtp: Option<SmtpConfig>,
+    /// `Butler.mqttConfig`, when enabled.
+    pub butler_mqtt: Option<ButlerMqttConfig>,
+    /// Required with `butler_mqtt`, for task starts.
+    pub qrs: Option<QrsConfig>,
+    /// `Butler.restServerConfig`, when enabled.
+    pub rest: Option<RestConfig>,
+    /// Key paths of secrets written in the file itself rather than as `${VAR}`.
+    pub literal_secrets: Vec<String>,
+}
+
+/// The whole file: Butler's configuration has a single root key.
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default)]
+#[schemars(title = "qlik-listener configuration (Butler-style YAML)")]
+pub struct ConfigFile {
+    #[serde(rename = "Butler")]
+    butler: Option<Butler>,
+}
+
+/// The sections of Butler's configuration the listener reads (others are ignored).
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Butler {
+    /// Butler's MQTT integration; `qlikSenseCloud.event.mqttForward` is where Qlik Cloud events arrive.
+    mqtt_config: Option<butler::MqttConfig>,
+    /// Qlik Cloud: the tenants and their alert channels.
+    qlik_sense_cloud: Option<tenant::QlikSenseCloud>,
+    script_log: Option<ScriptLog>,
+    /// Links offered to alert templates as `genericUrls`.
+    generic_urls: Option<Vec<GenericUrlSection>>,
+    /// The SMTP server for e-mail alerts (`smtp`).
+    email_notification: Option<email::EmailNotification>,
+    /// The Qlik Sense Repository Service, for task starts.
+    #[serde(rename = "configQRS")]
+    config_qrs: Option<butler::ConfigQrs>,
+    /// The client certificate for the QRS API.
+    cert: Option<butler::Cert>,
+    /// The listener's HTTP API (health, metrics, Butler's publish endpoint).
+    rest_server_config: Option<butler::RestServerConfig>,
+    rest_server_endpoints_enable: Option<butler::RestServerEndpointsEnable>,
+    /// The listener's own settings (not Butler's).
+    qlik_cloud_listener: Option<Listener>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct ScriptLog {
+    store_on_disk: Option<StoreOnDisk>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct StoreOnDisk {
+    qs_cloud: Option<QsCloud>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct QsCloud {
+    app_reload_failure: Option<ScriptLogStore>,
+}
+
+/// Failed reloads' script logs, one file per reload.
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct ScriptLogStore {
+    enable: Option<Flag>,
+    /// Folder for the logs, relative to this file's folder.
+    log_directory: Option<Text>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct GenericUrlSection {
+    id: Option<Text>,
+    link_text: Option<Text>,
+    url: Option<Text>,
+}
+
+/// `Butler.qlikCloudListener`: ours.
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Listener {
+    journal: Option<JournalSection>,
+    /// error, warn, info (default), debug or trace; `RUST_LOG` wins.
+    log_level: Option<Text>,
+    alerts: Option<AlertsSection>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct JournalSection {
+    /// The SQLite journal (default `qlik-listener.sqlite` beside this file).
+    path: Option<Text>,
+    /// Days events are kept (default 30, at least 8: Qlik resends for 7 days).
+    retention_days: Option<Whole>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct AlertsSection {
+    /// How long an alert is retried before it is recorded as failed (default 3600).
+    give_up_seconds: Option<Whole>,
+    /// The first wait between retries, doubling up to a minute (default 1000).
+    retry_base_milliseconds: Option<Whole>,
+}
+
+impl Config {
+    /// Reads and checks `file`. `env` resolves `${VAR}` references.
+    pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| one_error(file, "(file)", format!("cannot read: {e}")))?;
+        Self::parse(file, &text, env)
+    }
+
+    /// Checks the YAML `text`; `file` is only used in messages and to resolve relative paths.
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        // Syntax first, so that a broken file is not reported as a wrong value.
+        serde_norway::from_str::<serde_norway::Value>(text)
+            .map_err(|e| one_error(file, "(file)", format!("not valid YAML: {e}")))?;
+        let sections: ConfigFile = serde_path_to_error::deserialize(
+            serde_norway::Deserializer::from_str(text),
+        )
+        .map_err(|e| {
+            let path = e.path().to_string();
+            // serde_norway names the path too: said once.
+            let message = e.inner().to_string();
+            let message = message
+                .strip_prefix(&format!("{path}: "))
+                .unwrap_or(&message);
+            one_error(file, &path, describe(message))
+        })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut check = Check::new(base, env);
+        let config = check_file(&mut check, file, sections);
+        if check.errors.is_empty() {
+            Ok(Config {
+                literal_secrets: check.literal_secrets,
+                ..config
+            })
+        } else {
+            Err(ConfigErrors {
+                file: file.to_owned(),
+                errors: check.errors,
+            })
+        }
+    }
+}
+
+fn one_error(file: &Path, path: &str, reason: String) -> ConfigErrors {
+    ConfigErrors {
+        file: file.to_owned(),
+        errors: vec![ConfigError {
+            path: path.to_owned(),
+            reason,
+        }],
+    }
+}
+
+/// serde's message for a value of the wrong shape, without the value itself (it may be a
+/// secret written in the wrong place): `expected true or false, found text at line 3 column 9`.
+fn describe(message: &str) -> String {
+    let (message, location) = match message.find(" at line ") {
+        Some(i) => message.split_at(i),
+        None => (message, ""),
+    };
+    let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|m| m.rsplit_once(", expected "))
+    else {
+        return format!("{message}{location}");
+    };
+    let found = match found.split([' ', '`', '"']).next().unwrap_or_default() {
+        "string" | "char" => "text",
+        "integer" | "floating" => "a number",
+        "boolean" => "true or false",
+        "sequence" => "a list",
+        "map" => "a map of keys",
+        "unit" => "nothing",
+        _ => "another kind of value",
+    };
+    format!("expected {expected}, found {found}{location}")
+}
+
+/// The JSON Schema of what the listener reads, for editors (`listener/config.schema.json`).
+pub fn schema() -> String {
+    let schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<ConfigFile>();
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The second pass over the whole file.
+fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
+    let root = KeyPath::new("Butler");
+    let butler = f.butler.unwrap_or_else(|| {
+        c.error(
+            &root,
+            "missing: the file must have the root key Butler, as Butler's own config",
+        );
+        Butler::default()
+    });
+    let mut mqtt_config = butler.mqtt_config.unwrap_or_default();
+    let mqtt_path = root.key("mqttConfig");
+    let forward = broker::check_forward(
+        c,
+        &mqtt_path.key("qlikSenseCloud.event.mqttForward"),
+        mqtt_config
+            .qlik_sense_cloud
+            .take()
+            .and_then(|q| q.event)
+            .and_then(|e| e.mqtt_forward)
+            .unwrap_or_default(),
+    );
+    let tenants = tenant::check_cloud(
+        c,
+        &root.key("qlikSenseCloud"),
+        butler.qlik_sense_cloud.unwrap_or_default(),
+        &forward,
+    );
+    let listener = butler.qlik_cloud_listener.unwrap_or_default();
+    let listener_path = root.key("qlikCloudListener");
+    let journal = listener.journal.unwrap_or_default();
+    let journal_path = match Text::of(&journal.path) {
+        Some(p) => c.base.join(p),
+        None => c.base.join("qlik-listener.sqlite"),
+    };
+    // Events older than the retention are refused (a replay could not be told from a new
+    // event), so it must cover Qlik's 7-day resend window with a day to spare.
+    let retention_days = c.whole(
+        journal.retention_days,
+        &listener_path.key("journal.retentionDays"),
+        MIN_RETENTION_DAYS..=3650,
+        30,
+    ) as u32;
+    let alerts = listener.alerts.unwrap_or_default();
+    let give_up_secs = c.whole(
+        alerts.give_up_seconds,
+        &listener_path.key("alerts.giveUpSeconds"),
+        1..=7 * 24 * 3600,
+        3600,
+    );
+    let retry_base_ms = c.whole(
+        alerts.retry_base_milliseconds,
+        &listener_path.key("alerts.retryBaseMilliseconds"),
+        10..=60_000,
+        1000,
+    );
+
+    let store = butler
+        .script_log
+        .and_then(|s| s.store_on_disk)
+        .and_then(|s| s.qs_cloud)
+        .and_then(|s| s.app_reload_failure)
+        .unwrap_or_default();
+    let store_path = root.key("scriptLog.storeOnDisk.qsCloud.appReloadFailure");
+    let script_log_dir = if Flag::or(store.enable, false) {
+        c.required(&store.log_directory, &store_path.key("logDirectory"))
+            .map(|d| c.base.join(d))
+    } else {
+        None
+    };
+
+    let wants_email = tenants
+        .iter()
+        .flat_map(|t| &t.channels)
+        .any(|ch| matches!(ch.target, Target::Email(_)));
+    let smtp = if wants_email {
+        email::check_smtp(
+            c,
+            &root.key("emailNotification.smtp"),
+            butler
+                .email_notification
+                .and_then(|e| e.smtp)
+                .unwrap_or_default(),
+        )
+    } else {
+        None
+    };
+    let butler_mqtt = butler::check_mqtt(c, &mqtt_path, mqtt_config);
+    let qrs = if butler_mqtt.is_some() {
+        butler::check_qrs(
+            c,
+            &root,
+            butler.config_qrs.unwrap_or_default(),
+            butler.cert.unwrap_or_default(),
+        )
+    } else {
+        None
+    };
+    let rest = butler::check_rest(
+        c,
+        &root,
+        butler.rest_server_config.unwrap_or_default(),
+        butler.rest_server_endpoints_enable.unwrap_or_default(),
+    );
+    let urls_path = root.key("genericUrls");
+    let generic_urls = butler
+        .generic_urls
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, u)| {
+            let at = urls_path.item(i);
+            let id = c.required(&u.id, &at.key("id"));
+            let link_text = c.required(&u.link_text, &at.key("linkText"));
+            let url = c.required(&u.url, &at.key("url"));
+            Some(GenericUrl {
+                id: id?,
+                link_text: link_text?,
+                url: url?,
+            })
+        })
+        .collect();
+    Config {
+        file: file.to_owned(),
+        broker: forward.broker,
+        subscription_root: forward.subscription_root,
+        app_reload_topic: forward.app_reload_topic,
+        require_signature: forward.require_signature,
+        tenants,
+        journal_path,
+        retention_days,
+        script_log_dir,
+        log_level: Text::of(&listener.log_level).map(str::to_owned),
+        generic_urls,
+        give_up_secs,
+        retry_base_ms,
+        smtp,
+        butler_mqtt,
+        qrs,
+        rest,
+        literal_secrets: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! What `check-config` shows: the configuration in a few lines, secrets masked, and what is
+//! wrong with the file's permissions.
+
+use super::{Config, Protocol, TenantRef};
+use std::path::Path;
+
+impl Config {
+    /// What is wrong with `file`'s permissions, as ssh says of a private key: other users can
+    /// change it (and so redirect alerts and tasks), or read the secrets written in it. Empty
+    /// on Windows, where a file's ACL is not checked.
+    pub fn file_warnings(&self, file: &Path) -> Vec<String> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let Ok(meta) = std::fs::metadata(file) else {
+                return Vec::new();
+            };
+            let mode = meta.permissions().mode() & 0o777;
+            let mut warnings = Vec::new();
+            if mode & 0o022 != 0 {
+                warnings.push(format!(
+                    "{} is writable by other users (mode {mode:04o}): anyone who can change it can redirect alerts and start tasks; chmod go-w it",
+                    file.display()
+                ));
+            }
+            if mode & 0o004 != 0 && !self.literal_secrets.is_empty() {
+                warnings.push(format!(
+                    "{} holds secrets ({}) and is readable by every user (mode {mode:04o}): chmod o-r it, or write them as ${{ENV_VAR}}",
+                    file.display(),
+                    self.literal_secrets.join(", ")
+                ));
+            }
+            warnings
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = file;
+            Vec::new()
+        }
+    }
+
+    /// A human summary for `check-config`, with secrets masked.
+    pub fn summary(&self) -> String {
+        let b = &self.broker;
+        let scheme = if b.tls.enable { "mqtts" } else { "mqtt" };
+        let user = match (&b.username, &b.password) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (Some(u), None) => format!("{u}@"),
+            _ => String::new(),
+        };
+        let mut out = format!(
+            "config file:   {}\nbroker:        {scheme}://{user}{}:{} (MQTT {}, client id {}{}{})\n",
+            self.file.display(),
+            b.host,
+            b.port,
+            match b.protocol {
+                Protocol::V5 => "5",
+                Protocol::V311 => "3.1.1",
+            },
+            b.client_id,
+            if b.tls.cert_file.is_some() { ", client certificate" } else { "" },
+            if b.tls.insecure_skip_verify { ", CERTIFICATE VERIFICATION OFF" } else { "" },
+        );
+        out += &format!(
+            "subscription:  {} (app reloads on {})\nsignatures:    {}\n",
+            self.subscription_root,
+            self.app_reload_topic,
+            if self.require_signature {
+                "required (qlik-signature user property)"
+            } else {
+                "not checked"
+            }
+        );
+        for t in &self.tenants {
+            let id = match &t.id {
+                TenantRef::Id(id) => id.clone(),
+                TenantRef::Host(h) => format!("{h} (host name; id resolved at start-up)"),
+            };
+            out += &format!(
+                "tenant:        {id} at {} (token ***{})\n",
+                t.tenant_url,
+                match (&t.webhook_secret, &t.webhook_secret_previous) {
+                    (Some(_), Some(_)) => ", webhook secret *** and previous ***",
+                    (Some(_), None) => ", webhook secret ***",
+                    _ => "",
+                }
+            );
+            if !t.channels.is_empty() {
+                let ids: Vec<&str> = t.channels.iter().map(|c| c.id.as_str()).collect();
+                out += &format!("alerts:        {}\n", ids.join(", "));
+            }
+        }
+        out += &format!(
+            "journal:       {} (kept {} days)\nscript logs:   {}\n",
+            self.journal_path.display(),
+            self.retention_days,
+            self.script_log_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "not stored".into())
+        );
+        out
+    }
+}

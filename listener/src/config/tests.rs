@@ -1,0 +1,470 @@
+use super::*;
+use qlik_events::Secret;
+
+const GOOD: &str = r#"
+Butler:
+  logLevel: info            # Butler's own keys are ignored
+  mqttConfig:
+    enable: false             # Butler's general MQTT integration: see butler_integration()
+    brokerHost: 10.0.0.5
+    qlikSenseCloud:
+      event:
+        mqttForward:
+          enable: true
+          broker:
+            host: broker.example.com
+            port: 8883
+            username: listener
+            password: ${BROKER_PASSWORD}
+          topic:
+            subscriptionRoot: qscloud/#
+            appReload: qscloud/app/reload
+  qlikSenseCloud:
+    enable: true
+    event:
+      mqtt:
+        tenant:
+          id: acme.eu.qlikcloud.com
+          tenantUrl: https://acme.eu.qlikcloud.com
+          authType: jwt
+          auth:
+            jwt:
+              token: ${QLIK_API_KEY}
+          qlikSenseUrls:
+            qmc: https://acme.eu.qlikcloud.com/console
+            hub: https://acme.eu.qlikcloud.com/hub
+          comment: Production tenant
+          alert:
+            teamsNotification:
+              reloadAppFailure:
+                enable: false
+  scriptLog:
+    storeOnDisk:
+      qsCloud:
+        appReloadFailure:
+          enable: true
+          logDirectory: scriptlogs
+  genericUrls:
+    - id: ops
+      linkText: Operations runbook
+      url: https://wiki.example.com/qlik
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "BROKER_PASSWORD" => Some("br0ker-pa55".into()),
+        "QLIK_API_KEY" => Some("eyJhbGciOi.api-key".into()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(Path::new("/etc/qlik/butler.yaml"), text, &env)
+}
+
+#[test]
+fn a_butler_config_is_understood() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.broker.host, "broker.example.com");
+    assert_eq!(c.broker.port, 8883);
+    assert!(c.broker.tls.enable, "TLS is on by default, as in Butler");
+    assert_eq!(c.broker.username.as_deref(), Some("listener"));
+    assert_eq!(c.broker.password, Some(Secret::new("br0ker-pa55")));
+    assert_eq!(c.broker.client_id, "qlik-listener");
+    assert_eq!(c.broker.protocol, Protocol::V5);
+    assert_eq!(c.subscription_root, "qscloud/#");
+    assert_eq!(c.app_reload_topic, "qscloud/app/reload");
+    assert_eq!(c.tenants.len(), 1);
+    let t = &c.tenants[0];
+    assert_eq!(t.id, TenantRef::Host("acme.eu.qlikcloud.com".into()));
+    assert_eq!(t.tenant_url.as_str(), "https://acme.eu.qlikcloud.com/");
+    assert_eq!(t.token, Secret::new("eyJhbGciOi.api-key"));
+    assert_eq!(
+        t.hub_url.as_deref(),
+        Some("https://acme.eu.qlikcloud.com/hub")
+    );
+    assert_eq!(c.journal_path, Path::new("/etc/qlik/qlik-listener.sqlite"));
+    assert_eq!(c.retention_days, 30);
+    assert_eq!(
+        c.script_log_dir.as_deref(),
+        Some(Path::new("/etc/qlik/scriptlogs"))
+    );
+    let summary = c.summary();
+    assert!(
+        summary.contains("mqtts://listener:***@broker.example.com:8883"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("br0ker-pa55") && !summary.contains("api-key"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn extensions() {
+    let text = GOOD
+            .replace("            port: 8883\n", "            port: 1883\n            clientId: relay-1\n            protocolVersion: \"3.1.1\"\n            tls:\n              enable: false\n")
+            .replace("          enable: true\n          broker:", "          enable: true\n          requireSignature: true\n          broker:")
+            .replace("          comment: Production tenant\n", "          comment: Production tenant\n          webhookSecret: s3cret-s3cret-s3cret-s3cret-s3cret\n")
+            .replace("  scriptLog:\n", "        tenants:\n          - id: Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG\n            tenantUrl: https://other.us.qlikcloud.com\n            auth: { jwt: { token: literal-token } }\n            webhookSecret: ${QLIK_API_KEY}\n  scriptLog:\n")
+            + "  qlikCloudListener:\n    journal:\n      path: /var/lib/qlik-listener/journal.sqlite\n      retentionDays: 8\n";
+    let c = parse(&text).unwrap();
+    assert!(!c.broker.tls.enable);
+    assert_eq!(c.broker.port, 1883);
+    assert_eq!(c.broker.client_id, "relay-1");
+    assert_eq!(c.broker.protocol, Protocol::V311);
+    assert!(c.require_signature);
+    assert_eq!(c.tenants.len(), 2);
+    assert_eq!(
+        c.tenants[1].id,
+        TenantRef::Id("Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG".into())
+    );
+    assert_eq!(
+        c.tenants[1].path,
+        "Butler.qlikSenseCloud.event.mqtt.tenants[0]"
+    );
+    assert_eq!(
+        c.tenants[1].webhook_secret,
+        Some(Secret::new("eyJhbGciOi.api-key"))
+    );
+    assert_eq!(
+        c.journal_path,
+        Path::new("/var/lib/qlik-listener/journal.sqlite")
+    );
+    assert_eq!(c.retention_days, 8);
+}
+
+/// Each broken config gives the expected message, with the key path.
+#[test]
+fn broken_configs_name_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "tenantUrl: https://acme.eu.qlikcloud.com",
+            "tenantUrl: acme",
+            "Butler.qlikSenseCloud.event.mqtt.tenant.tenantUrl: not a URL",
+        ),
+        (
+            "            host: broker.example.com\n",
+            "",
+            "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.host: missing",
+        ),
+        (
+            "host: broker.example.com",
+            "host: mqtts://broker.example.com",
+            "broker.host: expected a host name",
+        ),
+        (
+            "port: 8883",
+            "port: 99999",
+            "broker.port: expected a whole number from 1 to 65535",
+        ),
+        (
+            "port: 8883",
+            "port: [1]",
+            "broker.port: expected a whole number",
+        ),
+        (
+            "${BROKER_PASSWORD}",
+            "${NOT_SET}",
+            "broker.password: environment variable NOT_SET is not set",
+        ),
+        (
+            "token: ${QLIK_API_KEY}",
+            "token: \"\"",
+            "tenant.auth.jwt.token: is empty",
+        ),
+        (
+            "          enable: true\n          broker:",
+            "          enable: false\n          broker:",
+            "mqttForward.enable: must be true",
+        ),
+        (
+            "subscriptionRoot: qscloud/#",
+            "subscriptionRoot: qscloud/#/x",
+            "topic.subscriptionRoot: not a valid MQTT topic filter",
+        ),
+        (
+            "authType: jwt",
+            "authType: cert",
+            "tenant.authType: 'cert' is not supported",
+        ),
+        (
+            "logDirectory: scriptlogs",
+            "logDirectory: \"\"",
+            "appReloadFailure.logDirectory: is empty",
+        ),
+        (
+            "enable: true\n          logDirectory",
+            "enable: yes-please\n          logDirectory",
+            "appReloadFailure.enable: expected true or false",
+        ),
+        (
+            "            port: 8883\n",
+            "            port: 8883\n            tls:\n              caFile: missing-ca.pem\n",
+            "broker.tls.caFile: no such file: /etc/qlik/missing-ca.pem",
+        ),
+        (
+            "            port: 8883\n",
+            "            port: 8883\n            protocolVersion: 6\n",
+            "broker.protocolVersion: '6' is not 5 or 3.1.1",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert!(GOOD.contains(from), "case does not apply: {from}");
+        let text = GOOD.replacen(from, to, 1);
+        let e = parse(&text).expect_err(expected);
+        let msg = e.to_string();
+        assert!(msg.contains(expected), "expected {expected:?} in:\n{msg}");
+        assert!(msg.starts_with("/etc/qlik/butler.yaml: "), "{msg}");
+        assert!(
+            !msg.contains("br0ker-pa55") && !msg.contains("api-key"),
+            "secret in: {msg}"
+        );
+    }
+}
+
+#[test]
+fn butler_integration() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["client.pem", "client_key.pem", "root.pem"] {
+        std::fs::write(dir.path().join(f), "-").unwrap();
+    }
+    let file = dir.path().join("butler.yaml");
+    let text = GOOD.replace("    enable: false             # Butler's general MQTT integration: see butler_integration()\n    brokerHost: 10.0.0.5\n",
+            "    enable: true\n    brokerHost: 10.0.0.5\n    brokerPort: 1883\n    subscriptionRootTopic: qliksense/#\n    taskStartTopic: qliksense/start_task\n    taskAllowList: [f1a3e5b7-1c2d-4e5f-8a9b-0c1d2e3f4a5b]\n")
+            + "  configQRS:\n    host: sense.example.com\n    port: 4242\n    useSSL: true\n    headers:\n      static:\n        - name: X-Qlik-User\n          value: UserDirectory=INTERNAL; UserId=sa_api\n  cert:\n    clientCert: client.pem\n    clientCertKey: client_key.pem\n    clientCertCA: root.pem\n  restServerConfig:\n    enable: true\n    serverHost: 127.0.0.1\n    serverPort: 8081\n  restServerEndpointsEnable:\n    mqttPublishMessage: true\n";
+    let c = Config::parse(&file, &text, &env).unwrap();
+    let b = c.butler_mqtt.unwrap();
+    assert_eq!(
+        (b.broker.host.as_str(), b.broker.port, b.broker.tls.enable),
+        ("10.0.0.5", 1883, false)
+    );
+    assert_eq!(b.task_start_topic, "qliksense/start_task");
+    assert_eq!(b.status_topic, "qlik-listener/status");
+    assert_eq!(
+        b.task_allow_list,
+        Some(vec!["f1a3e5b7-1c2d-4e5f-8a9b-0c1d2e3f4a5b".to_owned()])
+    );
+    let q = c.qrs.unwrap();
+    assert_eq!(q.base_url.as_str(), "https://sense.example.com:4242/");
+    assert_eq!(
+        q.headers,
+        vec![(
+            "X-Qlik-User".to_owned(),
+            "UserDirectory=INTERNAL; UserId=sa_api".to_owned()
+        )]
+    );
+    assert_eq!(q.ca_cert, Some(dir.path().join("root.pem")));
+    let r = c.rest.unwrap();
+    assert_eq!(r.listen.to_string(), "127.0.0.1:8081");
+    assert!(r.publish_enabled);
+
+    let broken = text
+        .replace(
+            "taskStartTopic: qliksense/start_task",
+            "taskStartTopic: other/start_task",
+        )
+        .replace("useSSL: true", "useSSL: false");
+    let e = Config::parse(&file, &broken, &env).unwrap_err().to_string();
+    assert!(e.contains("Butler.mqttConfig.taskStartTopic: 'other/start_task' does not lie under subscriptionRootTopic"), "{e}");
+    assert!(e.contains("Butler.configQRS.useSSL: must be true"), "{e}");
+    let no_certs = text.replace("  cert:\n    clientCert: client.pem\n    clientCertKey: client_key.pem\n    clientCertCA: root.pem\n", "");
+    let e = Config::parse(&file, &no_certs, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Butler.cert.clientCert: missing"), "{e}");
+}
+
+#[test]
+fn topic_filters() {
+    assert!(topic_matches("qscloud/#", "qscloud/alerts/x"));
+    assert!(topic_matches("#", "anything/at/all"));
+    assert!(topic_matches("qscloud/+/reload/#", "qscloud/app/reload/t1"));
+    assert!(topic_matches("$share/relay/qscloud/#", "qscloud/a"));
+    assert!(!topic_matches(
+        "qscloud/#",
+        "qlikcloud/alerts/reload-failed"
+    ));
+    assert!(!topic_matches("qscloud/+", "qscloud/a/b"));
+    assert!(!topic_matches("a/b", "a"));
+}
+
+#[test]
+fn all_mistakes_are_reported_at_once() {
+    let text = GOOD
+        .replacen(
+            "tenantUrl: https://acme.eu.qlikcloud.com",
+            "tenantUrl: nope",
+            1,
+        )
+        .replacen("port: 8883", "port: 0", 1);
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.errors.len(), 2, "{e}");
+}
+
+#[test]
+fn not_yaml_or_not_butler() {
+    let e = parse("Butler: [unclosed").unwrap_err();
+    assert!(e.to_string().contains("(file): not valid YAML"), "{e}");
+    let e = parse("Other: {}").unwrap_err();
+    assert!(e.to_string().contains("Butler: missing"), "{e}");
+    let e = Config::load(Path::new("/nonexistent/butler.yaml"), &env).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("/nonexistent/butler.yaml: (file): cannot read"),
+        "{e}"
+    );
+}
+
+#[test]
+fn console_and_file_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = GOOD.replace(
+            "          alert:\n",
+            "          alert:\n            consoleNotification:\n              reloadAppFailure: { enable: true }\n            fileNotification:\n              reloadAppFailure: { enable: true, path: out/alerts.jsonl }\n",
+        );
+    assert_ne!(yaml, GOOD, "the fixture has an alert section");
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let errors = Config::load(&path, &|_| Some("x".into())).unwrap_err();
+    let err = errors.to_string();
+    assert!(
+        err.contains("fileNotification.reloadAppFailure.path: no such directory"),
+        "{err}"
+    );
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let c = Config::load(&path, &|_| Some("x".into())).unwrap();
+    let channels = &c.tenants[0].channels;
+    let console = channels.iter().find(|c| c.id == "console").unwrap();
+    assert_eq!(console.target, Target::Console);
+    let file = channels.iter().find(|c| c.id == "file").unwrap();
+    assert_eq!(
+        file.target,
+        Target::File(dir.path().join("out/alerts.jsonl"))
+    );
+}
+
+/// The schema in the repository is the one the types give (regenerate it with
+/// `cargo run -p qlik-listener -- config-schema > listener/config.schema.json`).
+#[test]
+fn the_shipped_schema_matches_the_types() {
+    let shipped = include_str!("../../config.schema.json");
+    assert!(
+        shipped == schema(),
+        "listener/config.schema.json is out of date: regenerate it with `cargo run -p qlik-listener -- config-schema > listener/config.schema.json`"
+    );
+    let v: serde_json::Value = serde_json::from_str(shipped).unwrap();
+    let tenant = &v["definitions"]["Tenant"]["properties"];
+    assert!(
+        tenant["tenantUrl"].is_object() && tenant["webhookSecret"].is_object(),
+        "{v}"
+    );
+    assert!(v["definitions"]["ChannelSection"]["properties"]["webhookURL"].is_object());
+}
+
+/// A value of the wrong shape names its key, and does not repeat the value: an API key pasted
+/// one level too high must not end up in a log.
+#[test]
+fn a_wrong_shape_names_the_key_and_hides_the_value() {
+    let text = GOOD.replace(
+        "            jwt:\n              token: ${QLIK_API_KEY}\n",
+        "            jwt: eyJhbGciOi.leaked-api-key\n",
+    );
+    assert_ne!(text, GOOD);
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("Butler.qlikSenseCloud.event.mqtt.tenant.auth.jwt: expected "),
+        "{e}"
+    );
+    assert!(e.contains("found text at line"), "{e}");
+    assert!(!e.contains("leaked-api-key"), "{e}");
+
+    let text = GOOD.replace(
+        "  genericUrls:\n    - id: ops\n      linkText: Operations runbook\n      url: https://wiki.example.com/qlik\n",
+        "  genericUrls: 5\n",
+    );
+    assert_ne!(text, GOOD);
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.contains("Butler.genericUrls: expected a sequence"), "{e}");
+    assert!(e.contains("found a number"), "{e}");
+}
+
+/// Found while typing the configuration: a chat channel enabled without its URL was dropped
+/// without a word, so its alerts went nowhere.
+#[test]
+fn an_enabled_channel_without_its_url_is_an_error() {
+    let teams = GOOD.replace(
+        "                enable: false\n",
+        "                enable: true\n",
+    );
+    let slack = GOOD.replace(
+        "          alert:\n",
+        "          alert:\n            slackNotification:\n              reloadAppFailure: { enable: true }\n",
+    );
+    for (key, text) in [("teamsNotification", teams), ("slackNotification", slack)] {
+        assert_ne!(text, GOOD);
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "tenant.alert.{key}.reloadAppFailure.webhookURL: missing"
+            )),
+            "{key}: {e}"
+        );
+    }
+}
+
+/// Each channel kind comes out as its target, with the options it reads.
+#[test]
+fn channels_are_typed_targets() {
+    let text = GOOD.replace(
+        "          alert:\n",
+        "          alert:\n            slackNotification:\n              reloadAppFailure:\n                enable: true\n                webhookURL: https://hooks.slack.com/services/T/B/x\n                channel: '#qlik'\n                rateLimit: 300\n                alertEnableByTag: { enable: true, tag: alert-me }\n                messageType: basic\n                basicMsgTemplate: 'Failed: {{appName}}'\n            webhookNotification:\n              reloadAppFailure:\n                enable: true\n                urls: [https://a.example.com/x, https://b.example.com/y]\n                secret: ${QLIK_API_KEY}\n            mqttNotification:\n              reloadAppFailure: { enable: true }\n",
+    );
+    let c = parse(&text).unwrap();
+    let ids: Vec<&str> = c.tenants[0]
+        .channels
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(ids, ["slack", "webhook-1", "webhook-2", "mqtt"]);
+    let slack = &c.tenants[0].channels[0];
+    assert!(matches!(&slack.target, Target::Slack { channel: Some(ch), .. } if ch == "#qlik"));
+    assert_eq!(slack.rules.rate_limit_secs, 300);
+    assert_eq!(slack.rules.tag.as_deref(), Some("alert-me"));
+    assert_eq!(
+        slack.message.format,
+        Format::Basic("Failed: {{appName}}".into())
+    );
+    assert!(
+        matches!(&c.tenants[0].channels[2].target, Target::Webhook { url, secret: Some(_) } if url.as_str() == "https://b.example.com/y")
+    );
+    assert_eq!(
+        c.tenants[0].channels[3].target,
+        Target::Mqtt {
+            topic: DEFAULT_ALERT_TOPIC.into()
+        }
+    );
+}
+
+/// Found while typing the configuration: problems with Butler's own broker were reported
+/// under the events broker's keys (`mqttForward.broker.tls…`).
+#[test]
+fn the_butler_broker_is_named_by_its_own_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["client.pem", "client_key.pem", "not-a-ca.pem"] {
+        std::fs::write(dir.path().join(f), "-").unwrap();
+    }
+    let file = dir.path().join("butler.yaml");
+    let text = GOOD.replace(
+        "    enable: false             # Butler's general MQTT integration: see butler_integration()\n",
+        "    enable: true\n    tls: { enable: true, caFile: not-a-ca.pem }\n",
+    ) + "  configQRS: { host: sense.example.com }\n  cert: { clientCert: client.pem, clientCertKey: client_key.pem }\n";
+    let c = Config::parse(&file, &text, &env).unwrap();
+    let broker = &c.butler_mqtt.unwrap().broker;
+    assert_eq!(broker.key("tls.caFile"), "Butler.mqttConfig.tls.caFile");
+    let e = crate::subscriber::tls_config(broker)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Butler.mqttConfig.tls.caFile"), "{e}");
+    assert!(!e.contains("mqttForward"), "{e}");
+}
