@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let allowed = vec!["qliksense/".to_owned()];
     for prefixes in [None, Some(allowed.as_slice())] {
-        if let Ok((topic, message)) = qlik_listener::rest::parse_publish(data, prefixes, 1024) {
+        if let Ok((topic, message)) = qlik_listener::parse::parse_publish(data, prefixes, 1024) {
             assert!(!topic.contains(['+', '#']) && !topic.starts_with('$'), "{topic:?}");
             assert!(!message.is_empty() && message.len() <= 1024);
             if prefixes.is_some() {

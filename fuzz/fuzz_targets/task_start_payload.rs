@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qlik_listener::qrs::TaskRequest;
+use qlik_listener::parse::TaskRequest;
 
 fuzz_target!(|data: &[u8]| {
     let uuid = |s: &str| {
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
                 .enumerate()
                 .all(|(i, c)| matches!(i, 8 | 13 | 18 | 23) == (c == '-') && (c == '-' || c.is_ascii_hexdigit()))
     };
-    match qlik_listener::qrs::parse_request(data) {
+    match qlik_listener::parse::parse_request(data) {
         Ok(TaskRequest::Id(id)) => assert!(uuid(&id), "{id:?}"),
         Ok(TaskRequest::Many(ids)) => {
             assert!((1..=100).contains(&ids.len()));

@@ -1,35 +1,40 @@
 //! `qlik-listener`: the on-prem half of the relay.
 //!
-//! It subscribes to the broker the forwarder publishes to ([`subscriber`]), records every event
-//! in a SQLite [`journal`] before acknowledging it, and turns reload failures into alert data
-//! ([`pipeline`], [`enrich`], [`qlik_api`], [`template`]), storing script logs on disk
-//! ([`script_log`]). The configuration is Butler's YAML ([`config`]).
+//! Three subsystems around one journal:
+//! - **events** ([`events`]): the durable subscription ([`subscriber`]) hands every Qlik Cloud
+//!   event to the pipeline, which records it in the SQLite [`journal`] before acknowledging it,
+//!   enriches reload failures from the Qlik Cloud API ([`qlik_api`]), stores their script logs and
+//!   builds the alert data;
+//! - **alerts** (`notify`): one delivery per channel and event, each transport in its own file;
+//! - **Butler's integration** (`butler`): task starts through the QRS API and the HTTP API.
+//!
+//! The configuration is Butler's YAML ([`config`]); [`cli`] holds what the binary's other
+//! subcommands do (history, webhook, the embedded broker). `metrics` counts for `/metrics`.
 
-#[cfg(feature = "embedded-broker")]
-pub mod broker;
+mod butler;
+pub mod cli;
 pub mod config;
-pub mod enrich;
-pub mod history;
+mod events;
 pub mod journal;
-pub mod metrics;
-pub mod notify;
-pub mod pipeline;
-pub mod qlik_api;
-pub mod qrs;
-pub mod rest;
-pub mod script_log;
-pub mod subscriber;
-pub mod tasks;
-pub mod template;
-pub mod webhooks;
+mod metrics;
+mod notify;
+mod qlik_api;
+mod subscriber;
+
+/// The parsers the fuzz targets exercise.
+pub mod parse {
+    pub use crate::butler::qrs::{parse_request, TaskRequest};
+    pub use crate::butler::rest::parse_publish;
+}
 
 use anyhow::Context as _;
+use butler::{qrs, rest, tasks};
 use config::{Config, TenantRef};
-use pipeline::{Pipeline, Tenant};
+use events::pipeline::{Pipeline, Tenant};
 use std::sync::Arc;
 
 /// Connects the tenants' API clients, resolving tenant host names to ids.
-pub async fn tenants(config: &Config) -> anyhow::Result<Vec<Tenant>> {
+async fn tenants(config: &Config) -> anyhow::Result<Vec<Tenant>> {
     let mut tenants = Vec::new();
     for t in &config.tenants {
         let api = qlik_api::QlikApi::new(t.tenant_url.clone(), t.token.clone())?;

@@ -146,12 +146,6 @@ impl QlikApi {
         })
     }
 
-    /// Shortens the wait between retries (for tests).
-    pub fn with_backoff(mut self, backoff: Duration) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
     pub async fn reload(&self, reload_id: &str) -> Result<ReloadInfo, ApiError> {
         self.get_json(&format!("/api/v1/reloads/{}", segment(reload_id)))
             .await
@@ -313,12 +307,10 @@ impl QlikApi {
         Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
     }
 
-    /// A JSON document (for operator tools that show what Qlik Cloud answers).
-    pub async fn get_value(&self, path: &str) -> Result<serde_json::Value, ApiError> {
-        self.get_json(path).await
-    }
-
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ApiError> {
         let bytes = self.get(path, "application/json").await?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Body {
             path: path.to_owned(),

@@ -434,19 +434,22 @@ async fn register_webhook_creates_updates_lists_and_resends() {
             process::run(BIN, &args, &env).await
         }
     };
-    let base = [
-        "register-webhook".to_owned(),
-        "--config".into(),
-        config.clone(),
-    ];
-    let with = |extra: &[&str]| {
-        base.iter()
-            .cloned()
-            .chain(extra.iter().map(|s| s.to_string()))
+    let with = |command: &[&str], extra: &[&str]| {
+        command
+            .iter()
+            .chain(["--config", config.as_str()].iter())
+            .chain(extra.iter())
+            .map(|s| s.to_string())
             .collect::<Vec<_>>()
     };
+    let register = ["webhook", "register"];
 
-    let (code, out) = run(with(&["--url", url, "--failures-only"])).await;
+    // The name scripts used before `webhook register`.
+    let (code, out) = run(with(
+        &["register-webhook"],
+        &["--url", url, "--failures-only"],
+    ))
+    .await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("created webhook wh-1"), "{out}");
     let hooks = s.api.webhooks();
@@ -460,7 +463,7 @@ async fn register_webhook_creates_updates_lists_and_resends() {
     );
 
     // Again, without the filter: the same webhook is replaced, not duplicated.
-    let (code, out) = run(with(&["--url", url])).await;
+    let (code, out) = run(with(&register, &["--url", url])).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("updated webhook wh-1"), "{out}");
     let hooks = s.api.webhooks();
@@ -468,23 +471,27 @@ async fn register_webhook_creates_updates_lists_and_resends() {
     assert!(hooks[0].get("filter").is_none());
     assert_eq!(hooks[0]["secret"], SECRET, "a PUT re-sends the secret");
 
-    let (code, out) = run(with(&["--list"])).await;
+    let (code, out) = run(with(&["webhook", "list"], &[])).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains(url) && out.contains("1 webhook(s)"), "{out}");
     assert!(!out.contains(SECRET));
 
-    let (code, out) = run(with(&["--failed-deliveries"])).await;
+    let (code, out) = run(with(&["webhook", "failed-deliveries"], &[])).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("2 failed deliveries") && out.contains("d-1") && out.contains("d-3"),
         "{out}"
     );
-    let (code, out) = run(with(&["--resend"])).await;
+    let (code, out) = run(with(&["webhook", "resend"], &[])).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("[2/2] resent d-3"), "{out}");
     assert_eq!(s.api.resent(), ["d-1", "d-3"]);
 
-    let (code, out) = run(with(&["--url", url, "--secret-env", "NOT_SET"])).await;
+    let (code, out) = run(with(&["webhook", "resend"], &["--name", "other"])).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no webhook named \"other\""), "{out}");
+
+    let (code, out) = run(with(&register, &["--url", url, "--secret-env", "NOT_SET"])).await;
     assert_eq!(code, Some(1));
     assert!(out.contains("NOT_SET is not set"), "{out}");
 }
@@ -610,10 +617,14 @@ async fn a_burst_of_events_is_recorded_without_stalling() {
     wait::until(LIMIT * 3, &format!("all {N} events to be recorded"), || {
         let journal = journal.clone();
         async move {
-            let rows =
-                qlik_listener::history::load(&journal, Duration::from_secs(3600), None, 10_000)
-                    .await
-                    .unwrap();
+            let rows = qlik_listener::cli::history::load(
+                &journal,
+                Duration::from_secs(3600),
+                None,
+                10_000,
+            )
+            .await
+            .unwrap();
             (rows.len() == N).then_some(())
         }
     })

@@ -2,6 +2,32 @@
 //! logs, waiting for the signal to stop and the socket option of their HTTP listeners. Kept apart so each `main.rs` stays a thin wiring of
 //! its library.
 
+/// Runs `work` to completion on a multi-threaded runtime and turns its outcome into the exit
+/// code: 0, or 1 with the error and its context on standard error (and in the log). Errors carry
+/// context and never a secret value.
+pub fn run_to_exit(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// How logs are written (to standard error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

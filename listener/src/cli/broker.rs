@@ -14,15 +14,19 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Where the broker listens and what it prints.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// MQTT 5 listener.
+    /// MQTT 5 address.
+    #[arg(long, default_value = "127.0.0.1:1883")]
     pub listen: SocketAddr,
-    /// MQTT 3.1.1 listener, if wanted.
+    /// Also serve MQTT 3.1.1 on this address.
+    #[arg(long)]
     pub listen_v311: Option<SocketAddr>,
-    /// Print a line for every message published on topics matching this filter.
+    /// Print one line per message published on topics matching this filter.
+    #[arg(long)]
     pub show: Option<String>,
     /// Largest message accepted, bytes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub max_payload: usize,
 }
 

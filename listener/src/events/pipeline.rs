@@ -20,14 +20,14 @@
 //!   first delivery's row may be pruned already, so a replay would otherwise alert again;
 //! - pending work survives restarts: the worker starts with what the journal still holds.
 
+use super::alert_data::{self as template, Enrichment};
+use super::{enrich, script_log};
 use crate::config::{Config, TenantConfig};
 use crate::journal::{self, Entry, Journal, Recorded, State};
 use crate::metrics::METRICS;
 use crate::notify::Notifier;
 use crate::qlik_api::QlikApi;
 use crate::subscriber::{Message, MAX_MESSAGE_BYTES};
-use crate::template::{self, Enrichment};
-use crate::{enrich, script_log};
 use qlik_events::{Event, Verifier};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

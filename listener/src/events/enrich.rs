@@ -4,8 +4,8 @@
 //! Promise: the lookups run concurrently and each failure is recorded in
 //! [`Enrichment::errors`]; a failed lookup degrades the alert, it never drops it.
 
+use super::alert_data::Enrichment;
 use crate::qlik_api::{ApiError, QlikApi};
-use crate::template::Enrichment;
 use qlik_events::{Event, Reload};
 
 /// `spool`: where to write the whole script log as it downloads (see [`QlikApi::script_log`]).

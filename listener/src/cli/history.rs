@@ -2,9 +2,44 @@
 //!
 //! Read-only and safe while the listener runs (SQLite WAL allows a reader beside the writer).
 
+use crate::config::Config;
 use crate::journal::{Delivery, Entry, Journal, JournalError, State};
 use serde_json::json;
 use std::time::Duration;
+
+/// `history`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How far back: 90s, 30m, 1h, 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_age)]
+    since: Duration,
+    /// Only events in this state (`failed`: reload failures).
+    #[arg(long, value_enum)]
+    status: Option<StatusFilter>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 200)]
+    limit: u32,
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints the journal's events for `args`.
+pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.journal_path.exists(),
+        "no journal at {} yet: the listener has not run with this config",
+        config.journal_path.display()
+    );
+    let journal = Journal::open(&config.journal_path).await?;
+    let rows = load(&journal, args.since, args.status, args.limit).await?;
+    if args.json {
+        println!("{}", json(&rows));
+    } else {
+        print!("{}", table(&rows));
+    }
+    Ok(())
+}
 
 /// Which events to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

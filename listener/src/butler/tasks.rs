@@ -9,9 +9,9 @@
 //! its execution session id / not started / failed with the reason / refused) is logged and
 //! published as JSON on the result topic.
 
+use super::qrs::{self, Qrs, TaskOutcome, TaskRequest};
 use crate::config::ButlerMqttConfig;
 use crate::metrics::METRICS;
-use crate::qrs::{self, Qrs, TaskOutcome, TaskRequest};
 use crate::subscriber::Message;
 use relay_mqtt::Publish;
 use serde_json::json;

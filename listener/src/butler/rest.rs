@@ -26,7 +26,7 @@ use relay_mqtt::{Message, Publish};
 use serde_json::json;
 use std::sync::Arc;
 
-pub const OPENAPI: &str = include_str!("../openapi.yaml");
+pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 
 pub struct Api {
     pub config: RestConfig,

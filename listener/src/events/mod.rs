@@ -1,0 +1,8 @@
+//! From a received event to an alert: the [`pipeline`] records, decides and works through the
+//! journal's events; [`enrich`] asks the Qlik Cloud API about a failed reload; [`alert_data`]
+//! builds what templates render; [`script_log`] stores the reload's log on disk.
+
+pub mod alert_data;
+pub mod enrich;
+pub mod pipeline;
+pub mod script_log;
