@@ -93,7 +93,7 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// `Butler.genericUrls[]`: links offered to alert templates.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenericUrl {
     pub id: String,

@@ -1,50 +1,243 @@
-//! The data a reload-failure alert is rendered from, with Butler's variable names.
+//! The data a reload-failure alert is rendered from ([`AlertData`]), with Butler's variable
+//! names.
 //!
 //! Why: Butler users have Teams, Slack and e-mail templates that use `appName`,
 //! `scriptLogHead`, `executionDuration.hours` and so on (design.md §4). The data is built once
 //! per event, here, from the event, the Qlik Cloud API's answers and the tenant's settings;
 //! channels only render it. Pure: no I/O.
 //!
-//! Promise: every Butler variable is present. What the API could not tell is an empty string
-//! (or 0), and `enrichmentErrors` lists what was unavailable, so an alert is degraded, never lost.
+//! Promises: every Butler variable is present. What the API could not tell is an empty string
+//! (or 0), and `enrichmentErrors` lists what was unavailable, so an alert is degraded, never
+//! lost. The event's `data` is read field by field: a field of an unexpected shape (an `errors`
+//! item that is an object, a fractional duration, a number as a string) is read as well as it
+//! can be or skipped with one debug line, never taking the other fields with it.
 
+use super::enrich::Enrichment;
 use crate::config::{GenericUrl, TenantConfig};
 use crate::notify::render::{cut_end, cut_start, SCRIPT_LOG_FIELD_MAX};
-use crate::qlik_api::{AppInfo, ReloadInfo, UserInfo};
 use qlik_events::{Event, Reload};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// What the Qlik Cloud API told about an event; `None` where a call failed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Enrichment {
-    pub reload: Option<ReloadInfo>,
-    pub app: Option<AppInfo>,
-    pub owner: Option<UserInfo>,
-    pub tags: Option<Vec<String>>,
-    pub script_log: Option<String>,
-    /// One line per failed lookup, e.g. `GET /api/v1/apps/…: HTTP 404`.
-    pub errors: Vec<String>,
+/// What alert templates see (as JSON, with these names), and what the journal keeps per event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AlertData {
+    pub app_name: String,
+    pub app_id: String,
+    pub app_description: String,
+    pub app_url: String,
+    pub app_tags: Vec<String>,
+    pub app_owner_id: String,
+    pub app_owner_name: String,
+    pub app_owner_email: String,
+    pub tenant_id: String,
+    pub tenant_url: String,
+    pub tenant_comment: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub execution_start_time: StartTime,
+    pub execution_stop_time: StopTime,
+    pub execution_duration: Duration,
+    pub reload_trigger: String,
+    pub reload_id: String,
+    /// The reload task that started it, when the event says.
+    pub task_id: String,
+    pub is_partial_reload: bool,
+    /// When the reload was requested (`reload.finished`).
+    pub creation_time: String,
+    pub error_code: String,
+    pub error_message: String,
+    pub execution_status_text: String,
+    pub peak_memory_bytes: u64,
+    pub ended_with_memory_constraint: bool,
+    #[serde(rename = "qlikSenseQMC")]
+    pub qlik_sense_qmc: String,
+    pub qlik_sense_hub: String,
+    pub log_message: String,
+    /// Bytes of the script log.
+    pub script_log_size: usize,
+    pub script_log_line_count: usize,
+    pub script_log_head: String,
+    pub script_log_head_count: usize,
+    pub script_log_tail: String,
+    pub script_log_tail_count: usize,
+    pub script_log_available: bool,
+    pub generic_urls: Vec<GenericUrl>,
+    pub enrichment_errors: Vec<String>,
+}
+
+/// `executionStartTime`: Butler's `startTimeLocal1` (`YYYY-MM-DD hh:mm:ss`, here in UTC) and ours.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StartTime {
+    #[serde(rename = "startTimeLocal1")]
+    pub local1: String,
+    #[serde(rename = "startTimeUTC")]
+    pub utc: String,
+}
+
+/// `executionStopTime`, as [`StartTime`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StopTime {
+    #[serde(rename = "stopTimeLocal1")]
+    pub local1: String,
+    #[serde(rename = "stopTimeUTC")]
+    pub utc: String,
+}
+
+/// `executionDuration`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Duration {
+    pub hours: u64,
+    pub minutes: u64,
+    pub seconds: u64,
+    /// Unknown: `null`.
+    pub total_seconds: Option<u64>,
 }
 
 /// The fields of `data` we use from either reload event type.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default)]
 struct ReloadData {
     name: Option<String>,
-    duration: Option<u64>,
+    /// `app.reload.finished`: milliseconds.
+    duration_ms: Option<u64>,
+    /// `reload.finished`.
     duration_seconds: Option<u64>,
     end_time: Option<String>,
     start_time: Option<String>,
-    errors: Option<Vec<String>>,
+    creation_time: Option<String>,
+    errors: Vec<String>,
     error_code: Option<String>,
     error_message: Option<String>,
     peak_memory_bytes: Option<u64>,
     ended_with_memory_constraint: Option<bool>,
-    #[serde(rename = "type")]
     trigger: Option<String>,
+    task_id: Option<String>,
+    partial: Option<bool>,
+}
+
+impl ReloadData {
+    fn read(event: &Event<'_>) -> ReloadData {
+        let event_id = event.id.as_ref();
+        let Some(raw) = event.data() else {
+            return ReloadData::default();
+        };
+        let map = match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                tracing::debug!(event_id, "the event's data is not an object; not read");
+                return ReloadData::default();
+            }
+        };
+        let f = Fields {
+            map: &map,
+            event_id,
+        };
+        ReloadData {
+            name: f.text("name"),
+            duration_ms: f.number("duration"),
+            duration_seconds: f.number("durationSeconds"),
+            end_time: f.text("endTime"),
+            start_time: f.text("startTime"),
+            creation_time: f.text("creationTime"),
+            errors: f.messages("errors"),
+            error_code: f.text("errorCode"),
+            error_message: f.text("errorMessage"),
+            peak_memory_bytes: f.number("peakMemoryBytes"),
+            ended_with_memory_constraint: f.flag("endedWithMemoryConstraint"),
+            trigger: f.text("type"),
+            task_id: f.text("taskId"),
+            partial: f.flag("partial").or_else(|| f.flag("isPartialReload")),
+        }
+    }
+}
+
+/// Reads the fields of an event's `data` one by one, forgiving odd shapes.
+struct Fields<'a> {
+    map: &'a serde_json::Map<String, Value>,
+    event_id: &'a str,
+}
+
+#[cfg(test)]
+impl AlertData {
+    fn start_time_local1(&self) -> &str {
+        &self.execution_start_time.local1
+    }
+}
+
+impl Fields<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn skip<T>(&self, key: &str) -> Option<T> {
+        tracing::debug!(
+            event_id = self.event_id,
+            field = key,
+            "a field of the event's data has an unexpected shape; skipped"
+        );
+        None
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => self.skip(key),
+        }
+    }
+
+    /// A count or size: a whole number, a fraction (rounded) or a string holding one.
+    fn number(&self, key: &str) -> Option<u64> {
+        let n = match self.get(key)? {
+            Value::Number(n) => n.as_u64().or_else(|| n.as_f64().and_then(whole)),
+            Value::String(s) => s.trim().parse::<f64>().ok().and_then(whole),
+            _ => None,
+        };
+        n.or_else(|| self.skip(key))
+    }
+
+    fn flag(&self, key: &str) -> Option<bool> {
+        match self.get(key)? {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+            Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+            _ => self.skip(key),
+        }
+    }
+
+    /// A list of messages: strings, or objects with a message in them (Qlik documents `errors`
+    /// loosely); one string is a list of one.
+    fn messages(&self, key: &str) -> Vec<String> {
+        let items = match self.get(key) {
+            None => return Vec::new(),
+            Some(Value::String(s)) => return vec![s.clone()],
+            Some(Value::Array(items)) => items,
+            Some(_) => return self.skip(key).unwrap_or_default(),
+        };
+        items
+            .iter()
+            .filter_map(|item| match item {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => ["message", "errorMessage", "text", "description"]
+                    .iter()
+                    .find_map(|k| o.get(*k).and_then(Value::as_str))
+                    .map(str::to_owned)
+                    .or_else(|| Some(item.to_string())),
+                _ => self.skip(key),
+            })
+            .collect()
+    }
+}
+
+/// `f` as a whole number, if it is a finite, non-negative one (rounded).
+fn whole(f: f64) -> Option<u64> {
+    (f.is_finite() && f >= 0.0 && f < u64::MAX as f64).then(|| f.round() as u64)
 }
 
 /// The script log split into lines (CRLF or LF), ready for head/tail per channel.
@@ -96,8 +289,8 @@ pub struct Inputs<'a> {
     pub generic_urls: &'a [GenericUrl],
 }
 
-/// Builds the template data. `head`/`tail` are the channel's script-log line counts.
-pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> Value {
+/// Builds the alert data. `head`/`tail` are the most script-log lines any channel shows.
+pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
     let Inputs {
         event,
         reload,
@@ -105,10 +298,7 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> Value {
         enrichment,
         generic_urls,
     } = *inputs;
-    let data: ReloadData = event
-        .data()
-        .and_then(|raw| serde_json::from_str(raw.get()).ok())
-        .unwrap_or_default();
+    let data = ReloadData::read(event);
     let info = enrichment.reload.clone().unwrap_or_default();
     let app = enrichment.app.clone().unwrap_or_default();
     let owner = enrichment.owner.clone().unwrap_or_default();
@@ -122,7 +312,7 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> Value {
         .or(data.end_time.clone())
         .or(event.time.as_deref().map(str::to_owned));
     let duration_secs = data
-        .duration
+        .duration_ms
         .map(|ms| ms / 1000)
         .or(data.duration_seconds)
         .or_else(|| {
@@ -143,56 +333,69 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> Value {
         .error_message
         .clone()
         .or(data.error_message.clone())
-        .or_else(|| {
-            data.errors
-                .as_ref()
-                .filter(|e| !e.is_empty())
-                .map(|e| e.join("\n"))
-        })
+        .or_else(|| (!data.errors.is_empty()).then(|| data.errors.join("\n")))
         .unwrap_or_default();
     let log = enrichment
         .script_log
         .as_deref()
         .map(ScriptLog::new)
         .unwrap_or_default();
+    let (start_local1, start_utc) = time_fields(start.as_deref());
+    let (stop_local1, stop_utc) = time_fields(stop.as_deref());
 
-    json!({
-        "appName": app.name.or(data.name).unwrap_or_default(),
-        "appId": app_id,
-        "appDescription": app.description.unwrap_or_default(),
-        "appUrl": if app_id.is_empty() { String::new() } else { format!("{tenant_url}/sense/app/{app_id}") },
-        "appTags": enrichment.tags.clone().unwrap_or_default(),
-        "appOwnerId": app.owner_id.or(event.owner_id.as_deref().map(str::to_owned)).unwrap_or_default(),
-        "appOwnerName": owner.name.unwrap_or_default(),
-        "appOwnerEmail": owner.email.unwrap_or_default(),
-        "tenantId": event.tenant_id.as_ref(),
-        "tenantUrl": tenant_url,
-        "tenantComment": tenant.comment.clone().unwrap_or_default(),
-        "eventId": event.id.as_ref(),
-        "eventType": event.event_type.as_ref(),
-        "executionStartTime": time_fields(start.as_deref(), "startTime"),
-        "executionStopTime": time_fields(stop.as_deref(), "stopTime"),
-        "executionDuration": duration_fields(duration_secs),
-        "reloadTrigger": info.trigger.or(data.trigger).unwrap_or_default(),
-        "reloadId": reload.reload_id.clone().unwrap_or_default(),
-        "errorCode": info.error_code.or(data.error_code).unwrap_or_default(),
-        "errorMessage": error_message,
-        "executionStatusText": reload.status.clone().unwrap_or_default(),
-        "peakMemoryBytes": data.peak_memory_bytes.unwrap_or_default(),
-        "endedWithMemoryConstraint": data.ended_with_memory_constraint.unwrap_or_default(),
-        "qlikSenseQMC": tenant.qmc_url.clone().unwrap_or_default(),
-        "qlikSenseHub": tenant.hub_url.clone().unwrap_or_default(),
-        "logMessage": info.log.unwrap_or_default(),
-        "scriptLogSize": log.bytes,
-        "scriptLogLineCount": log.line_count(),
-        "scriptLogHead": cut_end(&log.head(head), SCRIPT_LOG_FIELD_MAX),
-        "scriptLogHeadCount": head.min(log.line_count()),
-        "scriptLogTail": cut_start(&log.tail(tail), SCRIPT_LOG_FIELD_MAX),
-        "scriptLogTailCount": tail.min(log.line_count()),
-        "scriptLogAvailable": enrichment.script_log.is_some(),
-        "genericUrls": generic_urls,
-        "enrichmentErrors": enrichment.errors,
-    })
+    AlertData {
+        app_name: app.name.or(data.name).unwrap_or_default(),
+        app_url: if app_id.is_empty() {
+            String::new()
+        } else {
+            format!("{tenant_url}/sense/app/{app_id}")
+        },
+        app_id,
+        app_description: app.description.unwrap_or_default(),
+        app_tags: enrichment.tags.clone().unwrap_or_default(),
+        app_owner_id: app
+            .owner_id
+            .or(event.owner_id.as_deref().map(str::to_owned))
+            .unwrap_or_default(),
+        app_owner_name: owner.name.unwrap_or_default(),
+        app_owner_email: owner.email.unwrap_or_default(),
+        tenant_id: event.tenant_id.to_string(),
+        tenant_url,
+        tenant_comment: tenant.comment.clone().unwrap_or_default(),
+        event_id: event.id.to_string(),
+        event_type: event.event_type.to_string(),
+        execution_start_time: StartTime {
+            local1: start_local1,
+            utc: start_utc,
+        },
+        execution_stop_time: StopTime {
+            local1: stop_local1,
+            utc: stop_utc,
+        },
+        execution_duration: duration_fields(duration_secs),
+        reload_trigger: info.trigger.or(data.trigger).unwrap_or_default(),
+        reload_id: reload.reload_id.clone().unwrap_or_default(),
+        task_id: data.task_id.unwrap_or_default(),
+        is_partial_reload: data.partial.unwrap_or_default(),
+        creation_time: data.creation_time.unwrap_or_default(),
+        error_code: info.error_code.or(data.error_code).unwrap_or_default(),
+        error_message,
+        execution_status_text: reload.status.clone().unwrap_or_default(),
+        peak_memory_bytes: data.peak_memory_bytes.unwrap_or_default(),
+        ended_with_memory_constraint: data.ended_with_memory_constraint.unwrap_or_default(),
+        qlik_sense_qmc: tenant.qmc_url.clone().unwrap_or_default(),
+        qlik_sense_hub: tenant.hub_url.clone().unwrap_or_default(),
+        log_message: info.log.unwrap_or_default(),
+        script_log_size: log.bytes,
+        script_log_line_count: log.line_count(),
+        script_log_head: cut_end(&log.head(head), SCRIPT_LOG_FIELD_MAX),
+        script_log_head_count: head.min(log.line_count()),
+        script_log_tail: cut_start(&log.tail(tail), SCRIPT_LOG_FIELD_MAX),
+        script_log_tail_count: tail.min(log.line_count()),
+        script_log_available: enrichment.script_log.is_some(),
+        generic_urls: generic_urls.to_vec(),
+        enrichment_errors: enrichment.errors.clone(),
+    }
 }
 
 fn parse(t: Option<&str>) -> Option<OffsetDateTime> {
@@ -200,8 +403,8 @@ fn parse(t: Option<&str>) -> Option<OffsetDateTime> {
 }
 
 /// Butler's `…TimeLocal1` is `YYYY-MM-DD hh:mm:ss`; we give UTC, and say so in `…UTC`.
-fn time_fields(t: Option<&str>, prefix: &str) -> Value {
-    let (local1, utc) = match parse(t) {
+fn time_fields(t: Option<&str>) -> (String, String) {
+    match parse(t) {
         Some(t) => {
             let t = t.to_offset(time::UtcOffset::UTC);
             let local1 = format!(
@@ -216,16 +419,18 @@ fn time_fields(t: Option<&str>, prefix: &str) -> Value {
             (local1, t.format(&Rfc3339).unwrap_or_default())
         }
         None => (String::new(), String::new()),
-    };
-    json!({ format!("{prefix}Local1"): local1, format!("{prefix}UTC"): utc })
+    }
 }
 
-fn duration_fields(secs: Option<u64>) -> Value {
+fn duration_fields(secs: Option<u64>) -> Duration {
     match secs {
-        Some(s) => {
-            json!({ "hours": s / 3600, "minutes": (s % 3600) / 60, "seconds": s % 60, "totalSeconds": s })
-        }
-        None => json!({ "hours": 0, "minutes": 0, "seconds": 0, "totalSeconds": Value::Null }),
+        Some(s) => Duration {
+            hours: s / 3600,
+            minutes: (s % 3600) / 60,
+            seconds: s % 60,
+            total_seconds: Some(s),
+        },
+        None => Duration::default(),
     }
 }
 
@@ -233,7 +438,9 @@ fn duration_fields(secs: Option<u64>) -> Value {
 mod tests {
     use super::*;
     use crate::config::TenantRef;
+    use crate::qlik_api::{AppInfo, ReloadInfo, UserInfo};
     use qlik_events::Secret;
+    use serde_json::json;
 
     fn tenant() -> TenantConfig {
         TenantConfig {
@@ -304,7 +511,7 @@ mod tests {
             enrichment: &enrichment,
             generic_urls: &urls,
         };
-        let d = build(&inputs, 2, 3);
+        let d = serde_json::to_value(build(&inputs, 2, 3)).unwrap();
         assert_eq!(
             d["genericUrls"],
             json!([{"id": "ops", "linkText": "Runbook", "url": "https://wiki/x"}])
@@ -369,7 +576,7 @@ mod tests {
             enrichment: &enrichment,
             generic_urls: &[],
         };
-        let d = build(&inputs, 10, 10);
+        let d = serde_json::to_value(build(&inputs, 10, 10)).unwrap();
         assert_eq!(d["appName"], "Inventory snapshot", "from data.name");
         assert_eq!(
             d["errorMessage"], "Connection to data source 'ERP' failed",
@@ -407,7 +614,7 @@ mod tests {
             enrichment: &enrichment,
             generic_urls: &[],
         };
-        let d = build(&inputs, 5, 5);
+        let d = serde_json::to_value(build(&inputs, 5, 5)).unwrap();
         assert_eq!(d["reloadId"], "673e95b1f0e1d2c3b4a59687");
         assert_eq!(d["appId"], "8d7c6b5a-4e3f-4a1b-9c0d-aabbccddeeff");
         assert_eq!(d["errorCode"], "EngineReloadFailed");
@@ -432,5 +639,99 @@ mod tests {
         assert_eq!(log.tail(10), "a\nb\nc\nd");
         assert_eq!(log.head(0), "");
         assert_eq!(ScriptLog::new("").tail(3), "");
+    }
+
+    /// Qlik documents `data` loosely: each odd shape costs at most its own field.
+    #[test]
+    fn odd_field_shapes_cost_only_themselves() {
+        let body = |data: Value| {
+            serde_json::to_vec(&json!({
+                "specversion": "1.0", "id": "e-odd", "type": "com.qlik.v1.reload.finished",
+                "source": "com.qlik/reloads", "time": "2026-11-21T02:00:41Z",
+                "tenantid": "T", "data": data,
+            }))
+            .unwrap()
+        };
+        let tenant = tenant();
+        let build_for = |data: Value| {
+            let bytes = body(data);
+            let event = Event::parse(&bytes).unwrap();
+            // Without data the reload cannot be read: the pipeline warns, and alerts with what
+            // the event itself says.
+            let reload = event.reload().and_then(Result::ok).unwrap_or(Reload {
+                reload_id: None,
+                app_id: None,
+                status: None,
+                outcome: qlik_events::ReloadOutcome::Unknown,
+            });
+            let enrichment = Enrichment::default();
+            let inputs = Inputs {
+                event: &event,
+                reload: &reload,
+                tenant: &tenant,
+                enrichment: &enrichment,
+                generic_urls: &[],
+            };
+            build(&inputs, 5, 5)
+        };
+        let full = json!({
+            "id": "r1", "appId": "a1", "succeeded": false, "status": "FAILED",
+            "errorCode": "EngineReloadFailed", "durationSeconds": 38, "peakMemoryBytes": 1024,
+            "startTime": "2026-11-21T02:00:03Z", "type": "chronos", "taskId": "task-9",
+            "partial": true, "creationTime": "2026-11-21T02:00:01Z",
+        });
+        // (what changes, the data, what must still be read)
+        type Check = fn(&AlertData) -> bool;
+        let cases: Vec<(&str, Value, Check)> = vec![
+            (
+                "errors as objects",
+                json!({"errors": [{"code": 7, "message": "Field X not found"}, "plain"]}),
+                |d| d.error_message == "Field X not found\nplain",
+            ),
+            (
+                "fractional durationSeconds",
+                json!({"durationSeconds": 38.6}),
+                |d| d.execution_duration.total_seconds == Some(39),
+            ),
+            (
+                "numbers as strings",
+                json!({"durationSeconds": "38", "peakMemoryBytes": "2048"}),
+                |d| d.execution_duration.seconds == 38 && d.peak_memory_bytes == 2048,
+            ),
+            ("a negative number", json!({"peakMemoryBytes": -5}), |d| {
+                d.peak_memory_bytes == 0
+            }),
+            ("partial as a string", json!({"partial": "true"}), |d| {
+                d.is_partial_reload
+            }),
+            ("errorCode as a number", json!({"errorCode": 42}), |d| {
+                d.error_code == "42"
+            }),
+            (
+                "an object where text goes",
+                json!({"type": {"x": 1}}),
+                |d| d.reload_trigger.is_empty(),
+            ),
+        ];
+        for (what, change, check) in cases {
+            let mut data = full.clone();
+            for (k, v) in change.as_object().unwrap() {
+                data[k] = v.clone();
+            }
+            let d = build_for(data);
+            assert!(check(&d), "{what}: {d:#?}");
+            // The other fields are still read.
+            assert_eq!(d.start_time_local1(), "2026-11-21 02:00:03", "{what}");
+            assert_eq!(d.reload_id, "r1", "{what}");
+            assert_eq!(d.task_id, "task-9", "{what}");
+            assert_eq!(d.creation_time, "2026-11-21T02:00:01Z", "{what}");
+            if !what.starts_with("errorCode") {
+                assert_eq!(d.error_code, "EngineReloadFailed", "{what}");
+            }
+        }
+        // No data at all: the event's own fields still fill the alert.
+        let d = build_for(Value::Null);
+        assert_eq!(d.event_id, "e-odd");
+        assert_eq!(d.execution_stop_time.utc, "2026-11-21T02:00:41Z");
     }
 }

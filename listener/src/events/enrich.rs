@@ -4,9 +4,20 @@
 //! Promise: the lookups run concurrently and each failure is recorded in
 //! [`Enrichment::errors`]; a failed lookup degrades the alert, it never drops it.
 
-use super::alert_data::Enrichment;
-use crate::qlik_api::{ApiError, QlikApi};
+use crate::qlik_api::{ApiError, AppInfo, QlikApi, ReloadInfo, UserInfo};
 use qlik_events::{Event, Reload};
+
+/// What the Qlik Cloud API told about an event; `None` where a call failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enrichment {
+    pub reload: Option<ReloadInfo>,
+    pub app: Option<AppInfo>,
+    pub owner: Option<UserInfo>,
+    pub tags: Option<Vec<String>>,
+    pub script_log: Option<String>,
+    /// One line per failed lookup, e.g. `GET /api/v1/apps/…: HTTP 404`.
+    pub errors: Vec<String>,
+}
 
 /// `spool`: where to write the whole script log as it downloads (see [`QlikApi::script_log`]).
 pub async fn enrich(

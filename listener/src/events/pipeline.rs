@@ -20,7 +20,8 @@
 //!   first delivery's row may be pruned already, so a replay would otherwise alert again;
 //! - pending work survives restarts: the worker starts with what the journal still holds.
 
-use super::alert_data::{self as template, Enrichment};
+use super::alert_data::{self, AlertData};
+use super::enrich::Enrichment;
 use super::{enrich, script_log};
 use crate::config::{Config, TenantConfig};
 use crate::journal::{self, Entry, Journal, Recorded, State};
@@ -428,7 +429,7 @@ impl Pipeline {
         let stored = entry
             .enrichment
             .as_deref()
-            .and_then(|json| serde_json::from_str(json).ok());
+            .and_then(|json| serde_json::from_str::<AlertData>(json).ok());
         let data = match stored {
             Some(data) => data,
             None => {
@@ -439,7 +440,7 @@ impl Pipeline {
                 let data = self.alert_data(&entry, &event, &reload, tenant).await;
                 if let Err(e) = self
                     .journal
-                    .set_enrichment(&entry.id, data.to_string())
+                    .set_enrichment(&entry.id, serde_json::to_string(&data).unwrap_or_default())
                     .await
                 {
                     tracing::error!(event_id = %entry.id, error = %e, "cannot store the alert data; will retry");
@@ -468,7 +469,7 @@ impl Pipeline {
         event: &Event<'_>,
         reload: &qlik_events::Reload,
         tenant: &Tenant,
-    ) -> serde_json::Value {
+    ) -> AlertData {
         // The script log is streamed to its file as it downloads (never whole in memory).
         let spool = self.script_log_dir.as_ref().and_then(|dir| {
             script_log::spool(
@@ -523,20 +524,20 @@ impl Pipeline {
             .map(|c| c.message.tail_lines)
             .max()
             .unwrap_or(DEFAULT_LOG_LINES);
-        let inputs = template::Inputs {
+        let inputs = alert_data::Inputs {
             event,
             reload,
             tenant: &tenant.config,
             enrichment: &enrichment,
             generic_urls: &self.generic_urls,
         };
-        let data = template::build(&inputs, head, tail);
+        let data = alert_data::build(&inputs, head, tail);
         tracing::info!(
             event_id = %entry.id,
-            app = %data["appName"].as_str().unwrap_or_default(),
-            app_id = %data["appId"].as_str().unwrap_or_default(),
-            reload_id = %data["reloadId"].as_str().unwrap_or_default(),
-            error = %data["errorMessage"].as_str().unwrap_or_default(),
+            app = %data.app_name,
+            app_id = %data.app_id,
+            reload_id = %data.reload_id,
+            error = %data.error_message,
             "reload failure enriched; alert data ready"
         );
         data

@@ -18,9 +18,9 @@ mod mqtt;
 pub mod render;
 
 use crate::config::{ChannelConfig, SmtpConfig, Target};
+use crate::events::alert_data::AlertData;
 use crate::journal::{Delivery, DeliveryState, Journal, JournalError};
 use relay_mqtt::Publish;
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ impl Notifier {
         &self,
         event_id: &str,
         channels: &[ChannelConfig],
-        data: &Value,
+        data: &AlertData,
     ) -> Result<(), JournalError> {
         let routes: Vec<Route<'_>> = channels.iter().flat_map(|c| routes(c, data)).collect();
         let deliveries = routes
@@ -89,7 +89,7 @@ impl Notifier {
         &self,
         event_id: &str,
         route: &Route<'_>,
-        data: &Value,
+        data: &AlertData,
     ) -> Result<(), JournalError> {
         let channel = route.channel;
         let target_id = route.id.as_str();
@@ -191,20 +191,18 @@ impl Notifier {
     async fn suppression(
         &self,
         route: &Route<'_>,
-        data: &Value,
+        data: &AlertData,
         pending: &Delivery,
     ) -> Result<Option<String>, JournalError> {
         let rules = &route.channel.rules;
         if let Some(tag) = &rules.tag {
-            let tagged = data["appTags"]
-                .as_array()
-                .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(tag.as_str())));
+            let tagged = data.app_tags.iter().any(|t| t == tag);
             if !tagged {
                 return Ok(Some(format!("the app does not have the tag {tag:?}")));
             }
         }
         if rules.rate_limit_secs > 0 {
-            let app = data["appId"].as_str().unwrap_or_default();
+            let app = &data.app_id;
             // Per app and channel; for e-mail, per app and recipient.
             let key = format!("{}:{app}", route.id);
             let window_ms = (rules.rate_limit_secs * 1000) as i64;
@@ -263,7 +261,7 @@ pub struct Route<'a> {
 
 /// The deliveries a channel makes for an event. E-mail: each configured recipient and, with
 /// `appOwnerAlert`, the app owner (unless excluded or not included), each address once.
-pub fn routes<'a>(channel: &'a ChannelConfig, data: &Value) -> Vec<Route<'a>> {
+pub fn routes<'a>(channel: &'a ChannelConfig, data: &AlertData) -> Vec<Route<'a>> {
     let Target::Email(email) = &channel.target else {
         return vec![Route {
             id: channel.id.clone(),
@@ -272,7 +270,8 @@ pub fn routes<'a>(channel: &'a ChannelConfig, data: &Value) -> Vec<Route<'a>> {
         }];
     };
     let mut recipients: Vec<String> = email.recipients.clone();
-    if let (Some(rules), Some(owner)) = (&email.owner_alert, data["appOwnerEmail"].as_str()) {
+    if let Some(rules) = &email.owner_alert {
+        let owner = data.app_owner_email.as_str();
         let listed = |list: &[String]| list.iter().any(|a| a.eq_ignore_ascii_case(owner));
         let included = rules.include_all || listed(&rules.include);
         if !owner.is_empty() && included && !listed(&rules.exclude) {
@@ -301,7 +300,7 @@ struct Payload {
 /// Renders the route's payload; the second value says why a user template was not used.
 fn payload(
     route: &Route<'_>,
-    data: &Value,
+    data: &serde_json::Value,
 ) -> Result<(Payload, Option<String>), render::RenderError> {
     match &route.channel.target {
         Target::Email(settings) => {
@@ -355,7 +354,11 @@ mod tests {
     }
 
     fn recipients(c: &ChannelConfig, owner: &str) -> Vec<String> {
-        routes(c, &serde_json::json!({ "appOwnerEmail": owner }))
+        let data = AlertData {
+            app_owner_email: owner.into(),
+            ..AlertData::default()
+        };
+        routes(c, &data)
             .into_iter()
             .map(|t| t.recipient.unwrap_or_default())
             .collect()
@@ -395,7 +398,7 @@ mod tests {
             ["ada@x.com"],
             "each address once"
         );
-        let ids: Vec<String> = routes(&c, &serde_json::json!({}))
+        let ids: Vec<String> = routes(&c, &AlertData::default())
             .into_iter()
             .map(|t| t.id)
             .collect();

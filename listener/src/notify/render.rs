@@ -15,6 +15,7 @@
 //!   clients themselves.
 
 use crate::config::{ChannelConfig, ChannelKind, Format, Target};
+use crate::events::alert_data::AlertData;
 use handlebars::Handlebars;
 use serde_json::{json, Value};
 
@@ -54,29 +55,24 @@ pub struct Rendered {
 #[error("{0}")]
 pub struct RenderError(String);
 
-/// The alert data as this channel sees it: its script-log lines, size limits and options.
-pub fn channel_data(channel: &ChannelConfig, data: &Value) -> Value {
+/// The alert data as this channel sees it (JSON, for templates): its script-log lines, size
+/// limits and options.
+pub fn channel_data(channel: &ChannelConfig, data: &AlertData) -> Value {
     let mut d = data.clone();
     let limit = script_log_limit(channel.target.kind());
     let message = &channel.message;
-    let head = first_lines(
-        data["scriptLogHead"].as_str().unwrap_or_default(),
-        message.head_lines,
-    );
-    let tail = last_lines(
-        data["scriptLogTail"].as_str().unwrap_or_default(),
-        message.tail_lines,
-    );
+    let head = first_lines(&data.script_log_head, message.head_lines);
+    let tail = last_lines(&data.script_log_tail, message.tail_lines);
     let (head, tail) = if message.basic_content_only {
         (String::new(), String::new())
     } else {
         (cut_end(&head, limit), cut_start(&tail, limit))
     };
-    d["scriptLogHeadCount"] = json!(head.lines().count());
-    d["scriptLogTailCount"] = json!(tail.lines().count());
-    d["scriptLogHead"] = json!(head);
-    d["scriptLogTail"] = json!(tail);
-    d
+    d.script_log_head_count = head.lines().count();
+    d.script_log_tail_count = tail.lines().count();
+    d.script_log_head = head;
+    d.script_log_tail = tail;
+    serde_json::to_value(d).unwrap_or_default()
 }
 
 /// Renders the message for `channel` from its [`channel_data`].
@@ -368,6 +364,10 @@ mod tests {
         c
     }
 
+    fn alert(v: Value) -> AlertData {
+        serde_json::from_value(v).unwrap()
+    }
+
     /// Alert data full of what breaks naive JSON templates.
     fn hostile() -> Value {
         let nasty = "quote \" backslash \\ backtick ` newline\n tab\t cr\r nul\u{0} bell\u{7} emoji 🚨 </script>";
@@ -388,7 +388,7 @@ mod tests {
     fn built_in_templates_give_valid_json_whatever_the_data() {
         for kind in [ChannelKind::Teams, ChannelKind::Slack] {
             let ch = channel(kind);
-            let data = channel_data(&ch, &hostile());
+            let data = channel_data(&ch, &alert(hostile()));
             let r = render(&ch, &data).unwrap();
             assert!(r.fallback.is_none());
             let text = r.body.to_string();
@@ -420,7 +420,9 @@ mod tests {
             json!([{"id": "w", "linkText": "Runbook", "url": "https://wiki/run?a=1&b=2"}]);
 
         let slack = channel(ChannelKind::Slack);
-        let body = render(&slack, &channel_data(&slack, &data)).unwrap().body;
+        let body = render(&slack, &channel_data(&slack, &alert(data.clone())))
+            .unwrap()
+            .body;
         let text = body.to_string();
         for raw in [
             "<!channel>",
@@ -454,7 +456,9 @@ mod tests {
         );
 
         let teams = channel(ChannelKind::Teams);
-        let body = render(&teams, &channel_data(&teams, &data)).unwrap().body;
+        let body = render(&teams, &channel_data(&teams, &alert(data.clone())))
+            .unwrap()
+            .body;
         let text = body.to_string();
         assert!(!text.contains("[click](https://evil.example)"), "{text}");
         assert!(
@@ -558,7 +562,7 @@ mod tests {
     fn basic_content_only_and_size_limits() {
         let mut ch = channel(ChannelKind::Teams);
         ch.message.basic_content_only = true;
-        let d = channel_data(&ch, &hostile());
+        let d = channel_data(&ch, &alert(hostile()));
         assert_eq!(d["scriptLogHead"], "");
         assert_eq!(d["scriptLogTailCount"], 0);
 
@@ -570,7 +574,7 @@ mod tests {
             .join("\n");
         let d = channel_data(
             &ch,
-            &json!({"scriptLogHead": "", "scriptLogTail": long_tail}),
+            &alert(json!({"scriptLogHead": "", "scriptLogTail": long_tail})),
         );
         let tail = d["scriptLogTail"].as_str().unwrap();
         assert!(tail.chars().count() <= 2_500);
@@ -590,14 +594,17 @@ mod tests {
         let mut data = hostile();
         data["appName"] = json!("evil \u{1b}[2J\u{1b}]0;pwned\u{7} app");
         let ch = channel(ChannelKind::Console);
-        let (text, fallback) = render_console(&ch, &channel_data(&ch, &data)).unwrap();
+        let (text, fallback) =
+            render_console(&ch, &channel_data(&ch, &alert(data.clone()))).unwrap();
         assert!(fallback.is_none());
         assert!(!text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\0'));
         assert!(text.contains("evil \\u{1b}[2J"), "{text}");
         assert!(text.contains("ALERT: Qlik Cloud reload failed"));
         // As a Rendered body it is the same text, as a JSON string.
         assert_eq!(
-            render(&ch, &channel_data(&ch, &data)).unwrap().body,
+            render(&ch, &channel_data(&ch, &alert(data.clone())))
+                .unwrap()
+                .body,
             json!(text)
         );
 
