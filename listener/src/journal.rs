@@ -69,14 +69,40 @@ impl State {
         }
     }
 
-    fn parse(s: &str) -> State {
-        match s {
+    fn parse(s: &str) -> Option<State> {
+        Some(match s {
             "pending" => State::Pending,
             "done" => State::Done,
+            "recorded" => State::Recorded,
             "skipped" => State::Skipped,
             "rejected" => State::Rejected,
-            _ => State::Recorded,
-        }
+            _ => return None,
+        })
+    }
+}
+
+/// A state column read back: an unknown value (a newer version's, or a hand edit) is an error
+/// naming it, not silently taken for another state.
+fn state_column<T>(
+    value: rusqlite::types::ValueRef<'_>,
+    what: &str,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::types::FromSqlResult<T> {
+    let text = value.as_str()?;
+    parse(text).ok_or_else(|| {
+        rusqlite::types::FromSqlError::Other(format!("unknown {what} state {text:?}").into())
+    })
+}
+
+impl rusqlite::types::FromSql for State {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        state_column(value, "event", State::parse)
+    }
+}
+
+impl rusqlite::types::FromSql for DeliveryState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        state_column(value, "delivery", DeliveryState::parse)
     }
 }
 
@@ -197,14 +223,15 @@ impl DeliveryState {
         }
     }
 
-    fn parse(s: &str) -> DeliveryState {
-        match s {
+    fn parse(s: &str) -> Option<DeliveryState> {
+        Some(match s {
+            "pending" => DeliveryState::Pending,
             "sending" => DeliveryState::Sending,
             "sent" => DeliveryState::Sent,
             "failed" => DeliveryState::Failed,
             "suppressed" => DeliveryState::Suppressed,
-            _ => DeliveryState::Pending,
-        }
+            _ => return None,
+        })
     }
 
     /// Whether nothing more will be done.
@@ -822,7 +849,7 @@ fn row(r: &rusqlite::Row<'_>) -> Result<Entry, rusqlite::Error> {
         topic: r.get(6)?,
         received_at: r.get(7)?,
         body: r.get(8)?,
-        state: State::parse(&r.get::<_, String>(9)?),
+        state: r.get(9)?,
         note: r.get(10)?,
         enrichment: r.get(11)?,
     })
@@ -832,7 +859,7 @@ fn delivery_row(r: &rusqlite::Row<'_>) -> Result<Delivery, rusqlite::Error> {
     Ok(Delivery {
         event_id: r.get(0)?,
         channel: r.get(1)?,
-        state: DeliveryState::parse(&r.get::<_, String>(2)?),
+        state: r.get(2)?,
         attempts: r.get(3)?,
         last_error: r.get(4)?,
     })
@@ -862,6 +889,25 @@ mod tests {
             note: None,
             enrichment: None,
         }
+    }
+
+    /// A state the code does not know (a newer version's, a hand edit) is an error, not taken
+    /// for another state (before: an unknown event state read as `recorded`, an unknown
+    /// delivery state as `pending`, so a delivery could be sent again).
+    #[tokio::test]
+    async fn an_unknown_state_is_an_error_not_another_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        let j = Journal::open(&path).await.unwrap();
+        j.record(entry("e1", State::Pending, 1)).await.unwrap();
+        drop(j);
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute("UPDATE events SET state = 'archived' WHERE id = 'e1'", [])
+            .unwrap();
+        drop(raw);
+        let j = Journal::open(&path).await.unwrap();
+        let e = j.get("e1").await.unwrap_err().to_string();
+        assert!(e.contains("unknown event state \"archived\""), "{e}");
     }
 
     #[tokio::test]

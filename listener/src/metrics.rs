@@ -4,6 +4,8 @@
 //! handle through all of them would add noise for no gain. Counting is a relaxed atomic add
 //! (or a short lock for labelled counters), never I/O.
 
+use crate::config::ChannelKind;
+use crate::journal::DeliveryState;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +20,55 @@ pub struct Metrics {
     pub qlik_api_errors: AtomicU64,
     qlik_api_micros: AtomicU64,
     /// (channel kind, delivery state) → count.
-    alerts: Mutex<BTreeMap<(String, String), u64>>,
+    alerts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// task start outcome → count.
-    tasks: Mutex<BTreeMap<String, u64>>,
+    tasks: Mutex<BTreeMap<&'static str, u64>>,
     /// API publishes: outcome → count.
-    api_publishes: Mutex<BTreeMap<String, u64>>,
+    api_publishes: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// How a task start request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskMetric {
+    Started,
+    NotStarted,
+    Failed,
+    /// Not in `taskAllowList`.
+    Refused,
+    /// Not a task-start payload.
+    Invalid,
+}
+
+impl TaskMetric {
+    fn label(self) -> &'static str {
+        match self {
+            TaskMetric::Started => "started",
+            TaskMetric::NotStarted => "not_started",
+            TaskMetric::Failed => "failed",
+            TaskMetric::Refused => "refused",
+            TaskMetric::Invalid => "invalid",
+        }
+    }
+}
+
+/// How a `PUT /v4/mqttpublishmessage` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishMetric {
+    Published,
+    Unavailable,
+    Unauthorized,
+    Refused,
+}
+
+impl PublishMetric {
+    fn label(self) -> &'static str {
+        match self {
+            PublishMetric::Published => "published",
+            PublishMetric::Unavailable => "unavailable",
+            PublishMetric::Unauthorized => "unauthorized",
+            PublishMetric::Refused => "refused",
+        }
+    }
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -59,18 +105,17 @@ impl Metrics {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
-    pub fn alert(&self, channel: &str, state: &str) {
-        // `email:ops@example.com` counts as `email`, `webhook-2` as `webhook`.
-        let kind = channel.split([':', '-']).next().unwrap_or(channel);
-        bump(&self.alerts, (kind.to_owned(), state.to_owned()));
+    /// A delivery's final state, counted by kind of channel (`webhook-2` counts as `webhook`).
+    pub fn alert(&self, kind: ChannelKind, state: DeliveryState) {
+        bump(&self.alerts, (kind.as_str(), state.as_str()));
     }
 
-    pub fn task(&self, outcome: &str) {
-        bump(&self.tasks, outcome.to_owned());
+    pub fn task(&self, outcome: TaskMetric) {
+        bump(&self.tasks, outcome.label());
     }
 
-    pub fn api_publish(&self, outcome: &str) {
-        bump(&self.api_publishes, outcome.to_owned());
+    pub fn api_publish(&self, outcome: PublishMetric) {
+        bump(&self.api_publishes, outcome.label());
     }
 
     /// The text exposition; `brokers` are (name, connected).

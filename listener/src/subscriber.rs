@@ -244,14 +244,12 @@ impl LoopState {
     }
 
     /// Logs the transition to disconnected once; returns how long to wait before retrying.
-    fn on_error(&self, error: String, failures: &mut u32) -> Duration {
+    fn on_error(&self, error: String, trouble: Trouble, failures: &mut u32) -> Duration {
         if self.connected.0.swap(false, Ordering::SeqCst) || *failures == 0 {
-            let hint = if error.contains("NotAuthorized") || error.contains("BadUserNamePassword") {
-                "the broker refused the credentials: check username and password (or the client certificate)"
-            } else if error.contains("UnknownIssuer") || error.contains("certificate") {
-                "TLS: the broker's certificate was not accepted: check tls.caFile and the host name"
-            } else {
-                "-"
+            let hint = match trouble {
+                Trouble::Credentials => "the broker refused the credentials: check username and password (or the client certificate)",
+                Trouble::Tls => "TLS: the broker's certificate was not accepted: check tls.caFile and the host name",
+                Trouble::Other => "-",
             };
             tracing::warn!(broker = %self.broker, error = %error, hint, "broker connection lost; reconnecting");
         } else {
@@ -259,6 +257,42 @@ impl LoopState {
         }
         *failures += 1;
         backoff(*failures)
+    }
+}
+
+/// What an operator should look at when a connection fails, from the error's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    Credentials,
+    Tls,
+    Other,
+}
+
+impl From<&rumqttc::v5::ConnectionError> for Trouble {
+    fn from(e: &rumqttc::v5::ConnectionError) -> Trouble {
+        use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
+        use rumqttc::v5::ConnectionError as E;
+        match e {
+            E::ConnectionRefused(
+                Code::NotAuthorized | Code::BadUserNamePassword | Code::BadAuthenticationMethod,
+            ) => Trouble::Credentials,
+            E::Tls(_) => Trouble::Tls,
+            _ => Trouble::Other,
+        }
+    }
+}
+
+impl From<&rumqttc::ConnectionError> for Trouble {
+    fn from(e: &rumqttc::ConnectionError) -> Trouble {
+        use rumqttc::ConnectReturnCode as Code;
+        use rumqttc::ConnectionError as E;
+        match e {
+            E::ConnectionRefused(Code::NotAuthorized | Code::BadUserNamePassword) => {
+                Trouble::Credentials
+            }
+            E::Tls(_) => Trouble::Tls,
+            _ => Trouble::Other,
+        }
     }
 }
 
@@ -324,7 +358,10 @@ async fn drive_v5(
                 }
             }
             Ok(_) => {}
-            Err(e) => tokio::time::sleep(state.on_error(e.to_string(), &mut failures)).await,
+            Err(e) => {
+                let wait = state.on_error(e.to_string(), Trouble::from(&e), &mut failures);
+                tokio::time::sleep(wait).await
+            }
         }
     }
 }
@@ -374,7 +411,10 @@ async fn drive_v311(
                 }
             }
             Ok(_) => {}
-            Err(e) => tokio::time::sleep(state.on_error(e.to_string(), &mut failures)).await,
+            Err(e) => {
+                let wait = state.on_error(e.to_string(), Trouble::from(&e), &mut failures);
+                tokio::time::sleep(wait).await
+            }
         }
     }
 }

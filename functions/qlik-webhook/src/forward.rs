@@ -102,14 +102,43 @@ pub struct Forwarder {
 
 /// What happened to one request, for the reply and the log line.
 struct Outcome<'a> {
-    status: u16,
+    verdict: Verdict,
     event: Option<Event<'a>>,
     topic: Option<String>,
     /// Where Butler's form of the event went (`BUTLER_OUTPUT=copy`: its own topic; `replace`:
     /// the topic itself).
     butler_topic: Option<String>,
-    /// Why it was refused, filtered or failed.
-    reason: Option<String>,
+}
+
+/// The answer to one delivery.
+enum Verdict {
+    /// 200: the broker acknowledged.
+    Published,
+    /// 202: a valid event this forwarder is set not to publish (type, tenant, age).
+    Filtered(String),
+    /// 4xx: the request itself is wrong (400 body, 401 signature, 413 size); resending it the
+    /// same way will not help.
+    Refused(u16, String),
+    /// 503: the broker did not acknowledge; Qlik marks the delivery failed and it can be resent.
+    Unavailable(String),
+}
+
+impl Verdict {
+    fn status(&self) -> u16 {
+        match self {
+            Verdict::Published => 200,
+            Verdict::Filtered(_) => 202,
+            Verdict::Refused(status, _) => *status,
+            Verdict::Unavailable(_) => 503,
+        }
+    }
+
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Verdict::Published => None,
+            Verdict::Filtered(r) | Verdict::Refused(_, r) | Verdict::Unavailable(r) => Some(r),
+        }
+    }
 }
 
 impl Forwarder {
@@ -176,11 +205,12 @@ impl Forwarder {
     pub async fn handle(&self, signature: Option<&[u8]>, body: &[u8]) -> Reply {
         let started = Instant::now();
         let outcome = self.process(signature, body).await;
-        let reply = match outcome.status {
-            200 => {
+        let event_id = outcome.event.as_ref().map(|e| e.id.as_ref());
+        let reply = match &outcome.verdict {
+            Verdict::Published => {
                 let mut body = json!({
                     "status": "published",
-                    "eventId": outcome.event.as_ref().map(|e| e.id.as_ref()),
+                    "eventId": event_id,
                     "topic": outcome.topic,
                 });
                 if let Some(butler_topic) = &outcome.butler_topic {
@@ -188,28 +218,25 @@ impl Forwarder {
                 }
                 Reply::json(200, body)
             }
-            202 => Reply::json(
+            Verdict::Filtered(reason) => Reply::json(
                 202,
-                json!({
-                    "status": "filtered",
-                    "eventId": outcome.event.as_ref().map(|e| e.id.as_ref()),
-                    "reason": outcome.reason,
-                }),
+                json!({ "status": "filtered", "eventId": event_id, "reason": reason }),
             ),
-            status => Reply::error(status, outcome.reason.as_deref().unwrap_or("refused")),
+            Verdict::Refused(status, reason) => Reply::error(*status, reason),
+            Verdict::Unavailable(reason) => Reply::error(503, reason),
         };
         log(&outcome, body.len(), started.elapsed());
         reply
     }
 
     async fn process<'a>(&self, signature: Option<&[u8]>, body: &'a [u8]) -> Outcome<'a> {
-        let refuse = |status: u16, reason: String| Outcome {
-            status,
+        let outcome = |verdict: Verdict| Outcome {
+            verdict,
             event: None,
             topic: None,
             butler_topic: None,
-            reason: Some(reason),
         };
+        let refuse = |status: u16, reason: String| outcome(Verdict::Refused(status, reason));
         if body.len() > self.max_body_bytes {
             return refuse(
                 413,
@@ -242,7 +269,7 @@ impl Forwarder {
             Ok(Some(reason)) => {
                 return Outcome {
                     event: Some(event),
-                    ..refuse(202, reason)
+                    ..outcome(Verdict::Filtered(reason))
                 };
             }
             Err(reason) => {
@@ -295,8 +322,10 @@ impl Forwarder {
             }
         };
         Outcome {
-            status: if result.is_ok() { 200 } else { 503 },
-            reason: result.err().map(|e| e.to_string()),
+            verdict: match result {
+                Ok(()) => Verdict::Published,
+                Err(e) => Verdict::Unavailable(e.to_string()),
+            },
             event: Some(event),
             topic: Some(topic),
             butler_topic,
@@ -330,12 +359,13 @@ fn log(outcome: &Outcome<'_>, bytes: usize, elapsed: Duration) {
     let format = event.map(|e| e.format.as_str()).unwrap_or("-");
     let topic = outcome.topic.as_deref().unwrap_or("-");
     let butler_topic = outcome.butler_topic.as_deref().unwrap_or("-");
-    let reason = outcome.reason.as_deref().unwrap_or("-");
+    let reason = outcome.verdict.reason().unwrap_or("-");
+    let status = outcome.verdict.status();
     let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     macro_rules! line {
         ($level:ident, $msg:literal) => {
             tracing::$level!(
-                status = outcome.status,
+                status,
                 event_id = id,
                 event_type,
                 tenant,
@@ -349,11 +379,11 @@ fn log(outcome: &Outcome<'_>, bytes: usize, elapsed: Duration) {
             )
         };
     }
-    match outcome.status {
-        200 => line!(info, "webhook published"),
-        202 => line!(info, "webhook accepted, not published"),
-        503 => line!(error, "webhook not published"),
-        _ => line!(warn, "webhook refused"),
+    match outcome.verdict {
+        Verdict::Published => line!(info, "webhook published"),
+        Verdict::Filtered(_) => line!(info, "webhook accepted, not published"),
+        Verdict::Unavailable(_) => line!(error, "webhook not published"),
+        Verdict::Refused(..) => line!(warn, "webhook refused"),
     }
 }
 

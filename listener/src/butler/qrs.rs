@@ -33,16 +33,6 @@ pub enum TaskOutcome {
     Failed(String),
 }
 
-impl TaskOutcome {
-    pub fn label(&self) -> &'static str {
-        match self {
-            TaskOutcome::Started(_) => "started",
-            TaskOutcome::NotStarted => "not_started",
-            TaskOutcome::Failed(_) => "failed",
-        }
-    }
-}
-
 pub struct Qrs {
     http: reqwest::Client,
     base: url::Url,

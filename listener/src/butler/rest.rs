@@ -14,7 +14,7 @@
 
 use crate::config::RestConfig;
 use crate::journal::Journal;
-use crate::metrics::METRICS;
+use crate::metrics::{PublishMetric, METRICS};
 use crate::subscriber::Connected;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -190,10 +190,10 @@ struct PublishBody {
 async fn publish(State(api): State<Arc<Api>>, request: Request) -> Response {
     let response = publish_checked(&api, request).await;
     let outcome = match response.status().as_u16() {
-        201 => "published",
-        503 => "unavailable",
-        401 => "unauthorized",
-        _ => "refused",
+        201 => PublishMetric::Published,
+        503 => PublishMetric::Unavailable,
+        401 => PublishMetric::Unauthorized,
+        _ => PublishMetric::Refused,
     };
     METRICS.api_publish(outcome);
     response

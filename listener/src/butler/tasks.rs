@@ -11,7 +11,7 @@
 
 use super::qrs::{self, Qrs, TaskOutcome, TaskRequest};
 use crate::config::ButlerMqttConfig;
-use crate::metrics::METRICS;
+use crate::metrics::{TaskMetric, METRICS};
 use crate::subscriber::Message;
 use relay_mqtt::Publish;
 use serde_json::json;
@@ -66,7 +66,7 @@ impl Tasks {
             Ok(r) => r,
             Err(reason) => {
                 tracing::warn!(topic = %message.topic, bytes = message.payload.len(), reason = %reason, "invalid task-start payload; ignored");
-                METRICS.task("invalid");
+                METRICS.task(TaskMetric::Invalid);
                 self.publish_result(json!({ "outcome": "invalid", "reason": reason }))
                     .await;
                 return;
@@ -74,7 +74,7 @@ impl Tasks {
         };
         if let Some(refused) = self.refused(&request) {
             tracing::warn!(task = %refused, "task not in taskAllowList; refused");
-            METRICS.task("refused");
+            METRICS.task(TaskMetric::Refused);
             self.publish_result(
                 json!({ "outcome": "refused", "task": refused, "reason": "not in taskAllowList" }),
             )
@@ -82,7 +82,11 @@ impl Tasks {
             return;
         }
         let outcome = self.qrs.start(&request).await;
-        METRICS.task(outcome.label());
+        METRICS.task(match outcome {
+            TaskOutcome::Started(_) => TaskMetric::Started,
+            TaskOutcome::NotStarted => TaskMetric::NotStarted,
+            TaskOutcome::Failed(_) => TaskMetric::Failed,
+        });
         let task = describe(&request);
         let result = match &outcome {
             TaskOutcome::Started(session) => {

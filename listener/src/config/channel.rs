@@ -102,6 +102,21 @@ pub enum ChannelKind {
     File,
 }
 
+impl ChannelKind {
+    /// The kind's name in metrics (and the channel id of the first of its kind).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Teams => "teams",
+            ChannelKind::Slack => "slack",
+            ChannelKind::Webhook => "webhook",
+            ChannelKind::Mqtt => "mqtt",
+            ChannelKind::Email => "email",
+            ChannelKind::Console => "console",
+            ChannelKind::File => "file",
+        }
+    }
+}
+
 impl Target {
     pub fn kind(&self) -> ChannelKind {
         match self {

@@ -17,7 +17,7 @@ mod http;
 mod mqtt;
 pub mod render;
 
-use crate::config::{ChannelConfig, SmtpConfig, Target};
+use crate::config::{ChannelConfig, ChannelKind, SmtpConfig, Target};
 use crate::events::alert_data::AlertData;
 use crate::journal::{Delivery, DeliveryState, Journal, JournalError};
 use relay_mqtt::Publish;
@@ -92,6 +92,7 @@ impl Notifier {
         data: &AlertData,
     ) -> Result<(), JournalError> {
         let channel = route.channel;
+        let kind = channel.target.kind();
         let target_id = route.id.as_str();
         let mut delivery = match self.journal.delivery(event_id, target_id).await? {
             Some(d) if d.state.is_final() => return Ok(()),
@@ -110,11 +111,14 @@ impl Notifier {
                 if let Some(reason) = self.suppression(route, data, &d).await? {
                     tracing::info!(event_id, channel = target_id, reason = %reason, "alert suppressed");
                     return self
-                        .finish(Delivery {
-                            state: DeliveryState::Suppressed,
-                            last_error: Some(reason),
-                            ..d
-                        })
+                        .finish(
+                            kind,
+                            Delivery {
+                                state: DeliveryState::Suppressed,
+                                last_error: Some(reason),
+                                ..d
+                            },
+                        )
                         .await;
                 }
                 // Otherwise recorded with its first attempt (`sending`), just below.
@@ -134,7 +138,7 @@ impl Notifier {
                 tracing::error!(event_id, channel = target_id, error = %e, "alert cannot be rendered");
                 delivery.state = DeliveryState::Failed;
                 delivery.last_error = Some(e.to_string());
-                return self.finish(delivery).await;
+                return self.finish(kind, delivery).await;
             }
         };
 
@@ -154,13 +158,13 @@ impl Notifier {
                     );
                     delivery.state = DeliveryState::Sent;
                     delivery.last_error = None;
-                    return self.finish(delivery).await;
+                    return self.finish(kind, delivery).await;
                 }
                 Err(AttemptError::Permanent(reason)) => {
                     tracing::error!(event_id, channel = target_id, error = %reason, "alert refused by the receiver; giving up");
                     delivery.state = DeliveryState::Failed;
                     delivery.last_error = Some(reason);
-                    return self.finish(delivery).await;
+                    return self.finish(kind, delivery).await;
                 }
                 Err(AttemptError::Retry(reason)) => {
                     let wait = backoff(self.retry_base, delivery.attempts);
@@ -168,7 +172,7 @@ impl Notifier {
                         tracing::error!(event_id, channel = target_id, attempts = delivery.attempts, error = %reason, "alert not delivered within the give-up time");
                         delivery.state = DeliveryState::Failed;
                         delivery.last_error = Some(reason);
-                        return self.finish(delivery).await;
+                        return self.finish(kind, delivery).await;
                     }
                     tracing::debug!(event_id, channel = target_id, error = %reason, "alert attempt failed; retrying");
                     delivery.state = DeliveryState::Pending;
@@ -181,8 +185,8 @@ impl Notifier {
     }
 
     /// Records a delivery's final state (and counts it for `/metrics`).
-    async fn finish(&self, delivery: Delivery) -> Result<(), JournalError> {
-        crate::metrics::METRICS.alert(&delivery.channel, delivery.state.as_str());
+    async fn finish(&self, kind: ChannelKind, delivery: Delivery) -> Result<(), JournalError> {
+        crate::metrics::METRICS.alert(kind, delivery.state);
         self.journal.set_delivery(delivery).await
     }
 
