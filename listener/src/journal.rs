@@ -192,6 +192,15 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (event_id, channel)
 );
+CREATE INDEX IF NOT EXISTS events_reload ON events(tenant_id, reload_id);
+-- One alert per reload: the event whose alert speaks for the reload (tenant + reload id).
+CREATE TABLE IF NOT EXISTS reload_alerts (
+    tenant_id  TEXT NOT NULL,
+    reload_id  TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    claimed_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, reload_id)
+);
 CREATE TABLE IF NOT EXISTS rate_limits (
     key          TEXT PRIMARY KEY,
     last_sent_at INTEGER NOT NULL
@@ -630,6 +639,86 @@ impl Journal {
         .await
     }
 
+    /// Makes `event_id` the event that alerts for the reload (`tenant_id`, `reload_id`), unless
+    /// another event already is; returns the one that is. Atomic and kept across restarts, so a
+    /// reload gets at most one alert whatever events arrive, in whatever order.
+    pub async fn claim_reload(
+        &self,
+        tenant_id: &str,
+        reload_id: &str,
+        event_id: &str,
+    ) -> Result<String, JournalError> {
+        let (tenant_id, reload_id, event_id) = (
+            tenant_id.to_owned(),
+            reload_id.to_owned(),
+            event_id.to_owned(),
+        );
+        self.with(move |c| {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO reload_alerts (tenant_id, reload_id, event_id, claimed_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![tenant_id, reload_id, event_id, now_ms()])?;
+            c.prepare_cached(
+                "SELECT event_id FROM reload_alerts WHERE tenant_id = ?1 AND reload_id = ?2",
+            )?
+            .query_row(params![tenant_id, reload_id], |r| r.get(0))
+        })
+        .await
+    }
+
+    /// The event that alerts for the reload, if one does.
+    pub async fn reload_claim(
+        &self,
+        tenant_id: &str,
+        reload_id: &str,
+    ) -> Result<Option<String>, JournalError> {
+        let (tenant_id, reload_id) = (tenant_id.to_owned(), reload_id.to_owned());
+        self.with(move |c| {
+            c.prepare_cached(
+                "SELECT event_id FROM reload_alerts WHERE tenant_id = ?1 AND reload_id = ?2",
+            )?
+            .query_row(params![tenant_id, reload_id], |r| r.get(0))
+            .optional()
+        })
+        .await
+    }
+
+    /// The accepted events of one reload, oldest first.
+    pub async fn reload_events(
+        &self,
+        tenant_id: &str,
+        reload_id: &str,
+    ) -> Result<Vec<Entry>, JournalError> {
+        let (tenant_id, reload_id) = (tenant_id.to_owned(), reload_id.to_owned());
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE tenant_id = ?1 AND reload_id = ?2
+                 AND state NOT IN {REFUSED} ORDER BY received_at"
+            ))?;
+            let rows = stmt.query_map(params![tenant_id, reload_id], row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Whether the tenant has sent an (accepted) event of `event_type`.
+    pub async fn has_event_type(
+        &self,
+        tenant_id: &str,
+        event_type: &str,
+    ) -> Result<bool, JournalError> {
+        let (tenant_id, event_type) = (tenant_id.to_owned(), event_type.to_owned());
+        self.with(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = ?1 AND event_type = ?2
+                 AND state NOT IN {REFUSED})"
+            ))?
+            .query_row(params![tenant_id, event_type], |r| r.get(0))
+        })
+        .await
+    }
+
     /// Deletes events received before `before_ms` that have no work left; returns how many.
     pub async fn prune(&self, before_ms: i64) -> Result<usize, JournalError> {
         self.with(move |c| {
@@ -643,6 +732,10 @@ impl Journal {
                        (SELECT id FROM events WHERE state NOT IN {REFUSED})"
                 ),
                 [],
+            )?;
+            c.execute(
+                "DELETE FROM reload_alerts WHERE claimed_at < ?1",
+                [before_ms],
             )?;
             Ok(deleted)
         })

@@ -223,11 +223,12 @@ async fn tag_gating_and_rate_limits_suppress_visibly() {
     }
     assert_eq!(ch.counts(), (0, 1, 1));
 
-    // After the window, the next failure of that app is sent.
+    // After the window, the next failure of that app (another reload) is sent.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let mut third: serde_json::Value = serde_json::from_slice(&first).unwrap();
     third["id"] = serde_json::json!("third-failure");
     third["eventId"] = serde_json::json!("third-failure");
+    third["data"]["reloadId"] = serde_json::json!("third-reload");
     s.publish(FIXTURES[1].1, &serde_json::to_vec(&third).unwrap())
         .await;
     wait_deliveries(&s, "third-failure", 3).await;

@@ -229,7 +229,9 @@ impl<'a> Event<'a> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Data {
+            #[serde(default, deserialize_with = "loose_text")]
             reload_id: Option<String>,
+            #[serde(default, deserialize_with = "loose_text")]
             status: Option<String>,
         }
         let data: Data = self.parse_data()?;
@@ -243,6 +245,7 @@ impl<'a> Event<'a> {
             app_id: self.top_level_resource_id.as_deref().map(str::to_owned),
             status: data.status,
             outcome,
+            is_final: false,
         })
     }
 
@@ -250,9 +253,13 @@ impl<'a> Event<'a> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Data {
+            #[serde(default, deserialize_with = "loose_text")]
             id: Option<String>,
+            #[serde(default, deserialize_with = "loose_text")]
             app_id: Option<String>,
+            #[serde(default, deserialize_with = "loose_flag")]
             succeeded: Option<bool>,
+            #[serde(default, deserialize_with = "loose_text")]
             status: Option<String>,
         }
         let data: Data = self.parse_data()?;
@@ -271,6 +278,7 @@ impl<'a> Event<'a> {
                 .or_else(|| self.top_level_resource_id.as_deref().map(str::to_owned)),
             status: data.status,
             outcome,
+            is_final: true,
         })
     }
 
@@ -289,6 +297,29 @@ pub struct Reload {
     /// The status as sent (`ok`/`error`, or `SUCCEEDED`/`FAILED`/`CANCELED`/`EXCEEDED_LIMIT`).
     pub status: Option<String>,
     pub outcome: ReloadOutcome,
+    /// `com.qlik.v1.reload.finished`: the reload's final outcome, sent once. Otherwise
+    /// (`com.qlik.v1.app.reload.finished`) the outcome of one attempt, which Qlik may retry.
+    pub is_final: bool,
+}
+
+/// Text that may come as a number (`"reloadId": 42`); any other shape reads as absent, so one
+/// odd field does not make the others unreadable.
+fn loose_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// A flag that may come as a string (`"succeeded": "false"`); any other shape reads as absent.
+fn loose_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => Some(b),
+        serde_json::Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        serde_json::Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -519,10 +550,23 @@ mod tests {
     #[test]
     fn reload_with_malformed_data_is_an_error_but_the_event_parses() {
         let body = format!(
-            r#"{{"id":"e","type":"{APP_RELOAD_FINISHED}","tenantid":"t","data":{{"status":5}}}}"#
+            r#"{{"id":"e","type":"{APP_RELOAD_FINISHED}","tenantid":"t","data":"not an object"}}"#
         );
         let e = Event::parse(body.as_bytes()).unwrap();
         assert!(matches!(e.reload(), Some(Err(EventError::BadData(_)))));
+        // A field of an odd shape costs only itself: the outcome is unknown, not an error.
+        let odd = format!(
+            r#"{{"id":"e","type":"{APP_RELOAD_FINISHED}","tenantid":"t","data":{{"status":5,"reloadId":"r"}}}}"#
+        );
+        let r = Event::parse(odd.as_bytes())
+            .unwrap()
+            .reload()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.reload_id.as_deref(), r.outcome),
+            (Some("r"), ReloadOutcome::Unknown)
+        );
         let no_data = format!(r#"{{"id":"e","type":"{APP_RELOAD_FINISHED}","tenantid":"t"}}"#);
         let e = Event::parse(no_data.as_bytes()).unwrap();
         assert_eq!(e.reload(), Some(Err(EventError::Missing("data"))));
@@ -709,5 +753,31 @@ mod tests {
             Err(EventError::Json(reason)) => assert!(reason.len() <= 160, "{reason}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Loosely documented fields: a number where text goes, a flag as a string, an object
+    /// where a status goes. Before, each made the reload unreadable: recorded, never alerted.
+    #[test]
+    fn reload_fields_of_odd_shapes() {
+        let event = |data: &str| {
+            format!(
+                r#"{{"specversion":"1.0","id":"e1","type":"{RELOAD_FINISHED}","source":"com.qlik/reloads","tenantid":"T","data":{data}}}"#
+            )
+        };
+        let read = |data: &str| {
+            let body = event(data);
+            let e = Event::parse(body.as_bytes()).unwrap();
+            e.reload().unwrap().unwrap()
+        };
+        let r = read(r#"{"id": 42, "succeeded": "false"}"#);
+        assert_eq!(r.reload_id.as_deref(), Some("42"));
+        assert_eq!(r.outcome, ReloadOutcome::Failed);
+        assert!(r.is_final);
+        let r = read(r#"{"id": "r1", "status": {"code": "FAILED"}, "succeeded": false}"#);
+        assert_eq!((r.status, r.outcome), (None, ReloadOutcome::Failed));
+        let r = read(r#"{"id": "r1", "succeeded": "TRUE", "appId": ["x"]}"#);
+        assert_eq!((r.app_id, r.outcome), (None, ReloadOutcome::Succeeded));
+        let r = read(r#"{"id": ["r1"]}"#);
+        assert_eq!((r.reload_id, r.outcome), (None, ReloadOutcome::Unknown));
     }
 }

@@ -130,8 +130,27 @@ pub struct Config {
     pub qrs: Option<QrsConfig>,
     /// `Butler.restServerConfig`, when enabled.
     pub rest: Option<RestConfig>,
+    /// When a failed attempt waits for the reload's final outcome.
+    pub final_outcome: FinalOutcome,
     /// Key paths of secrets written in the file itself rather than as `${VAR}`.
     pub literal_secrets: Vec<String>,
+}
+
+/// Qlik sends `app.reload.finished` for each attempt of a reload and `reload.finished` once,
+/// with the final outcome: whether a failed attempt waits for the final word, and how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinalOutcome {
+    pub wait: WaitForFinal,
+    pub wait_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitForFinal {
+    /// Once the tenant has sent a `reload.finished` (its webhook delivers them).
+    Auto,
+    Always,
+    /// Alert each failed attempt at once (a webhook with `app.reload.finished` only).
+    Never,
 }
 
 /// The whole file: Butler's configuration has a single root key.
@@ -229,6 +248,12 @@ struct AlertsSection {
     give_up_seconds: Option<Whole>,
     /// The first wait between retries, doubling up to a minute (default 1000).
     retry_base_milliseconds: Option<Whole>,
+    /// Whether a failed attempt (`app.reload.finished`) waits for the reload's final outcome
+    /// (`reload.finished`) before alerting: `auto` (default: once the tenant has sent a
+    /// `reload.finished`), `always` or `never`.
+    wait_for_final_outcome: Option<Text>,
+    /// How long a failed attempt waits for the final outcome (default 1800).
+    final_outcome_wait_seconds: Option<Whole>,
 }
 
 impl Config {
@@ -378,6 +403,25 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         10..=60_000,
         1000,
     );
+    let wait = match Text::of(&alerts.wait_for_final_outcome) {
+        None | Some("auto") => WaitForFinal::Auto,
+        Some("always") => WaitForFinal::Always,
+        Some("never") => WaitForFinal::Never,
+        Some(other) => {
+            let reason = format!("'{other}' is not auto, always or never");
+            c.error(&listener_path.key("alerts.waitForFinalOutcome"), reason);
+            WaitForFinal::Auto
+        }
+    };
+    let final_outcome = FinalOutcome {
+        wait,
+        wait_secs: c.whole(
+            alerts.final_outcome_wait_seconds,
+            &listener_path.key("alerts.finalOutcomeWaitSeconds"),
+            1..=24 * 3600,
+            1800,
+        ),
+    };
 
     let store = butler
         .script_log
@@ -462,6 +506,7 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         butler_mqtt,
         qrs,
         rest,
+        final_outcome,
         literal_secrets: Vec::new(),
     }
 }

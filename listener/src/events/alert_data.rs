@@ -67,6 +67,9 @@ pub struct AlertData {
     pub script_log_available: bool,
     pub generic_urls: Vec<GenericUrl>,
     pub enrichment_errors: Vec<String>,
+    /// What the reader should know about this alert, e.g. that the reload's final outcome did
+    /// not arrive in time (empty: nothing).
+    pub alert_note: String,
 }
 
 /// `executionStartTime`: Butler's `startTimeLocal1` (`YYYY-MM-DD hh:mm:ss`, here in UTC) and ours.
@@ -122,6 +125,32 @@ struct ReloadData {
 }
 
 impl ReloadData {
+    /// `self`, with what it lacks taken from `other`.
+    fn or(self, other: ReloadData) -> ReloadData {
+        ReloadData {
+            name: self.name.or(other.name),
+            duration_ms: self.duration_ms.or(other.duration_ms),
+            duration_seconds: self.duration_seconds.or(other.duration_seconds),
+            end_time: self.end_time.or(other.end_time),
+            start_time: self.start_time.or(other.start_time),
+            creation_time: self.creation_time.or(other.creation_time),
+            errors: if self.errors.is_empty() {
+                other.errors
+            } else {
+                self.errors
+            },
+            error_code: self.error_code.or(other.error_code),
+            error_message: self.error_message.or(other.error_message),
+            peak_memory_bytes: self.peak_memory_bytes.or(other.peak_memory_bytes),
+            ended_with_memory_constraint: self
+                .ended_with_memory_constraint
+                .or(other.ended_with_memory_constraint),
+            trigger: self.trigger.or(other.trigger),
+            task_id: self.task_id.or(other.task_id),
+            partial: self.partial.or(other.partial),
+        }
+    }
+
     fn read(event: &Event<'_>) -> ReloadData {
         let event_id = event.id.as_ref();
         let Some(raw) = event.data() else {
@@ -283,6 +312,9 @@ impl ScriptLog {
 /// What the template data is built from.
 pub struct Inputs<'a> {
     pub event: &'a Event<'a>,
+    /// For a reload's final outcome: its latest failed attempt, whose data fills what the final
+    /// event does not carry (duration in ms, memory, the engine's errors).
+    pub attempt: Option<&'a Event<'a>>,
     pub reload: &'a Reload,
     pub tenant: &'a TenantConfig,
     pub enrichment: &'a Enrichment,
@@ -293,12 +325,16 @@ pub struct Inputs<'a> {
 pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
     let Inputs {
         event,
+        attempt,
         reload,
         tenant,
         enrichment,
         generic_urls,
     } = *inputs;
-    let data = ReloadData::read(event);
+    let data = match attempt {
+        Some(attempt) => ReloadData::read(event).or(ReloadData::read(attempt)),
+        None => ReloadData::read(event),
+    };
     let info = enrichment.reload.clone().unwrap_or_default();
     let app = enrichment.app.clone().unwrap_or_default();
     let owner = enrichment.owner.clone().unwrap_or_default();
@@ -395,6 +431,7 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
         script_log_available: enrichment.script_log.is_some(),
         generic_urls: generic_urls.to_vec(),
         enrichment_errors: enrichment.errors.clone(),
+        alert_note: String::new(),
     }
 }
 
@@ -506,6 +543,7 @@ mod tests {
         let tenant = tenant();
         let inputs = Inputs {
             event: &event,
+            attempt: None,
             reload: &reload,
             tenant: &tenant,
             enrichment: &enrichment,
@@ -571,6 +609,7 @@ mod tests {
         let tenant = tenant();
         let inputs = Inputs {
             event: &event,
+            attempt: None,
             reload: &reload,
             tenant: &tenant,
             enrichment: &enrichment,
@@ -609,6 +648,7 @@ mod tests {
         let enrichment = Enrichment::default();
         let inputs = Inputs {
             event: &event,
+            attempt: None,
             reload: &reload,
             tenant: &tenant,
             enrichment: &enrichment,
@@ -663,10 +703,12 @@ mod tests {
                 app_id: None,
                 status: None,
                 outcome: qlik_events::ReloadOutcome::Unknown,
+                is_final: true,
             });
             let enrichment = Enrichment::default();
             let inputs = Inputs {
                 event: &event,
+                attempt: None,
                 reload: &reload,
                 tenant: &tenant,
                 enrichment: &enrichment,

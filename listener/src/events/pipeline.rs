@@ -18,18 +18,22 @@
 //!   hybrid body);
 //! - an event older than `journal.retentionDays` (by its own time) is recorded as rejected: its
 //!   first delivery's row may be pruned already, so a replay would otherwise alert again;
-//! - pending work survives restarts: the worker starts with what the journal still holds.
+//! - pending work survives restarts: the worker starts with what the journal still holds;
+//! - one alert per failed reload, not per event ([`super::one_alert`]): a failed attempt waits
+//!   for the reload's final outcome when the tenant sends it, and the wait survives restarts.
 
 use super::alert_data::{self, AlertData};
 use super::enrich::Enrichment;
+use super::one_alert::{self, Decision, Seen};
 use super::{enrich, script_log};
-use crate::config::{Config, TenantConfig};
+use crate::config::{Config, FinalOutcome, TenantConfig, WaitForFinal};
 use crate::journal::{self, Entry, Journal, Recorded, State};
 use crate::metrics::METRICS;
 use crate::notify::Notifier;
 use crate::qlik_api::QlikApi;
 use crate::subscriber::{Message, MAX_MESSAGE_BYTES};
-use qlik_events::{Event, Verifier};
+use qlik_events::event::RELOAD_FINISHED;
+use qlik_events::{Event, ReloadOutcome, Verifier};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -98,6 +102,15 @@ pub struct Pipeline {
     in_flight: Mutex<HashSet<String>>,
     /// Permits to enrich, [`ENRICH_AT_ONCE`].
     enrich_slots: tokio::sync::Semaphore,
+    final_outcome: FinalOutcome,
+    /// Tenants known to send `reload.finished` (final outcomes), for `waitForFinalOutcome: auto`.
+    sends_final: Mutex<HashSet<String>>,
+    /// Reloads (tenant, reload id) whose final outcome just arrived: their waiting attempts
+    /// are decided now rather than at the end of their wait.
+    wake: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    wake_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>>>,
+    /// Failed attempts with a timer set for the end of their wait.
+    waiting: Mutex<HashSet<String>>,
 }
 
 impl Pipeline {
@@ -115,7 +128,13 @@ impl Pipeline {
             config.smtp.as_ref(),
         )?;
         let (new_pending, new_pending_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (wake, wake_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Pipeline {
+            final_outcome: config.final_outcome,
+            sends_final: Mutex::new(HashSet::new()),
+            wake,
+            wake_rx: Mutex::new(Some(wake_rx)),
+            waiting: Mutex::new(HashSet::new()),
             notifier,
             new_pending,
             new_pending_rx: Mutex::new(Some(new_pending_rx)),
@@ -246,7 +265,7 @@ impl Pipeline {
             let note = format!("too large: {bytes} bytes, the limit is {MAX_MESSAGE_BYTES}");
             (State::Rejected, Some(note))
         } else {
-            self.decide(&event, reload.as_ref(), message)
+            self.decide(&event, message)
         };
         let entry = Entry {
             id: event.id.to_string(),
@@ -297,6 +316,15 @@ impl Pipeline {
                     note = entry.note.as_deref().unwrap_or("-"),
                     "event recorded"
                 );
+                if entry.event_type == RELOAD_FINISHED && entry.state != State::Rejected {
+                    self.sends_final
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(entry.tenant_id.clone());
+                    if let Some(reload_id) = &entry.reload_id {
+                        let _ = self.wake.send((entry.tenant_id.clone(), reload_id.clone()));
+                    }
+                }
                 if entry.state == State::Pending {
                     // Only fails when the worker is gone, i.e. at shutdown: the event stays
                     // pending in the journal and is resumed at the next start.
@@ -306,12 +334,7 @@ impl Pipeline {
         }
     }
 
-    fn decide(
-        &self,
-        event: &Event<'_>,
-        reload: Option<&qlik_events::Reload>,
-        message: &Message,
-    ) -> (State, Option<String>) {
+    fn decide(&self, event: &Event<'_>, message: &Message) -> (State, Option<String>) {
         let Some(tenant) = self.tenants.get(event.tenant_id.as_ref()) else {
             let mut warned = self
                 .warned_tenants
@@ -352,8 +375,16 @@ impl Pipeline {
                 );
             }
         }
-        match reload {
-            Some(r) if r.is_failure() => (State::Pending, None),
+        match event.reload() {
+            Some(Ok(r)) if r.is_failure() => (State::Pending, None),
+            Some(Ok(r)) if r.outcome == ReloadOutcome::Unknown => {
+                tracing::warn!(event_id = %event.id, event_type = %event.event_type, status = r.status.as_deref().unwrap_or("-"), "the reload's outcome cannot be read from the event; recorded, not alerted");
+                (State::Recorded, Some("reload outcome unknown".into()))
+            }
+            Some(Err(e)) => {
+                tracing::warn!(event_id = %event.id, event_type = %event.event_type, reason = %e, "the reload cannot be read from the event; recorded, not alerted");
+                (State::Recorded, Some(format!("reload unreadable: {e}")))
+            }
             _ => (State::Recorded, None),
         }
     }
@@ -373,8 +404,23 @@ impl Pipeline {
         // What a previous run left, then each new event as it is recorded; a rescan every
         // minute picks up anything an error left pending.
         let mut rescan = tokio::time::interval(std::time::Duration::from_secs(60));
+        let Some(mut wake) = self
+            .wake_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
         loop {
             tokio::select! {
+                Some((tenant, reload)) = wake.recv() => match self.journal.reload_events(&tenant, &reload).await {
+                    Ok(entries) => entries
+                        .into_iter()
+                        .filter(|e| e.state == State::Pending)
+                        .for_each(|e| self.start(e)),
+                    Err(e) => tracing::error!(error = %e, "cannot read the reload's events"),
+                },
                 _ = rescan.tick() => match self.journal.pending().await {
                     Ok(entries) => entries.into_iter().for_each(|e| self.start(e)),
                     Err(e) => tracing::error!(error = %e, "cannot read pending events"),
@@ -398,7 +444,7 @@ impl Pipeline {
             let me = self.clone();
             tokio::spawn(async move {
                 let id = entry.id.clone();
-                me.process(entry).await;
+                me.clone().process(entry).await;
                 me.in_flight
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -407,7 +453,7 @@ impl Pipeline {
         }
     }
 
-    async fn process(&self, entry: Entry) {
+    async fn process(self: Arc<Self>, entry: Entry) {
         let Ok(event) = Event::parse(&entry.body) else {
             // Recorded events parsed before; a journal edited by hand could break that.
             let _ = self
@@ -425,6 +471,34 @@ impl Pipeline {
                 .await;
             return;
         };
+        // One alert per reload: this event may wait for the final outcome, or not alert at all.
+        let (note, attempt) = match self.one_alert(&entry, &reload).await {
+            Ok(Decision::Alert { note, attempt }) => (note, attempt),
+            Ok(Decision::Wait { until_ms }) => {
+                self.wait_for_final(entry, until_ms).await;
+                return;
+            }
+            Ok(Decision::Settled(note)) => {
+                tracing::info!(event_id = %entry.id, reload_id = reload.reload_id.as_deref().unwrap_or("-"), note = %note, "no alert for this event");
+                if let Err(e) = self
+                    .journal
+                    .set_state(&entry.id, State::Done, Some(note))
+                    .await
+                {
+                    tracing::error!(event_id = %entry.id, error = %e, "cannot mark the event done; will retry");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(event_id = %entry.id, error = %e, "cannot read the reload's events; will retry");
+                return;
+            }
+        };
+        let attempt = match attempt {
+            Some(id) => self.journal.get(&id).await.ok().flatten(),
+            None => None,
+        };
+        let attempt_event = attempt.as_ref().and_then(|a| Event::parse(&a.body).ok());
         // After a restart, the alert data made before is reused: the same alert, no new lookups.
         let stored = entry
             .enrichment
@@ -437,7 +511,10 @@ impl Pipeline {
                 let Ok(_slot) = self.enrich_slots.acquire().await else {
                     return;
                 };
-                let data = self.alert_data(&entry, &event, &reload, tenant).await;
+                let mut data = self
+                    .alert_data(&entry, &event, attempt_event.as_ref(), &reload, tenant)
+                    .await;
+                data.alert_note = note.unwrap_or_default();
                 if let Err(e) = self
                     .journal
                     .set_enrichment(&entry.id, serde_json::to_string(&data).unwrap_or_default())
@@ -462,11 +539,143 @@ impl Pipeline {
         }
     }
 
+    /// What [`one_alert::decide`] says for this failed event, with the reload claimed when it
+    /// says alert (so that no other event of the reload alerts).
+    async fn one_alert(
+        &self,
+        entry: &Entry,
+        reload: &qlik_events::Reload,
+    ) -> Result<Decision, journal::JournalError> {
+        let Some(reload_id) = reload.reload_id.as_deref() else {
+            tracing::warn!(event_id = %entry.id, "the event names no reload id: alerted on its own");
+            return Ok(Decision::Alert {
+                note: None,
+                attempt: None,
+            });
+        };
+        let tenant_id = entry.tenant_id.as_str();
+        let claimed_by = self.journal.reload_claim(tenant_id, reload_id).await?;
+        let others: Vec<Seen> = self
+            .journal
+            .reload_events(tenant_id, reload_id)
+            .await?
+            .iter()
+            .filter(|e| e.id != entry.id)
+            .filter_map(|e| {
+                let event = Event::parse(&e.body).ok()?;
+                let r = event.reload()?.ok()?;
+                Some(Seen {
+                    event_id: e.id.clone(),
+                    is_final: r.is_final,
+                    outcome: r.outcome,
+                })
+            })
+            .collect();
+        let waits = !reload.is_final
+            && match self.final_outcome.wait {
+                WaitForFinal::Always => true,
+                WaitForFinal::Never => false,
+                WaitForFinal::Auto => self.sends_final(tenant_id).await?,
+            };
+        let me = Seen {
+            event_id: entry.id.clone(),
+            is_final: reload.is_final,
+            outcome: reload.outcome,
+        };
+        let decision = one_alert::decide(&one_alert::Situation {
+            me: &me,
+            reload_id,
+            others: &others,
+            claimed_by: claimed_by.as_deref(),
+            wait: waits.then_some((entry.received_at, self.final_outcome.wait_secs)),
+            now_ms: journal::now_ms(),
+        });
+        if let Decision::Alert { .. } = decision {
+            let holder = self
+                .journal
+                .claim_reload(tenant_id, reload_id, &entry.id)
+                .await?;
+            if holder != entry.id {
+                return Ok(Decision::Settled(format!(
+                    "one alert per reload: reload {reload_id} is alerted with event {holder}"
+                )));
+            }
+        }
+        Ok(decision)
+    }
+
+    /// Whether the tenant's webhook sends final outcomes (`reload.finished`): seen in this run,
+    /// or in the journal.
+    async fn sends_final(&self, tenant_id: &str) -> Result<bool, journal::JournalError> {
+        let known = |s: &Self| {
+            s.sends_final
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(tenant_id)
+        };
+        if known(self) {
+            return Ok(true);
+        }
+        let seen = self
+            .journal
+            .has_event_type(tenant_id, RELOAD_FINISHED)
+            .await?;
+        if seen {
+            self.sends_final
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(tenant_id.to_owned());
+        }
+        Ok(seen)
+    }
+
+    /// Keeps a failed attempt pending until `until_ms` (or until the reload's final outcome
+    /// arrives), then decides again. The wait is the event's receive time plus the bound, so a
+    /// restart resumes it where it was.
+    async fn wait_for_final(self: Arc<Self>, entry: Entry, until_ms: i64) {
+        let note = format!(
+            "failed attempt; waiting for the reload's final outcome (up to {} s)",
+            self.final_outcome.wait_secs
+        );
+        if entry.note.as_deref() != Some(note.as_str()) {
+            tracing::info!(event_id = %entry.id, reload_id = entry.reload_id.as_deref().unwrap_or("-"), wait_seconds = self.final_outcome.wait_secs, "failed attempt; waiting for the reload's final outcome before alerting");
+            let _ = self
+                .journal
+                .set_state(&entry.id, State::Pending, Some(note))
+                .await;
+        }
+        let timer_set = !self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(entry.id.clone());
+        if timer_set {
+            return;
+        }
+        let wait_ms = (until_ms - journal::now_ms()).max(0) as u64;
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            self.waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&entry.id);
+            // Decided meanwhile (its final outcome arrived) unless still pending.
+            match self.journal.get(&entry.id).await {
+                Ok(Some(current)) if current.state == State::Pending => self.start(current),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(event_id = %entry.id, error = %e, "cannot read the waiting event; the rescan will pick it up")
+                }
+            }
+        });
+    }
+
     /// Enriches the failure, stores its script log, and builds the alert data.
     async fn alert_data(
         &self,
         entry: &Entry,
         event: &Event<'_>,
+        attempt: Option<&Event<'_>>,
         reload: &qlik_events::Reload,
         tenant: &Tenant,
     ) -> AlertData {
@@ -526,6 +735,7 @@ impl Pipeline {
             .unwrap_or(DEFAULT_LOG_LINES);
         let inputs = alert_data::Inputs {
             event,
+            attempt,
             reload,
             tenant: &tenant.config,
             enrichment: &enrichment,

@@ -35,6 +35,10 @@ pub struct Options<'a> {
     pub retention_days: Option<u32>,
 }
 
+/// `Options::listener` for tests whose failed attempts have no final outcome and must alert at
+/// once: `waitForFinalOutcome: never`.
+pub const NO_WAIT: &str = "    alerts:\n      waitForFinalOutcome: never\n";
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_qlik-listener");
 pub const TOKEN: &str = "qlik-api-key-for-tests-0123456789";
 pub const LIMIT: Duration = Duration::from_secs(20);
