@@ -201,6 +201,11 @@ CREATE TABLE IF NOT EXISTS reload_alerts (
     claimed_at INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, reload_id)
 );
+-- Reconciliation: per tenant, up to when Qlik Cloud's failed reloads have been compared.
+CREATE TABLE IF NOT EXISTS reconcile_marks (
+    tenant_id TEXT PRIMARY KEY,
+    until_ms  INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rate_limits (
     key          TEXT PRIMARY KEY,
     last_sent_at INTEGER NOT NULL
@@ -698,6 +703,34 @@ impl Journal {
             ))?;
             let rows = stmt.query_map(params![tenant_id, reload_id], row)?;
             rows.collect()
+        })
+        .await
+    }
+
+    /// Up to when the tenant's failed reloads have been reconciled (unix ms), if ever.
+    pub async fn reconciled_until(&self, tenant_id: &str) -> Result<Option<i64>, JournalError> {
+        let tenant_id = tenant_id.to_owned();
+        self.with(move |c| {
+            c.prepare_cached("SELECT until_ms FROM reconcile_marks WHERE tenant_id = ?1")?
+                .query_row([tenant_id], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    pub async fn set_reconciled_until(
+        &self,
+        tenant_id: &str,
+        until_ms: i64,
+    ) -> Result<(), JournalError> {
+        let tenant_id = tenant_id.to_owned();
+        self.with(move |c| {
+            c.prepare_cached(
+                "INSERT INTO reconcile_marks (tenant_id, until_ms) VALUES (?1, ?2)
+                 ON CONFLICT (tenant_id) DO UPDATE SET until_ms = excluded.until_ms",
+            )?
+            .execute(params![tenant_id, until_ms])?;
+            Ok(())
         })
         .await
     }

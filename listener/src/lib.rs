@@ -92,6 +92,19 @@ pub async fn run(
         tokio::spawn(Arc::clone(&pipeline).prune()),
         tokio::spawn(journal.clone().watch()),
     ];
+    // Failed reloads Qlik Cloud knows of that never arrived over the webhook.
+    if let Some(settings) = config.reconcile {
+        for (tenant_id, api) in pipeline.tenant_apis() {
+            let found = pipeline.clone();
+            tasks.push(tokio::spawn(events::reconcile::run(
+                pipeline.journal().clone(),
+                tenant_id,
+                api,
+                settings,
+                move |entry| found.reconciled(entry),
+            )));
+        }
+    }
     let mut brokers = vec![("qlik-cloud-events".to_owned(), events_connected)];
 
     // Butler's MQTT integration: task starts in, status and results out.

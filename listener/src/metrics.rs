@@ -19,6 +19,9 @@ pub struct Metrics {
     pub qlik_api_calls: AtomicU64,
     pub qlik_api_errors: AtomicU64,
     qlik_api_micros: AtomicU64,
+    pub reconcile_runs: AtomicU64,
+    pub reconcile_failures: AtomicU64,
+    pub reconcile_found: AtomicU64,
     /// (channel kind, delivery state) → count.
     alerts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// task start outcome → count.
@@ -79,6 +82,9 @@ pub static METRICS: Metrics = Metrics {
     qlik_api_calls: AtomicU64::new(0),
     qlik_api_errors: AtomicU64::new(0),
     qlik_api_micros: AtomicU64::new(0),
+    reconcile_runs: AtomicU64::new(0),
+    reconcile_failures: AtomicU64::new(0),
+    reconcile_found: AtomicU64::new(0),
     alerts: Mutex::new(BTreeMap::new()),
     tasks: Mutex::new(BTreeMap::new()),
     api_publishes: Mutex::new(BTreeMap::new()),
@@ -157,6 +163,21 @@ impl Metrics {
             "qlik_listener_qlik_api_errors_total",
             "Qlik Cloud API calls that failed.",
             get(&self.qlik_api_errors),
+        );
+        counter(
+            "qlik_listener_reconcile_runs_total",
+            "Reconciliation runs with Qlik Cloud's reloads API that completed.",
+            get(&self.reconcile_runs),
+        );
+        counter(
+            "qlik_listener_reconcile_failures_total",
+            "Reconciliation runs that failed (the API could not be read).",
+            get(&self.reconcile_failures),
+        );
+        counter(
+            "qlik_listener_reconcile_found_total",
+            "Failed reloads found by reconciliation that never arrived over the webhook.",
+            get(&self.reconcile_found),
         );
         let seconds = get(&self.qlik_api_micros) as f64 / 1e6;
         let _ = write!(

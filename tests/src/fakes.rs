@@ -390,6 +390,8 @@ pub struct FakeQlikCloud {
     resent: Arc<Mutex<Vec<String>>>,
     app_name: Arc<Mutex<Option<String>>>,
     script_log: Arc<Mutex<Arc<String>>>,
+    reloads: Arc<Mutex<Vec<serde_json::Value>>>,
+    reloads_status: Arc<Mutex<Option<u16>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -428,6 +430,10 @@ struct QlikState {
     resent: Arc<Mutex<Vec<String>>>,
     /// Every app's name (default: `App <id>`).
     app_name: Arc<Mutex<Option<String>>>,
+    /// `GET /api/v1/reloads`: the tenant's reload history, newest first.
+    reloads: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// When set, `GET /api/v1/reloads` answers this status.
+    reloads_status: Arc<Mutex<Option<u16>>>,
 }
 
 impl Drop for FakeQlikCloud {
@@ -447,6 +453,8 @@ impl FakeQlikCloud {
         let webhooks = Arc::new(Mutex::new(Vec::new()));
         let resent = Arc::new(Mutex::new(Vec::new()));
         let app_name = Arc::new(Mutex::new(None));
+        let reloads = Arc::new(Mutex::new(Vec::new()));
+        let reloads_status = Arc::new(Mutex::new(None));
         let script_log =
             std::fs::read_to_string(crate::fixtures::testdata_dir().join("events/script-log.txt"))
                 .expect("script log fixture")
@@ -463,6 +471,8 @@ impl FakeQlikCloud {
             webhooks: webhooks.clone(),
             resent: resent.clone(),
             app_name: app_name.clone(),
+            reloads: reloads.clone(),
+            reloads_status: reloads_status.clone(),
         };
         let app = axum::Router::new().fallback(qlik_api).with_state(state);
         let (addr, task) = serve(app).await;
@@ -477,6 +487,8 @@ impl FakeQlikCloud {
             resent,
             app_name,
             script_log,
+            reloads,
+            reloads_status,
             task,
         }
     }
@@ -502,6 +514,16 @@ impl FakeQlikCloud {
     }
 
     /// Delivery ids that were resent.
+    /// Adds a reload to the tenant's history (`GET /api/v1/reloads` lists it, newest first).
+    pub fn add_reload(&self, reload: serde_json::Value) {
+        self.reloads.lock().unwrap().insert(0, reload);
+    }
+
+    /// `GET /api/v1/reloads` answers `status` (`None`: normally again).
+    pub fn set_reloads_status(&self, status: Option<u16>) {
+        *self.reloads_status.lock().unwrap() = status;
+    }
+
     pub fn resent(&self) -> Vec<String> {
         self.resent.lock().unwrap().clone()
     }
@@ -602,6 +624,7 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
         ([("content-type", "application/json")], v.to_string()).into_response()
     };
     match segments.as_slice() {
+        ["reloads"] => reloads_list(&state, request.uri().query().unwrap_or_default()),
         ["users", "me"] => json(serde_json::json!({
             "id": "me-user", "tenantId": state.tenant_id, "name": "Service account", "email": "svc@example.com"
         })),
@@ -651,6 +674,61 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
         )
             .into_response(),
     }
+}
+
+/// `GET /api/v1/reloads?filter=…&limit=…&next=…` as Qlik documents it: the SCIM filter on
+/// `status` with `eq` and `OR`, pages of `limit` (1–100) newest first, a `links.next.href`
+/// cursor. Without `appId`, all of the tenant's reloads (a tenant admin's key).
+fn reloads_list(state: &QlikState, query: &str) -> Response {
+    if let Some(status) = *state.reloads_status.lock().unwrap() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (status, "{}").into_response();
+    }
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == name).then(|| percent_decode(v))
+        })
+    };
+    let statuses: Vec<String> = param("filter")
+        .map(|f| {
+            f.split("status eq \"")
+                .skip(1)
+                .filter_map(|rest| rest.split_once('"').map(|(s, _)| s.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let limit: usize = match param("limit").map(|l| l.parse()) {
+        None => 10,
+        Some(Ok(l)) if (1..=100).contains(&l) => l,
+        _ => return (StatusCode::BAD_REQUEST, r#"{"errors":[{"title":"limit"}]}"#).into_response(),
+    };
+    let start: usize = param("next").and_then(|n| n.parse().ok()).unwrap_or(0);
+    let all: Vec<serde_json::Value> = state
+        .reloads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| statuses.is_empty() || statuses.iter().any(|s| r["status"] == *s))
+        .cloned()
+        .collect();
+    let page: Vec<_> = all.iter().skip(start).take(limit).cloned().collect();
+    let mut links = serde_json::json!({});
+    if start + limit < all.len() {
+        let filter = param("filter")
+            .map(|f| {
+                let encoded =
+                    percent_encoding::utf8_percent_encode(&f, percent_encoding::NON_ALPHANUMERIC);
+                format!("&filter={encoded}")
+            })
+            .unwrap_or_default();
+        links["next"] = serde_json::json!({ "href": format!("http://{}/api/v1/reloads?limit={limit}&next={}{filter}", "qlik.invalid", start + limit) });
+    }
+    (
+        [("content-type", "application/json")],
+        serde_json::json!({ "data": page, "links": links }).to_string(),
+    )
+        .into_response()
 }
 
 /// One request an [`HttpReceiver`] got, and what it answered.

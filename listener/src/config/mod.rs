@@ -132,6 +132,8 @@ pub struct Config {
     pub rest: Option<RestConfig>,
     /// When a failed attempt waits for the reload's final outcome.
     pub final_outcome: FinalOutcome,
+    /// Reconciliation with Qlik Cloud's reloads API; `None`: off.
+    pub reconcile: Option<Reconcile>,
     /// Key paths of secrets written in the file itself rather than as `${VAR}`.
     pub literal_secrets: Vec<String>,
 }
@@ -142,6 +144,17 @@ pub struct Config {
 pub struct FinalOutcome {
     pub wait: WaitForFinal,
     pub wait_secs: u64,
+}
+
+/// `Butler.qlikCloudListener.reconcile`: how often the listener asks Qlik Cloud for failed
+/// reloads that never arrived over the webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconcile {
+    pub interval: std::time::Duration,
+    /// How far back a first start looks.
+    pub look_back: std::time::Duration,
+    /// Reloads that ended more recently are left to the webhook path.
+    pub grace: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +243,19 @@ struct Listener {
     /// error, warn, info (default), debug or trace; `RUST_LOG` wins.
     log_level: Option<Text>,
     alerts: Option<AlertsSection>,
+    /// Asking Qlik Cloud for failed reloads that never arrived over the webhook.
+    reconcile: Option<ReconcileSection>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct ReconcileSection {
+    /// Seconds between runs (default 300; 0 turns reconciliation off).
+    interval_seconds: Option<Whole>,
+    /// How far back a first start looks, hours (default 24, at most 168).
+    look_back_hours: Option<Whole>,
+    /// Reloads that ended more recently are left to the webhook path, seconds (default 600).
+    grace_seconds: Option<Whole>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
@@ -413,6 +439,31 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
             WaitForFinal::Auto
         }
     };
+    let reconcile = listener.reconcile.unwrap_or_default();
+    let reconcile_at = listener_path.key("reconcile");
+    let interval = c.whole(
+        reconcile.interval_seconds,
+        &reconcile_at.key("intervalSeconds"),
+        0..=24 * 3600,
+        300,
+    );
+    let look_back = c.whole(
+        reconcile.look_back_hours,
+        &reconcile_at.key("lookBackHours"),
+        1..=7 * 24,
+        24,
+    );
+    let grace = c.whole(
+        reconcile.grace_seconds,
+        &reconcile_at.key("graceSeconds"),
+        0..=24 * 3600,
+        600,
+    );
+    let reconcile = (interval > 0).then(|| Reconcile {
+        interval: std::time::Duration::from_secs(interval),
+        look_back: std::time::Duration::from_secs(look_back * 3600),
+        grace: std::time::Duration::from_secs(grace),
+    });
     let final_outcome = FinalOutcome {
         wait,
         wait_secs: c.whole(
@@ -507,6 +558,7 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         qrs,
         rest,
         final_outcome,
+        reconcile,
         literal_secrets: Vec::new(),
     }
 }

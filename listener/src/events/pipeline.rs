@@ -433,6 +433,24 @@ impl Pipeline {
         }
     }
 
+    /// Takes a failed reload that reconciliation found and recorded: counted, logged, handled.
+    pub fn reconciled(self: &Arc<Self>, entry: Entry) {
+        crate::metrics::inc(&METRICS.events_received);
+        self.start(entry);
+    }
+
+    /// The API clients of the configured tenants, by tenant id (for reconciliation).
+    pub fn tenant_apis(&self) -> Vec<(String, QlikApi)> {
+        self.tenants
+            .values()
+            .map(|t| (t.id.clone(), t.api.clone()))
+            .collect()
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
     /// Handles `entry` in its own task, unless it is already being handled.
     fn start(self: &Arc<Self>, entry: Entry) {
         let fresh = self
@@ -493,6 +511,11 @@ impl Pipeline {
                 tracing::error!(event_id = %entry.id, error = %e, "cannot read the reload's events; will retry");
                 return;
             }
+        };
+        let note = if event.source.as_deref() == Some(super::reconcile::SOURCE) {
+            Some("Not received over the webhook: found by reconciliation with Qlik Cloud's reloads API. Check the webhook in Qlik Cloud (qlik-listener webhook list), the forwarder and the broker.".to_owned())
+        } else {
+            note
         };
         let attempt = match attempt {
             Some(id) => self.journal.get(&id).await.ok().flatten(),

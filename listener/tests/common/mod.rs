@@ -33,6 +33,9 @@ pub struct Options<'a> {
     /// `journal.retentionDays` (default 3650: the fixtures carry fixed dates, and events
     /// older than the retention are refused).
     pub retention_days: Option<u32>,
+    /// Lines under `qlikCloudListener.reconcile:` (default `intervalSeconds: 0`, off: its call
+    /// at start-up would take faults other tests queue on the Qlik Cloud stand-in).
+    pub reconcile: &'a str,
 }
 
 /// `Options::listener` for tests whose failed attempts have no final outcome and must alert at
@@ -71,7 +74,13 @@ impl Setup {
             persistent_broker,
             shipped_broker,
             retention_days,
+            reconcile,
         } = o;
+        let reconcile = if reconcile.is_empty() {
+            "      intervalSeconds: 0\n"
+        } else {
+            reconcile
+        };
         let retention_days = retention_days.unwrap_or(3650);
         let mqtt_config = if mqtt_config.is_empty() {
             "    enable: false\n"
@@ -133,7 +142,8 @@ impl Setup {
     journal:
       path: journal.sqlite
       retentionDays: {retention_days}
-{extra_listener}{extra_butler}"#,
+    reconcile:
+{reconcile}{extra_listener}{extra_butler}"#,
             port = broker.port,
             url = api.url(),
         );
