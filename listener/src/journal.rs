@@ -206,6 +206,11 @@ CREATE TABLE IF NOT EXISTS reconcile_marks (
     tenant_id TEXT PRIMARY KEY,
     until_ms  INTEGER NOT NULL
 );
+-- The webhook watchdog: per tenant, the webhook's last reported state.
+CREATE TABLE IF NOT EXISTS watch_states (
+    tenant_id TEXT PRIMARY KEY,
+    state     TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rate_limits (
     key          TEXT PRIMARY KEY,
     last_sent_at INTEGER NOT NULL
@@ -703,6 +708,30 @@ impl Journal {
             ))?;
             let rows = stmt.query_map(params![tenant_id, reload_id], row)?;
             rows.collect()
+        })
+        .await
+    }
+
+    /// The tenant's webhook state the watchdog last reported.
+    pub async fn watch_state(&self, tenant_id: &str) -> Result<Option<String>, JournalError> {
+        let tenant_id = tenant_id.to_owned();
+        self.with(move |c| {
+            c.prepare_cached("SELECT state FROM watch_states WHERE tenant_id = ?1")?
+                .query_row([tenant_id], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    pub async fn set_watch_state(&self, tenant_id: &str, state: &str) -> Result<(), JournalError> {
+        let (tenant_id, state) = (tenant_id.to_owned(), state.to_owned());
+        self.with(move |c| {
+            c.prepare_cached(
+                "INSERT INTO watch_states (tenant_id, state) VALUES (?1, ?2)
+                 ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state",
+            )?
+            .execute(params![tenant_id, state])?;
+            Ok(())
         })
         .await
     }

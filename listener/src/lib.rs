@@ -20,6 +20,7 @@ mod metrics;
 mod notify;
 mod qlik_api;
 mod subscriber;
+mod watchdog;
 
 /// The parsers the fuzz targets exercise.
 pub mod parse {
@@ -59,6 +60,38 @@ async fn tenants(config: &Config) -> anyhow::Result<Vec<Tenant>> {
     Ok(tenants)
 }
 
+/// The webhook watchdog's reports: a log line and an alert on the tenant's channels.
+struct WatchReport(Arc<Pipeline>);
+
+impl watchdog::Report for WatchReport {
+    fn changed(&self, tenant_id: &str, health: &watchdog::Health, problem: Option<String>) {
+        let (title, what) = match &problem {
+            Some(p) => {
+                tracing::error!(tenant = tenant_id, state = %health.key(), "{p}");
+                ("Qlik Cloud webhook needs attention", p.clone())
+            }
+            None => {
+                tracing::info!(
+                    tenant = tenant_id,
+                    "the Qlik Cloud webhook is enabled and delivering"
+                );
+                (
+                    "Qlik Cloud webhook healthy again",
+                    "The webhook is enabled and delivering again.".to_owned(),
+                )
+            }
+        };
+        let alert_id = format!("webhook-{tenant_id}-{}-{}", health.key(), journal::now_ms());
+        let pipeline = self.0.clone();
+        let tenant_id = tenant_id.to_owned();
+        tokio::spawn(async move {
+            pipeline
+                .operator_alert(&tenant_id, &alert_id, title, &what)
+                .await
+        });
+    }
+}
+
 /// Runs the listener until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -92,6 +125,19 @@ pub async fn run(
         tokio::spawn(Arc::clone(&pipeline).prune()),
         tokio::spawn(journal.clone().watch()),
     ];
+    // Is the webhook that feeds the forwarder still enabled and delivering?
+    if let Some(watch) = &config.webhook_watch {
+        let report: Arc<dyn watchdog::Report> = Arc::new(WatchReport(pipeline.clone()));
+        for (tenant_id, api) in pipeline.tenant_apis() {
+            tasks.push(tokio::spawn(watchdog::run(
+                pipeline.journal().clone(),
+                tenant_id,
+                api,
+                watch.clone(),
+                report.clone(),
+            )));
+        }
+    }
     // Failed reloads Qlik Cloud knows of that never arrived over the webhook.
     if let Some(settings) = config.reconcile {
         for (tenant_id, api) in pipeline.tenant_apis() {

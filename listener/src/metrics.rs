@@ -28,6 +28,8 @@ pub struct Metrics {
     tasks: Mutex<BTreeMap<&'static str, u64>>,
     /// API publishes: outcome → count.
     api_publishes: Mutex<BTreeMap<&'static str, u64>>,
+    /// The watched webhook per tenant: what is wrong with it (`None`: healthy).
+    webhooks: Mutex<BTreeMap<String, Option<String>>>,
 }
 
 /// How a task start request ended.
@@ -88,6 +90,7 @@ pub static METRICS: Metrics = Metrics {
     alerts: Mutex::new(BTreeMap::new()),
     tasks: Mutex::new(BTreeMap::new()),
     api_publishes: Mutex::new(BTreeMap::new()),
+    webhooks: Mutex::new(BTreeMap::new()),
 };
 
 pub fn inc(counter: &AtomicU64) {
@@ -114,6 +117,26 @@ impl Metrics {
     /// A delivery's final state, counted by kind of channel (`webhook-2` counts as `webhook`).
     pub fn alert(&self, kind: ChannelKind, state: DeliveryState) {
         bump(&self.alerts, (kind.as_str(), state.as_str()));
+    }
+
+    /// The watched webhook's latest health, for `/metrics` and `/readyz`.
+    pub fn webhook_health(&self, tenant: &str, health: &crate::watchdog::Health, name: &str) {
+        self.webhooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.to_owned(), health.problem(name));
+    }
+
+    /// What is wrong with the watched webhooks, one line per tenant.
+    pub fn webhook_problems(&self) -> Vec<String> {
+        self.webhooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(tenant, problem)| {
+                problem.as_ref().map(|p| format!("tenant {tenant}: {p}"))
+            })
+            .collect()
     }
 
     pub fn task(&self, outcome: TaskMetric) {
@@ -208,6 +231,19 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "qlik_listener_api_publishes_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# HELP qlik_listener_webhook_healthy Whether the watched Qlik Cloud webhook is enabled and delivering.\n# TYPE qlik_listener_webhook_healthy gauge");
+        for (tenant, problem) in self
+            .webhooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "qlik_listener_webhook_healthy{{tenant=\"{tenant}\"}} {}",
+                u8::from(problem.is_none())
             );
         }
         let _ = writeln!(out, "# HELP qlik_listener_broker_connected Whether the broker connection is up.\n# TYPE qlik_listener_broker_connected gauge");

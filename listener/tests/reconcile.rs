@@ -73,9 +73,10 @@ async fn a_failed_reload_that_never_arrived_is_alerted_once_and_says_so() {
     s.api.add_reload(listed("seen-1", "FAILED"));
     s.api.add_reload(listed("missed-1", "EXCEEDED_LIMIT"));
     s.api.add_reload(listed("running-1", "RELOADING"));
-    let config = std::fs::read_to_string(&s.config).unwrap().replace(
-        "      intervalSeconds: 0\n",
-        "      intervalSeconds: 1\n      graceSeconds: 0\n      lookBackHours: 1\n",
+    let config = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "    reconcile:\n      intervalSeconds: 0\n",
+        "    reconcile:\n      intervalSeconds: 1\n      graceSeconds: 0\n      lookBackHours: 1\n",
+        1,
     );
     std::fs::write(&s.config, config).unwrap();
     let _listener = s.start(false).await;
@@ -152,4 +153,118 @@ async fn a_failing_reloads_api_costs_a_warning_not_the_mqtt_path() {
     let out = listener.output().join("\n");
     assert!(out.contains("HTTP 403"), "the warning says why: {out}");
     assert_eq!(hook.delivered().len(), 2);
+}
+
+/// The webhook watchdog: Qlik disabling the webhook that feeds the forwarder is alerted once on
+/// the tenant's channels and shown in `/readyz` and `/metrics`; `webhook enable` is the way back.
+#[tokio::test]
+async fn a_webhook_disabled_by_qlik_is_alerted_once_and_shown_until_enabled() {
+    let hook = HttpReceiver::start().await;
+    let tenant = format!(
+        "          alert:
+            webhookNotification:
+              reloadAppFailure:
+                enable: true
+                urls: [\"{}\"]
+                alertEnableByTag: {{ enable: true, tag: critical }}
+",
+        hook.url("/alerts")
+    );
+    let s = Setup::with(Options {
+        tenant: &tenant,
+        webhook_watch:
+            "      intervalSeconds: 1\n      expectedUrl: https://relay.example.com/webhook\n",
+        butler:
+            "  restServerConfig:\n    enable: true\n    serverHost: 127.0.0.1\n    serverPort: 0\n",
+        ..Options::default()
+    })
+    .await;
+    s.api.add_webhook(json!({
+        "name": "qlik-cloud-mqtt-relay", "url": "https://relay.example.com/webhook",
+        "enabled": true, "eventTypes": ["com.qlik.v1.app.reload.finished"],
+    }));
+    let config = s.config.to_str().unwrap().to_owned();
+    let mut listener =
+        relay_tests::process::Running::spawn(common::BIN, &["--config", &config], &s.env());
+    let api = listener.wait_for_line("qlik-listener API on ", LIMIT).await;
+    listener.wait_for_output("subscribed", 1, LIMIT).await;
+    let ready = || async {
+        let r = reqwest::get(format!("{api}/readyz")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    // Healthy at the first look: no alert.
+    let checks = s.api.calls_to("/api/v1/webhooks");
+    wait::until(LIMIT, "two checks", || async {
+        (s.api.calls_to("/api/v1/webhooks") >= checks + 2).then_some(())
+    })
+    .await;
+    assert_eq!(ready().await.0, 200);
+    assert!(hook.delivered().is_empty());
+
+    s.api.update_webhook(
+        "qlik-cloud-mqtt-relay",
+        json!({ "enabled": false, "disabledReason": "too many failed deliveries" }),
+    );
+    let alerts = wait::until(LIMIT, "the watchdog's alert", || async {
+        let a = hook.delivered();
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    let alert = alerts[0].json();
+    assert_eq!(
+        alert["alert"]["alertTitle"],
+        "Qlik Cloud webhook needs attention"
+    );
+    let said = alert["alert"]["errorMessage"].as_str().unwrap();
+    assert!(
+        said.contains("Qlik disabled the webhook qlik-cloud-mqtt-relay (too many failed deliveries): events are not being sent"),
+        "{said}"
+    );
+    let (status, body) = ready().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Qlik disabled the webhook"), "{body}");
+    let metrics = reqwest::get(format!("{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "qlik_listener_webhook_healthy{{tenant=\"{}\"}} 0",
+            fixtures::TENANT
+        )),
+        "{metrics}"
+    );
+    // Several checks later: still one alert for the one change (the tag rule, which is about
+    // apps, did not suppress it either).
+    let checks = s.api.calls_to("/api/v1/webhooks");
+    wait::until(LIMIT, "three more checks", || async {
+        (s.api.calls_to("/api/v1/webhooks") >= checks + 3).then_some(())
+    })
+    .await;
+    assert_eq!(hook.delivered().len(), 1);
+
+    // The way back: `webhook enable`; the recovery is said once too.
+    let (code, out) = relay_tests::process::run(
+        common::BIN,
+        &["webhook", "enable", "--config", &config],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("enabled webhook wh-1"), "{out}");
+    let alerts = wait::until(LIMIT, "the recovery alert", || async {
+        let a = hook.delivered();
+        (a.len() >= 2).then_some(a)
+    })
+    .await;
+    assert_eq!(
+        alerts[1].json()["alert"]["alertTitle"],
+        "Qlik Cloud webhook healthy again"
+    );
+    wait::until(LIMIT, "ready again", || async {
+        (ready().await.0 == 200).then_some(())
+    })
+    .await;
 }

@@ -508,6 +508,25 @@ impl FakeQlikCloud {
         *self.error_rates.lock().unwrap() = rates;
     }
 
+    /// Adds a webhook as if it had been created in Qlik Cloud (an id is given).
+    pub fn add_webhook(&self, mut webhook: serde_json::Value) {
+        let mut hooks = self.webhooks.lock().unwrap();
+        webhook["id"] = serde_json::json!(format!("wh-{}", hooks.len() + 1));
+        hooks.push(webhook);
+    }
+
+    /// Changes a stored webhook as Qlik would (e.g. `enabled: false` with a `disabledReason`).
+    pub fn update_webhook(&self, name: &str, change: serde_json::Value) {
+        let mut hooks = self.webhooks.lock().unwrap();
+        let hook = hooks
+            .iter_mut()
+            .find(|w| w["name"] == name)
+            .expect("a webhook with that name");
+        for (k, v) in change.as_object().expect("an object").iter() {
+            hook[k] = v.clone();
+        }
+    }
+
     /// The webhooks registered so far (as stored, secrets included).
     pub fn webhooks(&self) -> Vec<serde_json::Value> {
         self.webhooks.lock().unwrap().clone()
@@ -950,6 +969,36 @@ async fn webhooks_api(state: &QlikState, request: Request) -> Response {
             w["id"] = serde_json::json!(id);
             *slot = w.clone();
             json(StatusCode::OK, public(&w))
+        }
+        // JSON Patch, as Qlik documents it: `[{"op": "replace", "path": "/enabled", "value": true}]`.
+        ("PATCH", [id]) => {
+            let Some(slot) = hooks.iter_mut().find(|w| w["id"] == *id) else {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"errors": [{"title": "not found"}]}),
+                );
+            };
+            let Ok(ops) = serde_json::from_slice::<Vec<serde_json::Value>>(&body) else {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"errors": [{"title": "expected a JSON Patch array"}]}),
+                );
+            };
+            for op in ops {
+                let (Some("replace"), Some(path)) = (op["op"].as_str(), op["path"].as_str()) else {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"errors": [{"title": "only replace is supported"}]}),
+                    );
+                };
+                slot[path.trim_start_matches('/')] = op["value"].clone();
+                if path == "/enabled" && op["value"] == true {
+                    if let Some(o) = slot.as_object_mut() {
+                        o.remove("disabledReason");
+                    }
+                }
+            }
+            StatusCode::NO_CONTENT.into_response()
         }
         ("GET", [id, "deliveries"]) if hooks.iter().any(|w| w["id"] == *id) => {
             let all = [("d-1", "failed"), ("d-2", "success"), ("d-3", "failed")];

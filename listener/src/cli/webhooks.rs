@@ -57,6 +57,9 @@ pub enum Command {
     FailedDeliveries(NamedArgs),
     /// Resend the webhook's failed deliveries: the recovery path after an outage.
     Resend(NamedArgs),
+    /// Turn the webhook back on after Qlik disabled it (it does so after repeated failed
+    /// deliveries); then `webhook resend` sends what failed meanwhile.
+    Enable(NamedArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,7 +103,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
     let tenant = match &command {
         Command::Register(a) => &a.tenant,
         Command::List(t) => t,
-        Command::FailedDeliveries(a) | Command::Resend(a) => &a.tenant,
+        Command::FailedDeliveries(a) | Command::Resend(a) | Command::Enable(a) => &a.tenant,
     };
     let api = tenant_api(config, tenant.tenant.as_deref())?;
     match command {
@@ -147,6 +150,14 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
                     d.triggered_at.as_deref().unwrap_or("-")
                 );
             }
+        }
+        Command::Enable(a) => {
+            let id = find(&api, &a.name).await?;
+            enable(&api, &id).await?;
+            println!(
+                "enabled webhook {id} ({}); now `webhook resend` sends what failed meanwhile",
+                a.name
+            );
         }
         Command::Register(a) => {
             let parsed = url::Url::parse(&a.url)
@@ -293,6 +304,15 @@ pub async fn failed_deliveries(
     );
     let page: Page<WebhookDelivery> = api.get_json(&path).await?;
     Ok(page.data)
+}
+
+/// Turns the webhook on (`PATCH`, JSON Patch on `/enabled`): nothing else changes.
+pub async fn enable(api: &QlikApi, webhook_id: &str) -> Result<(), ApiError> {
+    let path = format!("/api/v1/webhooks/{}", segment(webhook_id));
+    let patch = json!([{ "op": "replace", "path": "/enabled", "value": true }]);
+    api.write(reqwest::Method::PATCH, &path, &patch)
+        .await
+        .map(|_| ())
 }
 
 pub async fn resend(api: &QlikApi, webhook_id: &str, delivery_id: &str) -> Result<(), ApiError> {

@@ -72,7 +72,7 @@ pub struct EmailSection {
     /// `Name <address>` or an address.
     from_address: Option<Text>,
     recipients: Option<Vec<Text>>,
-    /// A handlebars template (default `Qlik Cloud reload failed: {{appName}}`).
+    /// A handlebars template (default `{{alertTitle}}: {{appName}}`, i.e. `Qlik Cloud reload failed: <app>`).
     subject: Option<Text>,
     /// With htmlTemplateFile: the body template, relative to this file's folder.
     body_file_directory: Option<Text>,
@@ -232,7 +232,7 @@ pub fn check_email(c: &mut Check<'_>, at: &KeyPath, s: EmailSection) -> Option<E
         from: from?,
         recipients,
         subject: Text::of(&s.subject)
-            .unwrap_or("Qlik Cloud reload failed: {{appName}}")
+            .unwrap_or("{{alertTitle}}: {{appName}}")
             .to_owned(),
         body_template,
         priority,

@@ -134,6 +134,8 @@ pub struct Config {
     pub final_outcome: FinalOutcome,
     /// Reconciliation with Qlik Cloud's reloads API; `None`: off.
     pub reconcile: Option<Reconcile>,
+    /// The webhook watchdog; `None`: off.
+    pub webhook_watch: Option<WebhookWatch>,
     /// Key paths of secrets written in the file itself rather than as `${VAR}`.
     pub literal_secrets: Vec<String>,
 }
@@ -155,6 +157,19 @@ pub struct Reconcile {
     pub look_back: std::time::Duration,
     /// Reloads that ended more recently are left to the webhook path.
     pub grace: std::time::Duration,
+}
+
+/// `Butler.qlikCloudListener.webhookWatch`: which Qlik Cloud webhook feeds the forwarder, to
+/// check that it still does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookWatch {
+    /// Its name (default `qlik-cloud-mqtt-relay`, what `webhook register` creates).
+    pub name: String,
+    /// Its id, when known (wins over the name).
+    pub id: Option<String>,
+    /// The forwarder's URL, to notice a webhook pointing elsewhere.
+    pub expected_url: Option<String>,
+    pub interval: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +260,21 @@ struct Listener {
     alerts: Option<AlertsSection>,
     /// Asking Qlik Cloud for failed reloads that never arrived over the webhook.
     reconcile: Option<ReconcileSection>,
+    /// Checking that the Qlik Cloud webhook feeding the forwarder is enabled and healthy.
+    webhook_watch: Option<WebhookWatchSection>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct WebhookWatchSection {
+    /// The webhook's name (default `qlik-cloud-mqtt-relay`, what `webhook register` creates).
+    name: Option<Text>,
+    /// Its id (wins over the name).
+    id: Option<Text>,
+    /// The forwarder's URL: a webhook calling another URL is reported.
+    expected_url: Option<Text>,
+    /// Seconds between checks (default 300; 0 turns the watchdog off).
+    interval_seconds: Option<Whole>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
@@ -464,6 +494,21 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         look_back: std::time::Duration::from_secs(look_back * 3600),
         grace: std::time::Duration::from_secs(grace),
     });
+    let watch = listener.webhook_watch.unwrap_or_default();
+    let watch_interval = c.whole(
+        watch.interval_seconds,
+        &listener_path.key("webhookWatch.intervalSeconds"),
+        0..=24 * 3600,
+        300,
+    );
+    let webhook_watch = (watch_interval > 0).then(|| WebhookWatch {
+        name: Text::of(&watch.name)
+            .unwrap_or(crate::cli::webhooks::DEFAULT_NAME)
+            .to_owned(),
+        id: Text::of(&watch.id).map(str::to_owned),
+        expected_url: Text::of(&watch.expected_url).map(str::to_owned),
+        interval: std::time::Duration::from_secs(watch_interval),
+    });
     let final_outcome = FinalOutcome {
         wait,
         wait_secs: c.whole(
@@ -559,6 +604,7 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         rest,
         final_outcome,
         reconcile,
+        webhook_watch,
         literal_secrets: Vec::new(),
     }
 }

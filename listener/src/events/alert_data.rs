@@ -22,9 +22,11 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// What alert templates see (as JSON, with these names), and what the journal keeps per event.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AlertData {
+    /// The alert's headline: `Qlik Cloud reload failed`, or the webhook watchdog's.
+    pub alert_title: String,
     pub app_name: String,
     pub app_id: String,
     pub app_description: String,
@@ -70,6 +72,56 @@ pub struct AlertData {
     /// What the reader should know about this alert, e.g. that the reload's final outcome did
     /// not arrive in time (empty: nothing).
     pub alert_note: String,
+}
+
+/// The headline of a reload-failure alert.
+pub const RELOAD_FAILED: &str = "Qlik Cloud reload failed";
+
+impl Default for AlertData {
+    fn default() -> AlertData {
+        AlertData {
+            alert_title: RELOAD_FAILED.to_owned(),
+            app_name: String::new(),
+            app_id: String::new(),
+            app_description: String::new(),
+            app_url: String::new(),
+            app_tags: Vec::new(),
+            app_owner_id: String::new(),
+            app_owner_name: String::new(),
+            app_owner_email: String::new(),
+            tenant_id: String::new(),
+            tenant_url: String::new(),
+            tenant_comment: String::new(),
+            event_id: String::new(),
+            event_type: String::new(),
+            execution_start_time: StartTime::default(),
+            execution_stop_time: StopTime::default(),
+            execution_duration: Duration::default(),
+            reload_trigger: String::new(),
+            reload_id: String::new(),
+            task_id: String::new(),
+            is_partial_reload: false,
+            creation_time: String::new(),
+            error_code: String::new(),
+            error_message: String::new(),
+            execution_status_text: String::new(),
+            peak_memory_bytes: 0,
+            ended_with_memory_constraint: false,
+            qlik_sense_qmc: String::new(),
+            qlik_sense_hub: String::new(),
+            log_message: String::new(),
+            script_log_size: 0,
+            script_log_line_count: 0,
+            script_log_head: String::new(),
+            script_log_head_count: 0,
+            script_log_tail: String::new(),
+            script_log_tail_count: 0,
+            script_log_available: false,
+            generic_urls: Vec::new(),
+            enrichment_errors: Vec::new(),
+            alert_note: String::new(),
+        }
+    }
 }
 
 /// `executionStartTime`: Butler's `startTimeLocal1` (`YYYY-MM-DD hh:mm:ss`, here in UTC) and ours.
@@ -380,6 +432,7 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
     let (stop_local1, stop_utc) = time_fields(stop.as_deref());
 
     AlertData {
+        alert_title: RELOAD_FAILED.to_owned(),
         app_name: app.name.or(data.name).unwrap_or_default(),
         app_url: if app_id.is_empty() {
             String::new()

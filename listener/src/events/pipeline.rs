@@ -433,6 +433,39 @@ impl Pipeline {
         }
     }
 
+    /// Alerts the operator on the tenant's channels (the webhook watchdog's alerts), without
+    /// the channels' app rules. Each alert is delivered once (recorded under `alert_id`).
+    pub async fn operator_alert(&self, tenant_id: &str, alert_id: &str, title: &str, what: &str) {
+        let Some(tenant) = self.tenants.get(tenant_id) else {
+            return;
+        };
+        let data = AlertData {
+            alert_title: title.to_owned(),
+            app_name: "(the Qlik Cloud webhook)".into(),
+            tenant_id: tenant_id.to_owned(),
+            tenant_url: tenant
+                .config
+                .tenant_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
+            tenant_comment: tenant.config.comment.clone().unwrap_or_default(),
+            event_id: alert_id.to_owned(),
+            event_type: "qlik-listener.webhook".into(),
+            error_message: what.to_owned(),
+            alert_note: what.to_owned(),
+            generic_urls: self.generic_urls.clone(),
+            ..AlertData::default()
+        };
+        if let Err(e) = self
+            .notifier
+            .deliver_operator(alert_id, &tenant.config.channels, &data)
+            .await
+        {
+            tracing::error!(alert_id, error = %e, "cannot record the operator alert's deliveries");
+        }
+    }
+
     /// Takes a failed reload that reconciliation found and recorded: counted, logged, handled.
     pub fn reconciled(self: &Arc<Self>, entry: Entry) {
         crate::metrics::inc(&METRICS.events_received);

@@ -77,10 +77,31 @@ impl Notifier {
         channels: &[ChannelConfig],
         data: &AlertData,
     ) -> Result<(), JournalError> {
+        self.deliver_each(event_id, channels, data, true).await
+    }
+
+    /// An alert for the operator (the webhook watchdog's): every channel, without the
+    /// channels' tag and rate-limit rules, which are about apps.
+    pub async fn deliver_operator(
+        &self,
+        alert_id: &str,
+        channels: &[ChannelConfig],
+        data: &AlertData,
+    ) -> Result<(), JournalError> {
+        self.deliver_each(alert_id, channels, data, false).await
+    }
+
+    async fn deliver_each(
+        &self,
+        event_id: &str,
+        channels: &[ChannelConfig],
+        data: &AlertData,
+        rules: bool,
+    ) -> Result<(), JournalError> {
         let routes: Vec<Route<'_>> = channels.iter().flat_map(|c| routes(c, data)).collect();
         let deliveries = routes
             .iter()
-            .map(|route| self.deliver(event_id, route, data));
+            .map(|route| self.deliver(event_id, route, data, rules));
         let results = futures_util::future::join_all(deliveries).await;
         results.into_iter().collect()
     }
@@ -90,6 +111,7 @@ impl Notifier {
         event_id: &str,
         route: &Route<'_>,
         data: &AlertData,
+        rules: bool,
     ) -> Result<(), JournalError> {
         let channel = route.channel;
         let kind = channel.target.kind();
@@ -108,7 +130,11 @@ impl Notifier {
                 // Rules are decided once, when the delivery is first recorded. A rate limit's
                 // slot is taken together with recording `d`, so a restart does not suppress
                 // this event for its own slot.
-                if let Some(reason) = self.suppression(route, data, &d).await? {
+                let suppressed = match rules {
+                    true => self.suppression(route, data, &d).await?,
+                    false => None,
+                };
+                if let Some(reason) = suppressed {
                     tracing::info!(event_id, channel = target_id, reason = %reason, "alert suppressed");
                     return self
                         .finish(

@@ -36,6 +36,9 @@ pub struct Options<'a> {
     /// Lines under `qlikCloudListener.reconcile:` (default `intervalSeconds: 0`, off: its call
     /// at start-up would take faults other tests queue on the Qlik Cloud stand-in).
     pub reconcile: &'a str,
+    /// Lines under `qlikCloudListener.webhookWatch:` (default `intervalSeconds: 0`, off, for
+    /// the same reason).
+    pub webhook_watch: &'a str,
 }
 
 /// `Options::listener` for tests whose failed attempts have no final outcome and must alert at
@@ -75,7 +78,13 @@ impl Setup {
             shipped_broker,
             retention_days,
             reconcile,
+            webhook_watch,
         } = o;
+        let webhook_watch = if webhook_watch.is_empty() {
+            "      intervalSeconds: 0\n"
+        } else {
+            webhook_watch
+        };
         let reconcile = if reconcile.is_empty() {
             "      intervalSeconds: 0\n"
         } else {
@@ -143,7 +152,8 @@ impl Setup {
       path: journal.sqlite
       retentionDays: {retention_days}
     reconcile:
-{reconcile}{extra_listener}{extra_butler}"#,
+{reconcile}    webhookWatch:
+{webhook_watch}{extra_listener}{extra_butler}"#,
             port = broker.port,
             url = api.url(),
         );
