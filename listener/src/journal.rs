@@ -764,19 +764,25 @@ impl Journal {
         .await
     }
 
-    /// Whether the tenant has sent an (accepted) event of `event_type`.
+    /// Whether the tenant has sent an (accepted) event of `event_type` on another topic than
+    /// `except_topic` (the one reconciliation records its events under).
     pub async fn has_event_type(
         &self,
         tenant_id: &str,
         event_type: &str,
+        except_topic: &str,
     ) -> Result<bool, JournalError> {
-        let (tenant_id, event_type) = (tenant_id.to_owned(), event_type.to_owned());
+        let (tenant_id, event_type, except_topic) = (
+            tenant_id.to_owned(),
+            event_type.to_owned(),
+            except_topic.to_owned(),
+        );
         self.with(move |c| {
             c.prepare_cached(&format!(
                 "SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = ?1 AND event_type = ?2
-                 AND state NOT IN {REFUSED})"
+                 AND topic != ?3 AND state NOT IN {REFUSED})"
             ))?
-            .query_row(params![tenant_id, event_type], |r| r.get(0))
+            .query_row(params![tenant_id, event_type, except_topic], |r| r.get(0))
         })
         .await
     }

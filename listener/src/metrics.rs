@@ -21,15 +21,28 @@ pub struct Metrics {
     qlik_api_micros: AtomicU64,
     pub reconcile_runs: AtomicU64,
     pub reconcile_failures: AtomicU64,
-    pub reconcile_found: AtomicU64,
     /// (channel kind, delivery state) → count.
     alerts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// task start outcome → count.
     tasks: Mutex<BTreeMap<&'static str, u64>>,
     /// API publishes: outcome → count.
     api_publishes: Mutex<BTreeMap<&'static str, u64>>,
-    /// The watched webhook per tenant: what is wrong with it (`None`: healthy).
-    webhooks: Mutex<BTreeMap<String, Option<String>>>,
+    /// Per tenant: reconciliation and the watched webhook.
+    tenants: Mutex<BTreeMap<String, TenantMetrics>>,
+}
+
+/// What `/metrics` says per tenant.
+#[derive(Default)]
+struct TenantMetrics {
+    /// Failed reloads found by reconciliation.
+    reconcile_found: u64,
+    /// When reconciliation last completed (unix seconds).
+    reconciled_at: Option<i64>,
+    /// The watched webhook: what is wrong with it (`None`: healthy), once checked.
+    webhook: Option<Option<String>>,
+    webhook_enabled: Option<bool>,
+    /// Failed deliveries the watchdog has seen.
+    webhook_failed_deliveries: u64,
 }
 
 /// How a task start request ended.
@@ -86,11 +99,10 @@ pub static METRICS: Metrics = Metrics {
     qlik_api_micros: AtomicU64::new(0),
     reconcile_runs: AtomicU64::new(0),
     reconcile_failures: AtomicU64::new(0),
-    reconcile_found: AtomicU64::new(0),
     alerts: Mutex::new(BTreeMap::new()),
     tasks: Mutex::new(BTreeMap::new()),
     api_publishes: Mutex::new(BTreeMap::new()),
-    webhooks: Mutex::new(BTreeMap::new()),
+    tenants: Mutex::new(BTreeMap::new()),
 };
 
 pub fn inc(counter: &AtomicU64) {
@@ -119,22 +131,41 @@ impl Metrics {
         bump(&self.alerts, (kind.as_str(), state.as_str()));
     }
 
+    fn tenant(&self, tenant: &str, change: impl FnOnce(&mut TenantMetrics)) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        change(tenants.entry(tenant.to_owned()).or_default());
+    }
+
+    /// A reconciliation run completed and found `found` missed reloads.
+    pub fn reconciled(&self, tenant: &str, found: usize) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.tenant(tenant, |t| {
+            t.reconcile_found += found as u64;
+            t.reconciled_at = Some(now);
+        });
+    }
+
     /// The watched webhook's latest health, for `/metrics` and `/readyz`.
     pub fn webhook_health(&self, tenant: &str, health: &crate::watchdog::Health, name: &str) {
-        self.webhooks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(tenant.to_owned(), health.problem(name));
+        use crate::watchdog::Health;
+        self.tenant(tenant, |t| {
+            t.webhook = Some(health.problem(name));
+            t.webhook_enabled = Some(!matches!(health, Health::Disabled(_) | Health::Missing));
+            if let Health::Failing(n) = health {
+                t.webhook_failed_deliveries += *n as u64;
+            }
+        });
     }
 
     /// What is wrong with the watched webhooks, one line per tenant.
     pub fn webhook_problems(&self) -> Vec<String> {
-        self.webhooks
+        self.tenants
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter_map(|(tenant, problem)| {
-                problem.as_ref().map(|p| format!("tenant {tenant}: {p}"))
+            .filter_map(|(tenant, t)| {
+                let problem = t.webhook.as_ref()?.as_ref()?;
+                Some(format!("tenant {tenant}: {problem}"))
             })
             .collect()
     }
@@ -147,8 +178,9 @@ impl Metrics {
         bump(&self.api_publishes, outcome.label());
     }
 
-    /// The text exposition; `brokers` are (name, connected).
-    pub fn render(&self, brokers: &[(&str, bool)]) -> String {
+    /// The text exposition; `brokers` are (name, connected); `journal_ok`: the journal takes
+    /// writes and its file is in place.
+    pub fn render(&self, brokers: &[(&str, bool)], journal_ok: bool) -> String {
         let mut out = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut counter = |name: &str, help: &str, value: u64| {
@@ -197,11 +229,6 @@ impl Metrics {
             "Reconciliation runs that failed (the API could not be read).",
             get(&self.reconcile_failures),
         );
-        counter(
-            "qlik_listener_reconcile_found_total",
-            "Failed reloads found by reconciliation that never arrived over the webhook.",
-            get(&self.reconcile_found),
-        );
         let seconds = get(&self.qlik_api_micros) as f64 / 1e6;
         let _ = write!(
             out,
@@ -233,19 +260,56 @@ impl Metrics {
                 "qlik_listener_api_publishes_total{{outcome=\"{outcome}\"}} {n}"
             );
         }
-        let _ = writeln!(out, "# HELP qlik_listener_webhook_healthy Whether the watched Qlik Cloud webhook is enabled and delivering.\n# TYPE qlik_listener_webhook_healthy gauge");
-        for (tenant, problem) in self
-            .webhooks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
         {
-            let _ = writeln!(
-                out,
-                "qlik_listener_webhook_healthy{{tenant=\"{tenant}\"}} {}",
-                u8::from(problem.is_none())
+            let tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+            let mut family =
+                |name: &str,
+                 kind: &str,
+                 help: &str,
+                 value: &dyn Fn(&TenantMetrics) -> Option<String>| {
+                    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                    for (tenant, t) in tenants.iter() {
+                        if let Some(v) = value(t) {
+                            let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {v}");
+                        }
+                    }
+                };
+            family(
+                "qlik_listener_reconcile_found_total",
+                "counter",
+                "Failed reloads found by reconciliation that never arrived over the webhook.",
+                &|t| Some(t.reconcile_found.to_string()),
+            );
+            family(
+                "qlik_listener_reconcile_last_success_timestamp_seconds",
+                "gauge",
+                "When reconciliation with Qlik Cloud last completed (unix time).",
+                &|t| t.reconciled_at.map(|at| at.to_string()),
+            );
+            family(
+                "qlik_listener_webhook_healthy",
+                "gauge",
+                "Whether the watched Qlik Cloud webhook is enabled, calls the expected URL and delivers.",
+                &|t| t.webhook.as_ref().map(|p| u8::from(p.is_none()).to_string()),
+            );
+            family(
+                "qlik_listener_webhook_enabled",
+                "gauge",
+                "Whether the watched Qlik Cloud webhook is enabled.",
+                &|t| t.webhook_enabled.map(|e| u8::from(e).to_string()),
+            );
+            family(
+                "qlik_listener_webhook_failed_deliveries_total",
+                "counter",
+                "Failed deliveries of the watched webhook seen by the watchdog.",
+                &|t| {
+                    t.webhook
+                        .as_ref()
+                        .map(|_| t.webhook_failed_deliveries.to_string())
+                },
             );
         }
+        let _ = writeln!(out, "# HELP qlik_listener_journal_ok Whether the journal takes writes and its file is in place.\n# TYPE qlik_listener_journal_ok gauge\nqlik_listener_journal_ok {}", u8::from(journal_ok));
         let _ = writeln!(out, "# HELP qlik_listener_broker_connected Whether the broker connection is up.\n# TYPE qlik_listener_broker_connected gauge");
         for (name, up) in brokers {
             let _ = writeln!(
@@ -255,5 +319,59 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the shipped Grafana dashboard and Prometheus rules use is one the listener
+    /// exports (a renamed metric would leave a panel empty and an alert silent).
+    #[test]
+    fn the_shipped_dashboard_and_rules_use_exported_metrics() {
+        let exported = METRICS.render(&[("qlik-cloud-events", true)], true);
+        let exported: Vec<&str> = exported
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let dashboard = include_str!("../../infra/grafana/qlik-listener.json");
+        let rules = include_str!("../../infra/prometheus/qlik-listener-rules.yaml");
+        let dashboard: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        let mut queries: Vec<String> = Vec::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                queries.push(target["expr"].as_str().unwrap().to_owned());
+            }
+        }
+        let rules: serde_norway::Value = serde_norway::from_str(rules).unwrap();
+        let mut alerts = 0;
+        for group in rules["groups"].as_sequence().unwrap() {
+            for rule in group["rules"].as_sequence().unwrap() {
+                assert!(rule["alert"].as_str().is_some(), "{rule:?}");
+                assert!(
+                    rule["annotations"]["summary"].as_str().is_some(),
+                    "{rule:?}"
+                );
+                queries.push(rule["expr"].as_str().unwrap().to_owned());
+                alerts += 1;
+            }
+        }
+        assert!(alerts >= 5 && queries.len() > alerts, "{queries:?}");
+        for query in &queries {
+            let names = query
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("qlik_listener_"));
+            let mut any = false;
+            for name in names {
+                any = true;
+                assert!(
+                    exported.contains(&name),
+                    "{name} (in {query}) is not exported: {exported:?}"
+                );
+            }
+            assert!(any, "no listener metric in {query}");
+        }
     }
 }

@@ -142,6 +142,18 @@ async fn a_failing_reloads_api_costs_a_warning_not_the_mqtt_path() {
     listener
         .wait_for_output("reconciliation with Qlik Cloud failed", 1, LIMIT)
         .await;
+    // It keeps failing, once a second: said once, not at every run.
+    let runs = s.api.calls_to("/api/v1/reloads?");
+    wait::until(LIMIT, "three more failed runs", || async {
+        (s.api.calls_to("/api/v1/reloads?") >= runs + 3).then_some(())
+    })
+    .await;
+    let said = listener
+        .output()
+        .iter()
+        .filter(|l| l.contains("reconciliation with Qlik Cloud failed"))
+        .count();
+    assert_eq!(said, 1, "warned once for the failing streak");
     // Meanwhile events over MQTT are handled as ever.
     s.publish(FINAL_TOPIC, &final_failed("mqtt-event", "via-mqtt"))
         .await;
@@ -152,7 +164,66 @@ async fn a_failing_reloads_api_costs_a_warning_not_the_mqtt_path() {
     s.wait_state("reconciled-missed-2", State::Done).await;
     let out = listener.output().join("\n");
     assert!(out.contains("HTTP 403"), "the warning says why: {out}");
+    listener
+        .wait_for_output("reconciliation with Qlik Cloud works again", 1, LIMIT)
+        .await;
     assert_eq!(hook.delivered().len(), 2);
+}
+
+/// More failed reloads than one page, and Qlik's rate limit on the way: every one is found,
+/// once, and marked in `history` as found by reconciliation.
+#[tokio::test]
+async fn reconciliation_pages_through_the_list_and_waits_out_a_429() {
+    let hook = HttpReceiver::start().await;
+    let s = setup(
+        &hook,
+        "      intervalSeconds: 3600\n      graceSeconds: 0\n      lookBackHours: 1\n",
+    )
+    .await;
+    for i in 0..105 {
+        s.api.add_reload(listed(&format!("paged-{i:03}"), "FAILED"));
+    }
+    // The first call (the list's first page) is answered 429 with Retry-After.
+    s.api.inject(&[relay_tests::fakes::Fault::TooMany(1)]);
+    let _listener = s.start(true).await;
+    for i in [0, 99, 100, 104] {
+        s.wait_state(&format!("reconciled-paged-{i:03}"), State::Done)
+            .await;
+    }
+    let pages = s
+        .api
+        .calls()
+        .iter()
+        .filter(|c| c.path_and_query.starts_with("/api/v1/reloads?"))
+        .map(|c| c.path_and_query.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(pages.len(), 3, "the 429, then two pages: {pages:?}");
+    assert!(pages[2].contains("next=100"), "{pages:?}");
+    wait::until(LIMIT, "105 alerts", || async {
+        (hook.delivered().len() == 105).then_some(())
+    })
+    .await;
+    let (code, out) = relay_tests::process::run(
+        common::BIN,
+        &[
+            "history",
+            "--json",
+            "--limit",
+            "500",
+            "--config",
+            s.config.to_str().unwrap(),
+        ],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 105);
+    assert!(
+        rows.iter().all(|r| r["arrivedVia"] == "reconciliation"),
+        "{rows:?}"
+    );
 }
 
 /// The webhook watchdog: Qlik disabling the webhook that feeds the forwarder is alerted once on
@@ -193,9 +264,9 @@ async fn a_webhook_disabled_by_qlik_is_alerted_once_and_shown_until_enabled() {
         (r.status().as_u16(), r.text().await.unwrap())
     };
     // Healthy at the first look: no alert.
-    let checks = s.api.calls_to("/api/v1/webhooks");
+    let checks = s.api.calls_to("/api/core/webhooks");
     wait::until(LIMIT, "two checks", || async {
-        (s.api.calls_to("/api/v1/webhooks") >= checks + 2).then_some(())
+        (s.api.calls_to("/api/core/webhooks") >= checks + 2).then_some(())
     })
     .await;
     assert_eq!(ready().await.0, 200);
@@ -238,9 +309,9 @@ async fn a_webhook_disabled_by_qlik_is_alerted_once_and_shown_until_enabled() {
     );
     // Several checks later: still one alert for the one change (the tag rule, which is about
     // apps, did not suppress it either).
-    let checks = s.api.calls_to("/api/v1/webhooks");
+    let checks = s.api.calls_to("/api/core/webhooks");
     wait::until(LIMIT, "three more checks", || async {
-        (s.api.calls_to("/api/v1/webhooks") >= checks + 3).then_some(())
+        (s.api.calls_to("/api/core/webhooks") >= checks + 3).then_some(())
     })
     .await;
     assert_eq!(hook.delivered().len(), 1);

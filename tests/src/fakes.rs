@@ -424,7 +424,7 @@ struct QlikState {
     faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
     error_rates: Arc<Mutex<ErrorRates>>,
     script_log: Arc<Mutex<Arc<String>>>,
-    /// `/api/v1/webhooks`: the stored webhooks, secrets included.
+    /// `/api/core/webhooks`: the stored webhooks, secrets included.
     webhooks: Arc<Mutex<Vec<serde_json::Value>>>,
     /// Delivery ids resent through `…/actions/resend`.
     resent: Arc<Mutex<Vec<String>>>,
@@ -635,7 +635,9 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
         None => {}
     }
     let path = request.uri().path().to_owned();
-    if path.starts_with("/api/v1/webhooks") {
+    // The webhooks API at `/api/core/webhooks` (the deprecated `/api/v1/webhooks` answers 404
+    // here, so a client still using it is noticed).
+    if path.starts_with("/api/core/webhooks") {
         return webhooks_api(&state, request).await;
     }
     let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
@@ -910,7 +912,7 @@ async fn webhooks_api(state: &QlikState, request: Request) -> Response {
         .await
         .unwrap_or_default();
     let segments: Vec<&str> = path
-        .trim_start_matches("/api/v1/webhooks")
+        .trim_start_matches("/api/core/webhooks")
         .trim_start_matches('/')
         .split('/')
         .filter(|s| !s.is_empty())

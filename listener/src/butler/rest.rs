@@ -177,7 +177,10 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         .collect();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        METRICS.render(&brokers),
+        METRICS.render(
+            &brokers,
+            api.journal.record_failure().is_none() && api.journal.file_problem().is_none(),
+        ),
     )
         .into_response()
 }

@@ -121,10 +121,20 @@ fn time(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// How the event came: over MQTT (the webhook path), or found by reconciliation.
+fn arrived_via(e: &Entry) -> &'static str {
+    if e.topic == crate::events::reconcile::TOPIC {
+        "reconciliation"
+    } else {
+        "mqtt"
+    }
+}
+
 /// A plain-text table.
 pub fn table(rows: &[Row]) -> String {
     let mut lines = vec![[
         "received (UTC)".to_owned(),
+        "via".into(),
         "event".into(),
         "type".into(),
         "app".into(),
@@ -142,6 +152,7 @@ pub fn table(rows: &[Row]) -> String {
             .join(" ");
         lines.push([
             time(e.received_at),
+            arrived_via(e).into(),
             e.id.clone(),
             e.event_type.trim_start_matches("com.qlik.").to_owned(),
             e.app_id.clone().unwrap_or_else(|| "-".into()),
@@ -158,7 +169,7 @@ pub fn table(rows: &[Row]) -> String {
             },
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..8)
         .map(|i| {
             lines
                 .iter()
@@ -190,7 +201,7 @@ pub fn json(rows: &[Row]) -> serde_json::Value {
             json!({
                 "id": e.id, "type": e.event_type, "tenantId": e.tenant_id, "appId": e.app_id,
                 "reloadId": e.reload_id, "reloadStatus": e.reload_status, "topic": e.topic,
-                "receivedAt": time(e.received_at), "state": e.state.as_str(), "note": e.note,
+                "receivedAt": time(e.received_at), "arrivedVia": arrived_via(e), "state": e.state.as_str(), "note": e.note,
                 "alerts": r.deliveries.iter().map(|d| json!({
                     "channel": d.channel, "state": d.state.as_str(), "attempts": d.attempts, "lastError": d.last_error,
                 })).collect::<Vec<_>>(),

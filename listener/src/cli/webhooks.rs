@@ -1,6 +1,9 @@
 //! `qlik-listener webhook …`: create or update the Qlik Cloud webhook that calls the forwarder,
 //! list webhooks, and recover after an outage by resending failed deliveries.
 //!
+//! It uses `/api/core/webhooks`, the replacement of the deprecated `/api/v1/webhooks` (removal
+//! on or after 2027-11-01; the same paths below it).
+//!
 //! Idempotent by name: a webhook with the same name is replaced (`PUT`, every writable property
 //! sent again, the secret included, since Qlik clears what a `PUT` omits).
 
@@ -12,7 +15,7 @@ use qlik_events::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// A webhook as Qlik Cloud lists it (`GET /api/v1/webhooks`), the fields we use.
+/// A webhook as Qlik Cloud lists it (`GET /api/core/webhooks`), the fields we use.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Webhook {
@@ -26,7 +29,7 @@ pub struct Webhook {
     pub disabled_reason: Option<String>,
 }
 
-/// A delivery of a webhook (`GET /api/v1/webhooks/{id}/deliveries`).
+/// A delivery of a webhook (`GET /api/core/webhooks/{id}/deliveries`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct WebhookDelivery {
@@ -95,6 +98,9 @@ pub struct RegisterArgs {
     #[command(flatten)]
     tenant: TenantArg,
 }
+
+/// Where Qlik Cloud's webhooks API lives.
+const WEBHOOKS: &str = "/api/core/webhooks";
 
 pub const DEFAULT_NAME: &str = "qlik-cloud-mqtt-relay";
 
@@ -257,7 +263,7 @@ impl Registration {
 }
 
 pub async fn list(api: &QlikApi) -> Result<Vec<Webhook>, ApiError> {
-    let page: Page<Webhook> = api.get_json("/api/v1/webhooks").await?;
+    let page: Page<Webhook> = api.get_json(WEBHOOKS).await?;
     Ok(page.data)
 }
 
@@ -272,7 +278,7 @@ pub async fn register(api: &QlikApi, registration: &Registration) -> Result<Outc
             let id = w.id.clone();
             api.write(
                 reqwest::Method::PUT,
-                &format!("/api/v1/webhooks/{}", segment(&id)),
+                &format!("{WEBHOOKS}/{}", segment(&id)),
                 &registration.body(Some(&w)),
             )
             .await?;
@@ -280,11 +286,7 @@ pub async fn register(api: &QlikApi, registration: &Registration) -> Result<Outc
         }
         None => {
             let created = api
-                .write(
-                    reqwest::Method::POST,
-                    "/api/v1/webhooks",
-                    &registration.body(None),
-                )
+                .write(reqwest::Method::POST, WEBHOOKS, &registration.body(None))
                 .await?;
             Ok(Outcome::Created(
                 created["id"].as_str().unwrap_or_default().to_owned(),
@@ -298,17 +300,14 @@ pub async fn failed_deliveries(
     api: &QlikApi,
     webhook_id: &str,
 ) -> Result<Vec<WebhookDelivery>, ApiError> {
-    let path = format!(
-        "/api/v1/webhooks/{}/deliveries?status=fail",
-        segment(webhook_id)
-    );
+    let path = format!("{WEBHOOKS}/{}/deliveries?status=fail", segment(webhook_id));
     let page: Page<WebhookDelivery> = api.get_json(&path).await?;
     Ok(page.data)
 }
 
 /// Turns the webhook on (`PATCH`, JSON Patch on `/enabled`): nothing else changes.
 pub async fn enable(api: &QlikApi, webhook_id: &str) -> Result<(), ApiError> {
-    let path = format!("/api/v1/webhooks/{}", segment(webhook_id));
+    let path = format!("{WEBHOOKS}/{}", segment(webhook_id));
     let patch = json!([{ "op": "replace", "path": "/enabled", "value": true }]);
     api.write(reqwest::Method::PATCH, &path, &patch)
         .await
@@ -317,7 +316,7 @@ pub async fn enable(api: &QlikApi, webhook_id: &str) -> Result<(), ApiError> {
 
 pub async fn resend(api: &QlikApi, webhook_id: &str, delivery_id: &str) -> Result<(), ApiError> {
     let path = format!(
-        "/api/v1/webhooks/{}/deliveries/{}/actions/resend",
+        "{WEBHOOKS}/{}/deliveries/{}/actions/resend",
         segment(webhook_id),
         segment(delivery_id)
     );

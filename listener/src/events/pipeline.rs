@@ -661,7 +661,7 @@ impl Pipeline {
     }
 
     /// Whether the tenant's webhook sends final outcomes (`reload.finished`): seen in this run,
-    /// or in the journal.
+    /// or in the journal (those found by reconciliation say nothing about the webhook).
     async fn sends_final(&self, tenant_id: &str) -> Result<bool, journal::JournalError> {
         let known = |s: &Self| {
             s.sends_final
@@ -674,7 +674,7 @@ impl Pipeline {
         }
         let seen = self
             .journal
-            .has_event_type(tenant_id, RELOAD_FINISHED)
+            .has_event_type(tenant_id, RELOAD_FINISHED, super::reconcile::TOPIC)
             .await?;
         if seen {
             self.sends_final

@@ -191,7 +191,6 @@ pub async fn run_once(
         let entry = entry_for(tenant_id, r, now);
         if journal.record(entry.clone()).await? == journal::Recorded::New {
             tracing::warn!(tenant = tenant_id, reload_id = %r.id, app_id = r.app_id.as_deref().unwrap_or("-"), ended = r.end_time.as_deref().unwrap_or("-"), "failed reload found by reconciliation: it never arrived over the webhook; alerting it now");
-            crate::metrics::inc(&METRICS.reconcile_found);
             missed.push(entry);
         }
     }
@@ -208,18 +207,28 @@ pub async fn run(
     settings: Settings,
     found: impl Fn(Entry) + Send,
 ) {
+    let mut failing = 0u32;
     loop {
         match run_once(&journal, &tenant_id, &api, settings).await {
             Ok(missed) => {
                 crate::metrics::inc(&METRICS.reconcile_runs);
-                if missed.is_empty() {
-                    tracing::debug!(tenant = %tenant_id, "reconciliation: nothing missed");
+                METRICS.reconciled(&tenant_id, missed.len());
+                if failing > 0 {
+                    tracing::info!(tenant = %tenant_id, failed_runs = failing, "reconciliation with Qlik Cloud works again");
+                    failing = 0;
                 }
                 missed.into_iter().for_each(&found);
             }
             Err(e) => {
                 crate::metrics::inc(&METRICS.reconcile_failures);
-                tracing::warn!(tenant = %tenant_id, error = %format!("{e:#}"), "reconciliation with Qlik Cloud failed; trying again at the next interval");
+                failing += 1;
+                // Once when it starts failing, then once an hour or so: not at every run.
+                let runs_per_hour = (3600 / settings.interval.as_secs().max(1)).max(1) as u32;
+                if failing == 1 || failing % runs_per_hour == 0 {
+                    tracing::warn!(tenant = %tenant_id, failed_runs = failing, error = %format!("{e:#}"), "reconciliation with Qlik Cloud failed; trying again at every interval (said again hourly while it fails)");
+                } else {
+                    tracing::debug!(tenant = %tenant_id, error = %format!("{e:#}"), "reconciliation failed again");
+                }
             }
         }
         tokio::time::sleep(settings.interval).await;
