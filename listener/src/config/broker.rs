@@ -193,9 +193,7 @@ pub fn check_broker(c: &mut Check<'_>, b: Connection, keys: Keys<'_>, d: Default
         1..=65535,
         if enable { 8883 } else { 1883 },
     ) as u16;
-    let username = Text::of(&b.username)
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned);
+    let username = c.optional(&b.username, &base.key("username"));
     let password = match Text::of(&b.password) {
         Some("") | None => None,
         Some(_) => c.secret(&b.password, &base.key("password")),

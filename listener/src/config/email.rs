@@ -158,7 +158,7 @@ pub fn check_email(c: &mut Check<'_>, at: &KeyPath, s: EmailSection) -> Option<E
     let from_at = at.key("fromAddress");
     let from = c.required(&s.from_address, &from_at);
     if let Some(f) = &from {
-        if f.parse::<lettre::message::Mailbox>().is_err() {
+        if mailbox(f).is_none() {
             c.error(&from_at, format!("'{f}' is not an e-mail address"));
         }
     }
@@ -298,4 +298,58 @@ pub fn check_smtp(c: &mut Check<'_>, at: &KeyPath, s: Smtp) -> Option<SmtpConfig
         accept_invalid_certs: !Flag::or(tls.reject_unauthorized, true),
         credentials,
     })
+}
+
+/// A sender or recipient as Butler's files write it: `address`, `Name <address>`, and also
+/// `Qlik Sense (no-reply) <address>` (Butler's default `fromAddress`), whose parentheses an
+/// RFC 5322 parser reads as a comment and refuses: the name is taken as written.
+pub fn mailbox(text: &str) -> Option<lettre::message::Mailbox> {
+    if let Ok(m) = text.parse::<lettre::message::Mailbox>() {
+        return Some(m);
+    }
+    let (name, rest) = text.rsplit_once('<')?;
+    let address = rest
+        .strip_suffix('>')?
+        .trim()
+        .parse::<lettre::Address>()
+        .ok()?;
+    let name = name.trim().trim_matches('"').trim();
+    Some(lettre::message::Mailbox::new(
+        (!name.is_empty()).then(|| name.to_owned()),
+        address,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn butlers_from_addresses_are_mailboxes() {
+        for (text, name, address) in [
+            (
+                "Qlik Sense (no-reply) <qliksense-noreply@ptarmiganlabs.com>",
+                Some("Qlik Sense (no-reply)"),
+                "qliksense-noreply@ptarmiganlabs.com",
+            ),
+            ("Ops <ops@example.com>", Some("Ops"), "ops@example.com"),
+            (
+                "\"Qlik, Alerts\" <a@example.com>",
+                Some("Qlik, Alerts"),
+                "a@example.com",
+            ),
+            ("a@example.com", None, "a@example.com"),
+        ] {
+            let m = mailbox(text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(m.name.as_deref(), name, "{text}");
+            assert_eq!(m.email.to_string(), address, "{text}");
+        }
+        for bad in [
+            "not an address",
+            "Name <not-an-address>",
+            "Name <a@example.com",
+        ] {
+            assert!(mailbox(bad).is_none(), "{bad}");
+        }
+    }
 }

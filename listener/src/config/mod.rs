@@ -32,7 +32,7 @@ mod value;
 pub use broker::{BrokerConfig, Protocol, TlsKeys, TlsSettings};
 pub use butler::{ButlerMqttConfig, QrsConfig, RestConfig};
 pub use channel::{ChannelConfig, ChannelKind, Format, Message, Rules, Target};
-pub use email::{EmailSettings, OwnerAlert, Priority, SmtpConfig, SmtpSecurity};
+pub use email::{mailbox, EmailSettings, OwnerAlert, Priority, SmtpConfig, SmtpSecurity};
 pub use tenant::{TenantConfig, TenantRef};
 
 use schemars::JsonSchema;

@@ -468,3 +468,30 @@ fn the_butler_broker_is_named_by_its_own_keys() {
     assert!(e.contains("Butler.mqttConfig.tls.caFile"), "{e}");
     assert!(!e.contains("mqttForward"), "{e}");
 }
+
+/// Found with Butler's production template: a file still holding its `<…>` placeholders was
+/// "configuration OK". Each is named, without repeating a value that may be a secret.
+#[test]
+fn placeholders_left_in_are_named() {
+    let text = GOOD
+        .replace("token: ${QLIK_API_KEY}", "token: <JWT token>")
+        .replace("username: listener", "username: <username>")
+        .replace("password: ${BROKER_PASSWORD}", "password: <password>")
+        .replace(
+            "tenantUrl: https://acme.eu.qlikcloud.com",
+            "tenantUrl: <tenant url>",
+        );
+    let e = parse(&text).unwrap_err().to_string();
+    for key in [
+        "tenant.auth.jwt.token",
+        "broker.username",
+        "broker.password",
+        "tenant.tenantUrl",
+    ] {
+        assert!(
+            e.contains(&format!("{key}: still holds a placeholder")),
+            "{key}: {e}"
+        );
+    }
+    assert!(!e.contains("JWT token"), "{e}");
+}

@@ -147,6 +147,14 @@ impl JsonSchema for Flag {
     }
 }
 
+const PLACEHOLDER: &str =
+    "still holds a placeholder (<…>, as in Butler's template): fill in the value";
+
+/// A template's placeholder (`<JWT token>`, `<password>`), left in by mistake.
+fn is_placeholder(value: &str) -> bool {
+    value.len() > 2 && value.starts_with('<') && value.ends_with('>') && !value[1..].contains('<')
+}
+
 /// Where a value is in the file: `Butler.qlikSenseCloud.event.mqtt.tenant`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPath(String);
@@ -205,11 +213,27 @@ impl<'a> Check<'a> {
                 self.error(at, "is empty");
                 None
             }
+            Some(p) if is_placeholder(p) => {
+                self.error(at, PLACEHOLDER);
+                None
+            }
             Some(s) => Some(s.to_owned()),
             None => {
                 self.error(at, "missing");
                 None
             }
+        }
+    }
+
+    /// Trimmed text if given and not empty; a placeholder left in is an error.
+    pub fn optional(&mut self, v: &Option<Text>, at: &KeyPath) -> Option<String> {
+        match Text::of(v) {
+            None | Some("") => None,
+            Some(p) if is_placeholder(p) => {
+                self.error(at, PLACEHOLDER);
+                None
+            }
+            Some(t) => Some(t.to_owned()),
         }
     }
 
@@ -227,6 +251,11 @@ impl<'a> Check<'a> {
         }
         if raw.is_empty() {
             self.error(at, "is empty");
+            return None;
+        }
+        if is_placeholder(raw) {
+            // The value is not repeated: it may be a secret after all.
+            self.error(at, PLACEHOLDER);
             return None;
         }
         self.literal_secrets.push(at.0.clone());

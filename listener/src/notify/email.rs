@@ -53,10 +53,8 @@ pub async fn send(
     let (Some(smtp), Some(to)) = (smtp, to) else {
         return Err(AttemptError::Permanent("no SMTP server configured".into()));
     };
-    let from: Mailbox = settings
-        .from
-        .parse()
-        .map_err(|e| AttemptError::Permanent(format!("fromAddress: {e}")))?;
+    let from: Mailbox = crate::config::mailbox(&settings.from)
+        .ok_or_else(|| AttemptError::Permanent("fromAddress: not an e-mail address".into()))?;
     let to: Mailbox = to
         .parse()
         .map_err(|e| AttemptError::Permanent(format!("recipient: {e}")))?;

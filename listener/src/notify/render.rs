@@ -280,13 +280,47 @@ impl Markup {
 
 /// Renders a JSON template with values escaped for JSON strings and made inert in `markup`,
 /// and parses the result.
+///
+/// Triple braces (`{{{scriptLogTail}}}`) are escaped too: Butler's templates use them for
+/// values Butler escaped for JSON beforehand, so they give the same text here, and a quote or a
+/// line break in any value cannot break the JSON.
 pub fn render_json(template: &str, data: &Value, markup: Markup) -> Result<Value, String> {
     let mut hb = Handlebars::new();
     hb.register_escape_fn(move |s| json_string_content(&markup.escape(s)));
+    let template = escape_triple_stash(template);
     let text = hb
-        .render_template(template, data)
+        .render_template(&template, data)
         .map_err(|e| format!("template error: {e}"))?;
     serde_json::from_str(&text).map_err(|e| format!("the template did not produce valid JSON: {e}"))
+}
+
+/// `{{{expression}}}` (unescaped output) written as `{{expression}}`; `{{{{raw}}}}` blocks and
+/// everything else are left alone.
+fn escape_triple_stash(template: &str) -> std::borrow::Cow<'_, str> {
+    if !template.contains("{{{") {
+        return template.into();
+    }
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("{{{") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let closing = from[3..].find("}}}");
+        match closing {
+            Some(end) if !from[3..].starts_with('{') && !from[3..3 + end].contains("{{") => {
+                out.push_str("{{");
+                out.push_str(&from[3..3 + end]);
+                out.push_str("}}");
+                rest = &from[3 + end + 3..];
+            }
+            _ => {
+                out.push_str("{{{");
+                rest = &from[3..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out.into()
 }
 
 /// `s` escaped for use between the quotes of a JSON string.
@@ -494,9 +528,26 @@ mod tests {
         assert!(r.fallback.is_none());
         assert!(r.body["text"].as_str().unwrap().ends_with("(48s)"));
 
-        // Triple-stash skips escaping: the output is not JSON, so the built-in is used.
+        // Triple braces, as Butler's templates write script-log fields: escaped all the same,
+        // so the text is the value's and the JSON stays valid.
+        let butler_style = dir.path().join("butler-style.handlebars");
+        std::fs::write(
+            &butler_style,
+            r#"{"text": "{{{errorMessage}}}", "log": "{{{scriptLogTail}}}", "{{{{raw}}}}x{{{{/raw}}}}": 1}"#,
+        )
+        .unwrap();
+        let ch = with_template(ChannelKind::Slack, &butler_style);
+        let r = render(&ch, &hostile()).unwrap();
+        assert!(r.fallback.is_none(), "{:?}", r.fallback);
+        assert!(r.body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("quote \" backslash \\"));
+        assert!(r.body["log"].as_str().unwrap().contains("t3 quote"));
+
+        // A template that is not JSON: the built-in is used, and the reason is given.
         let broken = dir.path().join("broken.handlebars");
-        std::fs::write(&broken, r#"{"text": "{{{errorMessage}}}"}"#).unwrap();
+        std::fs::write(&broken, r#"{"text": "{{errorMessage}}""#).unwrap();
         let ch = with_template(ChannelKind::Slack, &broken);
         let r = render(&ch, &hostile()).unwrap();
         assert!(r.fallback.unwrap().contains("did not produce valid JSON"));
@@ -510,6 +561,22 @@ mod tests {
             .fallback
             .unwrap()
             .contains("template error"));
+    }
+
+    #[test]
+    fn triple_stash_is_escaped_only_where_it_is_one() {
+        for (template, expected) in [
+            ("{{{a}}}", "{{a}}"),
+            ("x {{{a}}} y {{b}} {{{c.d}}}", "x {{a}} y {{b}} {{c.d}}"),
+            (
+                "{{{{raw}}}} {{{a}}} {{{{/raw}}}}",
+                "{{{{raw}}}} {{a}} {{{{/raw}}}}",
+            ),
+            ("{{{ unclosed", "{{{ unclosed"),
+            ("no braces", "no braces"),
+        ] {
+            assert_eq!(escape_triple_stash(template), expected, "{template}");
+        }
     }
 
     #[test]
