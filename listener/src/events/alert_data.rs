@@ -35,6 +35,7 @@ pub struct AlertData {
     pub app_owner_id: String,
     pub app_owner_name: String,
     pub app_owner_email: String,
+    pub app_owner_user_id: String,
     pub tenant_id: String,
     pub tenant_url: String,
     pub tenant_comment: String,
@@ -47,6 +48,21 @@ pub struct AlertData {
     pub reload_id: String,
     /// The reload task that started it, when the event says.
     pub task_id: String,
+    /// Butler's: the user the event names (`userid`), and the app owner's name.
+    pub user_id: String,
+    pub user_name: String,
+    /// The event's `source` (`com.qlik/engine`, `com.qlik/reloads`).
+    pub source: String,
+    /// The engine's figures from `app.reload.finished` (Butler's names).
+    pub is_direct_query_mode: bool,
+    pub is_session_app: bool,
+    pub is_skip_store: bool,
+    pub row_limit: u64,
+    pub size_memory_bytes: u64,
+    /// The event's own `status` (`error`, `FAILED`, …).
+    pub status: String,
+    /// Always empty in Qlik's events (kept for Butler's templates).
+    pub statements: Vec<Value>,
     pub is_partial_reload: bool,
     /// When the reload was requested (`reload.finished`).
     pub creation_time: String,
@@ -59,8 +75,14 @@ pub struct AlertData {
     pub qlik_sense_qmc: String,
     pub qlik_sense_hub: String,
     pub log_message: String,
-    /// Bytes of the script log.
+    /// Lines of the script log (Butler's meaning).
     pub script_log_size: usize,
+    /// The same, as Butler also names it.
+    pub script_log_size_rows: usize,
+    /// Characters of the script log.
+    pub script_log_size_characters: usize,
+    /// Bytes of the script log (ours).
+    pub script_log_size_bytes: usize,
     pub script_log_line_count: usize,
     pub script_log_head: String,
     pub script_log_head_count: usize,
@@ -89,6 +111,7 @@ impl Default for AlertData {
             app_owner_id: String::new(),
             app_owner_name: String::new(),
             app_owner_email: String::new(),
+            app_owner_user_id: String::new(),
             tenant_id: String::new(),
             tenant_url: String::new(),
             tenant_comment: String::new(),
@@ -100,6 +123,16 @@ impl Default for AlertData {
             reload_trigger: String::new(),
             reload_id: String::new(),
             task_id: String::new(),
+            user_id: String::new(),
+            user_name: String::new(),
+            source: String::new(),
+            is_direct_query_mode: false,
+            is_session_app: false,
+            is_skip_store: false,
+            row_limit: 0,
+            size_memory_bytes: 0,
+            status: String::new(),
+            statements: Vec::new(),
             is_partial_reload: false,
             creation_time: String::new(),
             error_code: String::new(),
@@ -111,6 +144,9 @@ impl Default for AlertData {
             qlik_sense_hub: String::new(),
             log_message: String::new(),
             script_log_size: 0,
+            script_log_size_rows: 0,
+            script_log_size_characters: 0,
+            script_log_size_bytes: 0,
             script_log_line_count: 0,
             script_log_head: String::new(),
             script_log_head_count: 0,
@@ -174,6 +210,12 @@ struct ReloadData {
     trigger: Option<String>,
     task_id: Option<String>,
     partial: Option<bool>,
+    is_direct_query_mode: Option<bool>,
+    is_session_app: Option<bool>,
+    is_skip_store: Option<bool>,
+    row_limit: Option<u64>,
+    size_memory: Option<u64>,
+    status: Option<String>,
 }
 
 impl ReloadData {
@@ -200,6 +242,12 @@ impl ReloadData {
             trigger: self.trigger.or(other.trigger),
             task_id: self.task_id.or(other.task_id),
             partial: self.partial.or(other.partial),
+            is_direct_query_mode: self.is_direct_query_mode.or(other.is_direct_query_mode),
+            is_session_app: self.is_session_app.or(other.is_session_app),
+            is_skip_store: self.is_skip_store.or(other.is_skip_store),
+            row_limit: self.row_limit.or(other.row_limit),
+            size_memory: self.size_memory.or(other.size_memory),
+            status: self.status.or(other.status),
         }
     }
 
@@ -234,6 +282,12 @@ impl ReloadData {
             trigger: f.text("type"),
             task_id: f.text("taskId"),
             partial: f.flag("partial").or_else(|| f.flag("isPartialReload")),
+            is_direct_query_mode: f.flag("isDirectQueryMode"),
+            is_session_app: f.flag("isSessionApp"),
+            is_skip_store: f.flag("isSkipStore"),
+            row_limit: f.number("rowLimit"),
+            size_memory: f.nested("size").and_then(|size| size.number("memory")),
+            status: f.text("status"),
         }
     }
 }
@@ -254,6 +308,17 @@ impl AlertData {
 impl Fields<'_> {
     fn get(&self, key: &str) -> Option<&Value> {
         self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    /// The fields of the object at `key`.
+    fn nested(&self, key: &str) -> Option<Fields<'_>> {
+        match self.get(key)? {
+            Value::Object(map) => Some(Fields {
+                map,
+                event_id: self.event_id,
+            }),
+            _ => self.skip(key),
+        }
     }
 
     fn skip<T>(&self, key: &str) -> Option<T> {
@@ -326,6 +391,7 @@ fn whole(f: f64) -> Option<u64> {
 pub struct ScriptLog {
     lines: Vec<String>,
     bytes: usize,
+    characters: usize,
 }
 
 impl ScriptLog {
@@ -337,6 +403,7 @@ impl ScriptLog {
         ScriptLog {
             lines,
             bytes: text.len(),
+            characters: text.chars().count(),
         }
     }
 
@@ -428,6 +495,11 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
         .as_deref()
         .map(ScriptLog::new)
         .unwrap_or_default();
+    let app_owner_id = app
+        .owner_id
+        .clone()
+        .or(event.owner_id.as_deref().map(str::to_owned))
+        .unwrap_or_default();
     let (start_local1, start_utc) = time_fields(start.as_deref());
     let (stop_local1, stop_utc) = time_fields(stop.as_deref());
 
@@ -442,12 +514,13 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
         app_id,
         app_description: app.description.unwrap_or_default(),
         app_tags: enrichment.tags.clone().unwrap_or_default(),
-        app_owner_id: app
-            .owner_id
-            .or(event.owner_id.as_deref().map(str::to_owned))
-            .unwrap_or_default(),
+        app_owner_id: app_owner_id.clone(),
+        app_owner_user_id: app_owner_id,
+        user_name: owner.name.clone().unwrap_or_default(),
         app_owner_name: owner.name.unwrap_or_default(),
         app_owner_email: owner.email.unwrap_or_default(),
+        user_id: event.user_id.as_deref().unwrap_or_default().to_owned(),
+        source: event.source.as_deref().unwrap_or_default().to_owned(),
         tenant_id: event.tenant_id.to_string(),
         tenant_url,
         tenant_comment: tenant.comment.clone().unwrap_or_default(),
@@ -465,17 +538,32 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
         reload_trigger: info.trigger.or(data.trigger).unwrap_or_default(),
         reload_id: reload.reload_id.clone().unwrap_or_default(),
         task_id: data.task_id.unwrap_or_default(),
+        is_direct_query_mode: data.is_direct_query_mode.unwrap_or_default(),
+        is_session_app: data.is_session_app.unwrap_or_default(),
+        is_skip_store: data.is_skip_store.unwrap_or_default(),
+        row_limit: data.row_limit.unwrap_or_default(),
+        size_memory_bytes: data.size_memory.unwrap_or_default(),
+        status: data.status.clone().unwrap_or_default(),
+        statements: Vec::new(),
         is_partial_reload: data.partial.unwrap_or_default(),
         creation_time: data.creation_time.unwrap_or_default(),
         error_code: info.error_code.or(data.error_code).unwrap_or_default(),
         error_message,
-        execution_status_text: reload.status.clone().unwrap_or_default(),
+        // Butler's meaning: the reloads API's status (`FAILED`), else the event's.
+        execution_status_text: info
+            .status
+            .clone()
+            .or(reload.status.clone())
+            .unwrap_or_default(),
         peak_memory_bytes: data.peak_memory_bytes.unwrap_or_default(),
         ended_with_memory_constraint: data.ended_with_memory_constraint.unwrap_or_default(),
         qlik_sense_qmc: tenant.qmc_url.clone().unwrap_or_default(),
         qlik_sense_hub: tenant.hub_url.clone().unwrap_or_default(),
         log_message: info.log.unwrap_or_default(),
-        script_log_size: log.bytes,
+        script_log_size: log.line_count(),
+        script_log_size_rows: log.line_count(),
+        script_log_size_characters: log.characters,
+        script_log_size_bytes: log.bytes,
         script_log_line_count: log.line_count(),
         script_log_head: cut_end(&log.head(head), SCRIPT_LOG_FIELD_MAX),
         script_log_head_count: head.min(log.line_count()),
@@ -622,7 +710,31 @@ mod tests {
         assert_eq!(d["reloadTrigger"], "chronos");
         assert_eq!(d["errorCode"], "EngineReloadFailed");
         assert_eq!(d["errorMessage"], "Field \"Amount\" not found");
-        assert_eq!(d["executionStatusText"], "error");
+        // Butler's meaning: the reloads API's status; the event's own is `status`.
+        assert_eq!(d["executionStatusText"], "FAILED");
+        assert_eq!(d["status"], "error");
+        // The rest of Butler's context, from the event and the lookups.
+        assert_eq!(d["userId"], "65a1f0c2e4b0d1a2b3c4d5e6");
+        assert_eq!(d["userName"], "Ada Lovelace");
+        assert_eq!(d["appOwnerUserId"], "65a1f0c2e4b0d1a2b3c4d5e6");
+        assert_eq!(d["source"], "com.qlik/engine");
+        assert_eq!(d["sizeMemoryBytes"], 52428800);
+        assert_eq!(d["rowLimit"], 0);
+        assert_eq!(
+            (
+                d["isDirectQueryMode"].clone(),
+                d["isSessionApp"].clone(),
+                d["isSkipStore"].clone()
+            ),
+            (json!(false), json!(false), json!(false))
+        );
+        assert_eq!(d["statements"], json!([]));
+        // The script log: lines (Butler's scriptLogSize), characters, and our bytes.
+        let log = script_log();
+        assert_eq!(d["scriptLogSize"], 8);
+        assert_eq!(d["scriptLogSizeRows"], 8);
+        assert_eq!(d["scriptLogSizeCharacters"], log.chars().count());
+        assert_eq!(d["scriptLogSizeBytes"], log.len());
         assert_eq!(
             d["executionStartTime"]["startTimeLocal1"],
             "2026-11-20 06:14:04"

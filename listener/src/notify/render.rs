@@ -68,8 +68,13 @@ pub fn channel_data(channel: &ChannelConfig, data: &AlertData) -> Value {
     } else {
         (cut_end(&head, limit), cut_start(&tail, limit))
     };
-    d.script_log_head_count = head.lines().count();
-    d.script_log_tail_count = tail.lines().count();
+    // Butler's meaning: the configured counts (none with `basicContentOnly`).
+    let (head_count, tail_count) = match message.basic_content_only {
+        true => (0, 0),
+        false => (message.head_lines, message.tail_lines),
+    };
+    d.script_log_head_count = head_count;
+    d.script_log_tail_count = tail_count;
     d.script_log_head = head;
     d.script_log_tail = tail;
     serde_json::to_value(d).unwrap_or_default()
