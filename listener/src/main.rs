@@ -104,6 +104,9 @@ fn main() -> ExitCode {
                 for warning in config.file_warnings(&path) {
                     tracing::warn!("{warning}");
                 }
+                for note in &config.notes {
+                    tracing::info!("{note}");
+                }
                 run_to_exit(qlik_listener::run(config, shutdown_signal()))
             }
             Err(code) => code,

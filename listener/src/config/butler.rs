@@ -340,3 +340,42 @@ pub fn check_rest(
             .collect(),
     })
 }
+
+/// A Butler section with an `enable` switch.
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default)]
+pub struct Switch {
+    enable: Option<Flag>,
+}
+
+/// `Butler.incidentTool`.
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct IncidentTool {
+    signl4: Option<Switch>,
+    new_relic: Option<Switch>,
+}
+
+/// Butler's features the listener does not provide, enabled in this file: one line each for
+/// `check-config` and the start-up log (Butler itself still provides them).
+pub fn not_provided(
+    influx_db: Option<Switch>,
+    key_value_store: Option<Switch>,
+    scheduler: Option<Switch>,
+    uptime_monitor: Option<Switch>,
+    incident_tool: Option<IncidentTool>,
+) -> Vec<String> {
+    let incident = incident_tool.unwrap_or_default();
+    [
+        ("Butler.influxDb", influx_db, "InfluxDB metrics"),
+        ("Butler.keyValueStore", key_value_store, "the key-value store"),
+        ("Butler.scheduler", scheduler, "the scheduler"),
+        ("Butler.uptimeMonitor", uptime_monitor, "the uptime monitor"),
+        ("Butler.incidentTool.signl4", incident.signl4, "Signl4 incidents"),
+        ("Butler.incidentTool.newRelic", incident.new_relic, "New Relic events"),
+    ]
+    .into_iter()
+    .filter(|(_, switch, _)| switch.as_ref().is_some_and(|s| Flag::or(s.enable, false)))
+    .map(|(key, _, what)| format!("{key} is enabled: {what} are not provided by the listener (Butler provides them for Qlik Sense Enterprise)"))
+    .collect()
+}

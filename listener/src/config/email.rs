@@ -115,6 +115,8 @@ struct OwnerUser {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default)]
 pub struct EmailNotification {
+    /// Butler's master switch for e-mail: false turns e-mail alerts off here too.
+    pub enable: Option<Flag>,
     pub smtp: Option<Smtp>,
 }
 

@@ -25,6 +25,7 @@ mod broker;
 mod butler;
 mod channel;
 mod email;
+mod listener;
 mod summary;
 mod tenant;
 mod value;
@@ -33,13 +34,14 @@ pub use broker::{BrokerConfig, Protocol, TlsKeys, TlsSettings};
 pub use butler::{ButlerMqttConfig, QrsConfig, RestConfig};
 pub use channel::{ChannelConfig, ChannelKind, Format, Message, Rules, Target};
 pub use email::{mailbox, EmailSettings, OwnerAlert, Priority, SmtpConfig, SmtpSecurity};
+pub use listener::{FinalOutcome, Reconcile, WaitForFinal, WebhookWatch};
 pub use tenant::{TenantConfig, TenantRef};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use value::{Check, Flag, KeyPath, Text, Whole};
+use value::{Check, Flag, KeyPath, Text};
 
 /// Where the MQTT alert channel publishes unless told otherwise (outside `qscloud/#`).
 pub const DEFAULT_ALERT_TOPIC: &str = "qlikcloud/alerts/reload-failed";
@@ -136,49 +138,12 @@ pub struct Config {
     pub reconcile: Option<Reconcile>,
     /// The webhook watchdog; `None`: off.
     pub webhook_watch: Option<WebhookWatch>,
+    /// Where this file deliberately means something else here than in Butler, and which
+    /// enabled Butler features the listener does not provide: said by `check-config` and at
+    /// start-up.
+    pub notes: Vec<String>,
     /// Key paths of secrets written in the file itself rather than as `${VAR}`.
     pub literal_secrets: Vec<String>,
-}
-
-/// Qlik sends `app.reload.finished` for each attempt of a reload and `reload.finished` once,
-/// with the final outcome: whether a failed attempt waits for the final word, and how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FinalOutcome {
-    pub wait: WaitForFinal,
-    pub wait_secs: u64,
-}
-
-/// `Butler.qlikCloudListener.reconcile`: how often the listener asks Qlik Cloud for failed
-/// reloads that never arrived over the webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reconcile {
-    pub interval: std::time::Duration,
-    /// How far back a first start looks.
-    pub look_back: std::time::Duration,
-    /// Reloads that ended more recently are left to the webhook path.
-    pub grace: std::time::Duration,
-}
-
-/// `Butler.qlikCloudListener.webhookWatch`: which Qlik Cloud webhook feeds the forwarder, to
-/// check that it still does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookWatch {
-    /// Its name (default `qlik-cloud-mqtt-relay`, what `webhook register` creates).
-    pub name: String,
-    /// Its id, when known (wins over the name).
-    pub id: Option<String>,
-    /// The forwarder's URL, to notice a webhook pointing elsewhere.
-    pub expected_url: Option<String>,
-    pub interval: std::time::Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitForFinal {
-    /// Once the tenant has sent a `reload.finished` (its webhook delivers them).
-    Auto,
-    Always,
-    /// Alert each failed attempt at once (a webhook with `app.reload.finished` only).
-    Never,
 }
 
 /// The whole file: Butler's configuration has a single root key.
@@ -212,7 +177,13 @@ struct Butler {
     rest_server_config: Option<butler::RestServerConfig>,
     rest_server_endpoints_enable: Option<butler::RestServerEndpointsEnable>,
     /// The listener's own settings (not Butler's).
-    qlik_cloud_listener: Option<Listener>,
+    qlik_cloud_listener: Option<listener::Listener>,
+    // Butler's features the listener does not provide (named by check-config when enabled):
+    influx_db: Option<butler::Switch>,
+    key_value_store: Option<butler::Switch>,
+    scheduler: Option<butler::Switch>,
+    uptime_monitor: Option<butler::Switch>,
+    incident_tool: Option<butler::IncidentTool>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
@@ -248,68 +219,6 @@ struct GenericUrlSection {
     id: Option<Text>,
     link_text: Option<Text>,
     url: Option<Text>,
-}
-
-/// `Butler.qlikCloudListener`: ours.
-#[derive(Deserialize, JsonSchema, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct Listener {
-    journal: Option<JournalSection>,
-    /// error, warn, info (default), debug or trace; `RUST_LOG` wins.
-    log_level: Option<Text>,
-    alerts: Option<AlertsSection>,
-    /// Asking Qlik Cloud for failed reloads that never arrived over the webhook.
-    reconcile: Option<ReconcileSection>,
-    /// Checking that the Qlik Cloud webhook feeding the forwarder is enabled and healthy.
-    webhook_watch: Option<WebhookWatchSection>,
-}
-
-#[derive(Deserialize, JsonSchema, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct WebhookWatchSection {
-    /// The webhook's name (default `qlik-cloud-mqtt-relay`, what `webhook register` creates).
-    name: Option<Text>,
-    /// Its id (wins over the name).
-    id: Option<Text>,
-    /// The forwarder's URL: a webhook calling another URL is reported.
-    expected_url: Option<Text>,
-    /// Seconds between checks (default 300; 0 turns the watchdog off).
-    interval_seconds: Option<Whole>,
-}
-
-#[derive(Deserialize, JsonSchema, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct ReconcileSection {
-    /// Seconds between runs (default 300; 0 turns reconciliation off).
-    interval_seconds: Option<Whole>,
-    /// How far back a first start looks, hours (default 24, at most 168).
-    look_back_hours: Option<Whole>,
-    /// Reloads that ended more recently are left to the webhook path, seconds (default 600).
-    grace_seconds: Option<Whole>,
-}
-
-#[derive(Deserialize, JsonSchema, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct JournalSection {
-    /// The SQLite journal (default `qlik-listener.sqlite` beside this file).
-    path: Option<Text>,
-    /// Days events are kept (default 30, at least 8: Qlik resends for 7 days).
-    retention_days: Option<Whole>,
-}
-
-#[derive(Deserialize, JsonSchema, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct AlertsSection {
-    /// How long an alert is retried before it is recorded as failed (default 3600).
-    give_up_seconds: Option<Whole>,
-    /// The first wait between retries, doubling up to a minute (default 1000).
-    retry_base_milliseconds: Option<Whole>,
-    /// Whether a failed attempt (`app.reload.finished`) waits for the reload's final outcome
-    /// (`reload.finished`) before alerting: `auto` (default: once the tenant has sent a
-    /// `reload.finished`), `always` or `never`.
-    wait_for_final_outcome: Option<Text>,
-    /// How long a failed attempt waits for the final outcome (default 1800).
-    final_outcome_wait_seconds: Option<Whole>,
 }
 
 impl Config {
@@ -431,94 +340,11 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         butler.qlik_sense_cloud.unwrap_or_default(),
         &forward,
     );
-    let listener = butler.qlik_cloud_listener.unwrap_or_default();
-    let listener_path = root.key("qlikCloudListener");
-    let journal = listener.journal.unwrap_or_default();
-    let journal_path = match Text::of(&journal.path) {
-        Some(p) => c.base.join(p),
-        None => c.base.join("qlik-listener.sqlite"),
-    };
-    // Events older than the retention are refused (a replay could not be told from a new
-    // event), so it must cover Qlik's 7-day resend window with a day to spare.
-    let retention_days = c.whole(
-        journal.retention_days,
-        &listener_path.key("journal.retentionDays"),
-        MIN_RETENTION_DAYS..=3650,
-        30,
-    ) as u32;
-    let alerts = listener.alerts.unwrap_or_default();
-    let give_up_secs = c.whole(
-        alerts.give_up_seconds,
-        &listener_path.key("alerts.giveUpSeconds"),
-        1..=7 * 24 * 3600,
-        3600,
+    let listener = listener::check(
+        c,
+        &root.key("qlikCloudListener"),
+        butler.qlik_cloud_listener.unwrap_or_default(),
     );
-    let retry_base_ms = c.whole(
-        alerts.retry_base_milliseconds,
-        &listener_path.key("alerts.retryBaseMilliseconds"),
-        10..=60_000,
-        1000,
-    );
-    let wait = match Text::of(&alerts.wait_for_final_outcome) {
-        None | Some("auto") => WaitForFinal::Auto,
-        Some("always") => WaitForFinal::Always,
-        Some("never") => WaitForFinal::Never,
-        Some(other) => {
-            let reason = format!("'{other}' is not auto, always or never");
-            c.error(&listener_path.key("alerts.waitForFinalOutcome"), reason);
-            WaitForFinal::Auto
-        }
-    };
-    let reconcile = listener.reconcile.unwrap_or_default();
-    let reconcile_at = listener_path.key("reconcile");
-    let interval = c.whole(
-        reconcile.interval_seconds,
-        &reconcile_at.key("intervalSeconds"),
-        0..=24 * 3600,
-        300,
-    );
-    let look_back = c.whole(
-        reconcile.look_back_hours,
-        &reconcile_at.key("lookBackHours"),
-        1..=7 * 24,
-        24,
-    );
-    let grace = c.whole(
-        reconcile.grace_seconds,
-        &reconcile_at.key("graceSeconds"),
-        0..=24 * 3600,
-        600,
-    );
-    let reconcile = (interval > 0).then(|| Reconcile {
-        interval: std::time::Duration::from_secs(interval),
-        look_back: std::time::Duration::from_secs(look_back * 3600),
-        grace: std::time::Duration::from_secs(grace),
-    });
-    let watch = listener.webhook_watch.unwrap_or_default();
-    let watch_interval = c.whole(
-        watch.interval_seconds,
-        &listener_path.key("webhookWatch.intervalSeconds"),
-        0..=24 * 3600,
-        300,
-    );
-    let webhook_watch = (watch_interval > 0).then(|| WebhookWatch {
-        name: Text::of(&watch.name)
-            .unwrap_or(crate::cli::webhooks::DEFAULT_NAME)
-            .to_owned(),
-        id: Text::of(&watch.id).map(str::to_owned),
-        expected_url: Text::of(&watch.expected_url).map(str::to_owned),
-        interval: std::time::Duration::from_secs(watch_interval),
-    });
-    let final_outcome = FinalOutcome {
-        wait,
-        wait_secs: c.whole(
-            alerts.final_outcome_wait_seconds,
-            &listener_path.key("alerts.finalOutcomeWaitSeconds"),
-            1..=24 * 3600,
-            1800,
-        ),
-    };
-
     let store = butler
         .script_log
         .and_then(|s| s.store_on_disk)
@@ -533,23 +359,46 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         None
     };
 
+    let mut notes = butler::not_provided(
+        butler.influx_db,
+        butler.key_value_store,
+        butler.scheduler,
+        butler.uptime_monitor,
+        butler.incident_tool,
+    );
+    let mut tenants = tenants;
+    let email = butler.email_notification.unwrap_or_default();
+    let email_off = email.enable.is_some_and(|f| !f.0);
     let wants_email = tenants
         .iter()
         .flat_map(|t| &t.channels)
         .any(|ch| matches!(ch.target, Target::Email(_)));
+    if email_off && wants_email {
+        for t in &mut tenants {
+            t.channels
+                .retain(|ch| !matches!(ch.target, Target::Email(_)));
+        }
+        notes.push("Butler.emailNotification.enable is false: e-mail alerts are off, as in Butler (emailNotification.reloadAppFailure is ignored)".into());
+    }
+    let wants_email = wants_email && !email_off;
     let smtp = if wants_email {
         email::check_smtp(
             c,
             &root.key("emailNotification.smtp"),
-            butler
-                .email_notification
-                .and_then(|e| e.smtp)
-                .unwrap_or_default(),
+            email.smtp.unwrap_or_default(),
         )
     } else {
         None
     };
-    let butler_mqtt = butler::check_mqtt(c, &mqtt_path, mqtt_config);
+    // Beside Butler, Butler keeps task starts and its HTTP API: not even checked here.
+    let beside = listener.beside_butler;
+    if beside {
+        notes.push("Butler.qlikCloudListener.besideButler is true: task starts (mqttConfig) and the HTTP API (restServerConfig) are left to Butler".into());
+    }
+    let butler_mqtt = match beside {
+        true => None,
+        false => butler::check_mqtt(c, &mqtt_path, mqtt_config),
+    };
     let qrs = if butler_mqtt.is_some() {
         butler::check_qrs(
             c,
@@ -560,12 +409,15 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
     } else {
         None
     };
-    let rest = butler::check_rest(
-        c,
-        &root,
-        butler.rest_server_config.unwrap_or_default(),
-        butler.rest_server_endpoints_enable.unwrap_or_default(),
-    );
+    let rest = match beside {
+        true => None,
+        false => butler::check_rest(
+            c,
+            &root,
+            butler.rest_server_config.unwrap_or_default(),
+            butler.rest_server_endpoints_enable.unwrap_or_default(),
+        ),
+    };
     let urls_path = root.key("genericUrls");
     let generic_urls = butler
         .generic_urls
@@ -591,20 +443,21 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         app_reload_topic: forward.app_reload_topic,
         require_signature: forward.require_signature,
         tenants,
-        journal_path,
-        retention_days,
+        journal_path: listener.journal_path,
+        retention_days: listener.retention_days,
         script_log_dir,
-        log_level: Text::of(&listener.log_level).map(str::to_owned),
+        log_level: listener.log_level,
         generic_urls,
-        give_up_secs,
-        retry_base_ms,
+        give_up_secs: listener.give_up_secs,
+        retry_base_ms: listener.retry_base_ms,
         smtp,
         butler_mqtt,
         qrs,
         rest,
-        final_outcome,
-        reconcile,
-        webhook_watch,
+        final_outcome: listener.final_outcome,
+        reconcile: listener.reconcile,
+        webhook_watch: listener.webhook_watch,
+        notes,
         literal_secrets: Vec::new(),
     }
 }

@@ -1,7 +1,7 @@
 //! What `check-config` shows: the configuration in a few lines, secrets masked, and what is
 //! wrong with the file's permissions.
 
-use super::{Config, Protocol, TenantRef};
+use super::{Config, Protocol, TenantRef, WaitForFinal};
 use std::path::Path;
 
 impl Config {
@@ -99,6 +99,50 @@ impl Config {
                 .map(|d| d.display().to_string())
                 .unwrap_or_else(|| "not stored".into())
         );
+        let f = &self.final_outcome;
+        out += &format!(
+            "one alert per reload: a failed attempt waits for the final outcome {} (up to {} s)\n",
+            match f.wait {
+                WaitForFinal::Auto => "once the tenant has sent one",
+                WaitForFinal::Always => "always",
+                WaitForFinal::Never => "never",
+            },
+            f.wait_secs
+        );
+        out += &match &self.reconcile {
+            Some(r) => format!(
+                "reconciliation: every {} s (first start looks back {} h, leaves the last {} s to the webhook)\n",
+                r.interval.as_secs(),
+                r.look_back.as_secs() / 3600,
+                r.grace.as_secs()
+            ),
+            None => "reconciliation: off\n".into(),
+        };
+        out += &match &self.webhook_watch {
+            Some(w) => format!(
+                "webhook watch: {} every {} s\n",
+                w.id.as_deref().unwrap_or(&w.name),
+                w.interval.as_secs()
+            ),
+            None => "webhook watch: off\n".into(),
+        };
+        out += &format!(
+            "task starts:   {}\nHTTP API:      {}\n",
+            match &self.butler_mqtt {
+                Some(b) => format!(
+                    "on ({} on {}:{})",
+                    b.task_start_topic, b.broker.host, b.broker.port
+                ),
+                None => "off".into(),
+            },
+            match &self.rest {
+                Some(r) => format!("on ({})", r.listen),
+                None => "off".into(),
+            }
+        );
+        for note in &self.notes {
+            out += &format!("note:          {note}\n");
+        }
         out
     }
 }

@@ -495,3 +495,53 @@ fn placeholders_left_in_are_named() {
     }
     assert!(!e.contains("JWT token"), "{e}");
 }
+
+/// One file for Butler and the listener: with `besideButler`, the listener leaves task starts
+/// and the HTTP API to Butler (neither is even set up), e-mail follows Butler's master switch,
+/// and Butler's features the listener lacks are named.
+#[test]
+fn beside_butler_with_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["client.pem", "client_key.pem"] {
+        std::fs::write(dir.path().join(f), "-").unwrap();
+    }
+    let file = dir.path().join("butler.yaml");
+    let text = GOOD.replace(
+        "    enable: false             # Butler's general MQTT integration: see butler_integration()\n",
+        "    enable: true\n",
+    ) + "  configQRS: { host: sense.example.com }\n  cert: { clientCert: client.pem, clientCertKey: client_key.pem }\n  restServerConfig: { enable: true, serverPort: 8081 }\n  influxDb: { enable: true }\n  incidentTool: { signl4: { enable: true }, newRelic: { enable: false } }\n  emailNotification:\n    enable: false\n";
+    let text = text.replace(
+        "          alert:\n",
+        "          alert:\n            emailNotification:\n              reloadAppFailure: { enable: true, fromAddress: 'Qlik Sense (no-reply) <noreply@example.com>', recipients: [ops@example.com] }\n",
+    );
+    let alone = Config::parse(&file, &text, &env).unwrap();
+    assert!(alone.butler_mqtt.is_some() && alone.rest.is_some() && alone.qrs.is_some());
+    let beside = Config::parse(
+        &file,
+        &format!("{text}  qlikCloudListener:\n    besideButler: true\n"),
+        &env,
+    )
+    .unwrap();
+    assert!(beside.butler_mqtt.is_none() && beside.rest.is_none() && beside.qrs.is_none());
+    let summary = beside.summary();
+    assert!(summary.contains("task starts:   off"), "{summary}");
+    assert!(summary.contains("besideButler is true"), "{summary}");
+    for c in [&alone, &beside] {
+        assert!(c.tenants[0].channels.iter().all(|ch| ch.id != "email"));
+        assert!(
+            c.smtp.is_none(),
+            "no SMTP server needed while e-mail is off"
+        );
+        let notes = c.notes.join("\n");
+        assert!(
+            notes.contains("Butler.emailNotification.enable is false"),
+            "{notes}"
+        );
+        assert!(notes.contains("Butler.influxDb is enabled"), "{notes}");
+        assert!(
+            notes.contains("Butler.incidentTool.signl4 is enabled"),
+            "{notes}"
+        );
+        assert!(!notes.contains("newRelic"), "{notes}");
+    }
+}

@@ -1,0 +1,228 @@
+//! The listener's own section (`Butler.qlikCloudListener`, not Butler's): the journal, alert
+//! retries, one alert per reload, reconciliation and the webhook watchdog.
+
+use super::value::{Check, KeyPath, Text, Whole};
+use super::MIN_RETENTION_DAYS;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Qlik sends `app.reload.finished` for each attempt of a reload and `reload.finished` once,
+/// with the final outcome: whether a failed attempt waits for the final word, and how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinalOutcome {
+    pub wait: WaitForFinal,
+    pub wait_secs: u64,
+}
+
+/// `Butler.qlikCloudListener.reconcile`: how often the listener asks Qlik Cloud for failed
+/// reloads that never arrived over the webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconcile {
+    pub interval: std::time::Duration,
+    /// How far back a first start looks.
+    pub look_back: std::time::Duration,
+    /// Reloads that ended more recently are left to the webhook path.
+    pub grace: std::time::Duration,
+}
+
+/// `Butler.qlikCloudListener.webhookWatch`: which Qlik Cloud webhook feeds the forwarder, to
+/// check that it still does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookWatch {
+    /// Its name (default `qlik-cloud-mqtt-relay`, what `webhook register` creates).
+    pub name: String,
+    /// Its id, when known (wins over the name).
+    pub id: Option<String>,
+    /// The forwarder's URL, to notice a webhook pointing elsewhere.
+    pub expected_url: Option<String>,
+    pub interval: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitForFinal {
+    /// Once the tenant has sent a `reload.finished` (its webhook delivers them).
+    Auto,
+    Always,
+    /// Alert each failed attempt at once (a webhook with `app.reload.finished` only).
+    Never,
+}
+
+/// `Butler.qlikCloudListener`: ours.
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Listener {
+    /// true: the same file also runs Butler (for Qlik Sense Enterprise); the listener takes Qlik
+    /// Cloud only and leaves task starts (`mqttConfig`) and the HTTP API (`restServerConfig`) to
+    /// Butler, so a task is never started twice and the port is Butler's.
+    beside_butler: Option<super::value::Flag>,
+    journal: Option<JournalSection>,
+    /// error, warn, info (default), debug or trace; `RUST_LOG` wins.
+    log_level: Option<Text>,
+    alerts: Option<AlertsSection>,
+    /// Asking Qlik Cloud for failed reloads that never arrived over the webhook.
+    reconcile: Option<ReconcileSection>,
+    /// Checking that the Qlik Cloud webhook feeding the forwarder is enabled and healthy.
+    webhook_watch: Option<WebhookWatchSection>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct WebhookWatchSection {
+    /// The webhook's name (default `qlik-cloud-mqtt-relay`, what `webhook register` creates).
+    name: Option<Text>,
+    /// Its id (wins over the name).
+    id: Option<Text>,
+    /// The forwarder's URL: a webhook calling another URL is reported.
+    expected_url: Option<Text>,
+    /// Seconds between checks (default 300; 0 turns the watchdog off).
+    interval_seconds: Option<Whole>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct ReconcileSection {
+    /// Seconds between runs (default 300; 0 turns reconciliation off).
+    interval_seconds: Option<Whole>,
+    /// How far back a first start looks, hours (default 24, at most 168).
+    look_back_hours: Option<Whole>,
+    /// Reloads that ended more recently are left to the webhook path, seconds (default 600).
+    grace_seconds: Option<Whole>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct JournalSection {
+    /// The SQLite journal (default `qlik-listener.sqlite` beside this file).
+    path: Option<Text>,
+    /// Days events are kept (default 30, at least 8: Qlik resends for 7 days).
+    retention_days: Option<Whole>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct AlertsSection {
+    /// How long an alert is retried before it is recorded as failed (default 3600).
+    give_up_seconds: Option<Whole>,
+    /// The first wait between retries, doubling up to a minute (default 1000).
+    retry_base_milliseconds: Option<Whole>,
+    /// Whether a failed attempt (`app.reload.finished`) waits for the reload's final outcome
+    /// (`reload.finished`) before alerting: `auto` (default: once the tenant has sent a
+    /// `reload.finished`), `always` or `never`.
+    wait_for_final_outcome: Option<Text>,
+    /// How long a failed attempt waits for the final outcome (default 1800).
+    final_outcome_wait_seconds: Option<Whole>,
+}
+
+/// The section, checked.
+pub struct Settings {
+    pub journal_path: PathBuf,
+    pub retention_days: u32,
+    pub log_level: Option<String>,
+    pub give_up_secs: u64,
+    pub retry_base_ms: u64,
+    pub final_outcome: FinalOutcome,
+    pub reconcile: Option<Reconcile>,
+    pub webhook_watch: Option<WebhookWatch>,
+    pub beside_butler: bool,
+}
+
+pub fn check(c: &mut Check<'_>, at: &KeyPath, l: Listener) -> Settings {
+    let journal = l.journal.unwrap_or_default();
+    let journal_path = match Text::of(&journal.path) {
+        Some(p) => c.base.join(p),
+        None => c.base.join("qlik-listener.sqlite"),
+    };
+    // Events older than the retention are refused (a replay could not be told from a new
+    // event), so it must cover Qlik's 7-day resend window with a day to spare.
+    let retention_days = c.whole(
+        journal.retention_days,
+        &at.key("journal.retentionDays"),
+        MIN_RETENTION_DAYS..=3650,
+        30,
+    ) as u32;
+    let alerts = l.alerts.unwrap_or_default();
+    let give_up_secs = c.whole(
+        alerts.give_up_seconds,
+        &at.key("alerts.giveUpSeconds"),
+        1..=7 * 24 * 3600,
+        3600,
+    );
+    let retry_base_ms = c.whole(
+        alerts.retry_base_milliseconds,
+        &at.key("alerts.retryBaseMilliseconds"),
+        10..=60_000,
+        1000,
+    );
+    let wait = match Text::of(&alerts.wait_for_final_outcome) {
+        None | Some("auto") => WaitForFinal::Auto,
+        Some("always") => WaitForFinal::Always,
+        Some("never") => WaitForFinal::Never,
+        Some(other) => {
+            let reason = format!("'{other}' is not auto, always or never");
+            c.error(&at.key("alerts.waitForFinalOutcome"), reason);
+            WaitForFinal::Auto
+        }
+    };
+    let reconcile = l.reconcile.unwrap_or_default();
+    let reconcile_at = at.key("reconcile");
+    let interval = c.whole(
+        reconcile.interval_seconds,
+        &reconcile_at.key("intervalSeconds"),
+        0..=24 * 3600,
+        300,
+    );
+    let look_back = c.whole(
+        reconcile.look_back_hours,
+        &reconcile_at.key("lookBackHours"),
+        1..=7 * 24,
+        24,
+    );
+    let grace = c.whole(
+        reconcile.grace_seconds,
+        &reconcile_at.key("graceSeconds"),
+        0..=24 * 3600,
+        600,
+    );
+    let reconcile = (interval > 0).then(|| Reconcile {
+        interval: std::time::Duration::from_secs(interval),
+        look_back: std::time::Duration::from_secs(look_back * 3600),
+        grace: std::time::Duration::from_secs(grace),
+    });
+    let watch = l.webhook_watch.unwrap_or_default();
+    let watch_interval = c.whole(
+        watch.interval_seconds,
+        &at.key("webhookWatch.intervalSeconds"),
+        0..=24 * 3600,
+        300,
+    );
+    let webhook_watch = (watch_interval > 0).then(|| WebhookWatch {
+        name: Text::of(&watch.name)
+            .unwrap_or(crate::cli::webhooks::DEFAULT_NAME)
+            .to_owned(),
+        id: Text::of(&watch.id).map(str::to_owned),
+        expected_url: Text::of(&watch.expected_url).map(str::to_owned),
+        interval: std::time::Duration::from_secs(watch_interval),
+    });
+    let final_outcome = FinalOutcome {
+        wait,
+        wait_secs: c.whole(
+            alerts.final_outcome_wait_seconds,
+            &at.key("alerts.finalOutcomeWaitSeconds"),
+            1..=24 * 3600,
+            1800,
+        ),
+    };
+
+    Settings {
+        journal_path,
+        retention_days,
+        log_level: Text::of(&l.log_level).map(str::to_owned),
+        give_up_secs,
+        retry_base_ms,
+        final_outcome,
+        reconcile,
+        webhook_watch,
+        beside_butler: super::value::Flag::or(l.beside_butler, false),
+    }
+}
