@@ -2,7 +2,7 @@
 //! library.
 
 use clap::{Parser, Subcommand};
-use qlik_listener::cli::{history, webhooks};
+use qlik_listener::cli::{history, preview, webhooks};
 use qlik_listener::config::Config;
 use relay_cli::{init_logging, run_to_exit, shutdown_signal, LogFormat};
 use std::path::PathBuf;
@@ -46,6 +46,9 @@ enum Command {
     RegisterWebhook(webhooks::RegisterArgs),
     /// Show what the journal holds: events, their state and their alerts, newest first.
     History(history::Args),
+    /// Show what each enabled alert channel would send, for a sample failed reload or an event
+    /// from the journal (--event ID); with --send, deliver it for real.
+    Preview(preview::Args),
     /// Run an embedded MQTT broker for trying the relay on one machine (needs no --config; built
     /// with `--features embedded-broker`). No TLS, no passwords, nothing kept across a restart:
     /// use Mosquitto or AWS IoT Core for real deployments (see infra/).
@@ -85,6 +88,10 @@ fn main() -> ExitCode {
         },
         Some(Command::History(args)) => match config() {
             Ok((_, config)) => run_to_exit(async move { history::run(&config, args).await }),
+            Err(code) => code,
+        },
+        Some(Command::Preview(args)) => match config() {
+            Ok((_, config)) => run_to_exit(async move { preview::run(&config, args).await }),
             Err(code) => code,
         },
         Some(Command::Webhook(command)) => match config() {

@@ -658,3 +658,43 @@ async fn an_app_name_with_markup_arrives_as_text() {
     let hook = ch.hook.delivered()[0].json();
     assert_eq!(hook["alert"]["appName"], name);
 }
+
+/// `preview`: what each channel would send, for a sample failure, without sending; with
+/// `--channel` and `--send`, one channel for real.
+#[tokio::test]
+async fn preview_shows_each_channel_and_sends_only_on_request() {
+    let ch = Channels::start().await;
+    let s = setup(&ch, "", "").await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let (code, out) =
+        relay_tests::process::run(common::BIN, &["preview", "--config", &config], &s.env()).await;
+    assert_eq!(code, Some(0), "{out}");
+    for header in ["== teams (teams)", "== slack (slack)", "== webhook-1 (webhook)"] {
+        assert!(out.contains(header), "{header}: {out}");
+    }
+    assert!(out.contains("Sales forecast – EMEA (sample)"), "{out}");
+    assert!(out.contains("\"username\": \"Qlik Cloud\""), "Slack's options: {out}");
+    assert_eq!(ch.counts(), (0, 0, 0), "nothing sent without --send");
+
+    let (code, out) = relay_tests::process::run(
+        common::BIN,
+        &["preview", "--channel", "slack", "--send", "--config", &config],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("== teams"), "{out}");
+    assert!(out.contains("sent on slack: sent"), "{out}");
+    assert_eq!(ch.counts(), (0, 1, 0));
+    let sent = ch.slack.delivered()[0].json();
+    assert!(sent["text"].as_str().unwrap().contains("(sample)"), "{sent}");
+
+    let (code, out) = relay_tests::process::run(
+        common::BIN,
+        &["preview", "--channel", "nope", "--config", &config],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no enabled alert channel named nope"), "{out}");
+}

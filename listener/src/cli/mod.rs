@@ -1,8 +1,10 @@
 //! What the binary's subcommands other than `run` do: `history` (the journal for operators),
-//! `webhook` (the Qlik Cloud webhook that feeds the forwarder) and `broker` (an embedded MQTT
+//! `webhook` (the Qlik Cloud webhook that feeds the forwarder), `preview` (what each alert
+//! channel would send) and `broker` (an embedded MQTT
 //! broker for trying things on one machine).
 
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod history;
+pub mod preview;
 pub mod webhooks;

@@ -320,6 +320,37 @@ pub fn routes<'a>(channel: &'a ChannelConfig, data: &AlertData) -> Vec<Route<'a>
         .collect()
 }
 
+/// What a channel would send for `data`, per delivery (e-mail: per recipient), as text a
+/// person reads: the JSON pretty-printed, the e-mail's subject and HTML. For `preview`.
+pub fn preview(channel: &ChannelConfig, data: &AlertData) -> Vec<(String, String)> {
+    let channel_data = render::channel_data(channel, data);
+    routes(channel, data)
+        .iter()
+        .map(|route| {
+            let text = match payload(route, &channel_data) {
+                Ok((payload, fallback)) => {
+                    let body = match serde_json::from_str::<serde_json::Value>(&payload.body) {
+                        Ok(json) if !matches!(route.channel.target, Target::Console) => {
+                            serde_json::to_string_pretty(&json).unwrap_or(payload.body)
+                        }
+                        _ => payload.body,
+                    };
+                    let subject = payload
+                        .subject
+                        .map(|s| format!("Subject: {s}\n\n"))
+                        .unwrap_or_default();
+                    let fallback = fallback
+                        .map(|f| format!("(your template was not used: {f})\n"))
+                        .unwrap_or_default();
+                    format!("{fallback}{subject}{body}")
+                }
+                Err(e) => format!("(cannot be rendered: {e})"),
+            };
+            (route.id.clone(), text)
+        })
+        .collect()
+}
+
 /// What is sent: the JSON document, the console's text or the e-mail's HTML body.
 struct Payload {
     /// The e-mail's subject.

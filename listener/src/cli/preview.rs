@@ -1,0 +1,169 @@
+//! `qlik-listener preview`: what each alert channel would send, for a sample failed reload or
+//! an event from the journal, printed; with `--send`, delivered for real. The loop a template
+//! author and a first-time user need.
+
+use crate::config::Config;
+use crate::events::alert_data::{self, AlertData};
+use crate::events::enrich::Enrichment;
+use crate::journal::Journal;
+use crate::qlik_api::{AppInfo, ReloadInfo, UserInfo};
+use anyhow::Context as _;
+
+const SAMPLE_EVENT: &str =
+    include_str!("../../../testdata/events/app-reload-failed.cloudevents.json");
+const SAMPLE_LOG: &str = include_str!("../../../testdata/events/script-log.txt");
+
+/// `preview`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this channel (`teams`, `slack`, `email`, `webhook-1`, …); default every enabled one.
+    #[arg(long)]
+    channel: Option<String>,
+    /// An event from the journal (its id, as `history` shows it) instead of the sample.
+    #[arg(long)]
+    event: Option<String>,
+    /// Deliver it too, for real, on the shown channels.
+    #[arg(long)]
+    send: bool,
+    /// Which configured tenant's channels (its id or host name); default the first.
+    #[arg(long)]
+    tenant: Option<String>,
+}
+
+pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+    let tenant = match &args.tenant {
+        Some(wanted) => config
+            .tenants
+            .iter()
+            .find(|t| matches!(&t.id, crate::config::TenantRef::Id(id) | crate::config::TenantRef::Host(id) if id == wanted))
+            .with_context(|| format!("--tenant: {wanted} is not configured"))?,
+        None => config.tenants.first().context("no tenant configured")?,
+    };
+    let data = match &args.event {
+        Some(id) => journaled(config, id).await?,
+        None => sample(config, tenant)?,
+    };
+    let channels: Vec<_> = tenant
+        .channels
+        .iter()
+        .filter(|c| args.channel.as_deref().is_none_or(|w| c.id == w))
+        .cloned()
+        .collect();
+    anyhow::ensure!(
+        !channels.is_empty(),
+        "no enabled alert channel{} under {}.alert",
+        args.channel
+            .as_deref()
+            .map(|c| format!(" named {c}"))
+            .unwrap_or_default(),
+        tenant.path
+    );
+    for channel in &channels {
+        for (route, text) in crate::notify::preview(channel, &data) {
+            println!("== {route} ({})\n{text}\n", channel.target.kind().as_str());
+        }
+    }
+    if args.send {
+        let journal = Journal::open(&config.journal_path).await?;
+        let notifier = crate::notify::Notifier::new(
+            journal.clone(),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(config.retry_base_ms),
+            None,
+            config.smtp.as_ref(),
+        )?;
+        let id = format!("preview-{}", crate::journal::now_ms());
+        notifier.deliver_operator(&id, &channels, &data).await?;
+        for d in journal.deliveries(&id).await? {
+            println!(
+                "sent on {}: {}{}",
+                d.channel,
+                d.state.as_str(),
+                d.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The alert data of a journaled event: as it was stored, or built from its body.
+async fn journaled(config: &Config, id: &str) -> anyhow::Result<AlertData> {
+    let journal = Journal::open(&config.journal_path).await?;
+    let entry = journal.get(id).await?.with_context(|| {
+        format!(
+            "--event: no event {id} in {}",
+            config.journal_path.display()
+        )
+    })?;
+    if let Some(data) = entry
+        .enrichment
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok())
+    {
+        return Ok(data);
+    }
+    let event =
+        qlik_events::Event::parse(&entry.body).context("the event's body no longer parses")?;
+    let reload = event
+        .reload()
+        .and_then(Result::ok)
+        .context("--event: not a reload event")?;
+    let tenant = config.tenants.first().context("no tenant configured")?;
+    Ok(alert_data::build(
+        &alert_data::Inputs {
+            event: &event,
+            attempt: None,
+            reload: &reload,
+            tenant,
+            enrichment: &Enrichment::default(),
+            generic_urls: &config.generic_urls,
+        },
+        100,
+        100,
+    ))
+}
+
+/// A failed reload as the Qlik Cloud API would describe it, with a sample script log.
+fn sample(config: &Config, tenant: &crate::config::TenantConfig) -> anyhow::Result<AlertData> {
+    let event = qlik_events::Event::parse(SAMPLE_EVENT.as_bytes()).context("the sample event")?;
+    let reload = event
+        .reload()
+        .and_then(Result::ok)
+        .context("the sample is a reload event")?;
+    let enrichment = Enrichment {
+        reload: Some(ReloadInfo {
+            trigger: Some("chronos".into()),
+            status: Some("FAILED".into()),
+            start_time: Some("2026-11-20T06:14:04.090Z".into()),
+            end_time: Some("2026-11-20T06:14:52.120Z".into()),
+            error_code: Some("EngineReloadFailed".into()),
+            error_message: Some("Field \"Amount\" not found".into()),
+            log: Some("Error: Field \"Amount\" not found".into()),
+        }),
+        app: Some(AppInfo {
+            name: Some("Sales forecast – EMEA (sample)".into()),
+            description: Some("A sample app for qlik-listener preview".into()),
+            owner_id: Some("65a1f0c2e4b0d1a2b3c4d5e6".into()),
+        }),
+        owner: Some(UserInfo {
+            name: Some("Ada Lovelace".into()),
+            email: Some("ada@example.com".into()),
+            tenant_id: None,
+        }),
+        tags: Some(vec!["alert".into()]),
+        script_log: Some(SAMPLE_LOG.to_owned()),
+        errors: Vec::new(),
+    };
+    Ok(alert_data::build(
+        &alert_data::Inputs {
+            event: &event,
+            attempt: None,
+            reload: &reload,
+            tenant,
+            enrichment: &enrichment,
+            generic_urls: &config.generic_urls,
+        },
+        100,
+        100,
+    ))
+}
