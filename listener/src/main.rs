@@ -114,6 +114,9 @@ fn main() -> ExitCode {
                 for note in &config.notes {
                     tracing::info!("{note}");
                 }
+                for warning in &config.warnings {
+                    tracing::warn!("{warning}");
+                }
                 run_to_exit(qlik_listener::run(config, shutdown_signal()))
             }
             Err(code) => code,

@@ -669,16 +669,30 @@ async fn preview_shows_each_channel_and_sends_only_on_request() {
     let (code, out) =
         relay_tests::process::run(common::BIN, &["preview", "--config", &config], &s.env()).await;
     assert_eq!(code, Some(0), "{out}");
-    for header in ["== teams (teams)", "== slack (slack)", "== webhook-1 (webhook)"] {
+    for header in [
+        "== teams (teams)",
+        "== slack (slack)",
+        "== webhook-1 (webhook)",
+    ] {
         assert!(out.contains(header), "{header}: {out}");
     }
     assert!(out.contains("Sales forecast – EMEA (sample)"), "{out}");
-    assert!(out.contains("\"username\": \"Qlik Cloud\""), "Slack's options: {out}");
+    assert!(
+        out.contains("\"username\": \"Qlik Cloud\""),
+        "Slack's options: {out}"
+    );
     assert_eq!(ch.counts(), (0, 0, 0), "nothing sent without --send");
 
     let (code, out) = relay_tests::process::run(
         common::BIN,
-        &["preview", "--channel", "slack", "--send", "--config", &config],
+        &[
+            "preview",
+            "--channel",
+            "slack",
+            "--send",
+            "--config",
+            &config,
+        ],
         &s.env(),
     )
     .await;
@@ -687,7 +701,10 @@ async fn preview_shows_each_channel_and_sends_only_on_request() {
     assert!(out.contains("sent on slack: sent"), "{out}");
     assert_eq!(ch.counts(), (0, 1, 0));
     let sent = ch.slack.delivered()[0].json();
-    assert!(sent["text"].as_str().unwrap().contains("(sample)"), "{sent}");
+    assert!(
+        sent["text"].as_str().unwrap().contains("(sample)"),
+        "{sent}"
+    );
 
     let (code, out) = relay_tests::process::run(
         common::BIN,

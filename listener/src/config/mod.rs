@@ -142,6 +142,9 @@ pub struct Config {
     /// enabled Butler features the listener does not provide: said by `check-config` and at
     /// start-up.
     pub notes: Vec<String>,
+    /// What in the file most likely does not do what was meant: said by `check-config` and
+    /// at start-up as warnings.
+    pub warnings: Vec<String>,
     /// Key paths of secrets written in the file itself rather than as `${VAR}`.
     pub literal_secrets: Vec<String>,
 }
@@ -238,10 +241,13 @@ impl Config {
         // Syntax first, so that a broken file is not reported as a wrong value.
         serde_norway::from_str::<serde_norway::Value>(text)
             .map_err(|e| one_error(file, "(file)", format!("not valid YAML: {e}")))?;
-        let sections: ConfigFile = serde_path_to_error::deserialize(
-            serde_norway::Deserializer::from_str(text),
-        )
-        .map_err(|e| {
+        let mut ignored = Vec::new();
+        let yaml = serde_norway::Deserializer::from_str(text);
+        // serde_ignored writes `?` for each `Option` on the way: the key path without them.
+        let mut note_ignored =
+            |path: serde_ignored::Path<'_>| ignored.push(path.to_string().replace(".?", ""));
+        let yaml = serde_ignored::Deserializer::new(yaml, &mut note_ignored);
+        let sections: ConfigFile = serde_path_to_error::deserialize(yaml).map_err(|e| {
             let path = e.path().to_string();
             // serde_norway names the path too: said once.
             let message = e.inner().to_string();
@@ -252,7 +258,9 @@ impl Config {
         })?;
         let base = file.parent().unwrap_or(Path::new("."));
         let mut check = Check::new(base, env);
-        let config = check_file(&mut check, file, sections);
+        let mut config = check_file(&mut check, file, sections);
+        config.warnings.extend(unknown_keys(&ignored));
+        config.warnings.extend(mangled_paths(&config));
         if check.errors.is_empty() {
             Ok(Config {
                 literal_secrets: check.literal_secrets,
@@ -265,6 +273,46 @@ impl Config {
             })
         }
     }
+}
+
+/// Keys the listener does not know where it reads every key (its own section, the events
+/// broker, a tenant's alert channels): most likely a typo or wrong indentation, so a setting
+/// silently does nothing. Butler's other sections are Butler's and are not listed.
+fn unknown_keys(ignored: &[String]) -> Vec<String> {
+    let ours = [
+        "Butler.qlikCloudListener.",
+        "Butler.mqttConfig.qlikSenseCloud.event.mqttForward.",
+    ];
+    ignored
+        .iter()
+        .filter(|path| {
+            ours.iter().any(|p| path.starts_with(p))
+                || path
+                    .split_once(".alert.")
+                    .is_some_and(|(tenant, channel)| {
+                        tenant.starts_with("Butler.qlikSenseCloud.event.mqtt.tenant")
+                            && !channel.contains('.')
+                    })
+        })
+        .map(|path| format!("{path}: not a key the listener knows here (a typo, or wrong indentation?): it does nothing"))
+        .collect()
+}
+
+/// Paths with a control character in them: a Windows path in double quotes, where YAML reads
+/// `\n` in `"C:\new"` as a line break.
+fn mangled_paths(config: &Config) -> Vec<String> {
+    let mut paths: Vec<&Path> = vec![&config.journal_path];
+    paths.extend(config.script_log_dir.as_deref());
+    for channel in config.tenants.iter().flat_map(|t| &t.channels) {
+        if let Target::File(p) = &channel.target {
+            paths.push(p);
+        }
+    }
+    paths
+        .into_iter()
+        .filter(|p| p.to_string_lossy().chars().any(char::is_control))
+        .map(|p| format!("the path {:?} holds a control character: a Windows path in double quotes (\"C:\\new\" is C:, a line break and ew)? Write it in single quotes: 'C:\\ProgramData\\qlik-listener'", p.display().to_string()))
+        .collect()
 }
 
 fn one_error(file: &Path, path: &str, reason: String) -> ConfigErrors {
@@ -367,6 +415,12 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         butler.incident_tool,
     );
     let mut tenants = tenants;
+    let warnings: Vec<String> = tenants
+        .iter()
+        .filter(|t| t.channels.is_empty())
+        .map(|t| format!("{}.alert: no alert channel is enabled for this tenant: failed reloads are recorded but nobody is told (enable one, e.g. teamsNotification.reloadAppFailure.enable: true)", t.path))
+        .collect();
+
     let email = butler.email_notification.unwrap_or_default();
     let email_off = email.enable.is_some_and(|f| !f.0);
     let wants_email = tenants
@@ -458,6 +512,7 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         reconcile: listener.reconcile,
         webhook_watch: listener.webhook_watch,
         notes,
+        warnings,
         literal_secrets: Vec::new(),
     }
 }

@@ -143,6 +143,9 @@ impl Config {
         for note in &self.notes {
             out += &format!("note:          {note}\n");
         }
+        for warning in &self.warnings {
+            out += &format!("WARNING:       {warning}\n");
+        }
         out
     }
 }

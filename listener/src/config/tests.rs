@@ -545,3 +545,42 @@ fn beside_butler_with_one_file() {
         assert!(!notes.contains("newRelic"), "{notes}");
     }
 }
+
+/// Configurations that do nothing are said: a tenant without an enabled channel, a key of ours
+/// misspelt or mis-indented, a Windows path that YAML's double quotes mangled. Butler's own
+/// sections and keys are not listed.
+#[test]
+fn configurations_that_do_nothing_are_warned_about() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("tenant.alert: no alert channel is enabled"),
+        "{:?}",
+        c.warnings
+    );
+    let text = GOOD
+        .replace(
+            "          alert:\n",
+            "          alert:\n            teamNotification:\n              reloadAppFailure: { enable: true }\n            consoleNotification:\n              reloadAppFailure: { enable: true }\n",
+        )
+        .replace("            port: 8883\n", "            port: 8883\n            keepAlive: 10\n")
+        + "  qlikCloudListener:\n    journal:\n      path: \"C:\\new\\tax.sqlite\"\n    reconcil: { intervalSeconds: 60 }\n  influxDb: { hostIP: 10.0.0.1 }\n";
+    let c = parse(&text).unwrap();
+    let w = c.warnings.join("\n");
+    for key in [
+        "Butler.qlikSenseCloud.event.mqtt.tenant.alert.teamNotification: not a key the listener knows",
+        "mqttForward.broker.keepAlive: not a key",
+        "Butler.qlikCloudListener.reconcil: not a key",
+        "holds a control character",
+    ] {
+        assert!(w.contains(key), "{key}: {w}");
+    }
+    assert!(
+        !w.contains("influxDb") && !w.contains("no alert channel"),
+        "{w}"
+    );
+    assert!(
+        !w.contains("logLevel"),
+        "Butler's own keys are Butler's: {w}"
+    );
+}
