@@ -102,34 +102,36 @@ async fn journaled(config: &Config, id: &str) -> anyhow::Result<AlertData> {
     {
         return Ok(data);
     }
-    let event =
-        qlik_events::Event::parse(&entry.body).context("the event's body no longer parses")?;
+    let tenant = config.tenants.first().context("no tenant configured")?;
+    build(config, tenant, &entry.body, &Enrichment::default())
+        .context("--event: the event's body is not a reload event any more")
+}
+
+/// The alert data of a reload event's `body` with `enrichment`, as the pipeline builds it.
+fn build(
+    config: &Config,
+    tenant: &crate::config::TenantConfig,
+    body: &[u8],
+    enrichment: &Enrichment,
+) -> anyhow::Result<AlertData> {
+    let event = qlik_events::Event::parse(body)?;
     let reload = event
         .reload()
         .and_then(Result::ok)
-        .context("--event: not a reload event")?;
-    let tenant = config.tenants.first().context("no tenant configured")?;
-    Ok(alert_data::build(
-        &alert_data::Inputs {
-            event: &event,
-            attempt: None,
-            reload: &reload,
-            tenant,
-            enrichment: &Enrichment::default(),
-            generic_urls: &config.generic_urls,
-        },
-        100,
-        100,
-    ))
+        .context("not a reload event")?;
+    let inputs = alert_data::Inputs {
+        event: &event,
+        attempt: None,
+        reload: &reload,
+        tenant,
+        enrichment,
+        generic_urls: &config.generic_urls,
+    };
+    Ok(alert_data::build(&inputs, 100, 100))
 }
 
 /// A failed reload as the Qlik Cloud API would describe it, with a sample script log.
 fn sample(config: &Config, tenant: &crate::config::TenantConfig) -> anyhow::Result<AlertData> {
-    let event = qlik_events::Event::parse(SAMPLE_EVENT.as_bytes()).context("the sample event")?;
-    let reload = event
-        .reload()
-        .and_then(Result::ok)
-        .context("the sample is a reload event")?;
     let enrichment = Enrichment {
         reload: Some(ReloadInfo {
             trigger: Some("chronos".into()),
@@ -154,16 +156,5 @@ fn sample(config: &Config, tenant: &crate::config::TenantConfig) -> anyhow::Resu
         script_log: Some(SAMPLE_LOG.to_owned()),
         errors: Vec::new(),
     };
-    Ok(alert_data::build(
-        &alert_data::Inputs {
-            event: &event,
-            attempt: None,
-            reload: &reload,
-            tenant,
-            enrichment: &enrichment,
-            generic_urls: &config.generic_urls,
-        },
-        100,
-        100,
-    ))
+    build(config, tenant, SAMPLE_EVENT.as_bytes(), &enrichment).context("the sample event")
 }
