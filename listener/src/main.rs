@@ -2,7 +2,7 @@
 //! library.
 
 use clap::{Parser, Subcommand};
-use qlik_listener::cli::{history, preview, webhooks};
+use qlik_listener::cli::{history, preview, service, webhooks};
 use qlik_listener::config::Config;
 use relay_cli::{init_logging, run_to_exit, shutdown_signal, LogFormat};
 use std::path::PathBuf;
@@ -46,6 +46,10 @@ enum Command {
     RegisterWebhook(webhooks::RegisterArgs),
     /// Show what the journal holds: events, their state and their alerts, newest first.
     History(history::Args),
+    /// The listener as a native Windows service: install (with --config), start, stop,
+    /// uninstall. On Linux use the systemd unit in infra/systemd.
+    #[command(subcommand)]
+    Service(service::Command),
     /// Show what each enabled alert channel would send, for a sample failed reload or an event
     /// from the journal (--event ID); with --send, deliver it for real.
     Preview(preview::Args),
@@ -89,6 +93,13 @@ fn main() -> ExitCode {
         Some(Command::History(args)) => match config() {
             Ok((_, config)) => run_to_exit(async move { history::run(&config, args).await }),
             Err(code) => code,
+        },
+        Some(Command::Service(command)) => match service::run(cli.config.as_deref(), command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
         },
         Some(Command::Preview(args)) => match config() {
             Ok((_, config)) => run_to_exit(async move { preview::run(&config, args).await }),

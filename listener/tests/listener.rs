@@ -642,3 +642,15 @@ async fn a_burst_of_events_is_recorded_without_stalling() {
     })
     .await;
 }
+
+/// `service` is the Windows service; elsewhere it says what to use instead, and fails.
+#[cfg(not(windows))]
+#[tokio::test]
+async fn the_windows_service_commands_point_to_systemd_elsewhere() {
+    let (code, out) = process::run(BIN, &["service", "start"], &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("is for Windows") && out.contains("infra/systemd"),
+        "{out}"
+    );
+}

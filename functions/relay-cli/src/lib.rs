@@ -52,6 +52,25 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
+/// Installs the global log subscriber writing to `writer` (a log file: no colours). `RUST_LOG`
+/// wins over `default_level`.
+pub fn init_logging_to<W>(format: LogFormat, default_level: &str, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
 /// Completes on Ctrl-C or SIGTERM (what systemd, Docker and Kubernetes send).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

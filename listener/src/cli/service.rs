@@ -1,0 +1,266 @@
+//! `qlik-listener service …`: the listener as a native Windows service (no wrapper needed).
+//!
+//! `install` registers it with the service control manager (automatic start, restarted by the
+//! SCM's recovery settings if set, the account `NT AUTHORITY\LocalService` unless `--account`
+//! says otherwise) to run `qlik-listener --config <file> service run`; `start`, `stop` and
+//! `uninstall` do what they say. `run` is what the SCM starts: the listener, with its log in a
+//! daily file under `logs\` beside the configuration (kept 14 days), stopping cleanly when
+//! Windows asks. Secrets come from the service's environment (`${VAR}` in the file; set with
+//! `reg add … /v Environment /t REG_MULTI_SZ`) or from the file, readable by the service
+//! account only. On other systems these commands say to use the systemd unit in `infra/`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The service's name in the service control manager.
+pub const NAME: &str = "qlik-listener";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Register the listener as a Windows service (run as Administrator).
+    Install {
+        /// The account it runs as (`LocalSystem` for the built-in system account).
+        #[arg(long, default_value = "NT AUTHORITY\\LocalService")]
+        account: String,
+    },
+    /// Stop and remove the service.
+    Uninstall,
+    /// Start the service.
+    Start,
+    /// Stop the service.
+    Stop,
+    /// What the service control manager runs (not for use by hand).
+    #[command(hide = true)]
+    Run,
+}
+
+/// The arguments the service is started with: the configuration (made absolute, as the
+/// service's working directory is the system folder) and `service run`.
+pub fn launch_arguments(config: &Path) -> std::io::Result<Vec<OsString>> {
+    let config = std::path::absolute(config)?;
+    Ok(vec![
+        "--config".into(),
+        config.into_os_string(),
+        "service".into(),
+        "run".into(),
+    ])
+}
+
+/// Where the service writes its log: `logs` beside the configuration file.
+pub fn log_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join("logs")
+}
+
+/// Carries out `command`; `install` and `run` need the configuration file.
+#[cfg(not(windows))]
+pub fn run(config: Option<&Path>, command: Command) -> anyhow::Result<()> {
+    let _ = (config, command);
+    anyhow::bail!(
+        "qlik-listener service is for Windows; on Linux run the listener with the systemd unit in infra/systemd (see infra/README.md)"
+    )
+}
+
+#[cfg(windows)]
+pub use windows::run;
+
+#[cfg(windows)]
+mod windows {
+    use super::{launch_arguments, log_dir, Command, NAME};
+    use anyhow::Context as _;
+    use std::ffi::OsString;
+    use std::path::{Path, PathBuf};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+    use windows_service::service::{
+        ServiceAccess, ServiceControl, ServiceControlAccept, ServiceErrorControl, ServiceExitCode,
+        ServiceInfo, ServiceStartType, ServiceState, ServiceStatus, ServiceType,
+    };
+    use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
+    use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
+
+    /// The configuration file, for the service's main function (the SCM calls it without it).
+    static CONFIG: OnceLock<PathBuf> = OnceLock::new();
+
+    windows_service::define_windows_service!(ffi_service_main, service_main);
+
+    pub fn run(config: Option<&Path>, command: Command) -> anyhow::Result<()> {
+        let config = || config.context("--config <FILE> is required (or set QLIK_LISTENER_CONFIG)");
+        match command {
+            Command::Install { account } => install(config()?, &account),
+            Command::Uninstall => uninstall(),
+            Command::Start => {
+                let service = manager(ServiceManagerAccess::CONNECT)?
+                    .open_service(NAME, ServiceAccess::START)
+                    .context("the service is not installed (qlik-listener service install)")?;
+                service.start(&[] as &[&std::ffi::OsStr])?;
+                println!("started {NAME}");
+                Ok(())
+            }
+            Command::Stop => {
+                let service = manager(ServiceManagerAccess::CONNECT)?
+                    .open_service(NAME, ServiceAccess::STOP)
+                    .context("the service is not installed")?;
+                service.stop()?;
+                println!("stopping {NAME}");
+                Ok(())
+            }
+            Command::Run => {
+                let _ = CONFIG.set(config()?.to_owned());
+                windows_service::service_dispatcher::start(NAME, ffi_service_main).context(
+                    "not started by the service control manager (use qlik-listener service start)",
+                )
+            }
+        }
+    }
+
+    fn manager(access: ServiceManagerAccess) -> anyhow::Result<ServiceManager> {
+        ServiceManager::local_computer(None::<&str>, access)
+            .context("cannot open the service control manager (run as Administrator)")
+    }
+
+    fn install(config: &Path, account: &str) -> anyhow::Result<()> {
+        let executable_path = std::env::current_exe().context("where this program is")?;
+        let info = ServiceInfo {
+            name: OsString::from(NAME),
+            display_name: OsString::from("Qlik Cloud listener (qlik-listener)"),
+            service_type: ServiceType::OWN_PROCESS,
+            start_type: ServiceStartType::AutoStart,
+            error_control: ServiceErrorControl::Normal,
+            executable_path,
+            launch_arguments: launch_arguments(config)?,
+            dependencies: vec![],
+            account_name: (account != "LocalSystem").then(|| OsString::from(account)),
+            account_password: None,
+        };
+        let manager =
+            manager(ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE)?;
+        let service = manager
+            .create_service(&info, ServiceAccess::CHANGE_CONFIG)
+            .context("cannot create the service (already installed? run as Administrator)")?;
+        service.set_description(
+            "Receives Qlik Cloud events over MQTT, records them and alerts on failed reloads.",
+        )?;
+        println!(
+            "installed {NAME} (runs as {account}, logs in {}); start it with: qlik-listener service start",
+            log_dir(config).display()
+        );
+        Ok(())
+    }
+
+    fn uninstall() -> anyhow::Result<()> {
+        let service = manager(ServiceManagerAccess::CONNECT)?
+            .open_service(
+                NAME,
+                ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE,
+            )
+            .context("the service is not installed")?;
+        if service.query_status()?.current_state != ServiceState::Stopped {
+            let _ = service.stop();
+        }
+        service.delete()?;
+        println!("removed {NAME} (the configuration, journal and logs are left in place)");
+        Ok(())
+    }
+
+    fn status(state: ServiceState, exit: u32) -> ServiceStatus {
+        ServiceStatus {
+            service_type: ServiceType::OWN_PROCESS,
+            current_state: state,
+            controls_accepted: match state {
+                ServiceState::Running => {
+                    ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN
+                }
+                _ => ServiceControlAccept::empty(),
+            },
+            exit_code: ServiceExitCode::Win32(exit),
+            checkpoint: 0,
+            wait_hint: Duration::from_secs(10),
+            process_id: None,
+        }
+    }
+
+    fn service_main(_arguments: Vec<OsString>) {
+        let Some(config_path) = CONFIG.get().cloned() else {
+            return;
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut stop_tx = Some(stop_tx);
+        let handler = move |control| match control {
+            ServiceControl::Stop | ServiceControl::Shutdown => {
+                if let Some(tx) = stop_tx.take() {
+                    let _ = tx.send(());
+                }
+                ServiceControlHandlerResult::NoError
+            }
+            ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
+            _ => ServiceControlHandlerResult::NotImplemented,
+        };
+        let Ok(handle) = service_control_handler::register(NAME, handler) else {
+            return;
+        };
+        let _ = handle.set_service_status(status(ServiceState::Running, 0));
+        let appender = tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("qlik-listener")
+            .filename_suffix("log")
+            .max_log_files(14)
+            .build(log_dir(&config_path));
+        let outcome = match appender {
+            Ok(appender) => run_listener(&config_path, appender, stop_rx),
+            Err(e) => Err(anyhow::anyhow!("cannot open the log folder: {e}")),
+        };
+        let exit = match outcome {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                1
+            }
+        };
+        let _ = handle.set_service_status(status(ServiceState::Stopped, exit));
+    }
+
+    fn run_listener(
+        config_path: &Path,
+        appender: tracing_appender::rolling::RollingFileAppender,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> anyhow::Result<()> {
+        let config = crate::config::Config::load(config_path, &|name| std::env::var(name).ok())
+            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        relay_cli::init_logging_to(
+            relay_cli::LogFormat::Text,
+            config.log_level.as_deref().unwrap_or("info"),
+            appender,
+        );
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        tracing::info!(config = %config_path.display(), "service started");
+        let result = runtime.block_on(crate::run(config, async {
+            let _ = stop.await;
+        }));
+        tracing::info!("service stopped");
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_runs_with_an_absolute_config_path() {
+        let args = launch_arguments(Path::new("butler.yaml")).unwrap();
+        assert_eq!(args[0], "--config");
+        assert!(Path::new(&args[1]).is_absolute(), "{args:?}");
+        assert!(Path::new(&args[1]).ends_with("butler.yaml"));
+        assert_eq!(&args[2..], ["service", "run"]);
+        assert_eq!(
+            log_dir(Path::new("/etc/qlik/butler.yaml")),
+            Path::new("/etc/qlik/logs")
+        );
+    }
+}
