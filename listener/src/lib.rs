@@ -34,16 +34,33 @@ use config::{Config, TenantRef};
 use events::pipeline::{Pipeline, Tenant};
 use std::sync::Arc;
 
-/// Connects the tenants' API clients, resolving tenant host names to ids.
+/// Connects the tenants' API clients, checks each API key with `GET /api/v1/users/me` and
+/// resolves tenant host names to ids. A key Qlik Cloud refuses is said at once, naming its
+/// setting, and stays in `/readyz` (alerts would lack enrichment and reconciliation would fail);
+/// an API that cannot be reached is only a warning (it may be back by the first failure).
 async fn tenants(config: &Config) -> anyhow::Result<Vec<Tenant>> {
     let mut tenants = Vec::new();
     for t in &config.tenants {
         let api = qlik_api::QlikApi::new(t.tenant_url.clone(), t.token.clone())?;
+        let key = format!("{}.auth.jwt.token", t.path);
+        let me = api.me().await;
+        if let Err(qlik_api::ApiError::Status {
+            status: 401 | 403, ..
+        }) = &me
+        {
+            let problem = format!(
+                "Qlik Cloud refused the API key of {key} (wrong, expired or revoked: create a new one in the tenant's profile settings, API keys)"
+            );
+            metrics::METRICS.api_key_problem(&t.path, Some(problem.clone()));
+            tracing::error!("{problem}");
+        } else if let Err(e) = &me {
+            tracing::warn!(tenant = %t.path, error = %e, "cannot reach the Qlik Cloud API to check the API key; carrying on");
+        }
         let id = match &t.id {
             TenantRef::Id(id) => id.clone(),
             TenantRef::Host(host) => {
-                let me = api.me().await.with_context(|| {
-                    format!("{}.id: cannot resolve tenant host {host} to its id", t.path)
+                let me = me.with_context(|| {
+                    format!("{}.id: cannot resolve tenant host {host} to its id (check {key} and the network)", t.path)
                 })?;
                 let id = me.tenant_id.with_context(|| {
                     format!(

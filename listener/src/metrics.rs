@@ -29,6 +29,8 @@ pub struct Metrics {
     api_publishes: Mutex<BTreeMap<&'static str, u64>>,
     /// Per tenant: reconciliation and the watched webhook.
     tenants: Mutex<BTreeMap<String, TenantMetrics>>,
+    /// Per tenant (its key path): why Qlik Cloud refused its API key at start-up.
+    api_keys: Mutex<BTreeMap<String, String>>,
 }
 
 /// What `/metrics` says per tenant.
@@ -103,6 +105,7 @@ pub static METRICS: Metrics = Metrics {
     tasks: Mutex::new(BTreeMap::new()),
     api_publishes: Mutex::new(BTreeMap::new()),
     tenants: Mutex::new(BTreeMap::new()),
+    api_keys: Mutex::new(BTreeMap::new()),
 };
 
 pub fn inc(counter: &AtomicU64) {
@@ -157,17 +160,31 @@ impl Metrics {
         });
     }
 
-    /// What is wrong with the watched webhooks, one line per tenant.
-    pub fn webhook_problems(&self) -> Vec<String> {
-        self.tenants
+    /// The tenant's API key was refused (`Some(why)`) or works (`None`).
+    pub fn api_key_problem(&self, tenant: &str, problem: Option<String>) {
+        let mut keys = self.api_keys.lock().unwrap_or_else(|p| p.into_inner());
+        match problem {
+            Some(p) => keys.insert(tenant.to_owned(), p),
+            None => keys.remove(tenant),
+        };
+    }
+
+    /// What is wrong per tenant (its API key, its watched webhook), one line each.
+    pub fn tenant_problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .api_keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(|(tenant, t)| {
-                let problem = t.webhook.as_ref()?.as_ref()?;
-                Some(format!("tenant {tenant}: {problem}"))
-            })
-            .collect()
+            .values()
+            .cloned()
+            .collect();
+        let tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        for (tenant, t) in tenants.iter() {
+            if let Some(Some(p)) = &t.webhook {
+                problems.push(format!("tenant {tenant}: {p}"));
+            }
+        }
+        problems
     }
 
     pub fn task(&self, outcome: TaskMetric) {

@@ -689,3 +689,45 @@ async fn a_full_disk_under_the_journal_costs_a_delay_not_the_events() {
     }
     listener.kill().await;
 }
+
+/// A Qlik API key that Qlik Cloud refuses is said at start-up, naming the setting (not the
+/// tenant id), and `/readyz` keeps saying it; events are still recorded and alerted.
+#[tokio::test]
+async fn a_refused_api_key_is_named_at_start_and_in_readyz() {
+    let s = Setup::with(common::Options {
+        butler: API,
+        ..Default::default()
+    })
+    .await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let mut env = s.env();
+    for (name, value) in env.iter_mut() {
+        if *name == "QLIK_TOKEN" {
+            *value = "an-expired-api-key-0123456789".into();
+        }
+    }
+    let mut listener =
+        relay_tests::process::Running::spawn(common::BIN, &["--config", &config], &env);
+    let api = listener.wait_for_line("qlik-listener API on ", LIMIT).await;
+    listener.wait_for_output("subscribed", 1, LIMIT).await;
+    let out = listener.output().join("\n");
+    assert!(
+        out.contains("Qlik Cloud refused the API key of Butler.qlikSenseCloud.event.mqtt.tenant.auth.jwt.token"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("an-expired-api-key"),
+        "the key is never shown: {out}"
+    );
+    let (status, body) = readyz(&api).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("auth.jwt.token"), "{body}");
+    // The event is still recorded (and alerted, without the API's details).
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    s.publish(FIXTURES[0].1, &body).await;
+    s.wait_state(
+        &common::event_id(&body),
+        qlik_listener::journal::State::Done,
+    )
+    .await;
+}

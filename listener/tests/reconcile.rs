@@ -183,8 +183,9 @@ async fn reconciliation_pages_through_the_list_and_waits_out_a_429() {
     for i in 0..105 {
         s.api.add_reload(listed(&format!("paged-{i:03}"), "FAILED"));
     }
-    // The first call (the list's first page) is answered 429 with Retry-After.
-    s.api.inject(&[relay_tests::fakes::Fault::TooMany(1)]);
+    // The list's first page is answered 429 with Retry-After.
+    s.api
+        .inject_on("/api/v1/reloads?", &[relay_tests::fakes::Fault::TooMany(1)]);
     let _listener = s.start(true).await;
     for i in [0, 99, 100, 104] {
         s.wait_state(&format!("reconciled-paged-{i:03}"), State::Done)

@@ -385,6 +385,8 @@ pub struct FakeQlikCloud {
     pub token: String,
     calls: Arc<Mutex<Vec<ApiCall>>>,
     faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
+    /// Faults for calls whose path starts with a prefix, before the others.
+    path_faults: Arc<Mutex<Vec<(String, Fault)>>>,
     error_rates: Arc<Mutex<ErrorRates>>,
     webhooks: Arc<Mutex<Vec<serde_json::Value>>>,
     resent: Arc<Mutex<Vec<String>>>,
@@ -422,6 +424,7 @@ struct QlikState {
     token: String,
     calls: Arc<Mutex<Vec<ApiCall>>>,
     faults: Arc<Mutex<std::collections::VecDeque<Fault>>>,
+    path_faults: Arc<Mutex<Vec<(String, Fault)>>>,
     error_rates: Arc<Mutex<ErrorRates>>,
     script_log: Arc<Mutex<Arc<String>>>,
     /// `/api/core/webhooks`: the stored webhooks, secrets included.
@@ -449,6 +452,7 @@ impl FakeQlikCloud {
     pub async fn start(tenant_id: &str, token: &str) -> FakeQlikCloud {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let path_faults = Arc::new(Mutex::new(Vec::new()));
         let error_rates = Arc::new(Mutex::new(ErrorRates::default()));
         let webhooks = Arc::new(Mutex::new(Vec::new()));
         let resent = Arc::new(Mutex::new(Vec::new()));
@@ -466,6 +470,7 @@ impl FakeQlikCloud {
             token: token.to_owned(),
             calls: calls.clone(),
             faults: faults.clone(),
+            path_faults: path_faults.clone(),
             error_rates: error_rates.clone(),
             script_log: script_log.clone(),
             webhooks: webhooks.clone(),
@@ -482,6 +487,7 @@ impl FakeQlikCloud {
             token: token.to_owned(),
             calls,
             faults,
+            path_faults,
             error_rates,
             webhooks,
             resent,
@@ -572,6 +578,13 @@ impl FakeQlikCloud {
     pub fn inject(&self, faults: &[Fault]) {
         self.faults.lock().unwrap().extend(faults.iter().copied());
     }
+
+    /// The next calls whose path (and query) starts with `prefix` are answered with these
+    /// faults, in order; other calls are not affected.
+    pub fn inject_on(&self, prefix: &str, faults: &[Fault]) {
+        let mut queued = self.path_faults.lock().unwrap();
+        queued.extend(faults.iter().map(|f| (prefix.to_owned(), *f)));
+    }
 }
 
 async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response {
@@ -596,17 +609,26 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
         )
             .into_response();
     }
-    let fault = state.faults.lock().unwrap().pop_front().or_else(|| {
-        let rates = *state.error_rates.lock().unwrap();
-        let roll = fastrand::f64();
-        if roll < rates.status_500 {
-            Some(Fault::Status(500))
-        } else if roll < rates.status_500 + rates.too_many {
-            Some(Fault::TooMany(rates.retry_after_secs))
-        } else {
-            None
-        }
-    });
+    let for_path = {
+        let mut queued = state.path_faults.lock().unwrap();
+        let at = queued
+            .iter()
+            .position(|(prefix, _)| path_and_query.starts_with(prefix.as_str()));
+        at.map(|i| queued.remove(i).1)
+    };
+    let fault = for_path
+        .or_else(|| state.faults.lock().unwrap().pop_front())
+        .or_else(|| {
+            let rates = *state.error_rates.lock().unwrap();
+            let roll = fastrand::f64();
+            if roll < rates.status_500 {
+                Some(Fault::Status(500))
+            } else if roll < rates.status_500 + rates.too_many {
+                Some(Fault::TooMany(rates.retry_after_secs))
+            } else {
+                None
+            }
+        });
     match fault {
         Some(Fault::Status(s)) => {
             return (

@@ -149,7 +149,7 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
     if let Some(problem) = api.journal.file_problem() {
         problems.push(problem);
     }
-    problems.extend(METRICS.webhook_problems());
+    problems.extend(METRICS.tenant_problems());
     if let Some(e) = api.journal.record_failure() {
         problems.push(format!(
             "events cannot be recorded ({e}); they are held unacknowledged and retried"
