@@ -694,6 +694,25 @@ impl Journal {
         .await
     }
 
+    /// Whether the journal holds the reload (tenant + reload id): an accepted event of it, or
+    /// its alert claim (which outlives a pruned event).
+    pub async fn knows_reload(
+        &self,
+        tenant_id: &str,
+        reload_id: &str,
+    ) -> Result<bool, JournalError> {
+        let (tenant_id, reload_id) = (tenant_id.to_owned(), reload_id.to_owned());
+        self.with(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = ?1 AND reload_id = ?2
+                   AND state NOT IN {REFUSED})
+                 OR EXISTS (SELECT 1 FROM reload_alerts WHERE tenant_id = ?1 AND reload_id = ?2)"
+            ))?
+            .query_row(params![tenant_id, reload_id], |r| r.get(0))
+        })
+        .await
+    }
+
     /// The accepted events of one reload, oldest first.
     pub async fn reload_events(
         &self,

@@ -62,14 +62,18 @@ impl Health {
     }
 }
 
+/// The watched webhook among the tenant's: by id when configured, else by name.
+fn watched<'a>(hooks: &'a [Webhook], watch: &WebhookWatch) -> Option<&'a Webhook> {
+    hooks.iter().find(|w| match &watch.id {
+        Some(id) => &w.id == id,
+        None => w.is_named(&watch.name),
+    })
+}
+
 /// The watched webhook's health, from the tenant's webhooks and how many of its deliveries
 /// failed since the last check. Pure.
 pub fn health(hooks: &[Webhook], watch: &WebhookWatch, failed_since_last: usize) -> Health {
-    let found = hooks.iter().find(|w| match &watch.id {
-        Some(id) => &w.id == id,
-        None => w.name.as_deref() == Some(watch.name.as_str()),
-    });
-    let Some(hook) = found else {
+    let Some(hook) = watched(hooks, watch) else {
         return Health::Missing;
     };
     if !hook.enabled {
@@ -90,10 +94,7 @@ pub fn health(hooks: &[Webhook], watch: &WebhookWatch, failed_since_last: usize)
 /// it were seen by an earlier check.
 pub async fn check(api: &QlikApi, watch: &WebhookWatch, since: &str) -> anyhow::Result<Health> {
     let hooks = webhooks::list(api).await?;
-    let failed = match hooks.iter().find(|w| match &watch.id {
-        Some(id) => &w.id == id,
-        None => w.name.as_deref() == Some(watch.name.as_str()),
-    }) {
+    let failed = match watched(&hooks, watch) {
         Some(hook) => webhooks::failed_deliveries(api, &hook.id)
             .await?
             .iter()

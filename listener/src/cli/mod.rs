@@ -9,3 +9,19 @@ pub mod history;
 pub mod preview;
 pub mod service;
 pub mod webhooks;
+
+use crate::config::{Config, TenantConfig, TenantRef};
+use anyhow::Context as _;
+
+/// The configured tenant named `wanted` (its id or host name, as `--tenant` gives it), or the
+/// first one.
+fn tenant<'a>(config: &'a Config, wanted: Option<&str>) -> anyhow::Result<&'a TenantConfig> {
+    match wanted {
+        Some(wanted) => config
+            .tenants
+            .iter()
+            .find(|t| matches!(&t.id, TenantRef::Id(id) | TenantRef::Host(id) if id == wanted))
+            .with_context(|| format!("--tenant: {wanted} is not configured")),
+        None => config.tenants.first().context("no tenant configured"),
+    }
+}

@@ -31,14 +31,7 @@ pub struct Args {
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
-    let tenant = match &args.tenant {
-        Some(wanted) => config
-            .tenants
-            .iter()
-            .find(|t| matches!(&t.id, crate::config::TenantRef::Id(id) | crate::config::TenantRef::Host(id) if id == wanted))
-            .with_context(|| format!("--tenant: {wanted} is not configured"))?,
-        None => config.tenants.first().context("no tenant configured")?,
-    };
+    let tenant = super::tenant(config, args.tenant.as_deref())?;
     let data = match &args.event {
         Some(id) => journaled(config, id).await?,
         None => sample(config, tenant)?,

@@ -7,7 +7,7 @@
 //! Idempotent by name: a webhook with the same name is replaced (`PUT`, every writable property
 //! sent again, the secret included, since Qlik clears what a `PUT` omits).
 
-use crate::config::{Config, TenantRef};
+use crate::config::Config;
 use crate::qlik_api::{segment, ApiError, QlikApi};
 use anyhow::Context as _;
 use qlik_events::event::{APP_RELOAD_FINISHED, RELOAD_FINISHED};
@@ -27,6 +27,12 @@ pub struct Webhook {
     pub enable_cloud_event_delivery: bool,
     /// Why Qlik disabled it, when it did.
     pub disabled_reason: Option<String>,
+}
+
+impl Webhook {
+    pub fn is_named(&self, name: &str) -> bool {
+        self.name.as_deref() == Some(name)
+    }
 }
 
 /// A delivery of a webhook (`GET /api/core/webhooks/{id}/deliveries`).
@@ -198,14 +204,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
 
 /// The API client of the tenant named `wanted` (id or host name), or of the first tenant.
 fn tenant_api(config: &Config, wanted: Option<&str>) -> anyhow::Result<QlikApi> {
-    let tenant = match wanted {
-        Some(wanted) => config
-            .tenants
-            .iter()
-            .find(|t| matches!(&t.id, TenantRef::Id(id) | TenantRef::Host(id) if id == wanted))
-            .with_context(|| format!("--tenant: {wanted} is not configured"))?,
-        None => config.tenants.first().context("no tenant configured")?,
-    };
+    let tenant = super::tenant(config, wanted)?;
     Ok(QlikApi::new(
         tenant.tenant_url.clone(),
         tenant.token.clone(),
@@ -217,7 +216,7 @@ async fn find(api: &QlikApi, name: &str) -> anyhow::Result<String> {
     list(api)
         .await?
         .into_iter()
-        .find(|w| w.name.as_deref() == Some(name))
+        .find(|w| w.is_named(name))
         .map(|w| w.id)
         .with_context(|| format!("no webhook named {name:?} in Qlik Cloud"))
 }
@@ -272,7 +271,7 @@ pub async fn register(api: &QlikApi, registration: &Registration) -> Result<Outc
     let existing = list(api)
         .await?
         .into_iter()
-        .find(|w| w.name.as_deref() == Some(registration.name.as_str()));
+        .find(|w| w.is_named(&registration.name));
     match existing {
         Some(w) => {
             let id = w.id.clone();

@@ -74,12 +74,7 @@ pub fn decide(s: &Situation<'_>) -> Decision {
                 attempt,
             };
         }
-        Some(holder) => {
-            return Decision::Settled(format!(
-                "one alert per reload: reload {} is alerted with event {holder}",
-                s.reload_id
-            ))
-        }
+        Some(holder) => return Decision::Settled(alerted_with(s.reload_id, holder)),
         None => {}
     }
     if s.me.is_final {
@@ -128,6 +123,11 @@ pub fn decide(s: &Situation<'_>) -> Decision {
             attempt: None,
         },
     }
+}
+
+/// Why an event of a reload does not alert: `holder` alerts for it.
+pub fn alerted_with(reload_id: &str, holder: &str) -> String {
+    format!("one alert per reload: reload {reload_id} is alerted with event {holder}")
 }
 
 fn minutes(secs: u64) -> String {

@@ -652,8 +652,8 @@ impl Pipeline {
                 .claim_reload(tenant_id, reload_id, &entry.id)
                 .await?;
             if holder != entry.id {
-                return Ok(Decision::Settled(format!(
-                    "one alert per reload: reload {reload_id} is alerted with event {holder}"
+                return Ok(Decision::Settled(one_alert::alerted_with(
+                    reload_id, &holder,
                 )));
             }
         }

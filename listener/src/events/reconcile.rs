@@ -183,9 +183,7 @@ pub async fn run_once(
     let listed = failed_reloads(api, from_ms, to_ms).await?;
     let mut missed = Vec::new();
     for r in listed.iter().filter(|r| !r.id.is_empty()) {
-        let known = !journal.reload_events(tenant_id, &r.id).await?.is_empty()
-            || journal.reload_claim(tenant_id, &r.id).await?.is_some();
-        if known {
+        if journal.knows_reload(tenant_id, &r.id).await? {
             continue;
         }
         let entry = entry_for(tenant_id, r, now);
