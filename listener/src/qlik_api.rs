@@ -45,7 +45,7 @@ pub struct QlikApi {
 #[derive(Default)]
 struct Recent {
     apps: Memo<AppInfo>,
-    tags: Memo<Vec<String>>,
+    items: Memo<AppItem>,
     users: Memo<UserInfo>,
 }
 
@@ -101,6 +101,7 @@ pub struct ReloadInfo {
     #[serde(rename = "type")]
     pub trigger: Option<String>,
     pub status: Option<String>,
+    pub creation_time: Option<String>,
     pub start_time: Option<String>,
     pub end_time: Option<String>,
     pub error_code: Option<String>,
@@ -115,6 +116,20 @@ pub struct AppInfo {
     pub name: Option<String>,
     pub description: Option<String>,
     pub owner_id: Option<String>,
+    pub has_section_access: Option<bool>,
+    pub published: Option<bool>,
+    pub publish_time: Option<String>,
+    /// A path on the tenant (`/api/v1/apps/…/media/…`), empty when the app has none.
+    pub thumbnail: Option<String>,
+}
+
+/// `GET /api/v1/items?resourceType=app&resourceId={id}`: the app's item.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppItem {
+    /// Tag names (`meta.tags[].name`).
+    pub tags: Vec<String>,
+    /// `resourceSize.appFile`, bytes.
+    pub app_file_size: Option<u64>,
 }
 
 /// `GET /api/v1/users/{id}`.
@@ -124,6 +139,8 @@ pub struct UserInfo {
     pub name: Option<String>,
     pub email: Option<String>,
     pub tenant_id: Option<String>,
+    /// A URL of the user's picture.
+    pub picture: Option<String>,
 }
 
 impl QlikApi {
@@ -221,15 +238,18 @@ impl QlikApi {
         self.recent.apps.or_fetch(app_id, lookup).await
     }
 
-    /// The tag names of the app's item.
-    pub async fn app_tags(&self, app_id: &str) -> Result<Vec<String>, ApiError> {
+    /// The app's item: its tag names and file size.
+    pub async fn app_item(&self, app_id: &str) -> Result<AppItem, ApiError> {
         #[derive(Deserialize)]
         struct Items {
             data: Vec<Item>,
         }
         #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
         struct Item {
+            resource_id: Option<String>,
             meta: Option<Meta>,
+            resource_size: Option<ResourceSize>,
         }
         #[derive(Deserialize)]
         struct Meta {
@@ -240,21 +260,39 @@ impl QlikApi {
         struct Tag {
             name: String,
         }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct ResourceSize {
+            app_file: Option<f64>,
+        }
         let path = format!(
             "/api/v1/items?resourceType=app&resourceId={}",
             segment(app_id)
         );
         let lookup = async {
             let items: Items = self.get_json(&path).await?;
-            Ok(items
+            // The item of this app; a stand-in or proxy that ignores the query must not lend
+            // another app's tags.
+            let Some(item) = items
                 .data
                 .into_iter()
-                .filter_map(|i| i.meta)
-                .flat_map(|m| m.tags)
-                .map(|t| t.name)
-                .collect())
+                .find(|i| i.resource_id.as_deref() == Some(app_id))
+            else {
+                return Ok(AppItem::default());
+            };
+            Ok(AppItem {
+                tags: item
+                    .meta
+                    .map(|m| m.tags.into_iter().map(|t| t.name).collect())
+                    .unwrap_or_default(),
+                app_file_size: item
+                    .resource_size
+                    .and_then(|r| r.app_file)
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .map(|n| n.round() as u64),
+            })
         };
-        self.recent.tags.or_fetch(app_id, lookup).await
+        self.recent.items.or_fetch(app_id, lookup).await
     }
 
     pub async fn user(&self, user_id: &str) -> Result<UserInfo, ApiError> {

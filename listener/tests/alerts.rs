@@ -235,6 +235,39 @@ async fn tag_gating_and_rate_limits_suppress_visibly() {
     assert_eq!(ch.counts(), (0, 2, 2));
 }
 
+/// Without `rateLimit`, Butler's channels limit as Butler does: 300 s, Teams per reload, Slack
+/// per app; our webhook channel has no limit.
+#[tokio::test]
+async fn butlers_default_rate_limits_per_reload_for_teams_and_per_app_for_slack() {
+    let ch = Channels::start().await;
+    let s = setup(&ch, "", "").await;
+    let _listener = s.start(true).await;
+    let first = fixtures::event("app-reload-failed.legacy-hybrid.json");
+    s.publish(FIXTURES[1].1, &first).await;
+    wait_deliveries(&s, &event_id(&first), 3).await;
+    assert_eq!(ch.counts(), (1, 1, 1));
+
+    // The same app fails again in another reload at once.
+    let mut second: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    second["id"] = serde_json::json!("second-failure");
+    second["eventId"] = serde_json::json!("second-failure");
+    second["data"]["reloadId"] = serde_json::json!("second-reload");
+    s.publish(FIXTURES[1].1, &serde_json::to_vec(&second).unwrap())
+        .await;
+    let d = wait_deliveries(&s, "second-failure", 3).await;
+    let slack = d.iter().find(|d| d.channel == "slack").unwrap();
+    assert_eq!(slack.state, DeliveryState::Suppressed, "{slack:?}");
+    assert_eq!(
+        slack.last_error.as_deref(),
+        Some("rate limit (rateLimit): an alert for this app was sent less than 300s ago")
+    );
+    assert_eq!(
+        ch.counts(),
+        (2, 1, 2),
+        "Teams and the webhook: both reloads"
+    );
+}
+
 #[tokio::test]
 async fn retries_then_success_and_a_dead_channel_does_not_hold_up_the_others() {
     let ch = Channels::start().await;

@@ -75,9 +75,9 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
     let tenant = format!(
         "          alert:
             teamsNotification:
-              reloadAppFailure: {{ enable: true, webhookURL: \"{}\" }}
+              reloadAppFailure: {{ enable: true, webhookURL: \"{}\", rateLimit: 0 }}
             slackNotification:
-              reloadAppFailure: {{ enable: true, webhookURL: \"{}\" }}
+              reloadAppFailure: {{ enable: true, webhookURL: \"{}\", rateLimit: 0 }}
             webhookNotification:
               reloadAppFailure: {{ enable: true, urls: [\"{}\"] }}
 ",

@@ -672,7 +672,8 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
             "id": "me-user", "tenantId": state.tenant_id, "name": "Service account", "email": "svc@example.com"
         })),
         ["users", id] if *id == OWNER_ID => json(serde_json::json!({
-            "id": id, "tenantId": state.tenant_id, "name": "Ada Lovelace", "email": "ada@example.com", "status": "active"
+            "id": id, "tenantId": state.tenant_id, "name": "Ada Lovelace", "email": "ada@example.com", "status": "active",
+            "picture": "https://acme.eu.qlikcloud.com/api/v1/users/65a1f0c2e4b0d1a2b3c4d5e6/actions/picture"
         })),
         ["reloads", id] => json(serde_json::json!({
             "id": id, "appId": "from-reloads-api", "tenantId": state.tenant_id, "userId": OWNER_ID,
@@ -692,7 +693,10 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
                 "id": app,
                 "name": state.app_name.lock().unwrap().clone().unwrap_or_else(|| format!("App {app}")),
                 "description": "Demo app",
-                "owner": format!("auth0|{OWNER_ID}"), "ownerId": OWNER_ID, "usage": "ANALYTICS"
+                "owner": format!("auth0|{OWNER_ID}"), "ownerId": OWNER_ID, "usage": "ANALYTICS",
+                "hasSectionAccess": false, "published": true,
+                "publishTime": "2026-10-01T09:00:00.000Z",
+                "thumbnail": format!("/api/v1/apps/{app}/media/files/thumbnail.png")
             },
             "privileges": []
         })),
@@ -707,7 +711,8 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
                 .to_owned();
             json(serde_json::json!({
                 "data": [{ "id": "item-1", "resourceId": id, "resourceType": "app", "name": format!("App {id}"),
-                           "meta": { "tags": [{ "id": "tag-1", "name": "alert" }], "collections": [] } }],
+                           "meta": { "tags": [{ "id": "tag-1", "name": "alert" }], "collections": [] },
+                           "resourceSize": { "appFile": 52428800, "appMemory": 104857600 } }],
                 "links": {}
             }))
         }

@@ -75,6 +75,8 @@ pub struct Event<'a> {
     pub space_id: Option<Cow<'a, str>>,
     /// The top-level resource: for app events, the app id.
     pub top_level_resource_id: Option<Cow<'a, str>>,
+    /// Legacy `eventTypeVersion` (e.g. `1.0.0`), or a CloudEvents `eventtypeversion` extension.
+    pub event_type_version: Option<Cow<'a, str>>,
     data: Option<&'a RawValue>,
 }
 
@@ -103,6 +105,8 @@ struct Envelope<'a> {
     space_id: Option<Text<'a>>,
     #[serde(borrow, rename = "toplevelresourceid")]
     top_level_resource_id: Option<Text<'a>>,
+    #[serde(borrow, rename = "eventtypeversion")]
+    ce_event_type_version: Option<Text<'a>>,
     // Legacy (cloudEventsVersion 0.1)
     #[serde(borrow)]
     cloud_events_version: Option<Text<'a>>,
@@ -112,6 +116,8 @@ struct Envelope<'a> {
     event_type: Option<Text<'a>>,
     #[serde(borrow)]
     event_time: Option<Text<'a>>,
+    #[serde(borrow)]
+    event_type_version: Option<Text<'a>>,
     #[serde(borrow)]
     extensions: Option<Extensions<'a>>,
     #[serde(borrow)]
@@ -186,6 +192,11 @@ impl<'a> Event<'a> {
                 "top-level resource id",
                 env.top_level_resource_id,
                 ext.top_level_resource_id,
+            )?,
+            event_type_version: pick(
+                "event type version",
+                env.ce_event_type_version,
+                env.event_type_version,
             )?,
             data: env.data,
         })

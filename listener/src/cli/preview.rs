@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::events::alert_data::{self, AlertData};
 use crate::events::enrich::Enrichment;
 use crate::journal::Journal;
-use crate::qlik_api::{AppInfo, ReloadInfo, UserInfo};
+use crate::qlik_api::{AppInfo, AppItem, ReloadInfo, UserInfo};
 use anyhow::Context as _;
 
 const SAMPLE_EVENT: &str =
@@ -119,6 +119,7 @@ fn build(
         tenant,
         enrichment,
         generic_urls: &config.generic_urls,
+        time_zone: &config.time_zone,
     };
     Ok(alert_data::build(&inputs, 100, 100))
 }
@@ -129,6 +130,7 @@ fn sample(config: &Config, tenant: &crate::config::TenantConfig) -> anyhow::Resu
         reload: Some(ReloadInfo {
             trigger: Some("chronos".into()),
             status: Some("FAILED".into()),
+            creation_time: Some("2026-11-20T06:14:01.000Z".into()),
             start_time: Some("2026-11-20T06:14:04.090Z".into()),
             end_time: Some("2026-11-20T06:14:52.120Z".into()),
             error_code: Some("EngineReloadFailed".into()),
@@ -139,13 +141,21 @@ fn sample(config: &Config, tenant: &crate::config::TenantConfig) -> anyhow::Resu
             name: Some("Sales forecast – EMEA (sample)".into()),
             description: Some("A sample app for qlik-listener preview".into()),
             owner_id: Some("65a1f0c2e4b0d1a2b3c4d5e6".into()),
+            has_section_access: Some(false),
+            published: Some(true),
+            publish_time: Some("2026-10-01T09:00:00.000Z".into()),
+            thumbnail: Some("/api/v1/apps/sample/media/thumbnail.png".into()),
         }),
         owner: Some(UserInfo {
             name: Some("Ada Lovelace".into()),
             email: Some("ada@example.com".into()),
             tenant_id: None,
+            picture: Some("https://example.com/ada.png".into()),
         }),
-        tags: Some(vec!["alert".into()]),
+        item: Some(AppItem {
+            tags: vec!["alert".into()],
+            app_file_size: Some(52_428_800),
+        }),
         script_log: Some(SAMPLE_LOG.to_owned()),
         errors: Vec::new(),
     };

@@ -23,8 +23,31 @@ pub struct ChannelConfig {
 pub struct Rules {
     /// `alertEnableByTag`: alert only apps with this tag.
     pub tag: Option<String>,
-    /// Seconds between two alerts for the same app on this channel; 0 = no limit.
+    /// Seconds between two alerts for the same [`Rules::rate_key`] on this channel; 0 = no
+    /// limit. Butler's channels (Teams, Slack, e-mail) default to 300, as in Butler.
     pub rate_limit_secs: u64,
+    /// What the rate limit counts, as Butler keys it.
+    pub rate_key: RateKey,
+}
+
+/// What a channel's rate limit is kept per (Butler: Teams per reload, Slack and e-mail per app;
+/// e-mail also per recipient, since each recipient is its own delivery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateKey {
+    Reload,
+    #[default]
+    App,
+}
+
+impl RateKey {
+    /// Butler's key and default window for a channel kind.
+    fn of(kind: ChannelKind) -> (RateKey, u64) {
+        match kind {
+            ChannelKind::Teams => (RateKey::Reload, 300),
+            ChannelKind::Slack | ChannelKind::Email => (RateKey::App, 300),
+            _ => (RateKey::App, 0),
+        }
+    }
 }
 
 /// What goes into a channel's message.
@@ -277,7 +300,8 @@ pub fn check_alert(
     if let Some(mut s) = alert.email_notification.and_then(|s| s.reload_app_failure) {
         if Flag::or(s.enable, false) {
             let at = at.key("emailNotification.reloadAppFailure");
-            let rules = check_rules(c, &at, s.alert_enable_by_tag.take(), s.rate_limit);
+            let by_tag = s.alert_enable_by_tag.take();
+            let rules = check_rules(c, &at, ChannelKind::Email, by_tag, s.rate_limit);
             let (head_lines, tail_lines) =
                 check_lines(c, &at, s.head_script_log_lines, s.tail_script_log_lines);
             let message = Message {
@@ -306,7 +330,7 @@ fn check_channel(
     subscription: &str,
     channels: &mut Vec<ChannelConfig>,
 ) {
-    let rules = check_rules(c, at, s.alert_enable_by_tag.take(), s.rate_limit);
+    let rules = check_rules(c, at, kind, s.alert_enable_by_tag.take(), s.rate_limit);
     let message = check_message(c, at, &s);
     let mut push = |id: String, target: Target| {
         channels.push(ChannelConfig {
@@ -385,6 +409,7 @@ fn check_channel(
 fn check_rules(
     c: &mut Check<'_>,
     at: &KeyPath,
+    kind: ChannelKind,
     by_tag: Option<ByTag>,
     rate_limit: Option<Whole>,
 ) -> Rules {
@@ -394,9 +419,12 @@ fn check_rules(
     } else {
         None
     };
+    let (rate_key, default_secs) = RateKey::of(kind);
+    let range = 0..=30 * 24 * 3600;
     Rules {
         tag,
-        rate_limit_secs: c.whole(rate_limit, &at.key("rateLimit"), 0..=30 * 24 * 3600, 0),
+        rate_limit_secs: c.whole(rate_limit, &at.key("rateLimit"), range, default_secs),
+        rate_key,
     }
 }
 

@@ -56,6 +56,12 @@ pub struct Listener {
     /// Cloud only and leaves task starts (`mqttConfig`) and the HTTP API (`restServerConfig`) to
     /// Butler, so a task is never started twice and the port is Butler's.
     beside_butler: Option<super::value::Flag>,
+    /// The time zone of Butler's `…TimeLocal1`–`5` template fields: an IANA name such as
+    /// `Europe/Stockholm` (default: this machine's, as in Butler).
+    time_zone: Option<Text>,
+    /// How stored script logs are laid out: `butler` (default:
+    /// `<day>/<time>_appId=…_reloadId=….log`) or `byTenant` (`<tenantId>/<appId>/<reloadId>.log`).
+    script_log_layout: Option<Text>,
     journal: Option<JournalSection>,
     /// error, warn, info (default), debug or trace; `RUST_LOG` wins.
     log_level: Option<Text>,
@@ -125,6 +131,8 @@ pub struct Settings {
     pub reconcile: Option<Reconcile>,
     pub webhook_watch: Option<WebhookWatch>,
     pub beside_butler: bool,
+    pub time_zone: jiff::tz::TimeZone,
+    pub script_log_layout: crate::events::script_log::Layout,
 }
 
 pub fn check(c: &mut Check<'_>, at: &KeyPath, l: Listener) -> Settings {
@@ -214,7 +222,24 @@ pub fn check(c: &mut Check<'_>, at: &KeyPath, l: Listener) -> Settings {
         ),
     };
 
+    let time_zone = crate::events::local_time::zone(Text::of(&l.time_zone)).unwrap_or_else(|e| {
+        c.error(&at.key("timeZone"), e);
+        jiff::tz::TimeZone::UTC
+    });
+    let script_log_layout = match Text::of(&l.script_log_layout) {
+        None | Some("butler") => crate::events::script_log::Layout::Butler,
+        Some("byTenant") => crate::events::script_log::Layout::ByTenant,
+        Some(other) => {
+            c.error(
+                &at.key("scriptLogLayout"),
+                format!("'{other}' is not butler or byTenant"),
+            );
+            crate::events::script_log::Layout::Butler
+        }
+    };
     Settings {
+        time_zone,
+        script_log_layout,
         journal_path,
         retention_days,
         log_level: Text::of(&l.log_level).map(str::to_owned),

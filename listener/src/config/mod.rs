@@ -33,7 +33,7 @@ mod warnings;
 
 pub use broker::{BrokerConfig, Protocol, TlsKeys, TlsSettings};
 pub use butler::{ButlerMqttConfig, QrsConfig, RestConfig};
-pub use channel::{ChannelConfig, ChannelKind, Format, Message, Rules, Target};
+pub use channel::{ChannelConfig, ChannelKind, Format, Message, RateKey, Rules, Target};
 pub use email::{mailbox, EmailSettings, OwnerAlert, Priority, SmtpConfig, SmtpSecurity};
 pub use listener::{FinalOutcome, Reconcile, WaitForFinal, WebhookWatch};
 pub use tenant::{TenantConfig, TenantRef};
@@ -102,6 +102,9 @@ pub struct GenericUrl {
     pub id: String,
     pub link_text: String,
     pub url: String,
+    /// Butler's free-text note on the link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// What the listener runs on: every value checked, defaults applied.
@@ -119,8 +122,12 @@ pub struct Config {
     pub retention_days: u32,
     /// `Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure.logDirectory` when enabled.
     pub script_log_dir: Option<PathBuf>,
+    /// How the script logs are laid out there (default: Butler's).
+    pub script_log_layout: crate::events::script_log::Layout,
     pub log_level: Option<String>,
     pub generic_urls: Vec<GenericUrl>,
+    /// The time zone of Butler's local-time template fields and the script-log folders.
+    pub time_zone: jiff::tz::TimeZone,
     /// How long an alert is retried before it is recorded as failed.
     pub give_up_secs: u64,
     /// The first wait between retries (doubling, capped at a minute).
@@ -223,6 +230,8 @@ struct GenericUrlSection {
     id: Option<Text>,
     link_text: Option<Text>,
     url: Option<Text>,
+    /// A note on the link (Butler's `comment`), for templates.
+    comment: Option<Text>,
 }
 
 impl Config {
@@ -448,6 +457,7 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
                 id: id?,
                 link_text: link_text?,
                 url: url?,
+                comment: Text::of(&u.comment).map(str::to_owned),
             })
         })
         .collect();
@@ -461,8 +471,10 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         journal_path: listener.journal_path,
         retention_days: listener.retention_days,
         script_log_dir,
+        script_log_layout: listener.script_log_layout,
         log_level: listener.log_level,
         generic_urls,
+        time_zone: listener.time_zone,
         give_up_secs: listener.give_up_secs,
         retry_base_ms: listener.retry_base_ms,
         smtp,

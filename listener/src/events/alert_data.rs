@@ -13,6 +13,7 @@
 //! can be or skipped with one debug line, never taking the other fields with it.
 
 use super::enrich::Enrichment;
+use super::local_time::{self, TimeForms};
 use crate::config::{GenericUrl, TenantConfig};
 use crate::notify::render::{cut_end, cut_start, SCRIPT_LOG_FIELD_MAX};
 use qlik_events::{Event, Reload};
@@ -36,13 +37,25 @@ pub struct AlertData {
     pub app_owner_name: String,
     pub app_owner_email: String,
     pub app_owner_user_id: String,
+    /// A URL of the owner's picture.
+    pub app_owner_picture: String,
+    /// The app's attributes, as Butler names them.
+    pub app_has_section_access: bool,
+    pub app_is_published: bool,
+    pub app_publish_time: String,
+    pub app_thumbnail: String,
+    /// The app file's size, bytes (`resourceSize.appFile`).
+    pub app_file_size: u64,
     pub tenant_id: String,
     pub tenant_url: String,
     pub tenant_comment: String,
     pub event_id: String,
     pub event_type: String,
+    /// The legacy format's `eventTypeVersion` (e.g. `1.0.0`).
+    pub event_type_version: String,
     pub execution_start_time: StartTime,
     pub execution_stop_time: StopTime,
+    pub execution_creation_time: CreationTime,
     pub execution_duration: Duration,
     pub reload_trigger: String,
     pub reload_id: String,
@@ -59,6 +72,8 @@ pub struct AlertData {
     pub is_skip_store: bool,
     pub row_limit: u64,
     pub size_memory_bytes: u64,
+    /// The engine's `duration` of the attempt, milliseconds (Butler's `usageDuration`).
+    pub usage_duration: u64,
     /// The event's own `status` (`error`, `FAILED`, …).
     pub status: String,
     /// Always empty in Qlik's events (kept for Butler's templates).
@@ -112,13 +127,21 @@ impl Default for AlertData {
             app_owner_name: String::new(),
             app_owner_email: String::new(),
             app_owner_user_id: String::new(),
+            app_owner_picture: String::new(),
+            app_has_section_access: false,
+            app_is_published: false,
+            app_publish_time: String::new(),
+            app_thumbnail: String::new(),
+            app_file_size: 0,
             tenant_id: String::new(),
             tenant_url: String::new(),
             tenant_comment: String::new(),
             event_id: String::new(),
             event_type: String::new(),
+            event_type_version: String::new(),
             execution_start_time: StartTime::default(),
             execution_stop_time: StopTime::default(),
+            execution_creation_time: CreationTime::default(),
             execution_duration: Duration::default(),
             reload_trigger: String::new(),
             reload_id: String::new(),
@@ -131,6 +154,7 @@ impl Default for AlertData {
             is_skip_store: false,
             row_limit: 0,
             size_memory_bytes: 0,
+            usage_duration: 0,
             status: String::new(),
             statements: Vec::new(),
             is_partial_reload: false,
@@ -160,25 +184,70 @@ impl Default for AlertData {
     }
 }
 
-/// `executionStartTime`: Butler's `startTimeLocal1` (`YYYY-MM-DD hh:mm:ss`, here in UTC) and ours.
+/// `executionStartTime`: Butler's `startTimeUTC` and `startTimeLocal1`–`5` (see [`local_time`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StartTime {
-    #[serde(rename = "startTimeLocal1")]
-    pub local1: String,
     #[serde(rename = "startTimeUTC")]
     pub utc: String,
+    #[serde(rename = "startTimeLocal1")]
+    pub local1: String,
+    #[serde(rename = "startTimeLocal2")]
+    pub local2: String,
+    #[serde(rename = "startTimeLocal3")]
+    pub local3: String,
+    #[serde(rename = "startTimeLocal4")]
+    pub local4: String,
+    #[serde(rename = "startTimeLocal5")]
+    pub local5: String,
 }
 
 /// `executionStopTime`, as [`StartTime`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StopTime {
-    #[serde(rename = "stopTimeLocal1")]
-    pub local1: String,
     #[serde(rename = "stopTimeUTC")]
     pub utc: String,
+    #[serde(rename = "stopTimeLocal1")]
+    pub local1: String,
+    #[serde(rename = "stopTimeLocal2")]
+    pub local2: String,
+    #[serde(rename = "stopTimeLocal3")]
+    pub local3: String,
+    #[serde(rename = "stopTimeLocal4")]
+    pub local4: String,
+    #[serde(rename = "stopTimeLocal5")]
+    pub local5: String,
 }
+
+/// `executionCreationTime`: when the reload was requested, as [`StartTime`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CreationTime {
+    #[serde(rename = "creationTimeUTC")]
+    pub utc: String,
+    #[serde(rename = "creationTimeLocal1")]
+    pub local1: String,
+    #[serde(rename = "creationTimeLocal2")]
+    pub local2: String,
+    #[serde(rename = "creationTimeLocal3")]
+    pub local3: String,
+    #[serde(rename = "creationTimeLocal4")]
+    pub local4: String,
+    #[serde(rename = "creationTimeLocal5")]
+    pub local5: String,
+}
+
+macro_rules! from_forms {
+    ($($t:ident),*) => {$(
+        impl From<TimeForms> for $t {
+            fn from(f: TimeForms) -> $t {
+                $t { utc: f.utc, local1: f.local1, local2: f.local2, local3: f.local3, local4: f.local4, local5: f.local5 }
+            }
+        }
+    )*};
+}
+from_forms!(StartTime, StopTime, CreationTime);
 
 /// `executionDuration`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -438,6 +507,8 @@ pub struct Inputs<'a> {
     pub tenant: &'a TenantConfig,
     pub enrichment: &'a Enrichment,
     pub generic_urls: &'a [GenericUrl],
+    /// The time zone of the `…Local*` forms.
+    pub time_zone: &'a jiff::tz::TimeZone,
 }
 
 /// Builds the alert data. `head`/`tail` are the most script-log lines any channel shows.
@@ -449,6 +520,7 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
         tenant,
         enrichment,
         generic_urls,
+        time_zone,
     } = *inputs;
     let data = match attempt {
         Some(attempt) => ReloadData::read(event).or(ReloadData::read(attempt)),
@@ -456,6 +528,7 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
     };
     let info = enrichment.reload.clone().unwrap_or_default();
     let app = enrichment.app.clone().unwrap_or_default();
+    let item = enrichment.item.clone().unwrap_or_default();
     let owner = enrichment.owner.clone().unwrap_or_default();
     let app_id = reload.app_id.clone().unwrap_or_default();
     let tenant_url = tenant.tenant_url.as_str().trim_end_matches('/').to_owned();
@@ -466,17 +539,15 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
         .clone()
         .or(data.end_time.clone())
         .or(event.time.as_deref().map(str::to_owned));
-    let duration_secs = data
-        .duration_ms
-        .map(|ms| ms / 1000)
+    let between = |start: Option<&str>, stop: Option<&str>| {
+        let secs = parse(stop)?.unix_timestamp() - parse(start)?.unix_timestamp();
+        Some(secs.max(0) as u64)
+    };
+    // Butler's meaning: the reloads API's endTime − startTime; else the event's figures.
+    let duration_secs = between(info.start_time.as_deref(), info.end_time.as_deref())
+        .or(data.duration_ms.map(|ms| ms / 1000))
         .or(data.duration_seconds)
-        .or_else(|| {
-            Some(
-                parse(stop.as_deref())?.unix_timestamp()
-                    - parse(start.as_deref())?.unix_timestamp(),
-            )
-            .map(|s| s.max(0) as u64)
-        });
+        .or_else(|| between(start.as_deref(), stop.as_deref()));
     // Without a start time, derive it from the stop time and the duration.
     let start = start.or_else(|| {
         let stop = parse(stop.as_deref())?;
@@ -500,8 +571,7 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
         .clone()
         .or(event.owner_id.as_deref().map(str::to_owned))
         .unwrap_or_default();
-    let (start_local1, start_utc) = time_fields(start.as_deref());
-    let (stop_local1, stop_utc) = time_fields(stop.as_deref());
+    let creation = info.creation_time.clone().or(data.creation_time.clone());
 
     AlertData {
         alert_title: RELOAD_FAILED.to_owned(),
@@ -513,12 +583,19 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
         },
         app_id,
         app_description: app.description.unwrap_or_default(),
-        app_tags: enrichment.tags.clone().unwrap_or_default(),
+        app_tags: item.tags,
         app_owner_id: app_owner_id.clone(),
         app_owner_user_id: app_owner_id,
-        user_name: owner.name.clone().unwrap_or_default(),
+        // Butler's: `Unknown` when the owner could not be looked up.
+        user_name: owner.name.clone().unwrap_or_else(|| "Unknown".to_owned()),
         app_owner_name: owner.name.unwrap_or_default(),
         app_owner_email: owner.email.unwrap_or_default(),
+        app_owner_picture: owner.picture.unwrap_or_default(),
+        app_has_section_access: app.has_section_access.unwrap_or_default(),
+        app_is_published: app.published.unwrap_or_default(),
+        app_publish_time: app.publish_time.unwrap_or_default(),
+        app_thumbnail: app.thumbnail.unwrap_or_default(),
+        app_file_size: item.app_file_size.unwrap_or_default(),
         user_id: event.user_id.as_deref().unwrap_or_default().to_owned(),
         source: event.source.as_deref().unwrap_or_default().to_owned(),
         tenant_id: event.tenant_id.to_string(),
@@ -526,14 +603,14 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
         tenant_comment: tenant.comment.clone().unwrap_or_default(),
         event_id: event.id.to_string(),
         event_type: event.event_type.to_string(),
-        execution_start_time: StartTime {
-            local1: start_local1,
-            utc: start_utc,
-        },
-        execution_stop_time: StopTime {
-            local1: stop_local1,
-            utc: stop_utc,
-        },
+        event_type_version: event
+            .event_type_version
+            .as_deref()
+            .unwrap_or_default()
+            .to_owned(),
+        execution_start_time: local_time::forms(start.as_deref(), time_zone).into(),
+        execution_stop_time: local_time::forms(stop.as_deref(), time_zone).into(),
+        execution_creation_time: local_time::forms(creation.as_deref(), time_zone).into(),
         execution_duration: duration_fields(duration_secs),
         reload_trigger: info.trigger.or(data.trigger).unwrap_or_default(),
         reload_id: reload.reload_id.clone().unwrap_or_default(),
@@ -543,10 +620,11 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
         is_skip_store: data.is_skip_store.unwrap_or_default(),
         row_limit: data.row_limit.unwrap_or_default(),
         size_memory_bytes: data.size_memory.unwrap_or_default(),
+        usage_duration: data.duration_ms.unwrap_or_default(),
         status: data.status.clone().unwrap_or_default(),
         statements: Vec::new(),
         is_partial_reload: data.partial.unwrap_or_default(),
-        creation_time: data.creation_time.unwrap_or_default(),
+        creation_time: creation.unwrap_or_default(),
         error_code: info.error_code.or(data.error_code).unwrap_or_default(),
         error_message,
         // Butler's meaning: the reloads API's status (`FAILED`), else the event's.
@@ -580,26 +658,6 @@ fn parse(t: Option<&str>) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(t?, &Rfc3339).ok()
 }
 
-/// Butler's `…TimeLocal1` is `YYYY-MM-DD hh:mm:ss`; we give UTC, and say so in `…UTC`.
-fn time_fields(t: Option<&str>) -> (String, String) {
-    match parse(t) {
-        Some(t) => {
-            let t = t.to_offset(time::UtcOffset::UTC);
-            let local1 = format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            );
-            (local1, t.format(&Rfc3339).unwrap_or_default())
-        }
-        None => (String::new(), String::new()),
-    }
-}
-
 fn duration_fields(secs: Option<u64>) -> Duration {
     match secs {
         Some(s) => Duration {
@@ -616,9 +674,11 @@ fn duration_fields(secs: Option<u64>) -> Duration {
 mod tests {
     use super::*;
     use crate::config::TenantRef;
-    use crate::qlik_api::{AppInfo, ReloadInfo, UserInfo};
+    use crate::qlik_api::{AppInfo, AppItem, ReloadInfo, UserInfo};
     use qlik_events::Secret;
     use serde_json::json;
+
+    static UTC: jiff::tz::TimeZone = jiff::tz::TimeZone::UTC;
 
     fn tenant() -> TenantConfig {
         TenantConfig {
@@ -647,15 +707,12 @@ mod tests {
         String::from_utf8(fixture("script-log.txt")).unwrap()
     }
 
-    #[test]
-    fn app_reload_failure_with_full_enrichment() {
-        let body = fixture("app-reload-failed.cloudevents.json");
-        let event = Event::parse(&body).unwrap();
-        let reload = event.reload().unwrap().unwrap();
-        let enrichment = Enrichment {
+    fn full_enrichment() -> Enrichment {
+        Enrichment {
             reload: Some(ReloadInfo {
                 trigger: Some("chronos".into()),
                 status: Some("FAILED".into()),
+                creation_time: Some("2026-11-20T06:14:01.000Z".into()),
                 start_time: Some("2026-11-20T06:14:04.090Z".into()),
                 end_time: Some("2026-11-20T06:14:52.120Z".into()),
                 error_code: Some("EngineReloadFailed".into()),
@@ -666,22 +723,40 @@ mod tests {
                 name: Some("Sales forecast – EMEA".into()),
                 description: Some("Forecast".into()),
                 owner_id: Some("65a1f0c2e4b0d1a2b3c4d5e6".into()),
+                has_section_access: Some(true),
+                published: Some(true),
+                publish_time: Some("2026-10-01T09:00:00.000Z".into()),
+                thumbnail: Some("/api/v1/apps/x/media/thumb.png".into()),
             }),
             owner: Some(UserInfo {
                 name: Some("Ada Lovelace".into()),
                 email: Some("ada@example.com".into()),
                 tenant_id: None,
+                picture: Some("https://example.com/ada.png".into()),
             }),
-            tags: Some(vec!["alert".into()]),
+            item: Some(AppItem {
+                tags: vec!["alert".into()],
+                app_file_size: Some(52_428_800),
+            }),
             script_log: Some(script_log()),
             errors: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn app_reload_failure_with_full_enrichment() {
+        let body = fixture("app-reload-failed.cloudevents.json");
+        let event = Event::parse(&body).unwrap();
+        let reload = event.reload().unwrap().unwrap();
+        let enrichment = full_enrichment();
         let urls = [GenericUrl {
             id: "ops".into(),
             link_text: "Runbook".into(),
             url: "https://wiki/x".into(),
+            comment: None,
         }];
         let tenant = tenant();
+        let stockholm = jiff::tz::TimeZone::get("Europe/Stockholm").unwrap();
         let inputs = Inputs {
             event: &event,
             attempt: None,
@@ -689,6 +764,7 @@ mod tests {
             tenant: &tenant,
             enrichment: &enrichment,
             generic_urls: &urls,
+            time_zone: &stockholm,
         };
         let d = serde_json::to_value(build(&inputs, 2, 3)).unwrap();
         assert_eq!(
@@ -720,6 +796,13 @@ mod tests {
         assert_eq!(d["source"], "com.qlik/engine");
         assert_eq!(d["sizeMemoryBytes"], 52428800);
         assert_eq!(d["rowLimit"], 0);
+        assert_eq!(d["appFileSize"], 52428800);
+        assert_eq!(d["usageDuration"], 48211);
+        assert_eq!(d["appOwnerPicture"], "https://example.com/ada.png");
+        assert_eq!(d["appHasSectionAccess"], true);
+        assert_eq!(d["appIsPublished"], true);
+        assert_eq!(d["appPublishTime"], "2026-10-01T09:00:00.000Z");
+        assert_eq!(d["appThumbnail"], "/api/v1/apps/x/media/thumb.png");
         assert_eq!(
             (
                 d["isDirectQueryMode"].clone(),
@@ -735,15 +818,27 @@ mod tests {
         assert_eq!(d["scriptLogSizeRows"], 8);
         assert_eq!(d["scriptLogSizeCharacters"], log.chars().count());
         assert_eq!(d["scriptLogSizeBytes"], log.len());
+        // Local times in the listener's time zone (Stockholm: UTC+1 in November).
         assert_eq!(
-            d["executionStartTime"]["startTimeLocal1"],
-            "2026-11-20 06:14:04"
+            d["executionStartTime"],
+            json!({
+                "startTimeUTC": "2026-11-20T06:14:04.090Z",
+                "startTimeLocal1": "2026-11-20 07:14:04",
+                "startTimeLocal2": "11/20/2026, 7:14:04 AM",
+                "startTimeLocal3": "Nov 20, 2026, 7:14:04 AM",
+                "startTimeLocal4": "November 20, 2026 at 7:14:04 AM CET",
+                "startTimeLocal5": "November 20, 2026 at 7:14:04 AM CET",
+            })
         );
         assert_eq!(
             d["executionStopTime"]["stopTimeLocal1"],
-            "2026-11-20 06:14:52"
+            "2026-11-20 07:14:52"
         );
-        // data.duration is 48211 ms.
+        assert_eq!(
+            d["executionCreationTime"]["creationTimeLocal1"],
+            "2026-11-20 07:14:01"
+        );
+        // Butler's meaning: the reloads API's endTime − startTime (48.03 s).
         assert_eq!(
             d["executionDuration"],
             json!({"hours": 0, "minutes": 0, "seconds": 48, "totalSeconds": 48})
@@ -760,6 +855,114 @@ mod tests {
         assert_eq!(d["scriptLogLineCount"], 8);
         assert!(!d["scriptLogHead"].as_str().unwrap().contains('\r'));
         assert_eq!(d["enrichmentErrors"], json!([]));
+    }
+
+    /// Every variable of Butler's Qlik Cloud template context (design.md §4).
+    pub(crate) const BUTLER_CONTEXT: &[&str] = &[
+        "tenantId",
+        "tenantComment",
+        "tenantUrl",
+        "userId",
+        "userName",
+        "appId",
+        "appName",
+        "appDescription",
+        "appUrl",
+        "appHasSectionAccess",
+        "appIsPublished",
+        "appPublishTime",
+        "appThumbnail",
+        "reloadTrigger",
+        "source",
+        "eventType",
+        "eventTypeVersion",
+        "endedWithMemoryConstraint",
+        "isDirectQueryMode",
+        "isPartialReload",
+        "isSessionApp",
+        "isSkipStore",
+        "peakMemoryBytes",
+        "reloadId",
+        "rowLimit",
+        "statements",
+        "status",
+        "usageDuration",
+        "sizeMemoryBytes",
+        "appFileSize",
+        "errorCode",
+        "errorMessage",
+        "logMessage",
+        "executionDuration",
+        "executionStartTime",
+        "executionStopTime",
+        "executionStatusText",
+        "scriptLogSize",
+        "scriptLogSizeRows",
+        "scriptLogSizeCharacters",
+        "scriptLogHead",
+        "scriptLogTail",
+        "scriptLogHeadCount",
+        "scriptLogTailCount",
+        "qlikSenseQMC",
+        "qlikSenseHub",
+        "genericUrls",
+        "appOwnerName",
+        "appOwnerUserId",
+        "appOwnerPicture",
+        "appOwnerEmail",
+    ];
+
+    #[test]
+    fn a_legacy_event_fully_enriched_fills_every_butler_variable() {
+        let body = fixture("app-reload-failed.legacy.json");
+        let event = Event::parse(&body).unwrap();
+        let reload = event.reload().unwrap().unwrap();
+        let enrichment = full_enrichment();
+        let tenant = tenant();
+        let urls = [GenericUrl {
+            id: "ops".into(),
+            link_text: "Runbook".into(),
+            url: "https://wiki/x".into(),
+            comment: Some("Operations".into()),
+        }];
+        let inputs = Inputs {
+            event: &event,
+            attempt: None,
+            reload: &reload,
+            tenant: &tenant,
+            enrichment: &enrichment,
+            generic_urls: &urls,
+            time_zone: &UTC,
+        };
+        let d = serde_json::to_value(build(&inputs, 10, 10)).unwrap();
+        for name in BUTLER_CONTEXT {
+            let v = &d[*name];
+            // Flags and `statements` (always empty in Qlik's events) are present; the rest has
+            // a value.
+            let filled = match v {
+                Value::Null => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Bool(_) | Value::Number(_) => true,
+                Value::Array(a) => !a.is_empty() || *name == "statements",
+                Value::Object(o) => o.values().all(|v| v != "" && !v.is_null()),
+            };
+            assert!(filled, "{name} is {v}");
+        }
+        assert_eq!(d["eventTypeVersion"], "1.0.0");
+        assert_eq!(d["genericUrls"][0]["comment"], "Operations");
+        for (form, time) in [
+            ("executionStartTime", "startTime"),
+            ("executionStopTime", "stopTime"),
+            ("executionCreationTime", "creationTime"),
+        ] {
+            for suffix in ["UTC", "Local1", "Local2", "Local3", "Local4", "Local5"] {
+                let v = &d[form][format!("{time}{suffix}")];
+                assert!(
+                    v.as_str().is_some_and(|s| !s.is_empty()),
+                    "{form}.{time}{suffix}: {v}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -779,6 +982,7 @@ mod tests {
             tenant: &tenant,
             enrichment: &enrichment,
             generic_urls: &[],
+            time_zone: &UTC,
         };
         let d = serde_json::to_value(build(&inputs, 10, 10)).unwrap();
         assert_eq!(d["appName"], "Inventory snapshot", "from data.name");
@@ -788,8 +992,8 @@ mod tests {
         );
         assert_eq!(d["executionDuration"]["seconds"], 3);
         assert_eq!(
-            d["executionStopTime"]["stopTimeUTC"],
-            "2026-09-02T21:03:11.3Z"
+            d["executionStopTime"]["stopTimeUTC"], "2026-09-02T21:03:11.300Z",
+            "as Qlik sent it"
         );
         assert_eq!(
             d["executionStartTime"]["startTimeLocal1"],
@@ -818,6 +1022,7 @@ mod tests {
             tenant: &tenant,
             enrichment: &enrichment,
             generic_urls: &[],
+            time_zone: &UTC,
         };
         let d = serde_json::to_value(build(&inputs, 5, 5)).unwrap();
         assert_eq!(d["reloadId"], "673e95b1f0e1d2c3b4a59687");
@@ -878,6 +1083,7 @@ mod tests {
                 tenant: &tenant,
                 enrichment: &enrichment,
                 generic_urls: &[],
+                time_zone: &UTC,
             };
             build(&inputs, 5, 5)
         };

@@ -4,7 +4,7 @@
 //! Promise: the lookups run concurrently and each failure is recorded in
 //! [`Enrichment::errors`]; a failed lookup degrades the alert, it never drops it.
 
-use crate::qlik_api::{ApiError, AppInfo, QlikApi, ReloadInfo, UserInfo};
+use crate::qlik_api::{ApiError, AppInfo, AppItem, QlikApi, ReloadInfo, UserInfo};
 use qlik_events::{Event, Reload};
 
 /// What the Qlik Cloud API told about an event; `None` where a call failed.
@@ -13,7 +13,8 @@ pub struct Enrichment {
     pub reload: Option<ReloadInfo>,
     pub app: Option<AppInfo>,
     pub owner: Option<UserInfo>,
-    pub tags: Option<Vec<String>>,
+    /// The app's item: tags and file size.
+    pub item: Option<AppItem>,
     pub script_log: Option<String>,
     /// One line per failed lookup, e.g. `GET /api/v1/apps/…: HTTP 404`.
     pub errors: Vec<String>,
@@ -30,7 +31,7 @@ pub async fn enrich(
     let app_id = reload.app_id.as_deref();
     let reload_id = reload.reload_id.as_deref();
 
-    let (info, log, app, tags) = tokio::join!(
+    let (info, log, app, item) = tokio::join!(
         optional(reload_id.map(|r| api.reload(r))),
         optional(
             app_id
@@ -38,12 +39,12 @@ pub async fn enrich(
                 .map(|(a, r)| api.script_log(a, r, spool))
         ),
         optional(app_id.map(|a| api.app(a))),
-        optional(app_id.map(|a| api.app_tags(a))),
+        optional(app_id.map(|a| api.app_item(a))),
     );
     let reload_info = keep(info, &mut errors);
     let script_log = keep(log, &mut errors);
     let app = keep(app, &mut errors);
-    let tags = keep(tags, &mut errors);
+    let item = keep(item, &mut errors);
 
     let owner_id = app
         .as_ref()
@@ -63,7 +64,7 @@ pub async fn enrich(
         reload: reload_info,
         app,
         owner,
-        tags,
+        item,
         script_log,
         errors,
     }

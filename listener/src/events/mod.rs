@@ -6,6 +6,7 @@
 
 pub mod alert_data;
 pub mod enrich;
+pub mod local_time;
 pub mod one_alert;
 pub mod pipeline;
 pub mod reconcile;

@@ -90,7 +90,9 @@ pub struct Pipeline {
     /// what it would need to tell a replay from a new event (`journal.retentionDays`).
     retention_ms: i64,
     script_log_dir: Option<PathBuf>,
+    script_log_layout: script_log::Layout,
     generic_urls: Vec<crate::config::GenericUrl>,
+    time_zone: jiff::tz::TimeZone,
     notifier: Notifier,
     /// Newly recorded pending events, for the worker.
     new_pending: tokio::sync::mpsc::UnboundedSender<Entry>,
@@ -145,7 +147,9 @@ impl Pipeline {
             require_signature: config.require_signature,
             retention_ms: i64::from(config.retention_days) * DAY_MS,
             script_log_dir: config.script_log_dir.clone(),
+            script_log_layout: config.script_log_layout,
             generic_urls: config.generic_urls.clone(),
+            time_zone: config.time_zone.clone(),
             warned_tenants: Mutex::new(HashSet::new()),
             warned_rewritten: std::sync::atomic::AtomicBool::new(false),
         }))
@@ -736,16 +740,20 @@ impl Pipeline {
         tenant: &Tenant,
     ) -> AlertData {
         // The script log is streamed to its file as it downloads (never whole in memory).
-        let spool = self.script_log_dir.as_ref().and_then(|dir| {
-            script_log::spool(
-                dir,
-                &event.tenant_id,
-                reload.app_id.as_deref(),
-                reload.reload_id.as_deref(),
-            )
+        let spool =
+            self.script_log_dir.as_ref().and_then(|dir| {
+                let of = script_log::LogOf {
+                    tenant_id: &event.tenant_id,
+                    time: event
+                        .timestamp()
+                        .unwrap_or_else(|_| time::OffsetDateTime::now_utc()),
+                    app_id: reload.app_id.as_deref(),
+                    reload_id: reload.reload_id.as_deref(),
+                };
+                script_log::spool(dir, self.script_log_layout, &of)
             .map_err(|e| tracing::warn!(event_id = %entry.id, error = %e, "script log not stored"))
             .ok()
-        });
+            });
         let enrichment: Enrichment = enrich::enrich(
             &tenant.api,
             event,
@@ -796,6 +804,7 @@ impl Pipeline {
             tenant: &tenant.config,
             enrichment: &enrichment,
             generic_urls: &self.generic_urls,
+            time_zone: &self.time_zone,
         };
         let data = alert_data::build(&inputs, head, tail);
         tracing::info!(

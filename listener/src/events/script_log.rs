@@ -1,5 +1,7 @@
 //! Storing a failed reload's script log on disk, as Butler does
-//! (`Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure`):
+//! (`Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure`), in Butler's layout
+//! `<logDirectory>/<YYYY-MM-DD>/<YYYY-MM-DDTHH-MM-SS>_appId=<appId>_reloadId=<reloadId>.log`
+//! (the event's time, UTC), or, with `Butler.qlikCloudListener.scriptLogLayout: byTenant`,
 //! `<logDirectory>/<tenantId>/<appId>/<reloadId>.log`.
 //!
 //! Promises: ids from events cannot leave the directory (only `[A-Za-z0-9._-]`, not `.` or
@@ -30,21 +32,50 @@ pub struct Spool {
     pub file: PathBuf,
 }
 
+/// How the files are laid out under the log directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// Butler's: `<YYYY-MM-DD>/<YYYY-MM-DDTHH-MM-SS>_appId=…_reloadId=….log`.
+    #[default]
+    Butler,
+    /// `<tenantId>/<appId>/<reloadId>.log`: one folder per app, across tenants.
+    ByTenant,
+}
+
+/// Which reload a log belongs to.
+pub struct LogOf<'a> {
+    pub tenant_id: &'a str,
+    /// The event's time (UTC); Butler's folders and names are made of it.
+    pub time: time::OffsetDateTime,
+    pub app_id: Option<&'a str>,
+    pub reload_id: Option<&'a str>,
+}
+
 /// The [`Spool`] for a reload's log under `dir` (nothing is written yet).
-pub fn spool(
-    dir: &Path,
-    tenant_id: &str,
-    app_id: Option<&str>,
-    reload_id: Option<&str>,
-) -> Result<Spool, StoreError> {
-    let app_id = app_id.ok_or(StoreError::Missing { what: "app id" })?;
-    let reload_id = reload_id.ok_or(StoreError::Missing { what: "reload id" })?;
-    let (tenant_id, app_id) = (safe("tenant id", tenant_id)?, safe("app id", app_id)?);
-    let reload_id = safe("reload id", reload_id)?;
-    let folder = dir.join(tenant_id).join(app_id);
+pub fn spool(dir: &Path, layout: Layout, of: &LogOf<'_>) -> Result<Spool, StoreError> {
+    let app_id = of.app_id.ok_or(StoreError::Missing { what: "app id" })?;
+    let reload_id = of
+        .reload_id
+        .ok_or(StoreError::Missing { what: "reload id" })?;
+    let (app_id, reload_id) = (safe("app id", app_id)?, safe("reload id", reload_id)?);
+    let (folder, name) = match layout {
+        Layout::Butler => {
+            let t = of.time.to_offset(time::UtcOffset::UTC);
+            let day = format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
+            let stamp = format!("{day}T{:02}-{:02}-{:02}", t.hour(), t.minute(), t.second());
+            (
+                dir.join(day),
+                format!("{stamp}_appId={app_id}_reloadId={reload_id}"),
+            )
+        }
+        Layout::ByTenant => (
+            dir.join(safe("tenant id", of.tenant_id)?).join(app_id),
+            reload_id.to_owned(),
+        ),
+    };
     Ok(Spool {
-        tmp: folder.join(format!(".{reload_id}.log.tmp")),
-        file: folder.join(format!("{reload_id}.log")),
+        tmp: folder.join(format!(".{name}.log.tmp")),
+        file: folder.join(format!("{name}.log")),
     })
 }
 
@@ -79,10 +110,47 @@ fn safe<'a>(what: &'static str, value: &'a str) -> Result<&'a str, StoreError> {
 mod tests {
     use super::*;
 
+    fn at(t: &str) -> time::OffsetDateTime {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+    }
+
+    fn of<'a>(tenant_id: &'a str, app: Option<&'a str>, reload: Option<&'a str>) -> LogOf<'a> {
+        LogOf {
+            tenant_id,
+            time: at("2026-11-20T06:14:52.301Z"),
+            app_id: app,
+            reload_id: reload,
+        }
+    }
+
+    #[test]
+    fn butlers_layout_by_day_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = of("T1", Some("app-1"), Some("r1"));
+        // An event time with an offset is filed by its UTC day.
+        log.time = at("2026-11-21T00:30:05+01:00");
+        let spool = spool(dir.path(), Layout::Butler, &log).unwrap();
+        assert_eq!(
+            spool.file,
+            dir.path()
+                .join("2026-11-20/2026-11-20T23-30-05_appId=app-1_reloadId=r1.log")
+        );
+        assert_eq!(
+            spool.tmp,
+            dir.path()
+                .join("2026-11-20/.2026-11-20T23-30-05_appId=app-1_reloadId=r1.log.tmp")
+        );
+    }
+
     #[test]
     fn a_spooled_log_is_put_in_place_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = spool(dir.path(), "T1", Some("app-1"), Some("r1")).unwrap();
+        let spool = spool(
+            dir.path(),
+            Layout::ByTenant,
+            &of("T1", Some("app-1"), Some("r1")),
+        )
+        .unwrap();
         assert_eq!(spool.file, dir.path().join("T1/app-1/r1.log"));
         std::fs::create_dir_all(spool.tmp.parent().unwrap()).unwrap();
         std::fs::write(&spool.tmp, "line1\r\nline2").unwrap();
@@ -114,14 +182,20 @@ mod tests {
             ("t", "a", ""),
             ("t", "a\0", "r"),
         ] {
-            let e = spool(dir.path(), tenant, Some(app), Some(reload)).unwrap_err();
-            assert!(
-                matches!(e, StoreError::UnsafeId { .. }),
-                "{tenant} {app} {reload}: {e}"
-            );
+            for layout in [Layout::Butler, Layout::ByTenant] {
+                if layout == Layout::Butler && tenant != "t" {
+                    continue; // Butler's layout does not use the tenant id
+                }
+                let e =
+                    spool(dir.path(), layout, &of(tenant, Some(app), Some(reload))).unwrap_err();
+                assert!(
+                    matches!(e, StoreError::UnsafeId { .. }),
+                    "{layout:?} {tenant} {app} {reload}: {e}"
+                );
+            }
         }
         assert!(matches!(
-            spool(dir.path(), "t", None, Some("r")),
+            spool(dir.path(), Layout::Butler, &of("t", None, Some("r"))),
             Err(StoreError::Missing { .. })
         ));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -17,7 +17,7 @@ mod http;
 mod mqtt;
 pub mod render;
 
-use crate::config::{ChannelConfig, ChannelKind, SmtpConfig, Target};
+use crate::config::{ChannelConfig, ChannelKind, RateKey, SmtpConfig, Target};
 use crate::events::alert_data::AlertData;
 use crate::journal::{Delivery, DeliveryState, Journal, JournalError};
 use relay_mqtt::Publish;
@@ -232,9 +232,13 @@ impl Notifier {
             }
         }
         if rules.rate_limit_secs > 0 {
-            let app = &data.app_id;
-            // Per app and channel; for e-mail, per app and recipient.
-            let key = format!("{}:{app}", route.id);
+            // Per channel and app or reload (as Butler keys it); e-mail's route is per
+            // recipient, so per app and recipient.
+            let (what, id) = match rules.rate_key {
+                RateKey::App => ("app", &data.app_id),
+                RateKey::Reload => ("reload", &data.reload_id),
+            };
+            let key = format!("{}:{id}", route.id);
             let window_ms = (rules.rate_limit_secs * 1000) as i64;
             let claimed = self
                 .journal
@@ -242,7 +246,7 @@ impl Notifier {
                 .await?;
             if !claimed {
                 return Ok(Some(format!(
-                    "rate limit: an alert for this app was sent less than {}s ago",
+                    "rate limit (rateLimit): an alert for this {what} was sent less than {}s ago",
                     rules.rate_limit_secs
                 )));
             }

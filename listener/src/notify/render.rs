@@ -77,7 +77,41 @@ pub fn channel_data(channel: &ChannelConfig, data: &AlertData) -> Value {
     d.script_log_tail_count = tail_count;
     d.script_log_head = head;
     d.script_log_tail = tail;
-    serde_json::to_value(d).unwrap_or_default()
+    let mut value = serde_json::to_value(d).unwrap_or_default();
+    // What people read shows Butler's numbers as Butler does; machine-readable bodies keep
+    // numbers.
+    if matches!(
+        channel.target.kind(),
+        ChannelKind::Teams | ChannelKind::Slack | ChannelKind::Email | ChannelKind::Console
+    ) {
+        for key in BUTLER_GROUPED {
+            if let Some(n) = value.get(key).and_then(Value::as_u64) {
+                value[key] = Value::String(grouped(n));
+            }
+        }
+    }
+    value
+}
+
+/// Butler's numbers that it formats for people (`toLocaleString()`).
+const BUTLER_GROUPED: [&str; 4] = [
+    "peakMemoryBytes",
+    "rowLimit",
+    "sizeMemoryBytes",
+    "appFileSize",
+];
+
+/// `n` with thousands grouped as Node.js does by default (`187,236,352`).
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Renders the message for `channel` from its [`channel_data`].
@@ -381,6 +415,10 @@ mod tests {
                 icon_emoji: None,
             },
             ChannelKind::Console => Target::Console,
+            ChannelKind::Webhook => Target::Webhook { url, secret: None },
+            ChannelKind::Mqtt => Target::Mqtt {
+                topic: "alerts".into(),
+            },
             other => panic!("not used here: {other:?}"),
         };
         let mut c = ChannelConfig::new("c", target);
@@ -581,6 +619,29 @@ mod tests {
             ("no braces", "no braces"),
         ] {
             assert_eq!(escape_triple_stash(template), expected, "{template}");
+        }
+    }
+
+    #[test]
+    fn people_see_grouped_numbers_machines_see_numbers() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(187_236_352), "187,236,352");
+        let data = AlertData {
+            peak_memory_bytes: 187_236_352,
+            app_file_size: 1_048_576,
+            ..AlertData::default()
+        };
+        for kind in [ChannelKind::Teams, ChannelKind::Slack, ChannelKind::Console] {
+            let d = channel_data(&channel(kind), &data);
+            assert_eq!(d["peakMemoryBytes"], "187,236,352", "{kind:?}");
+            assert_eq!(d["appFileSize"], "1,048,576", "{kind:?}");
+            assert_eq!(d["rowLimit"], "0", "{kind:?}");
+        }
+        for kind in [ChannelKind::Webhook, ChannelKind::Mqtt] {
+            let d = channel_data(&channel(kind), &data);
+            assert_eq!(d["peakMemoryBytes"], 187_236_352, "{kind:?}");
         }
     }
 

@@ -212,13 +212,23 @@ impl Setup {
         .await
     }
 
+    /// Where the listener stored a reload's script log, in Butler's layout
+    /// (`<day>/<time>_appId=…_reloadId=….log`); a path that does not exist when it did not.
     pub fn script_log(&self, app: &str, reload: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join("scriptlogs")
-            .join(TENANT)
-            .join(app)
-            .join(format!("{reload}.log"))
+        let dir = self.dir.path().join("scriptlogs");
+        let suffix = format!("_appId={app}_reloadId={reload}.log");
+        let found = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|day| {
+                std::fs::read_dir(day.path())
+                    .ok()?
+                    .flatten()
+                    .map(|f| f.path())
+                    .find(|p| p.to_string_lossy().ends_with(&suffix))
+            });
+        found.unwrap_or_else(|| dir.join("not-stored").join(suffix))
     }
 }
 
