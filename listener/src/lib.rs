@@ -198,20 +198,38 @@ pub async fn run(
         let publisher = butler_publisher
             .or(events_publisher)
             .context("no broker to publish to")?;
-        if !rest_config.listen.ip().is_loopback() && rest_config.bearer_token.is_none() {
-            tracing::warn!(address = %rest_config.listen, "the API listens beyond loopback without a bearerToken: anyone who can reach it may publish");
-        }
-        let listener = tokio::net::TcpListener::bind(rest_config.listen)
+        let tls = match &rest_config.tls {
+            Some(files) => {
+                let names = qlik_events::tls::SettingNames {
+                    ca_file: "Butler.restServerConfig.tls.ca",
+                    cert_file: "Butler.restServerConfig.tls.cert",
+                    key_file: "Butler.restServerConfig.tls.key",
+                };
+                let config = qlik_events::tls::server_config(
+                    &files.cert,
+                    &files.key,
+                    files.ca.as_deref(),
+                    names,
+                )?;
+                Some(Arc::new(config))
+            }
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind((rest_config.host.as_str(), rest_config.port))
             .await
             .with_context(|| {
                 format!(
                     "Butler.restServerConfig: cannot listen on {}",
-                    rest_config.listen
+                    rest_config.address()
                 )
             })?;
         let address = listener.local_addr().context("no local address")?;
-        println!("qlik-listener API on http://{address}");
-        tracing::info!(address = %address, publish = rest_config.publish_enabled, "API listening");
+        if !address.ip().is_loopback() && rest_config.bearer_token.is_none() {
+            tracing::warn!(address = %address, "the API listens beyond loopback without a bearerToken: anyone who can reach it may publish");
+        }
+        let scheme = rest_config.scheme();
+        println!("qlik-listener API on {scheme}://{address}");
+        tracing::info!(address = %address, scheme, publish = rest_config.publish_enabled, "API listening");
         let api = Arc::new(rest::Api {
             config: rest_config.clone(),
             publisher,
@@ -220,7 +238,7 @@ pub async fn run(
             events_filter: config.subscription_root.clone(),
         });
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = rest::serve(listener, api, std::future::pending()).await {
+            if let Err(e) = rest::serve(listener, tls, api, std::future::pending()).await {
                 tracing::error!(error = %e, "API server failed");
             }
         }));

@@ -380,3 +380,78 @@ async fn the_publish_api_checks_its_input_and_answers_only_after_the_puback() {
     assert_eq!(ready.status().as_u16(), 503);
     assert!(ready.text().await.unwrap().contains("not connected"));
 }
+
+/// `restServerConfig.tls` serves HTTPS with the given certificate (Butler's keys), a host name
+/// as `serverHost` is accepted, `GET /v4/butlerping` answers as Butler does, and a client that
+/// connects and says nothing does not hold up the next one.
+#[tokio::test]
+async fn https_with_butlers_tls_keys_answers_butlerping_and_a_silent_client_blocks_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "api");
+    let server = ca.issue("api", &["localhost", "127.0.0.1"]);
+    let butler = format!(
+        "  restServerConfig:
+    enable: true
+    serverHost: localhost
+    serverPort: 0
+    backgroundServerPort: 8081
+    tls:
+      enable: true
+      cert: {cert}
+      key: {key}
+      ca: null
+  restServerEndpointsEnable:
+    butlerping: true
+",
+        cert = server.cert.display(),
+        key = server.key.display(),
+    );
+    let s = Setup::with(Options {
+        butler: &butler,
+        ..Options::default()
+    })
+    .await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let mut l = relay_tests::process::Running::spawn(common::BIN, &["--config", &config], &s.env());
+    let api = l.wait_for_line("qlik-listener API on ", LIMIT).await;
+    assert!(api.starts_with("https://127.0.0.1:"), "{api}");
+    let port = api.rsplit(':').next().unwrap().to_owned();
+
+    // Someone opens a connection and never says hello.
+    let _silent = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+
+    let ca_pem = std::fs::read(&ca.ca_file).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()])
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/v4/butlerping");
+    let resp = client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["response"], "Butler reporting for duty");
+    assert_eq!(body["butlerVersion"], env!("CARGO_PKG_VERSION"));
+
+    // Plain HTTP on the HTTPS port gets no answer a client would take.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(
+        plain.as_ref().map_or(true, |r| !r.status().is_success()),
+        "{plain:?}"
+    );
+    // A client that does not trust the certificate refuses the server.
+    let stranger = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .await;
+    assert!(stranger.is_err(), "{stranger:?}");
+}

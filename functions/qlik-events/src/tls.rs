@@ -93,6 +93,39 @@ pub fn client_config(
     }
 }
 
+/// Builds a rustls server configuration (aws-lc-rs provider) from a PEM certificate chain and
+/// key; `chain` (optional) adds intermediate certificates sent after the server's own. Clients
+/// are not asked for certificates.
+pub fn server_config(
+    cert_path: &Path,
+    key_path: &Path,
+    chain: Option<&Path>,
+    names: SettingNames<'_>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut certs = read_certs(cert_path, names.cert_file)?;
+    if let Some(chain) = chain {
+        certs.extend(read_certs(chain, names.ca_file)?);
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Key {
+        setting: names.key_file.to_owned(),
+        path: key_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Other(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Mismatch {
+            cert: names.cert_file.to_owned(),
+            key: names.key_file.to_owned(),
+            reason: e.to_string(),
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 fn read_certs(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())

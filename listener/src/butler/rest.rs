@@ -1,7 +1,9 @@
 //! The listener's HTTP API: Butler's `PUT /v4/mqttpublishmessage`, health, readiness and
 //! metrics, and its OpenAPI document (`listener/openapi.yaml`, served at `/openapi.yaml`).
 //!
-//! Promises: listens on loopback unless configured otherwise; the publish endpoint can require
+//! Promises: listens on loopback unless configured otherwise; HTTPS when
+//! `restServerConfig.tls` is enabled (each TLS handshake runs on its own, bounded by
+//! [`HANDSHAKE_TIMEOUT`], so a slow or silent client holds up nobody else); the publish endpoint can require
 //! a bearer token (compared in constant time) and restrict topics to prefixes; bodies are
 //! size-limited; a publish answers 201 only after the broker's PUBACK, 503 when the broker is
 //! unavailable or silent (bounded by the publisher's timeout), never hangs;
@@ -54,6 +56,18 @@ pub fn router(api: Arc<Api>) -> axum::Router {
     if api.config.publish_enabled {
         router = router.route("/v4/mqttpublishmessage", put(publish));
     }
+    if api.config.ping_enabled {
+        router = router.route(
+            "/v4/butlerping",
+            get(|| async {
+                Json(json!({
+                    "response": "Butler reporting for duty",
+                    "butlerVersion": env!("CARGO_PKG_VERSION"),
+                    "server": "qlik-listener",
+                }))
+            }),
+        );
+    }
     router
         .layer(axum::middleware::from_fn_with_state(
             api.clone(),
@@ -62,16 +76,94 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .with_state(api)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes; over TLS with `tls`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     api: Arc<Api>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.tap_io(relay_cli::set_nodelay);
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        None => {
+            let listener = listener.tap_io(relay_cli::set_nodelay);
+            axum::serve(listener, router(api))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            let listener = TlsListener::start(listener, config)?;
+            axum::serve(listener, router(api))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// How long a client has to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// TLS connections for axum, each handshake on its own task: accepting the next connection never
+/// waits for a client that is slow to say hello.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(TlsStream, std::net::SocketAddr)>,
+    local: std::net::SocketAddr,
+}
+
+impl TlsListener {
+    fn start(
+        tcp: tokio::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<TlsListener> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            while !tx.is_closed() {
+                let (mut stream, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "API: accepting a connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                relay_cli::set_nodelay(&mut stream);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "API: TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer, "API: TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { ready, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accept loop ended (it only does when this listener is gone).
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
 }
 
 /// Refuses a request for a host name the API does not answer to (DNS rebinding).

@@ -42,9 +42,15 @@ pub struct QrsConfig {
 /// The listener's HTTP API (`Butler.restServerConfig`, `Butler.restServerEndpointsEnable`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestConfig {
-    pub listen: std::net::SocketAddr,
+    /// `serverHost`: an IP address, `localhost` or a host name (resolved when binding).
+    pub host: String,
+    pub port: u16,
+    /// `tls`: serve HTTPS.
+    pub tls: Option<RestTls>,
     /// `PUT /v4/mqttpublishmessage`.
     pub publish_enabled: bool,
+    /// `GET /v4/butlerping`.
+    pub ping_enabled: bool,
     /// Ours: require `Authorization: Bearer <token>` for the publish endpoint.
     pub bearer_token: Option<Secret>,
     /// Ours: topics must start with one of these.
@@ -149,15 +155,47 @@ pub struct Cert {
     client_cert_ca: Option<Text>,
 }
 
+/// `Butler.restServerConfig.tls`, checked: PEM files that exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Intermediate certificates sent after the server's own.
+    pub ca: Option<PathBuf>,
+}
+
+impl RestConfig {
+    /// `host:port` as configured, for messages.
+    pub fn address(&self) -> String {
+        match self.host.contains(':') {
+            true => format!("[{}]:{}", self.host, self.port),
+            false => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        match self.tls {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
+}
+
 /// `Butler.restServerConfig`.
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RestServerConfig {
     enable: Option<Flag>,
-    /// An IP address (default 127.0.0.1) or localhost.
+    /// An IP address (default 127.0.0.1), localhost or a host name of this machine (the API
+    /// then also answers to that name).
     server_host: Option<Text>,
     /// Default 8080.
     server_port: Option<Whole>,
+    /// Butler's internal port; not used here (the listener needs no internal proxy).
+    background_server_port: Option<Whole>,
+    /// HTTPS, as in Butler: `enable`, `cert` and `key` (PEM files), `ca` (optional: intermediate
+    /// certificates sent with the server's).
+    tls: Option<RestTlsSection>,
     /// Ours: required as `Authorization: Bearer` for the publish endpoint.
     bearer_token: Option<Text>,
     /// Ours: topics the publish endpoint accepts.
@@ -170,9 +208,23 @@ pub struct RestServerConfig {
 
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
+pub struct RestTlsSection {
+    enable: Option<Flag>,
+    /// The server certificate (PEM; a chain is allowed).
+    cert: Option<Text>,
+    /// Its private key (PEM).
+    key: Option<Text>,
+    /// Optional: further certificates of the chain (PEM); `null` when not needed.
+    ca: Option<Text>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct RestServerEndpointsEnable {
     /// `PUT /v4/mqttpublishmessage`.
     mqtt_publish_message: Option<Flag>,
+    /// `GET /v4/butlerping`, answered as Butler answers it.
+    butlerping: Option<Flag>,
 }
 
 pub fn check_mqtt(c: &mut Check<'_>, at: &KeyPath, m: MqttConfig) -> Option<ButlerMqttConfig> {
@@ -310,19 +362,48 @@ pub fn check_rest(
     }
     let at = root.key("restServerConfig");
     let host = Text::of(&r.server_host).unwrap_or("127.0.0.1");
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = c.whole(r.server_port, &at.key("serverPort"), 0..=65535, 8080) as u16;
-    let listen = match format!("{host}:{port}").parse::<std::net::SocketAddr>() {
-        Ok(a) => a,
-        Err(_) if host == "localhost" => std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Err(_) => {
-            let reason = format!("'{host}' is not an IP address to listen on");
-            c.error(&at.key("serverHost"), reason);
-            return None;
+    let is_name = host.parse::<std::net::IpAddr>().is_err() && host != "localhost";
+    if is_name && !valid_host_name(&host) {
+        let reason = format!("'{host}' is not an IP address or a host name to listen on");
+        c.error(&at.key("serverHost"), reason);
+        return None;
+    }
+    let tls_section = r.tls.unwrap_or_default();
+    let tls = match Flag::or(tls_section.enable, false) {
+        false => None,
+        true => {
+            let tls_at = at.key("tls");
+            let cert = c.required_file(&tls_section.cert, &tls_at.key("cert"));
+            let key = c.required_file(&tls_section.key, &tls_at.key("key"));
+            let ca = c.file(&tls_section.ca, &tls_at.key("ca"));
+            Some(RestTls {
+                cert: cert?,
+                key: key?,
+                ca,
+            })
         }
     };
+    let mut allowed_hosts: Vec<String> = c
+        .strings(&r.allowed_hosts, &at.key("allowedHosts"))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    if is_name {
+        // Butler's users name the host they call; the API answers to it.
+        allowed_hosts.push(host.to_ascii_lowercase());
+    }
     Some(RestConfig {
-        listen,
+        host,
+        port,
+        tls,
         publish_enabled: Flag::or(endpoints.mqtt_publish_message, false),
+        ping_enabled: Flag::or(endpoints.butlerping, false),
         bearer_token: c.secret(&r.bearer_token, &at.key("bearerToken")),
         allowed_topic_prefixes: c
             .strings(&r.allowed_topic_prefixes, &at.key("allowedTopicPrefixes")),
@@ -332,13 +413,23 @@ pub fn check_rest(
             1..=1024 * 1024,
             64 * 1024,
         ) as usize,
-        allowed_hosts: c
-            .strings(&r.allowed_hosts, &at.key("allowedHosts"))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect(),
+        allowed_hosts,
     })
+}
+
+/// A DNS host name: dot-separated labels of letters, digits and hyphens.
+fn valid_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// A Butler section with an `enable` switch.

@@ -136,7 +136,7 @@ impl Config {
                 None => "off".into(),
             },
             match &self.rest {
-                Some(r) => format!("on ({})", r.listen),
+                Some(r) => format!("on ({}://{})", r.scheme(), r.address()),
                 None => "off".into(),
             }
         );

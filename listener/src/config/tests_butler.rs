@@ -37,7 +37,7 @@ fn butler_integration() {
     );
     assert_eq!(q.ca_cert, Some(dir.path().join("root.pem")));
     let r = c.rest.unwrap();
-    assert_eq!(r.listen.to_string(), "127.0.0.1:8081");
+    assert_eq!(r.address(), "127.0.0.1:8081");
     assert!(r.publish_enabled);
 
     let broken = text
@@ -154,4 +154,43 @@ fn beside_butler_with_one_file() {
         );
         assert!(!notes.contains("newRelic"), "{notes}");
     }
+}
+
+/// Butler's `serverHost` may be a host name (the API then answers to it) and its `tls` section
+/// turns on HTTPS; missing certificate files are errors naming the key.
+#[test]
+fn rest_server_host_names_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "-").unwrap();
+    let file = dir.path().join("butler.yaml");
+    let rest = |host: &str, tls: &str| {
+        format!("{GOOD}  restServerConfig:\n    enable: true\n    serverHost: {host}\n    serverPort: 8443\n    backgroundServerPort: 8081\n{tls}")
+    };
+    let tls =
+        "    tls:\n      enable: true\n      cert: cert.pem\n      key: key.pem\n      ca: null\n";
+    let e = Config::parse(&file, &rest("butler.example.com", tls), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Butler.restServerConfig.tls.key: no such file"),
+        "{e}"
+    );
+    std::fs::write(dir.path().join("key.pem"), "-").unwrap();
+    let c = Config::parse(&file, &rest("Butler.Example.com", tls), &env).unwrap();
+    let r = c.rest.unwrap();
+    assert_eq!(r.address(), "Butler.Example.com:8443");
+    assert_eq!(r.scheme(), "https");
+    assert_eq!(r.tls.unwrap().cert, dir.path().join("cert.pem"));
+    assert_eq!(r.allowed_hosts, vec!["butler.example.com".to_owned()]);
+    let c = Config::parse(&file, &rest("127.0.0.1", ""), &env).unwrap();
+    assert_eq!(c.rest.unwrap().scheme(), "http");
+    let e = Config::parse(&file, &rest("'not a host'", ""), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "Butler.restServerConfig.serverHost: 'not a host' is not an IP address or a host name"
+        ),
+        "{e}"
+    );
 }
