@@ -47,6 +47,19 @@ impl Mosquitto {
     }
 
     /// Starts a broker with a plain listener (`port`, for test clients) and a TLS listener on
+    /// the returned port that presents `server` (no client certificates asked for).
+    pub async fn start_with_tls(server: &CertFiles) -> (Mosquitto, u16) {
+        let tls_port = crate::free_port();
+        let broker = Mosquitto::start_with(&format!(
+            "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+            server.cert.display(),
+            server.key.display(),
+        ))
+        .await;
+        (broker, tls_port)
+    }
+
+    /// Starts a broker with a plain listener (`port`, for test clients) and a TLS listener on
     /// the returned port that presents `server` and requires client certificates from `ca`.
     pub async fn start_with_mutual_tls(ca: &TestCa, server: &CertFiles) -> (Mosquitto, u16) {
         let tls_port = crate::free_port();

@@ -1,5 +1,6 @@
 //! A small SMTP server that accepts every message and keeps it: the e-mail receiver in tests.
-//! Plain text, no STARTTLS offered, no authentication.
+//! Plain text, no STARTTLS offered; `AUTH PLAIN` and `AUTH LOGIN` are offered and any
+//! credentials accepted, and recorded with each message so tests can check what was sent.
 
 use base64::Engine as _;
 use std::net::SocketAddr;
@@ -11,6 +12,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 pub struct Mail {
     pub from: String,
     pub to: Vec<String>,
+    /// The user name and password the client authenticated with, if it did.
+    pub auth: Option<(String, String)>,
     /// The message as sent (headers, blank line, body), without the SMTP dot-stuffing.
     pub data: String,
 }
@@ -97,10 +100,39 @@ async fn session(stream: tokio::net::TcpStream, store: Arc<Mutex<Vec<Mail>>>) {
     let mut lines = BufReader::new(read).lines();
     let _ = write.write_all(b"220 sink ESMTP ready\r\n").await;
     let (mut from, mut to) = (String::new(), Vec::new());
+    let mut auth: Option<(String, String)> = None;
+    let decode = |b64: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
     while let Ok(Some(line)) = lines.next_line().await {
         let upper = line.to_ascii_uppercase();
         let reply: &[u8] = if upper.starts_with("EHLO") {
-            b"250-sink\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+            b"250-sink\r\n250-8BITMIME\r\n250-AUTH PLAIN LOGIN\r\n250 SMTPUTF8\r\n"
+        } else if upper.starts_with("AUTH PLAIN") {
+            let initial = line[10..].trim().to_owned();
+            let response = if initial.is_empty() {
+                let _ = write.write_all(b"334 \r\n").await;
+                lines.next_line().await.ok().flatten().unwrap_or_default()
+            } else {
+                initial
+            };
+            // authzid NUL authcid NUL password
+            let plain = decode(&response);
+            let mut parts = plain.split('\0').skip(1);
+            let user = parts.next().unwrap_or_default().to_owned();
+            let password = parts.next().unwrap_or_default().to_owned();
+            auth = Some((user, password));
+            b"235 2.7.0 Authentication successful\r\n"
+        } else if upper.starts_with("AUTH LOGIN") {
+            let _ = write.write_all(b"334 VXNlcm5hbWU6\r\n").await;
+            let user = decode(&lines.next_line().await.ok().flatten().unwrap_or_default());
+            let _ = write.write_all(b"334 UGFzc3dvcmQ6\r\n").await;
+            let password = decode(&lines.next_line().await.ok().flatten().unwrap_or_default());
+            auth = Some((user, password));
+            b"235 2.7.0 Authentication successful\r\n"
         } else if upper.starts_with("HELO")
             || upper.starts_with("RSET")
             || upper.starts_with("NOOP")
@@ -127,6 +159,7 @@ async fn session(stream: tokio::net::TcpStream, store: Arc<Mutex<Vec<Mail>>>) {
             store.lock().unwrap().push(Mail {
                 from: from.clone(),
                 to: to.clone(),
+                auth: auth.clone(),
                 data: data.join("\r\n"),
             });
             b"250 OK queued\r\n"

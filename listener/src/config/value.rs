@@ -26,6 +26,8 @@ pub enum Whole {
     Number(u64),
     /// Negative, fractional or not a number: reported with the key's range.
     Invalid,
+    /// A placeholder of Butler's template (`<MQTT broker port>`), left in.
+    Placeholder,
 }
 
 /// `true` or `false`.
@@ -88,6 +90,9 @@ impl<'de> serde::Deserialize<'de> for Whole {
                 Ok(Whole::Invalid)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Whole, E> {
+                if is_placeholder(v.trim()) {
+                    return Ok(Whole::Placeholder);
+                }
                 Ok(v.trim().parse().map_or(Whole::Invalid, Whole::Number))
             }
         }
@@ -273,6 +278,10 @@ impl<'a> Check<'a> {
         match v {
             None => default,
             Some(Whole::Number(n)) if range.contains(&n) => n,
+            Some(Whole::Placeholder) => {
+                self.error(at, PLACEHOLDER);
+                default
+            }
             Some(_) => {
                 let (from, to) = range.into_inner();
                 self.error(at, format!("expected a whole number from {from} to {to}"));

@@ -94,7 +94,7 @@ pub struct AlertData {
     pub script_log_size: usize,
     /// The same, as Butler also names it.
     pub script_log_size_rows: usize,
-    /// Characters of the script log.
+    /// Characters of the script log's lines, without line breaks (Butler's meaning).
     pub script_log_size_characters: usize,
     /// Bytes of the script log (ours).
     pub script_log_size_bytes: usize,
@@ -465,14 +465,15 @@ pub struct ScriptLog {
 
 impl ScriptLog {
     pub fn new(text: &str) -> ScriptLog {
-        let lines = text
+        let lines: Vec<String> = text
             .lines()
             .map(|l| l.trim_end_matches('\r').to_owned())
             .collect();
         ScriptLog {
+            // Butler's: the characters of the lines, without the line breaks.
+            characters: lines.iter().map(|l| l.chars().count()).sum(),
             lines,
             bytes: text.len(),
-            characters: text.chars().count(),
         }
     }
 
@@ -816,7 +817,10 @@ mod tests {
         let log = script_log();
         assert_eq!(d["scriptLogSize"], 8);
         assert_eq!(d["scriptLogSizeRows"], 8);
-        assert_eq!(d["scriptLogSizeCharacters"], log.chars().count());
+        assert_eq!(
+            d["scriptLogSizeCharacters"],
+            log.chars().count() - log.matches("\r\n").count() * 2
+        );
         assert_eq!(d["scriptLogSizeBytes"], log.len());
         // Local times in the listener's time zone (Stockholm: UTC+1 in November).
         assert_eq!(
