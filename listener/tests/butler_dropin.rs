@@ -349,7 +349,7 @@ async fn butlers_file_and_templates_give_butlers_alerts_with_every_variable() {
         .replace_nanosecond(0)
         .unwrap();
     let stamp = |f: &str| {
-        let f = time::format_description::parse(f).unwrap();
+        let f = time::format_description::parse_borrowed::<2>(f).unwrap();
         now.format(&f).unwrap()
     };
     event["eventTime"] = Value::String(stamp("[year]-[month]-[day]T[hour]:[minute]:[second]Z"));
