@@ -423,6 +423,9 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         true => None,
         false => butler::check_mqtt(c, &mqtt_path, mqtt_config),
     };
+    if let Some(m) = &butler_mqtt {
+        notes.push(format!("Butler.mqttConfig.enable is true: the listener starts Qlik Sense tasks named on {} (as Butler does); if Butler also runs with this file, set Butler.qlikCloudListener.besideButler: true so no task starts twice", m.task_start_topic));
+    }
     let qrs = if butler_mqtt.is_some() {
         butler::check_qrs(
             c,

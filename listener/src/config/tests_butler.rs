@@ -136,6 +136,13 @@ fn beside_butler_with_one_file() {
     let summary = beside.summary();
     assert!(summary.contains("task starts:   off"), "{summary}");
     assert!(summary.contains("besideButler is true"), "{summary}");
+    // Alone, the listener says that it starts tasks, and how to share the file with Butler.
+    let notes = alone.notes.join("\n");
+    assert!(
+        notes.contains("Butler.mqttConfig.enable is true: the listener starts Qlik Sense tasks"),
+        "{notes}"
+    );
+    assert!(!beside.notes.join("\n").contains("starts Qlik Sense tasks"));
     for c in [&alone, &beside] {
         assert!(c.tenants[0].channels.iter().all(|ch| ch.id != "email"));
         assert!(
