@@ -179,8 +179,9 @@ pub const DEFAULT_BUTLER_TOPIC_PREFIX: &str = "butler/qscloud";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub secret: SecretSource,
-    /// `QLIK_WEBHOOK_SECRET_PREVIOUS`, accepted too during a rotation.
-    pub previous_secret: Option<Secret>,
+    /// The previous secret, accepted too during a rotation: `QLIK_WEBHOOK_SECRET_PREVIOUS`
+    /// or, by name, `QLIK_WEBHOOK_SECRET_PREVIOUS_SSM_PARAMETER`.
+    pub previous_secret: Option<SecretSource>,
     pub publisher: PublisherConfig,
     pub topic_prefix: String,
     pub filter: FilterConfig,
@@ -221,7 +222,17 @@ impl Config {
                      QLIK_WEBHOOK_SECRET_SSM_PARAMETER or QLIK_WEBHOOK_SECRET_ID",
                 )),
             };
-        let previous_secret = get("QLIK_WEBHOOK_SECRET_PREVIOUS").map(Secret::new);
+        let previous_secret = match one_of(
+            &get,
+            [
+                "QLIK_WEBHOOK_SECRET_PREVIOUS",
+                "QLIK_WEBHOOK_SECRET_PREVIOUS_SSM_PARAMETER",
+            ],
+        )? {
+            Some(("QLIK_WEBHOOK_SECRET_PREVIOUS", v)) => Some(SecretSource::Env(Secret::new(v))),
+            Some((_, v)) => Some(SecretSource::Ssm(v.trim().to_owned())),
+            None => None,
+        };
 
         let publisher = publisher(&get)?;
 
@@ -259,6 +270,7 @@ impl Config {
     /// Whether any setting needs AWS credentials (SSM, Secrets Manager or IoT Core).
     pub fn needs_aws(&self) -> bool {
         !matches!(self.secret, SecretSource::Env(_))
+            || matches!(self.previous_secret, Some(SecretSource::Ssm(_)))
             || matches!(self.publisher, PublisherConfig::IotCore { .. })
             || matches!(
                 self.publisher,
@@ -619,7 +631,10 @@ mod tests {
             ("MQTT_URL", "mqtt://h"),
         ])
         .unwrap();
-        assert_eq!(c.previous_secret, Some(Secret::new("old-secret")));
+        assert_eq!(
+            c.previous_secret,
+            Some(SecretSource::Env(Secret::new("old-secret")))
+        );
     }
 
     #[test]

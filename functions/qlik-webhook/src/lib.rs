@@ -37,7 +37,11 @@ pub async fn build(config: Config) -> anyhow::Result<Forwarder> {
         None
     };
     let secret = secrets::resolve(&config.secret, aws.as_ref()).await?;
-    let verifier = Verifier::new(&secret, config.previous_secret.as_ref());
+    let previous = match &config.previous_secret {
+        Some(source) => Some(secrets::resolve_previous(source, aws.as_ref()).await?),
+        None => None,
+    };
+    let verifier = Verifier::new(&secret, previous.as_ref());
 
     let publisher: Arc<dyn Publish> = match &config.publisher {
         PublisherConfig::IotCore { endpoint_url } => {

@@ -8,15 +8,35 @@ use crate::config::SecretSource;
 use anyhow::{bail, Context as _};
 use qlik_events::Secret;
 
+/// The previous secret during a rotation (`QLIK_WEBHOOK_SECRET_PREVIOUS[_SSM_PARAMETER]`).
+pub async fn resolve_previous(
+    source: &SecretSource,
+    aws: Option<&aws_config::SdkConfig>,
+) -> anyhow::Result<Secret> {
+    let var = "QLIK_WEBHOOK_SECRET_PREVIOUS_SSM_PARAMETER";
+    let secret = match source {
+        SecretSource::Ssm(name) => Secret::new(ssm_parameter(aws, var, name).await?),
+        other => resolve_as(other, aws, var).await?,
+    };
+    Ok(secret)
+}
+
 pub async fn resolve(
     source: &SecretSource,
     aws: Option<&aws_config::SdkConfig>,
 ) -> anyhow::Result<Secret> {
+    resolve_as(source, aws, "QLIK_WEBHOOK_SECRET_SSM_PARAMETER").await
+}
+
+/// `ssm_var`: the setting that names an SSM parameter, for errors.
+async fn resolve_as(
+    source: &SecretSource,
+    aws: Option<&aws_config::SdkConfig>,
+    ssm_var: &str,
+) -> anyhow::Result<Secret> {
     let secret = match source {
         SecretSource::Env(secret) => secret.clone(),
-        SecretSource::Ssm(name) => {
-            Secret::new(ssm_parameter(aws, "QLIK_WEBHOOK_SECRET_SSM_PARAMETER", name).await?)
-        }
+        SecretSource::Ssm(name) => Secret::new(ssm_parameter(aws, ssm_var, name).await?),
         SecretSource::SecretsManager(id) => {
             let sdk = aws.context("QLIK_WEBHOOK_SECRET_ID: no AWS configuration")?;
             let out = aws_sdk_secretsmanager::Client::new(sdk)

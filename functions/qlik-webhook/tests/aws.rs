@@ -115,6 +115,38 @@ async fn the_secret_can_come_from_ssm_or_secrets_manager() {
         );
     }
 
+    // During a rotation, the previous secret is read from SSM too: both verify.
+    let old_secret = "old-ssm-held-secret-0123456789abcdef01";
+    moto.call(
+        "AmazonSSM.PutParameter",
+        serde_json::json!({"Name": "/qlik/webhook-secret-previous", "Value": old_secret, "Type": "SecureString"}),
+    )
+    .await;
+    let mut env = aws_env();
+    env.push(("AWS_ENDPOINT_URL", moto.url()));
+    env.push((
+        "QLIK_WEBHOOK_SECRET_SSM_PARAMETER",
+        "/qlik/webhook-secret".to_owned(),
+    ));
+    env.push((
+        "QLIK_WEBHOOK_SECRET_PREVIOUS_SSM_PARAMETER",
+        "/qlik/webhook-secret-previous".to_owned(),
+    ));
+    env.push(("AWS_IOT_ENDPOINT_URL", iot.url()));
+    let (fwd, base) = process::serve_forwarder(BIN, &env).await;
+    let body = fixtures::event("reload-failed.cloudevents.json");
+    for secret in [ssm_secret, old_secret] {
+        let (status, reply) = post(&format!("{base}/"), secret, &body).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let (status, _) = post(&format!("{base}/"), SECRET, &body).await;
+    assert_eq!(status, 401, "a third secret must not verify");
+    assert!(
+        !fwd.output().iter().any(|l| l.contains(old_secret)),
+        "secret in logs"
+    );
+    drop(fwd);
+
     // A parameter that does not exist stops the start-up with a clear error.
     let mut env = aws_env();
     env.push(("AWS_ENDPOINT_URL", moto.url()));
