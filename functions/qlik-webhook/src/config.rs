@@ -158,6 +158,40 @@ pub struct FilterConfig {
     pub max_age: Option<Duration>,
 }
 
+/// The reload event types Qlik Cloud sends (what this relay is for).
+const RELOAD_EVENT_TYPES: [&str; 2] = [
+    "com.qlik.v1.app.reload.finished",
+    "com.qlik.v1.reload.finished",
+];
+
+impl FilterConfig {
+    /// Filters that most likely drop everything or more than meant, one line each naming the
+    /// setting: a host name where a tenant id belongs, an event-type pattern no Qlik event has.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for id in self.tenant_ids.iter().flatten() {
+            if id.contains('.') {
+                out.push(format!("ALLOWED_TENANT_IDS: '{id}' looks like a host name; tenant ids have no dots (the tenant's id is under Settings → Tenant in the Management Console, or in GET /api/v1/users/me as tenantId), so events from that tenant are filtered out (202)"));
+            }
+        }
+        for pattern in self.event_types.iter().flatten() {
+            let prefix = pattern.strip_suffix('*');
+            let qlik_like =
+                "com.qlik.".starts_with(prefix.unwrap_or("-")) || pattern.starts_with("com.qlik.");
+            let reload_typo = prefix.is_none()
+                && (pattern.starts_with("com.qlik.v1.app.reload")
+                    || pattern.starts_with("com.qlik.v1.reload"))
+                && !RELOAD_EVENT_TYPES.contains(&pattern.as_str());
+            if !qlik_like {
+                out.push(format!("ALLOWED_EVENT_TYPES: '{pattern}' matches no Qlik Cloud event type (they start with com.qlik.), so it lets nothing through"));
+            } else if reload_typo {
+                out.push(format!("ALLOWED_EVENT_TYPES: '{pattern}' is not a reload event type Qlik sends ({}), so it lets nothing through", RELOAD_EVENT_TYPES.join(", ")));
+            }
+        }
+        out
+    }
+}
+
 /// `BUTLER_OUTPUT`: whether, and where, events are also published in a form Butler v16 reads
 /// (CloudEvents bodies with the legacy fields added; see `qlik_events::butler`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -517,6 +551,46 @@ fn list(value: Option<String>) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_that_drop_everything_are_named() {
+        let filter = |types: &[&str], tenants: &[&str]| FilterConfig {
+            event_types: (!types.is_empty()).then(|| types.iter().map(|s| s.to_string()).collect()),
+            tenant_ids: (!tenants.is_empty())
+                .then(|| tenants.iter().map(|s| s.to_string()).collect()),
+            max_age: None,
+        };
+        let good = filter(
+            &[
+                "com.qlik.v1.app.reload.finished",
+                "com.qlik.v1.reload.*",
+                "com.qlik.*",
+                "*",
+            ],
+            &["Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG"],
+        );
+        assert_eq!(good.warnings(), Vec::<String>::new());
+        let w = filter(
+            &[
+                "app.reload.finished",
+                "com.qlik.v1.app.reload.failed",
+                "reload*",
+            ],
+            &["acme.eu.qlikcloud.com"],
+        )
+        .warnings();
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert!(
+            w[0].starts_with("ALLOWED_TENANT_IDS: 'acme.eu.qlikcloud.com' looks like a host name")
+        );
+        assert!(w[1].starts_with(
+            "ALLOWED_EVENT_TYPES: 'app.reload.finished' matches no Qlik Cloud event type"
+        ));
+        assert!(w[2].starts_with(
+            "ALLOWED_EVENT_TYPES: 'com.qlik.v1.app.reload.failed' is not a reload event type"
+        ));
+        assert!(w[3].starts_with("ALLOWED_EVENT_TYPES: 'reload*' matches no Qlik Cloud event type"));
+    }
     use std::collections::HashMap;
 
     const SECRET: &str = "a-webhook-secret-of-32-characters!!";

@@ -75,6 +75,9 @@ pub async fn build(config: Config) -> anyhow::Result<Forwarder> {
             Arc::new(publisher)
         }
     };
+    for warning in config.filter.warnings() {
+        tracing::warn!("{warning}");
+    }
     tracing::info!(
         publisher = %publisher.describe(),
         topic_prefix = %config.topic_prefix,

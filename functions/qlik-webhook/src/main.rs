@@ -45,7 +45,8 @@ enum Command {
     /// Run under the AWS Lambda runtime (the default when AWS_LAMBDA_RUNTIME_API is set).
     Lambda,
     /// Post a realistic, freshly signed event to a forwarder and report its answer: the smoke
-    /// test after deploying. Exits 0 on a 2xx answer.
+    /// test after deploying. Exits 0 when the forwarder published it (200); a 202 (filtered: the
+    /// tenant or event type is not allowed, or the event is too old) exits 1 with the reason.
     SendTestEvent {
         /// The forwarder's URL (the Function URL, or http://127.0.0.1:8080/webhook).
         #[arg(long)]
@@ -59,9 +60,13 @@ enum Command {
         /// CloudEvents 1.0 (what Qlik sends now) or the legacy fields.
         #[arg(long, value_enum, default_value = "cloudevents")]
         format: qlik_webhook::test_event::Format,
-        /// The tenant id the event claims to come from.
-        #[arg(long, default_value = "qlik-webhook-test-tenant")]
-        tenant_id: String,
+        /// The tenant id the event claims to come from: use your tenant's, so the event passes
+        /// ALLOWED_TENANT_IDS and the listener and ends in an alert.
+        #[arg(long, env = "QLIK_TENANT_ID", conflicts_with = "listener_config")]
+        tenant_id: Option<String>,
+        /// Take the tenant id from the listener's configuration (tenant.id).
+        #[arg(long)]
+        listener_config: Option<std::path::PathBuf>,
         /// Fail unless the forwarder also published the event in the form Butler reads
         /// (BUTLER_OUTPUT=copy or replace); prints the topic Butler must subscribe to.
         #[arg(long)]
@@ -97,9 +102,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             event,
             format,
             tenant_id,
+            listener_config,
             expect_butler,
         }) => {
             let secret = secret_from_env(&secret_env)?;
+            let tenant_id = match (tenant_id, listener_config) {
+                (Some(id), _) => id,
+                (None, Some(file)) => qlik_webhook::test_event::tenant_from_listener_config(&file)?,
+                (None, None) => {
+                    eprintln!("note: no --tenant-id or --listener-config: the event claims tenant qlik-webhook-test-tenant, which a tenant filter or the listener will not take");
+                    "qlik-webhook-test-tenant".to_owned()
+                }
+            };
             let now = time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .context("cannot format the time")?;
@@ -107,6 +121,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (status, answer) =
                 qlik_webhook::test_event::send(&url, &secret, body.as_bytes()).await?;
             println!("HTTP {status} {answer}");
+            if status == 202 {
+                anyhow::bail!("the forwarder did not publish the event (HTTP 202, filtered): see the reason above; check ALLOWED_TENANT_IDS and ALLOWED_EVENT_TYPES, and the tenant id (--tenant-id)");
+            }
             if !(200..300).contains(&status) {
                 anyhow::bail!("the forwarder answered HTTP {status}");
             }

@@ -93,8 +93,43 @@ pub fn body(sample: Sample, format: Format, tenant_id: &str, now: &str) -> Value
     }
 }
 
+/// The tenant id in a listener configuration (Butler's `qlikSenseCloud.event.mqtt.tenant.id`,
+/// or the first of `tenants`), so the test event passes the forwarder's tenant filter and the
+/// listener's tenant check and goes through to an alert.
+pub fn tenant_from_listener_config(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--listener-config: cannot read {}", path.display()))?;
+    let yaml: Value = serde_norway::from_str(&text)
+        .with_context(|| format!("--listener-config: {} is not YAML", path.display()))?;
+    let mqtt = &yaml["Butler"]["qlikSenseCloud"]["event"]["mqtt"];
+    let (key, id) = match mqtt["tenant"]["id"].as_str() {
+        Some(id) => ("Butler.qlikSenseCloud.event.mqtt.tenant.id", id),
+        None => (
+            "Butler.qlikSenseCloud.event.mqtt.tenants[0].id",
+            mqtt["tenants"][0]["id"].as_str().with_context(|| {
+                format!(
+                    "--listener-config: {} names no tenant (Butler.qlikSenseCloud.event.mqtt.tenant.id)",
+                    path.display()
+                )
+            })?,
+        ),
+    };
+    let id = id.trim();
+    if id.contains('.') || id.starts_with('<') {
+        anyhow::bail!(
+            "--listener-config: {key} is '{id}', not a tenant id (a host name or a placeholder): pass the tenant id with --tenant-id (qlik-listener check-config shows it)"
+        );
+    }
+    Ok(id.to_owned())
+}
+
 /// Posts `body`, signed with `secret`, to `url`; returns the status and the answer.
 pub async fn send(url: &str, secret: &Secret, body: &[u8]) -> anyhow::Result<(u16, String)> {
+    let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--url {url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!("--url {url:?}: give the forwarder's URL with http:// or https://");
+    }
     let response = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()?
@@ -113,6 +148,51 @@ pub async fn send(url: &str, secret: &Secret, body: &[u8]) -> anyhow::Result<(u1
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tenant_id_comes_from_the_listener_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("butler.yaml");
+        let write = |tenant: &str| {
+            std::fs::write(
+                &file,
+                format!("Butler:\n  qlikSenseCloud:\n    event:\n      mqtt:\n{tenant}"),
+            )
+            .unwrap()
+        };
+        write("        tenant:\n          id: Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG\n");
+        assert_eq!(
+            tenant_from_listener_config(&file).unwrap(),
+            "Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG"
+        );
+        write("        tenants:\n          - id: first-tenant\n          - id: second\n");
+        assert_eq!(tenant_from_listener_config(&file).unwrap(), "first-tenant");
+        write("        tenant:\n          id: acme.eu.qlikcloud.com\n");
+        let e = tenant_from_listener_config(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("tenant.id is 'acme.eu.qlikcloud.com', not a tenant id"),
+            "{e}"
+        );
+        assert!(e.contains("--tenant-id"), "{e}");
+        let e = tenant_from_listener_config(&dir.path().join("missing.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--listener-config: cannot read"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_url_without_scheme_is_refused_before_sending() {
+        let e = send("relay.example.com/webhook", &Secret::new("s"), b"{}")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--url \"relay.example.com/webhook\""), "{e}");
+        let e = send("ftp://relay.example.com/", &Secret::new("s"), b"{}")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http:// or https://"), "{e}");
+    }
 
     #[test]
     fn samples_parse_as_the_events_they_claim_to_be() {

@@ -640,6 +640,46 @@ async fn send_test_event_is_the_smoke_test_after_deploying() {
     );
 }
 
+/// A smoke test that a tenant filter drops is a failure, not a success; the tenant id can come
+/// from the listener's configuration so the event goes through.
+#[tokio::test]
+async fn send_test_event_fails_on_a_filtered_event_and_reads_the_tenant_from_the_listener_config() {
+    let broker = Mosquitto::start().await;
+    let mut sub = Subscriber::connect(broker.port, "qscloud/#").await;
+    let (_fwd, base) =
+        process::serve_forwarder(BIN, &env(&broker, &[("ALLOWED_TENANT_IDS", TENANT)])).await;
+    let url = format!("{base}/webhook");
+    let secret = [("QLIK_WEBHOOK_SECRET", SECRET.to_owned())];
+    let (code, out) = process::run(BIN, &["send-test-event", "--url", &url], &secret).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("HTTP 202"), "{out}");
+    assert!(out.contains("did not publish the event"), "{out}");
+    assert!(out.contains("--tenant-id"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("butler.yaml");
+    std::fs::write(
+        &config,
+        format!("Butler:\n  qlikSenseCloud:\n    event:\n      mqtt:\n        tenant:\n          id: {TENANT}\n"),
+    )
+    .unwrap();
+    let (code, out) = process::run(
+        BIN,
+        &[
+            "send-test-event",
+            "--url",
+            &url,
+            "--listener-config",
+            config.to_str().unwrap(),
+        ],
+        &secret,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let event: serde_json::Value = serde_json::from_slice(&sub.expect().await.payload).unwrap();
+    assert_eq!(event["tenantid"], TENANT);
+}
+
 /// What Butler v16 checks and reads in a Qlik Cloud reload message (its
 /// `src/lib/mqtt_handlers.js` and `src/lib/qscloud/mqtt_event_app_reload_finished.js`), asserted
 /// equal to the CloudEvents source: `original` is the body Qlik sent, `msg` what Butler receives.
