@@ -37,10 +37,48 @@ pub enum LogFormat {
     Json,
 }
 
+/// The log filter: `RUST_LOG` when it is one, else `default_level`, and what to warn about.
+///
+/// A bare word in `RUST_LOG` is a *target* to tracing, so `RUST_LOG=verbose` (Butler's level
+/// name) would silence every log line without a word. Level names are taken as levels, Butler's
+/// `verbose` and `silly` as `debug` and `trace`, and any other bare word is refused with a warning.
+pub fn log_filter(rust_log: Option<&str>, default_level: &str) -> (String, Option<String>) {
+    let Some(value) = rust_log.map(str::trim).filter(|v| !v.is_empty()) else {
+        return (default_level.to_owned(), None);
+    };
+    let levels = ["off", "error", "warn", "info", "debug", "trace"];
+    let bare = !value.contains(['=', ',', ':', '[']);
+    let lower = value.to_ascii_lowercase();
+    match lower.as_str() {
+        "verbose" => ("debug".to_owned(), None),
+        "silly" => ("trace".to_owned(), None),
+        "warning" => ("warn".to_owned(), None),
+        l if levels.contains(&l) => (l.to_owned(), None),
+        _ if bare => (
+            default_level.to_owned(),
+            Some(format!("RUST_LOG={value:?} is not a log level (error, warn, info, debug, trace, off); using {default_level}")),
+        ),
+        _ => match tracing_subscriber::EnvFilter::try_new(value) {
+            Ok(_) => (value.to_owned(), None),
+            Err(e) => (
+                default_level.to_owned(),
+                Some(format!("RUST_LOG={value:?} cannot be read ({e}); using {default_level}")),
+            ),
+        },
+    }
+}
+
+fn env_filter(default_level: &str) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (directives, warning) = log_filter(rust_log.as_deref(), default_level);
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    (filter, warning)
+}
+
 /// Installs the global log subscriber. `RUST_LOG` wins over `default_level`.
 pub fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let (filter, warning) = env_filter(default_level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -50,6 +88,9 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
 }
 
 /// Installs the global log subscriber writing to `writer` (a log file: no colours). `RUST_LOG`
@@ -58,8 +99,7 @@ pub fn init_logging_to<W>(format: LogFormat, default_level: &str, writer: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let (filter, warning) = env_filter(default_level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -68,6 +108,9 @@ where
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+    }
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
     }
 }
 
@@ -102,5 +145,33 @@ pub async fn shutdown_signal() {
 pub fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn rust_log_words_that_would_silence_everything_are_not_taken_as_targets() {
+        assert_eq!(log_filter(None, "info"), ("info".into(), None));
+        assert_eq!(log_filter(Some(" "), "info"), ("info".into(), None));
+        assert_eq!(log_filter(Some("DEBUG"), "info"), ("debug".into(), None));
+        // Butler's level names.
+        assert_eq!(log_filter(Some("verbose"), "info"), ("debug".into(), None));
+        assert_eq!(log_filter(Some("silly"), "info"), ("trace".into(), None));
+        let (level, warning) = log_filter(Some("loud"), "info");
+        assert_eq!(level, "info");
+        assert!(warning
+            .unwrap()
+            .contains("RUST_LOG=\"loud\" is not a log level"));
+        // Directives stay directives.
+        assert_eq!(
+            log_filter(Some("qlik_listener=debug,warn"), "info"),
+            ("qlik_listener=debug,warn".into(), None)
+        );
+        let (level, warning) = log_filter(Some("x=notalevel"), "info");
+        assert_eq!(level, "info");
+        assert!(warning.is_some());
     }
 }

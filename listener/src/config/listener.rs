@@ -63,7 +63,7 @@ pub struct Listener {
     /// `<day>/<time>_appId=…_reloadId=….log`) or `byTenant` (`<tenantId>/<appId>/<reloadId>.log`).
     script_log_layout: Option<Text>,
     journal: Option<JournalSection>,
-    /// error, warn, info (default), debug or trace; `RUST_LOG` wins.
+    /// error, warn, info (default), verbose or debug, silly or trace; `RUST_LOG` wins.
     log_level: Option<Text>,
     alerts: Option<AlertsSection>,
     /// Asking Qlik Cloud for failed reloads that never arrived over the webhook.
@@ -242,7 +242,19 @@ pub fn check(c: &mut Check<'_>, at: &KeyPath, l: Listener) -> Settings {
         script_log_layout,
         journal_path,
         retention_days,
-        log_level: Text::of(&l.log_level).map(str::to_owned),
+        log_level: Text::of(&l.log_level).and_then(|level| {
+            // Butler's names too (verbose, silly); anything else would silence the log.
+            match relay_cli::log_filter(Some(level), "info") {
+                (level, None) => Some(level),
+                (_, Some(_)) => {
+                    let reason = format!(
+                        "'{level}' is not a log level (error, warn, info, verbose, debug, trace)"
+                    );
+                    c.error(&at.key("logLevel"), reason);
+                    None
+                }
+            }
+        }),
         give_up_secs,
         retry_base_ms,
         final_outcome,

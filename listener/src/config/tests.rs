@@ -432,3 +432,23 @@ fn configurations_that_do_nothing_are_warned_about() {
         "Butler's own keys are Butler's: {w}"
     );
 }
+
+/// Found trying Butler's level names: `logLevel: verbose` was handed to the log filter as a
+/// module name, and the listener logged nothing at all.
+#[test]
+fn log_levels_include_butlers_and_a_wrong_one_is_an_error() {
+    let with = |level: &str| format!("{GOOD}  qlikCloudListener:\n    logLevel: {level}\n");
+    assert_eq!(
+        parse(&with("verbose")).unwrap().log_level.as_deref(),
+        Some("debug")
+    );
+    assert_eq!(
+        parse(&with("warn")).unwrap().log_level.as_deref(),
+        Some("warn")
+    );
+    let e = parse(&with("loud")).unwrap_err().to_string();
+    assert!(
+        e.contains("Butler.qlikCloudListener.logLevel: 'loud' is not a log level"),
+        "{e}"
+    );
+}
