@@ -748,3 +748,94 @@ async fn preview_shows_each_channel_and_sends_only_on_request() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no enabled alert channel named nope"), "{out}");
 }
+
+/// An alert that was given up on is found with `history --alerts failed` (with the app's name),
+/// and `history resend` sends it again once the channel works, recording it on the event.
+#[tokio::test]
+async fn a_failed_alert_is_listed_and_resent_by_hand() {
+    let ch = Channels::start().await;
+    let s = setup(
+        &ch,
+        "",
+        "    alerts:\n      giveUpSeconds: 1\n      retryBaseMilliseconds: 50\n",
+    )
+    .await;
+    let _listener = s.start(true).await;
+    ch.slack.set_down(true);
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    let id = event_id(&body);
+    s.publish(FIXTURES[0].1, &body).await;
+    let d = wait_deliveries(&s, &id, 3).await;
+    let slack = d.iter().find(|d| d.channel == "slack").unwrap();
+    assert_eq!(slack.state, DeliveryState::Failed, "{slack:?}");
+
+    let config = s.config.to_str().unwrap().to_owned();
+    let run = |args: Vec<&str>| {
+        let mut all = vec!["history", "--config", &config];
+        all.extend(args);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        let env = s.env();
+        async move {
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            relay_tests::process::run(common::BIN, &all, &env).await
+        }
+    };
+    let (code, out) = run(vec!["--alerts", "failed"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 event(s)"), "{out}");
+    assert!(out.contains(&id), "{out}");
+    assert!(out.contains("slack:failed"), "{out}");
+    assert!(
+        out.contains(
+            "App 4f2c9d1e-7a6b-4c3d-9e8f-1a2b3c4d5e6f (4f2c9d1e-7a6b-4c3d-9e8f-1a2b3c4d5e6f)"
+        ),
+        "the app's name: {out}"
+    );
+    let (_, out) = run(vec!["--alerts", "sent", "--json"]).await;
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        rows[0]["appName"],
+        "App 4f2c9d1e-7a6b-4c3d-9e8f-1a2b3c4d5e6f"
+    );
+
+    // Still down: the resend fails, says so, and the event records the try.
+    let (code, out) = run(vec![
+        "resend",
+        &id,
+        "--channel",
+        "slack",
+        "--give-up-seconds",
+        "1",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    let journal = s.journal().await;
+    let after = journal.delivery(&id, "slack").await.unwrap().unwrap();
+    assert_eq!(after.state, DeliveryState::Failed);
+    assert!(after.attempts > slack.attempts, "{after:?}");
+
+    ch.slack.set_down(false);
+    let before = ch.slack.delivered().len();
+    let (code, out) = run(vec!["resend", &id, "--channel", "slack"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("slack: sent"), "{out}");
+    assert_eq!(ch.slack.delivered().len(), before + 1);
+    let resent = journal.delivery(&id, "slack").await.unwrap().unwrap();
+    assert_eq!(resent.state, DeliveryState::Sent);
+    assert!(
+        resent
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("(was failed)"),
+        "{resent:?}"
+    );
+    // Teams was sent once and stays so; a wrong channel is named.
+    assert_eq!(ch.teams.delivered().len(), 1);
+    let (code, out) = run(vec!["resend", &id, "--channel", "sms"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("--channel sms: not an enabled channel"),
+        "{out}"
+    );
+}

@@ -3,19 +3,25 @@
 //! Read-only and safe while the listener runs (SQLite WAL allows a reader beside the writer).
 
 use crate::config::Config;
-use crate::journal::{Delivery, Entry, Journal, JournalError, State};
+use crate::journal::{Delivery, DeliveryState, Entry, Journal, JournalError, State};
+use anyhow::Context as _;
 use serde_json::json;
 use std::time::Duration;
 
 /// `history`'s options.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
     /// How far back: 90s, 30m, 1h, 7d.
     #[arg(long, default_value = "24h", value_parser = parse_age)]
     since: Duration,
     /// Only events in this state (`failed`: reload failures).
     #[arg(long, value_enum)]
     status: Option<StatusFilter>,
+    /// Only events with an alert in this state (`failed`: an alert that was given up on).
+    #[arg(long, value_enum)]
+    alerts: Option<AlertFilter>,
     /// At most this many events.
     #[arg(long, default_value_t = 200)]
     limit: u32,
@@ -24,7 +30,48 @@ pub struct Args {
     json: bool,
 }
 
-/// Prints the journal's events for `args`.
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Send an event's alert again on one channel, now (e.g. after fixing a Teams URL), and
+    /// record it on the event's delivery. Tag and rate-limit rules do not apply to a resend.
+    Resend {
+        /// The event's id, as `history` shows it.
+        event: String,
+        /// The channel (`teams`, `slack`, `email`, `webhook-1`, …; `email` resends to every
+        /// recipient, `email:ops@example.com` to one).
+        #[arg(long)]
+        channel: String,
+        /// How long to retry a failing channel before giving up.
+        #[arg(long, default_value_t = 30)]
+        give_up_seconds: u64,
+    },
+}
+
+/// Which alerts to show events for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlertFilter {
+    Failed,
+    Suppressed,
+    Pending,
+    Sent,
+}
+
+impl AlertFilter {
+    fn keeps(self, deliveries: &[Delivery]) -> bool {
+        let wanted = match self {
+            AlertFilter::Failed => DeliveryState::Failed,
+            AlertFilter::Suppressed => DeliveryState::Suppressed,
+            AlertFilter::Pending => DeliveryState::Pending,
+            AlertFilter::Sent => DeliveryState::Sent,
+        };
+        deliveries.iter().any(|d| {
+            d.state == wanted
+                || (wanted == DeliveryState::Pending && d.state == DeliveryState::Sending)
+        })
+    }
+}
+
+/// Prints the journal's events for `args`, or resends an alert.
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
         config.journal_path.exists(),
@@ -32,7 +79,19 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         config.journal_path.display()
     );
     let journal = Journal::open(&config.journal_path).await?;
-    let rows = load(&journal, args.since, args.status, args.limit).await?;
+    if let Some(Action::Resend {
+        event,
+        channel,
+        give_up_seconds,
+    }) = args.action
+    {
+        let give_up = std::time::Duration::from_secs(give_up_seconds);
+        return resend(config, &journal, &event, &channel, give_up).await;
+    }
+    let mut rows = load(&journal, args.since, args.status, args.limit).await?;
+    if let Some(filter) = args.alerts {
+        rows.retain(|r| filter.keeps(&r.deliveries));
+    }
     if args.json {
         println!("{}", json(&rows));
     } else {
@@ -86,6 +145,111 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Sends `event_id`'s alert again on `channel` and records the outcome on the event's delivery
+/// (state, one more attempt, and a note saying it was resent).
+async fn resend(
+    config: &Config,
+    journal: &Journal,
+    event_id: &str,
+    channel: &str,
+    give_up: std::time::Duration,
+) -> anyhow::Result<()> {
+    let entry = journal
+        .get(event_id)
+        .await?
+        .with_context(|| format!("no event {event_id} in {}", config.journal_path.display()))?;
+    let data: crate::events::alert_data::AlertData = entry
+        .enrichment
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok())
+        .with_context(|| {
+            format!("event {event_id} has no alert to resend (not a reload failure, or not processed yet)")
+        })?;
+    let tenant = super::tenant(config, Some(&entry.tenant_id))
+        .or_else(|e| match config.tenants.len() {
+            1 => super::tenant(config, None),
+            _ => Err(e),
+        })
+        .with_context(|| {
+            format!(
+                "event {event_id}'s tenant {} is not configured",
+                entry.tenant_id
+            )
+        })?;
+    let (name, recipient) = match channel.split_once(':') {
+        Some((name, to)) => (name, Some(to.to_ascii_lowercase())),
+        None => (channel, None),
+    };
+    let configured = tenant
+        .channels
+        .iter()
+        .find(|c| c.id == name)
+        .with_context(|| {
+            let ids: Vec<&str> = tenant.channels.iter().map(|c| c.id.as_str()).collect();
+            format!(
+                "--channel {channel}: not an enabled channel of this tenant ({})",
+                ids.join(", ")
+            )
+        })?;
+    let mut only = configured.clone();
+    if let (Some(to), crate::config::Target::Email(email)) = (&recipient, &mut only.target) {
+        email.recipients.retain(|r| r.eq_ignore_ascii_case(to));
+        if let Some(owner) = &mut email.owner_alert {
+            owner.include_all = false;
+            owner.include.clear();
+        }
+        anyhow::ensure!(
+            !email.recipients.is_empty(),
+            "--channel {channel}: {to} is not one of the channel's recipients"
+        );
+    }
+    let notifier = crate::notify::Notifier::new(
+        journal.clone(),
+        give_up,
+        std::time::Duration::from_millis(config.retry_base_ms),
+        None,
+        config.smtp.as_ref(),
+    )?;
+    let attempt_id = format!("{event_id}#resend-{}", crate::journal::now_ms());
+    notifier
+        .deliver_operator(&attempt_id, std::slice::from_ref(&only), &data)
+        .await?;
+    let at = time(crate::journal::now_ms());
+    let mut failed = 0;
+    for d in journal.deliveries(&attempt_id).await? {
+        let before = journal.delivery(event_id, &d.channel).await?;
+        let was = before
+            .as_ref()
+            .map(|b| format!("was {}", b.state.as_str()))
+            .unwrap_or_else(|| "not sent before".to_owned());
+        let note = match &d.last_error {
+            Some(e) => format!("resent {at} UTC ({was}): {e}"),
+            None => format!("resent {at} UTC ({was})"),
+        };
+        println!(
+            "{}: {}{}",
+            d.channel,
+            d.state.as_str(),
+            d.last_error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+        failed += usize::from(d.state != DeliveryState::Sent);
+        journal
+            .set_delivery(Delivery {
+                event_id: event_id.to_owned(),
+                channel: d.channel.clone(),
+                state: d.state,
+                attempts: before.map_or(0, |b| b.attempts) + d.attempts,
+                last_error: Some(note),
+            })
+            .await?;
+    }
+    anyhow::ensure!(failed == 0, "{failed} resend(s) failed");
+    Ok(())
+}
+
 pub struct Row {
     pub entry: Entry,
     pub deliveries: Vec<Delivery>,
@@ -130,6 +294,22 @@ fn arrived_via(e: &Entry) -> &'static str {
     }
 }
 
+/// The app's name from the alert data, when the event has been enriched.
+fn app_name(e: &Entry) -> Option<String> {
+    let data: serde_json::Value = serde_json::from_str(e.enrichment.as_deref()?).ok()?;
+    Some(data["appName"].as_str()?.to_owned()).filter(|n| !n.is_empty())
+}
+
+/// `Sales forecast (4f2c9d1e-…)`, or the id alone.
+fn app_label(e: &Entry) -> String {
+    match (app_name(e), &e.app_id) {
+        (Some(name), Some(id)) => format!("{name} ({id})"),
+        (None, Some(id)) => id.clone(),
+        (Some(name), None) => name,
+        (None, None) => "-".into(),
+    }
+}
+
 /// A plain-text table.
 pub fn table(rows: &[Row]) -> String {
     let mut lines = vec![[
@@ -155,7 +335,7 @@ pub fn table(rows: &[Row]) -> String {
             arrived_via(e).into(),
             e.id.clone(),
             e.event_type.trim_start_matches("com.qlik.").to_owned(),
-            e.app_id.clone().unwrap_or_else(|| "-".into()),
+            app_label(e),
             e.reload_status.clone().unwrap_or_else(|| "-".into()),
             e.state.as_str().to_owned()
                 + &e.note
@@ -199,7 +379,7 @@ pub fn json(rows: &[Row]) -> serde_json::Value {
         .map(|r| {
             let e = &r.entry;
             json!({
-                "id": e.id, "type": e.event_type, "tenantId": e.tenant_id, "appId": e.app_id,
+                "id": e.id, "type": e.event_type, "tenantId": e.tenant_id, "appId": e.app_id, "appName": app_name(e),
                 "reloadId": e.reload_id, "reloadStatus": e.reload_status, "topic": e.topic,
                 "receivedAt": time(e.received_at), "arrivedVia": arrived_via(e), "state": e.state.as_str(), "note": e.note,
                 "alerts": r.deliveries.iter().map(|d| json!({
