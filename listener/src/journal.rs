@@ -538,6 +538,19 @@ impl Journal {
         .await
     }
 
+    /// How many events have work left (the backlog, for `/metrics`).
+    pub async fn pending_count(&self) -> Result<u64, JournalError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM events WHERE state = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+        })
+        .await
+    }
+
     /// Events received since `since_ms` (unix ms), newest first, at most `limit`.
     pub async fn recent(&self, since_ms: i64, limit: u32) -> Result<Vec<Entry>, JournalError> {
         self.with(move |c| {

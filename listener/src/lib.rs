@@ -232,14 +232,38 @@ pub async fn run(
         tracing::info!(address = %address, scheme, publish = rest_config.publish_enabled, "API listening");
         let api = Arc::new(rest::Api {
             config: rest_config.clone(),
-            publisher,
-            journal,
-            brokers,
+            publisher: Some(publisher),
+            journal: journal.clone(),
+            brokers: brokers.clone(),
             events_filter: config.subscription_root.clone(),
         });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = rest::serve(listener, tls, api, std::future::pending()).await {
                 tracing::error!(error = %e, "API server failed");
+            }
+        }));
+    }
+
+    if let Some(address) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| {
+                format!("Butler.qlikCloudListener.metricsListen: cannot listen on {address}")
+            })?;
+        let address = listener.local_addr().context("no local address")?;
+        println!("qlik-listener metrics on http://{address}/metrics");
+        tracing::info!(address = %address, "metrics listening");
+        // The HTTP API's health and metrics routes, without its publish endpoint.
+        let api = Arc::new(rest::Api {
+            config: crate::config::RestConfig::monitoring(address),
+            publisher: None,
+            journal,
+            brokers,
+            events_filter: config.subscription_root.clone(),
+        });
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = rest::serve(listener, None, api, std::future::pending()).await {
+                tracing::error!(error = %e, "metrics server failed");
             }
         }));
     }

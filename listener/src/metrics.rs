@@ -21,6 +21,11 @@ pub struct Metrics {
     qlik_api_micros: AtomicU64,
     pub reconcile_runs: AtomicU64,
     pub reconcile_failures: AtomicU64,
+    /// Events from tenants that are not configured (recorded and skipped).
+    pub events_unknown_tenant: AtomicU64,
+    /// Seconds from the reload's end to an alert sent: counts per bucket of [`LATENCY_BUCKETS`]
+    /// (not cumulative), the sum in milliseconds and the count.
+    latency: Mutex<Latency>,
     /// (channel kind, delivery state) → count.
     alerts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// task start outcome → count.
@@ -31,6 +36,17 @@ pub struct Metrics {
     tenants: Mutex<BTreeMap<String, TenantMetrics>>,
     /// Per tenant (its key path): why Qlik Cloud refused its API key at start-up.
     api_keys: Mutex<BTreeMap<String, String>>,
+}
+
+/// Upper bounds (seconds) of the end-to-end latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 10] = [
+    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
+];
+
+struct Latency {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    sum_ms: u64,
+    count: u64,
 }
 
 /// What `/metrics` says per tenant.
@@ -101,6 +117,12 @@ pub static METRICS: Metrics = Metrics {
     qlik_api_micros: AtomicU64::new(0),
     reconcile_runs: AtomicU64::new(0),
     reconcile_failures: AtomicU64::new(0),
+    events_unknown_tenant: AtomicU64::new(0),
+    latency: Mutex::new(Latency {
+        buckets: [0; LATENCY_BUCKETS.len()],
+        sum_ms: 0,
+        count: 0,
+    }),
     alerts: Mutex::new(BTreeMap::new()),
     tasks: Mutex::new(BTreeMap::new()),
     api_publishes: Mutex::new(BTreeMap::new()),
@@ -127,6 +149,17 @@ impl Metrics {
         }
         self.qlik_api_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// An alert was sent `latency` after the reload ended.
+    pub fn alert_latency(&self, latency: std::time::Duration) {
+        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let secs = latency.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            l.buckets[i] += 1;
+        }
+        l.sum_ms += latency.as_millis() as u64;
+        l.count += 1;
     }
 
     /// A delivery's final state, counted by kind of channel (`webhook-2` counts as `webhook`).
@@ -196,9 +229,41 @@ impl Metrics {
     }
 
     /// The text exposition; `brokers` are (name, connected); `journal_ok`: the journal takes
-    /// writes and its file is in place.
-    pub fn render(&self, brokers: &[(&str, bool)], journal_ok: bool) -> String {
+    /// writes and its file is in place; `backlog`: reload failures not yet alerted.
+    pub fn render(
+        &self,
+        brokers: &[(&str, bool)],
+        journal_ok: bool,
+        backlog: Option<u64>,
+    ) -> String {
         let mut out = String::new();
+        let _ = write!(
+            out,
+            "# HELP qlik_listener_build_info The running version.\n# TYPE qlik_listener_build_info gauge\nqlik_listener_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some(n) = backlog {
+            let _ = write!(
+                out,
+                "# HELP qlik_listener_backlog_events Reload failures recorded but not yet alerted on every channel.\n# TYPE qlik_listener_backlog_events gauge\nqlik_listener_backlog_events {n}\n"
+            );
+        }
+        {
+            let l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+            let name = "qlik_listener_alert_latency_seconds";
+            let _ = write!(
+                out,
+                "# HELP {name} From the reload's end (as Qlik reports it) to an alert sent.\n# TYPE {name} histogram\n"
+            );
+            let mut cumulative = 0;
+            for (bound, n) in LATENCY_BUCKETS.iter().zip(l.buckets) {
+                cumulative += n;
+                let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", l.count);
+            let _ = writeln!(out, "{name}_sum {}", l.sum_ms as f64 / 1000.0);
+            let _ = writeln!(out, "{name}_count {}", l.count);
+        }
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = write!(
@@ -220,6 +285,11 @@ impl Metrics {
             "qlik_listener_events_rejected_total",
             "Events whose qlik-signature did not verify.",
             get(&self.events_rejected),
+        );
+        counter(
+            "qlik_listener_events_unknown_tenant_total",
+            "Events from tenants that are not configured (recorded and skipped).",
+            get(&self.events_unknown_tenant),
         );
         counter(
             "qlik_listener_messages_invalid_total",
@@ -347,7 +417,7 @@ mod tests {
     /// exports (a renamed metric would leave a panel empty and an alert silent).
     #[test]
     fn the_shipped_dashboard_and_rules_use_exported_metrics() {
-        let exported = METRICS.render(&[("qlik-cloud-events", true)], true);
+        let exported = METRICS.render(&[("qlik-cloud-events", true)], true, Some(3));
         let exported: Vec<&str> = exported
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -660,3 +660,92 @@ async fn the_windows_service_commands_point_to_systemd_elsewhere() {
         "{out}"
     );
 }
+
+/// `metricsListen` serves `/metrics` (and health) without Butler's HTTP API: the version, the
+/// time from a reload's end to its alert, the backlog and events from tenants not configured.
+#[tokio::test]
+async fn metrics_on_their_own_address_with_latency_backlog_and_unknown_tenants() {
+    let hook = relay_tests::fakes::HttpReceiver::start().await;
+    let tenant = format!(
+        "          alert:\n            webhookNotification:\n              reloadAppFailure:\n                enable: true\n                urls: [\"{}\"]\n",
+        hook.url("/alerts")
+    );
+    let s = Setup::with(Options {
+        tenant: &tenant,
+        listener: &format!("{NO_WAIT}    metricsListen: 127.0.0.1:0\n"),
+        ..Options::default()
+    })
+    .await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let mut l = process::Running::spawn(BIN, &["--config", &config], &s.env());
+    let line = l.wait_for_line("qlik-listener metrics on ", LIMIT).await;
+    l.wait_for_output("subscribed", 1, LIMIT).await;
+    let url = line
+        .trim_start_matches("qlik-listener metrics on ")
+        .to_owned();
+    assert!(!line.contains(":0/"), "{line}");
+
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    s.publish(FIXTURES[0].1, &body).await;
+    let other = fixtures::minimal_event(
+        "from-elsewhere",
+        "com.qlik.v1.app.created",
+        "OtherTenant0000000000000000000000",
+    );
+    mqtt::publish(
+        s.broker.port,
+        "qscloud/event/com.qlik.v1.app.created/OtherTenant0000000000000000000000",
+        &other,
+        None,
+    )
+    .await;
+    s.wait_state("from-elsewhere", State::Skipped).await;
+    wait::until(LIMIT, "the alert", || {
+        let n = hook.delivered().len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} not in {text}"))
+            .to_owned()
+    };
+    assert_eq!(
+        value(&format!(
+            "qlik_listener_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "1"
+    );
+    assert_eq!(value("qlik_listener_events_unknown_tenant_total"), "1");
+    assert_eq!(value("qlik_listener_backlog_events"), "0");
+    // The fixture's reload ended in 2026-11: the one alert is in the last bucket only.
+    assert_eq!(value("qlik_listener_alert_latency_seconds_count"), "1");
+    assert_eq!(
+        value("qlik_listener_alert_latency_seconds_bucket{le=\"3600\"}"),
+        "0"
+    );
+    assert_eq!(
+        value("qlik_listener_alert_latency_seconds_bucket{le=\"+Inf\"}"),
+        "1"
+    );
+    // Health too, but no publish endpoint.
+    let base = url.trim_end_matches("/metrics");
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let put = reqwest::Client::new()
+        .put(format!("{base}/v4/mqttpublishmessage"))
+        .json(&serde_json::json!({"topic": "x", "message": "y"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 404);
+}

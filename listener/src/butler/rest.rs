@@ -32,8 +32,8 @@ pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 
 pub struct Api {
     pub config: RestConfig,
-    /// Where `PUT /v4/mqttpublishmessage` publishes.
-    pub publisher: Arc<dyn Publish>,
+    /// Where `PUT /v4/mqttpublishmessage` publishes (`None`: the metrics-only server).
+    pub publisher: Option<Arc<dyn Publish>>,
     pub journal: Journal,
     /// Broker connections that must be up to be ready: (name, state).
     pub brokers: Vec<(String, Connected)>,
@@ -267,11 +267,13 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         .iter()
         .map(|(n, c)| (n.as_str(), c.get()))
         .collect();
+    let backlog = api.journal.pending_count().await.ok();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         METRICS.render(
             &brokers,
             api.journal.record_failure().is_none() && api.journal.file_problem().is_none(),
+            backlog,
         ),
     )
         .into_response()
@@ -336,7 +338,10 @@ async fn publish_checked(api: &Api, request: Request) -> Response {
         );
     }
     let outgoing = Message::new(&topic, message.as_bytes());
-    match api.publisher.publish(outgoing).await {
+    let Some(publisher) = &api.publisher else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no broker to publish to");
+    };
+    match publisher.publish(outgoing).await {
         Ok(()) => {
             tracing::info!(topic = %topic, bytes = message.len(), "published through the API");
             (

@@ -68,6 +68,9 @@ pub struct Listener {
     alerts: Option<AlertsSection>,
     /// Asking Qlik Cloud for failed reloads that never arrived over the webhook.
     reconcile: Option<ReconcileSection>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` on their own, e.g. `127.0.0.1:9464`
+    /// (for Prometheus without Butler's HTTP API; `restServerConfig` serves them too).
+    metrics_listen: Option<Text>,
     /// Checking that the Qlik Cloud webhook feeding the forwarder is enabled and healthy.
     webhook_watch: Option<WebhookWatchSection>,
 }
@@ -133,6 +136,7 @@ pub struct Settings {
     pub beside_butler: bool,
     pub time_zone: jiff::tz::TimeZone,
     pub script_log_layout: crate::events::script_log::Layout,
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub fn check(c: &mut Check<'_>, at: &KeyPath, l: Listener) -> Settings {
@@ -237,7 +241,17 @@ pub fn check(c: &mut Check<'_>, at: &KeyPath, l: Listener) -> Settings {
             crate::events::script_log::Layout::Butler
         }
     };
+    let metrics_listen = Text::of(&l.metrics_listen).and_then(|a| match a.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            let reason =
+                format!("'{a}' is not an address to listen on (IP:port, e.g. 127.0.0.1:9464)");
+            c.error(&at.key("metricsListen"), reason);
+            None
+        }
+    });
     Settings {
+        metrics_listen,
         time_zone,
         script_log_layout,
         journal_path,

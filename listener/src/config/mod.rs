@@ -140,6 +140,8 @@ pub struct Config {
     pub qrs: Option<QrsConfig>,
     /// `Butler.restServerConfig`, when enabled.
     pub rest: Option<RestConfig>,
+    /// `qlikCloudListener.metricsListen`: `/metrics`, `/healthz` and `/readyz` on their own.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// When a failed attempt waits for the reload's final outcome.
     pub final_outcome: FinalOutcome,
     /// Reconciliation with Qlik Cloud's reloads API; `None`: off.
@@ -484,6 +486,7 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         butler_mqtt,
         qrs,
         rest,
+        metrics_listen: listener.metrics_listen,
         final_outcome: listener.final_outcome,
         reconcile: listener.reconcile,
         webhook_watch: listener.webhook_watch,

@@ -340,6 +340,7 @@ impl Pipeline {
 
     fn decide(&self, event: &Event<'_>, message: &Message) -> (State, Option<String>) {
         let Some(tenant) = self.tenants.get(event.tenant_id.as_ref()) else {
+            crate::metrics::inc(&crate::metrics::METRICS.events_unknown_tenant);
             let mut warned = self
                 .warned_tenants
                 .lock()

@@ -184,6 +184,9 @@ impl Notifier {
                     );
                     delivery.state = DeliveryState::Sent;
                     delivery.last_error = None;
+                    if let Some(latency) = since_reload_end(data) {
+                        crate::metrics::METRICS.alert_latency(latency);
+                    }
                     return self.finish(kind, delivery).await;
                 }
                 Err(AttemptError::Permanent(reason)) => {
@@ -322,6 +325,17 @@ pub fn routes<'a>(channel: &'a ChannelConfig, data: &AlertData) -> Vec<Route<'a>
             recipient: Some(r),
         })
         .collect()
+}
+
+/// How long ago the reload ended (its stop time as Qlik reported it), for the latency metric.
+fn since_reload_end(data: &AlertData) -> Option<std::time::Duration> {
+    let end = time::OffsetDateTime::parse(
+        &data.execution_stop_time.utc,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    let elapsed = time::OffsetDateTime::now_utc() - end;
+    std::time::Duration::try_from(elapsed).ok()
 }
 
 /// What a channel would send for `data`, per delivery (e-mail: per recipient), as text a
