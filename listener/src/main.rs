@@ -58,6 +58,13 @@ enum Command {
     /// use Mosquitto or AWS IoT Core for real deployments (see infra/).
     #[cfg(feature = "embedded-broker")]
     Broker(qlik_listener::cli::broker::Options),
+    /// Not in this build: the embedded broker is in builds with the `embedded-broker` feature.
+    #[cfg(not(feature = "embedded-broker"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Broker {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        ignored: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +74,11 @@ fn main() -> ExitCode {
         Some(Command::ConfigSchema) => {
             print!("{}", qlik_listener::config::schema());
             ExitCode::SUCCESS
+        }
+        #[cfg(not(feature = "embedded-broker"))]
+        Some(Command::Broker { .. }) => {
+            eprintln!("error: `qlik-listener broker` (the embedded MQTT broker) is not in this build: build with `cargo build --release -p qlik-listener --features embedded-broker` (as the demo does), or use Mosquitto (infra/mosquitto)");
+            ExitCode::FAILURE
         }
         #[cfg(feature = "embedded-broker")]
         Some(Command::Broker(options)) => {

@@ -6,7 +6,9 @@
 //! - QoS 1 with manual acknowledgement: a message is acknowledged only when the caller calls
 //!   [`Message::ack`], i.e. after it was recorded;
 //! - reconnects forever with capped exponential back-off and jitter, subscribing again when the
-//!   broker lost the session; each state change is logged once, not a flood;
+//!   broker lost the session; each state change is logged once, not a flood, and an outage
+//!   that goes on is logged again every five minutes (with what to check: credentials, TLS, a
+//!   TLS port spoken to without TLS), so a broker that is never reached is never silent;
 //! - the MQTT event loop never waits for the consumer: received messages go on an unbounded
 //!   queue, which the broker's flow control bounds (it sends at most [`RECEIVE_MAXIMUM`]
 //!   unacknowledged messages with MQTT 5, `max_inflight_messages` with 3.1.1), so the loop keeps
@@ -16,9 +18,10 @@
 use crate::config::{BrokerConfig, Protocol};
 use bytes::Bytes;
 use qlik_events::tls::{self, SettingNames, TlsFiles};
+use relay_mqtt::Failure;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Most unacknowledged messages the broker may send us at once (MQTT 5 receive maximum).
@@ -112,6 +115,9 @@ pub fn subscribe(
         broker: format!("{}:{}", broker.host, broker.port),
         status_topic: status_topic.map(str::to_owned),
         client_id: broker.client_id.clone(),
+        setting: broker.key_path.clone(),
+        tls: broker.tls.enable,
+        outage: std::sync::Mutex::new(None),
     };
     let offline = status_payload(&broker.client_id, "offline");
     match broker.protocol {
@@ -211,6 +217,7 @@ pub fn publisher(broker: &BrokerConfig, role: &str) -> anyhow::Result<relay_mqtt
         max_payload: MAX_MESSAGE_BYTES as usize,
         timeout: Duration::from_secs(10),
         description: format!("{scheme}://{}:{}", broker.host, broker.port),
+        setting: broker.key_path.clone(),
     }))
 }
 
@@ -232,67 +239,56 @@ struct LoopState {
     broker: String,
     status_topic: Option<String>,
     client_id: String,
+    /// For hints: the key path of this broker's settings, and whether TLS is on.
+    setting: String,
+    tls: bool,
+    /// While the broker cannot be reached: since when, and when that was last said.
+    outage: std::sync::Mutex<Option<(Instant, Instant)>>,
 }
+
+/// How often an ongoing outage is logged again.
+const OUTAGE_REMINDER: Duration = Duration::from_secs(300);
 
 impl LoopState {
     /// Logs the transition to connected once; says whether to subscribe.
     fn on_connack(&self, session_present: bool) -> bool {
+        let outage = self.outage.lock().unwrap_or_else(|p| p.into_inner()).take();
         if !self.connected.0.swap(true, Ordering::SeqCst) {
-            tracing::info!(broker = %self.broker, session_present, "connected to the broker");
+            match outage {
+                Some((since, _)) => {
+                    tracing::info!(broker = %self.broker, session_present, down_seconds = since.elapsed().as_secs(), "connected to the broker")
+                }
+                None => {
+                    tracing::info!(broker = %self.broker, session_present, "connected to the broker")
+                }
+            }
         }
         !session_present
     }
 
-    /// Logs the transition to disconnected once; returns how long to wait before retrying.
-    fn on_error(&self, error: String, trouble: Trouble, failures: &mut u32) -> Duration {
-        if self.connected.0.swap(false, Ordering::SeqCst) || *failures == 0 {
-            let hint = match trouble {
-                Trouble::Credentials => "the broker refused the credentials: check username and password (or the client certificate)",
-                Trouble::Tls => "TLS: the broker's certificate was not accepted: check tls.caFile and the host name",
-                Trouble::Other => "-",
-            };
-            tracing::warn!(broker = %self.broker, error = %error, hint, "broker connection lost; reconnecting");
-        } else {
-            tracing::debug!(broker = %self.broker, error = %error, "reconnect failed");
+    /// Logs the transition to disconnected, and then the ongoing outage every few minutes;
+    /// returns how long to wait before retrying.
+    fn on_error(&self, error: String, failure: Failure, failures: &mut u32) -> Duration {
+        let accepted = self.connected.0.swap(false, Ordering::SeqCst);
+        let hint = failure
+            .hint(&self.setting, self.tls, accepted)
+            .unwrap_or_else(|| "-".to_owned());
+        let now = Instant::now();
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        match outage.as_mut() {
+            None => {
+                *outage = Some((now, now));
+                tracing::warn!(broker = %self.broker, error = %error, hint = %hint, "broker connection lost; reconnecting");
+            }
+            Some((since, said)) if now.duration_since(*said) >= OUTAGE_REMINDER => {
+                *said = now;
+                let minutes = now.duration_since(*since).as_secs() / 60;
+                tracing::warn!(broker = %self.broker, error = %error, hint = %hint, down_minutes = minutes, "broker still unreachable; events wait at the broker (or Qlik resends them) until it is back");
+            }
+            Some(_) => tracing::debug!(broker = %self.broker, error = %error, "reconnect failed"),
         }
         *failures += 1;
         backoff(*failures)
-    }
-}
-
-/// What an operator should look at when a connection fails, from the error's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Trouble {
-    Credentials,
-    Tls,
-    Other,
-}
-
-impl From<&rumqttc::v5::ConnectionError> for Trouble {
-    fn from(e: &rumqttc::v5::ConnectionError) -> Trouble {
-        use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
-        use rumqttc::v5::ConnectionError as E;
-        match e {
-            E::ConnectionRefused(
-                Code::NotAuthorized | Code::BadUserNamePassword | Code::BadAuthenticationMethod,
-            ) => Trouble::Credentials,
-            E::Tls(_) => Trouble::Tls,
-            _ => Trouble::Other,
-        }
-    }
-}
-
-impl From<&rumqttc::ConnectionError> for Trouble {
-    fn from(e: &rumqttc::ConnectionError) -> Trouble {
-        use rumqttc::ConnectReturnCode as Code;
-        use rumqttc::ConnectionError as E;
-        match e {
-            E::ConnectionRefused(Code::NotAuthorized | Code::BadUserNamePassword) => {
-                Trouble::Credentials
-            }
-            E::Tls(_) => Trouble::Tls,
-            _ => Trouble::Other,
-        }
     }
 }
 
@@ -359,7 +355,7 @@ async fn drive_v5(
             }
             Ok(_) => {}
             Err(e) => {
-                let wait = state.on_error(e.to_string(), Trouble::from(&e), &mut failures);
+                let wait = state.on_error(e.to_string(), Failure::of_v5(&e), &mut failures);
                 tokio::time::sleep(wait).await
             }
         }
@@ -412,7 +408,7 @@ async fn drive_v311(
             }
             Ok(_) => {}
             Err(e) => {
-                let wait = state.on_error(e.to_string(), Trouble::from(&e), &mut failures);
+                let wait = state.on_error(e.to_string(), Failure::of_v311(&e), &mut failures);
                 tokio::time::sleep(wait).await
             }
         }

@@ -575,8 +575,8 @@ async fn tls_and_passwords_to_the_broker_with_the_repo_acl() {
         .await;
     let out = wrong_password.output().join("\n");
     assert!(
-        out.contains("the broker refused the credentials: check username and password"),
-        "the error says the credentials were refused: {out}"
+        out.contains("the broker refused the credentials: check the user name and password (or client certificate) in Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker"),
+        "the error says the credentials were refused, and where they are set: {out}"
     );
     assert!(!out.contains("not-the-password") && !out.contains("listener-pa55word"));
     wrong_password.kill().await;
@@ -588,10 +588,31 @@ async fn tls_and_passwords_to_the_broker_with_the_repo_acl() {
         .await;
     let out = wrong_ca.output().join("\n");
     assert!(
-        out.contains("the broker's certificate was not accepted: check tls.caFile"),
+        out.contains("TLS failed: check the broker's certificate, the CA and the host name in Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker"),
         "the error names the certificate and the setting: {out}"
     );
     assert!(!out.contains("listener-pa55word"));
+    wrong_ca.kill().await;
+
+    // Plain MQTT to the TLS port: the broker hangs up, and the hint says what that usually is.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace(
+            "              enable: true\n",
+            "              enable: false\n",
+        ),
+    )
+    .unwrap();
+    let mut plain = run("listener-pa55word");
+    plain
+        .wait_for_output("broker connection lost", 1, LIMIT)
+        .await;
+    let out = plain.output().join("\n");
+    assert!(
+        out.contains("if this port speaks TLS (8883), use TLS in Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker"),
+        "{out}"
+    );
 }
 
 /// A burst far larger than the listener's queues (found by the pipeline benchmark: the MQTT
@@ -617,6 +638,7 @@ async fn a_burst_of_events_is_recorded_without_stalling() {
         max_payload: 1 << 20,
         timeout: Duration::from_secs(30),
         description: s.broker.url(),
+        setting: "test".into(),
     });
     const N: usize = 2000;
     let topic = "qscloud/event/com.qlik.app.created/Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG";
@@ -748,4 +770,17 @@ async fn metrics_on_their_own_address_with_latency_backlog_and_unknown_tenants()
         .await
         .unwrap();
     assert_eq!(put.status(), 404);
+}
+
+/// A subcommand that exists only in some builds says which build has it, rather than clap's
+/// "unrecognized subcommand".
+#[cfg(not(feature = "embedded-broker"))]
+#[tokio::test]
+async fn the_broker_subcommand_without_its_feature_says_which_build_has_it() {
+    let (code, out) = process::run(BIN, &["broker", "--port", "1883"], &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("not in this build: build with `cargo build --release -p qlik-listener --features embedded-broker`"),
+        "{out}"
+    );
 }

@@ -130,7 +130,15 @@ async fn the_infra_acl_lets_only_the_forwarder_publish_events() {
     let (fwd, base) = process::serve_forwarder(BIN, &env("qlik-webhook", "wrong")).await;
     let (status, _) = post(base).await;
     assert_eq!(status, 503);
-    assert!(!fwd.output().join("\n").contains("forwarder-pa55"));
+    let log = fwd.output().join("\n");
+    assert!(
+        !log.contains("forwarder-pa55") && !log.contains("wrong"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the broker refused the credentials: check the user name and password (or client certificate) in MQTT_URL"),
+        "the log names the setting to fix: {log}"
+    );
     assert!(
         sub.drain().is_empty(),
         "only the authorised publish arrived"

@@ -7,7 +7,7 @@
 
 mod publisher;
 
-pub use publisher::{AckTracker, BrokerOptions, MqttPublisher};
+pub use publisher::{AckTracker, BrokerOptions, Failure, MqttPublisher};
 
 use std::future::Future;
 use std::pin::Pin;

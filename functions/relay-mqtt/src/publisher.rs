@@ -127,6 +127,9 @@ struct Shared {
     /// The largest packet we may send (payload limit plus overhead), to compare with the
     /// broker's maximum.
     max_packet_bytes: usize,
+    /// For hints: the setting holding the broker's details, and whether TLS is used.
+    setting: String,
+    tls: bool,
 }
 
 impl Shared {
@@ -153,14 +156,14 @@ impl Shared {
         }
     }
 
-    fn on_lost(&self, reason: String) {
+    fn on_lost(&self, reason: String, failure: Failure) {
         self.dead.store(true, Ordering::SeqCst);
-        let was = if self.connected.load(Ordering::SeqCst) {
-            "lost"
-        } else {
-            "failed"
-        };
-        tracing::warn!(reason = %reason, "broker connection {was}");
+        let accepted = self.connected.load(Ordering::SeqCst);
+        let was = if accepted { "lost" } else { "failed" };
+        match failure.hint(&self.setting, self.tls, accepted) {
+            Some(hint) => tracing::warn!(reason = %reason, hint = %hint, "broker connection {was}"),
+            None => tracing::warn!(reason = %reason, "broker connection {was}"),
+        }
         self.tracker().fail_all(&PublishError::Unavailable(reason));
         self.changed.notify_waiters();
     }
@@ -253,6 +256,68 @@ pub struct BrokerOptions {
     pub timeout: Duration,
     /// How to show the broker in logs, without secrets (e.g. `mqtts://user:***@host:8883`).
     pub description: String,
+    /// The setting that holds these details (e.g. `MQTT_URL`), named in hints when the broker
+    /// refuses the credentials or the connection.
+    pub setting: String,
+}
+
+/// Why a broker connection failed, as far as the error tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The broker refused the user name, password or client certificate.
+    Credentials,
+    /// The TLS handshake failed.
+    Tls,
+    /// The connection was reset, aborted or garbled (a hint only before the broker accepted
+    /// it: then it is usually a TLS port spoken to without TLS).
+    ClosedEarly,
+    Other,
+}
+
+impl Failure {
+    pub fn of_v5(e: &rumqttc::v5::ConnectionError) -> Failure {
+        use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
+        use rumqttc::v5::ConnectionError as E;
+        match e {
+            E::ConnectionRefused(
+                Code::NotAuthorized | Code::BadUserNamePassword | Code::BadAuthenticationMethod,
+            ) => Failure::Credentials,
+            E::Tls(_) => Failure::Tls,
+            // Reset, aborted or garbled before CONNACK: what a TLS port does to plain MQTT.
+            E::MqttState(_) | E::Io(_) => Failure::ClosedEarly,
+            _ => Failure::Other,
+        }
+    }
+
+    pub fn of_v311(e: &rumqttc::ConnectionError) -> Failure {
+        use rumqttc::ConnectReturnCode as Code;
+        use rumqttc::ConnectionError as E;
+        match e {
+            E::ConnectionRefused(Code::NotAuthorized | Code::BadUserNamePassword) => {
+                Failure::Credentials
+            }
+            E::Tls(_) => Failure::Tls,
+            E::MqttState(rumqttc::StateError::ConnectionAborted) | E::Io(_) => Failure::ClosedEarly,
+            _ => Failure::Other,
+        }
+    }
+
+    /// What to check, naming `setting`; `tls`: whether TLS was used; `accepted`: whether the
+    /// broker had accepted the connection before it failed.
+    pub fn hint(self, setting: &str, tls: bool, accepted: bool) -> Option<String> {
+        match self {
+            Failure::Credentials => Some(format!(
+                "the broker refused the credentials: check the user name and password (or client certificate) in {setting}"
+            )),
+            Failure::Tls => Some(format!(
+                "TLS failed: check the broker's certificate, the CA and the host name in {setting}"
+            )),
+            Failure::ClosedEarly if !accepted && !tls => Some(format!(
+                "the broker closed the connection before accepting it: if this port speaks TLS (8883), use TLS in {setting} (mqtts://)"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// The rumqttc options for one broker, ready to open connections with.
@@ -396,6 +461,8 @@ impl Endpoint {
             dead: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
             max_packet_bytes: self.max_packet_bytes,
+            setting: self.options.setting.clone(),
+            tls: self.options.tls.is_some(),
         });
         let id = self.client_id();
         let (host, port) = (self.options.host.clone(), self.options.port);
@@ -485,7 +552,7 @@ async fn drive_v5(mut eventloop: rumqttc::v5::EventLoop, shared: Arc<Shared>) {
                 LoopEvent::Acked(ack.pkid, result)
             }
             Ok(_) => LoopEvent::Other,
-            Err(e) => return shared.on_lost(e.to_string()),
+            Err(e) => return shared.on_lost(e.to_string(), Failure::of_v5(&e)),
         };
         shared.on_event(event);
     }
@@ -500,7 +567,7 @@ async fn drive_v311(mut eventloop: rumqttc::EventLoop, shared: Arc<Shared>) {
             Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => LoopEvent::HeldBack(pkid),
             Ok(Event::Incoming(Packet::PubAck(ack))) => LoopEvent::Acked(ack.pkid, Ok(())),
             Ok(_) => LoopEvent::Other,
-            Err(e) => return shared.on_lost(e.to_string()),
+            Err(e) => return shared.on_lost(e.to_string(), Failure::of_v311(&e)),
         };
         shared.on_event(event);
     }
