@@ -784,3 +784,91 @@ async fn the_broker_subcommand_without_its_feature_says_which_build_has_it() {
         "{out}"
     );
 }
+
+/// `infra/mosquitto/acl` lets the README's examples through (the forwarder's events, the
+/// listener's alerts, status and API example topic, a task start) and nothing more: no one but
+/// the forwarder writes events, and the listener cannot start tasks through its API. MQTT 5, so
+/// a denied publish is a refused PUBACK, not silence.
+#[tokio::test]
+async fn the_shipped_acl_lets_the_readme_examples_through_and_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = relay_tests::tls::TestCa::new(dir.path(), "broker");
+    let server = ca.issue("server", &["localhost"]);
+    let users = [
+        ("qlik-webhook", "webhook-pa55word"),
+        ("qlik-listener", "listener-pa55word"),
+        ("task-starter", "starter-pa55word"),
+    ];
+    let (_broker, tls_port) = Mosquitto::start_like_infra(&server, &users).await;
+    let tls = qlik_events::tls::client_config(
+        qlik_events::tls::TlsFiles {
+            ca_file: Some(&ca.ca_file),
+            client: None,
+            insecure_skip_verify: false,
+        },
+        qlik_events::tls::SettingNames {
+            ca_file: "ca",
+            cert_file: "cert",
+            key_file: "key",
+        },
+    )
+    .unwrap();
+    let tls = std::sync::Arc::new(tls);
+    let publish = |user: &str, topic: &str| {
+        let password = users.iter().find(|(u, _)| *u == user).unwrap().1;
+        let publisher = relay_mqtt::MqttPublisher::new(relay_mqtt::BrokerOptions {
+            host: "localhost".into(),
+            port: tls_port,
+            username: Some(user.to_owned()),
+            password: Some(qlik_events::Secret::new(password)),
+            tls: Some(tls.clone()),
+            protocol: relay_mqtt::Protocol::V5,
+            client_id_prefix: format!("acl-{user}"),
+            max_payload: 1024,
+            timeout: Duration::from_secs(10),
+            description: "acl test".into(),
+            setting: "test".into(),
+        });
+        let topic = topic.to_owned();
+        async move {
+            use relay_mqtt::Publish as _;
+            publisher
+                .publish(relay_mqtt::Message::new(&topic, b"x"))
+                .await
+        }
+    };
+    for (user, topic) in [
+        (
+            "qlik-webhook",
+            "qscloud/app/reload/Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG",
+        ),
+        ("qlik-listener", "qlikcloud/alerts/reload-failed"),
+        ("qlik-listener", "qlik-listener/status"),
+        ("qlik-listener", "qlik-listener/task-result"),
+        ("qlik-listener", "qliksense/notice"),
+        ("task-starter", "qliksense/start_task"),
+    ] {
+        let result = publish(user, topic).await;
+        assert!(result.is_ok(), "{user} → {topic}: {result:?}");
+    }
+    for (user, topic) in [
+        (
+            "qlik-listener",
+            "qscloud/app/reload/Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG",
+        ),
+        ("qlik-listener", "qliksense/start_task"),
+        (
+            "task-starter",
+            "qscloud/app/reload/Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG",
+        ),
+        ("task-starter", "qliksense/notice"),
+        ("qlik-webhook", "qliksense/start_task"),
+        ("qlik-webhook", "qlikcloud/alerts/x"),
+    ] {
+        let result = publish(user, topic).await;
+        assert!(
+            format!("{result:?}").contains("NotAuthorized"),
+            "{user} must not write {topic}: {result:?}"
+        );
+    }
+}
