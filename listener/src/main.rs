@@ -37,6 +37,9 @@ enum Command {
     /// listener/config.schema.json): editors use it for completion and checks with the line
     /// `# yaml-language-server: $schema=config.schema.json` at the top of the YAML file.
     ConfigSchema,
+    /// Print the configuration reference (Markdown: every key, its type and meaning; also in the
+    /// repository as docs/configuration.md).
+    ConfigReference,
     /// The Qlik Cloud webhook that calls the forwarder: register it, list webhooks, show and
     /// resend failed deliveries. Uses the first configured tenant (or --tenant).
     #[command(subcommand)]
@@ -73,6 +76,10 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::ConfigSchema) => {
             print!("{}", qlik_listener::config::schema());
+            ExitCode::SUCCESS
+        }
+        Some(Command::ConfigReference) => {
+            print!("{}", qlik_listener::config::reference());
             ExitCode::SUCCESS
         }
         #[cfg(not(feature = "embedded-broker"))]

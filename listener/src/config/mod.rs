@@ -496,6 +496,9 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
     }
 }
 
+mod reference;
+pub use reference::reference;
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -452,3 +452,43 @@ fn log_levels_include_butlers_and_a_wrong_one_is_an_error() {
         "{e}"
     );
 }
+
+/// The minimal configuration the docs start from: its placeholders are named, and filled in
+/// it is a working configuration with one tenant and one channel.
+#[test]
+fn the_minimal_config_works_once_filled_in() {
+    let text = include_str!("../../minimal.yaml");
+    let e = parse(text).unwrap_err().to_string();
+    for key in [
+        "broker.host",
+        "tenant.id",
+        "tenant.tenantUrl",
+        "reloadAppFailure.webhookURL",
+    ] {
+        assert!(
+            e.contains(&format!("{key}: still holds a placeholder")),
+            "{key}: {e}"
+        );
+    }
+    let filled = text
+        .replace(
+            "<broker host, e.g. abc123-ats.iot.eu-west-1.amazonaws.com>",
+            "broker.example.com",
+        )
+        .replace(
+            "<tenant id, e.g. Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG>",
+            "Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG",
+        )
+        .replace(
+            "<https://your-tenant.eu.qlikcloud.com>",
+            "https://acme.eu.qlikcloud.com",
+        )
+        .replace(
+            "<the Teams workflow URL>",
+            "https://prod.westeurope.logic.azure.com/workflows/x",
+        );
+    let c = parse(&filled).unwrap();
+    assert_eq!(c.tenants.len(), 1);
+    assert_eq!(c.tenants[0].channels.len(), 1);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
