@@ -7,7 +7,10 @@
 //! daily file under `logs\` beside the configuration (kept 14 days), stopping cleanly when
 //! Windows asks. Secrets come from the service's environment (`${VAR}` in the file; set with
 //! `reg add … /v Environment /t REG_MULTI_SZ`) or from the file, readable by the service
-//! account only. On other systems these commands say to use the systemd unit in `infra/`.
+//! account only. Start, stop and a fatal error are also written to the Windows Event Log
+//! (Application log, source `qlik-listener`, registered by `install`), where Windows admins and
+//! their monitoring look first. On other systems these commands say to use the systemd unit in
+//! `infra/`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -44,6 +47,53 @@ pub fn launch_arguments(config: &Path) -> std::io::Result<Vec<OsString>> {
         "service".into(),
         "run".into(),
     ])
+}
+
+/// The Event Log source's registry key (Application log), written by `install`.
+pub const EVENT_SOURCE_KEY: &str =
+    r"HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\qlik-listener";
+
+/// The message file that shows an event's text as it is (`%1`), from the .NET Framework that
+/// every supported Windows Server has.
+pub const EVENT_MESSAGE_FILE: &str =
+    r"%SystemRoot%\Microsoft.NET\Framework64\v4.0.30319\EventLogMessages.dll";
+
+/// What the service writes to the Event Log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifeEvent {
+    Started { config: PathBuf },
+    Stopped,
+    Failed { error: String, log_dir: PathBuf },
+}
+
+impl LifeEvent {
+    /// The Event Log entry's id (distinct per kind, for filters and monitoring rules).
+    pub fn id(&self) -> u32 {
+        match self {
+            LifeEvent::Started { .. } => 1000,
+            LifeEvent::Stopped => 1001,
+            LifeEvent::Failed { .. } => 1002,
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self, LifeEvent::Failed { .. })
+    }
+
+    /// The entry's text.
+    pub fn message(&self) -> String {
+        let version = env!("CARGO_PKG_VERSION");
+        match self {
+            LifeEvent::Started { config } => {
+                format!("qlik-listener {version} started with {}", config.display())
+            }
+            LifeEvent::Stopped => format!("qlik-listener {version} stopped"),
+            LifeEvent::Failed { error, log_dir } => format!(
+                "qlik-listener {version} stopped on an error: {error}\nThe log is in {}.",
+                log_dir.display()
+            ),
+        }
+    }
 }
 
 /// Where the service writes its log: `logs` beside the configuration file.
@@ -140,6 +190,39 @@ mod windows {
         service.set_description(
             "Receives Qlik Cloud events over MQTT, records them and alerts on failed reloads.",
         )?;
+        // The Event Log source; without it entries still appear, with a "description not
+        // found" note around the text.
+        let registered = std::process::Command::new("reg")
+            .args([
+                "add",
+                super::EVENT_SOURCE_KEY,
+                "/v",
+                "EventMessageFile",
+                "/t",
+                "REG_EXPAND_SZ",
+                "/d",
+                super::EVENT_MESSAGE_FILE,
+                "/f",
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new("reg")
+                .args([
+                    "add",
+                    super::EVENT_SOURCE_KEY,
+                    "/v",
+                    "TypesSupported",
+                    "/t",
+                    "REG_DWORD",
+                    "/d",
+                    "7",
+                    "/f",
+                ])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !registered {
+            eprintln!("note: the Event Log source {NAME} could not be registered; start, stop and errors are still in the log file");
+        }
         println!(
             "installed {NAME} (runs as {account}, logs in {}); start it with: qlik-listener service start",
             log_dir(config).display()
@@ -158,6 +241,9 @@ mod windows {
             let _ = service.stop();
         }
         service.delete()?;
+        let _ = std::process::Command::new("reg")
+            .args(["delete", super::EVENT_SOURCE_KEY, "/f"])
+            .status();
         println!("removed {NAME} (the configuration, journal and logs are left in place)");
         Ok(())
     }
@@ -210,13 +296,57 @@ mod windows {
             Err(e) => Err(anyhow::anyhow!("cannot open the log folder: {e}")),
         };
         let exit = match outcome {
-            Ok(()) => 0,
+            Ok(()) => {
+                event_log(&super::LifeEvent::Stopped);
+                0
+            }
             Err(e) => {
                 tracing::error!("{e:#}");
+                event_log(&super::LifeEvent::Failed {
+                    error: format!("{e:#}"),
+                    log_dir: log_dir(&config_path),
+                });
                 1
             }
         };
         let _ = handle.set_service_status(status(ServiceState::Stopped, exit));
+    }
+
+    /// Writes `event` to the Application log (source `qlik-listener`); best effort.
+    fn event_log(event: &super::LifeEvent) {
+        use windows_sys::Win32::System::EventLog::{
+            DeregisterEventSource, RegisterEventSourceW, ReportEventW, EVENTLOG_ERROR_TYPE,
+            EVENTLOG_INFORMATION_TYPE,
+        };
+        let wide = |s: &str| s.encode_utf16().chain(Some(0)).collect::<Vec<u16>>();
+        let source = wide(NAME);
+        let text = wide(&event.message());
+        let kind = if event.is_error() {
+            EVENTLOG_ERROR_TYPE
+        } else {
+            EVENTLOG_INFORMATION_TYPE
+        };
+        // SAFETY: the strings are NUL-terminated UTF-16 that outlive the calls; the handle is
+        // checked and released.
+        unsafe {
+            let handle = RegisterEventSourceW(std::ptr::null(), source.as_ptr());
+            if handle.is_null() {
+                return;
+            }
+            let strings = [text.as_ptr()];
+            ReportEventW(
+                handle,
+                kind,
+                0,
+                event.id(),
+                std::ptr::null_mut(),
+                1,
+                0,
+                strings.as_ptr(),
+                std::ptr::null(),
+            );
+            DeregisterEventSource(handle);
+        }
     }
 
     fn run_listener(
@@ -239,6 +369,9 @@ mod windows {
             .build()
             .context("cannot start the async runtime")?;
         tracing::info!(config = %config_path.display(), "service started");
+        event_log(&super::LifeEvent::Started {
+            config: config_path.to_owned(),
+        });
         let result = runtime.block_on(crate::run(config, async {
             let _ = stop.await;
         }));
@@ -250,6 +383,31 @@ mod windows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_log_entries_say_what_happened_and_where_to_look() {
+        let started = LifeEvent::Started {
+            config: PathBuf::from(r"C:\ProgramData\qlik-listener\butler.yaml"),
+        };
+        assert!(started.message().starts_with("qlik-listener "));
+        assert!(started
+            .message()
+            .ends_with(r"started with C:\ProgramData\qlik-listener\butler.yaml"));
+        let failed = LifeEvent::Failed {
+            error: "Butler.qlikSenseCloud.event.mqtt.tenant.id: missing".into(),
+            log_dir: PathBuf::from(r"C:\ProgramData\qlik-listener\logs"),
+        };
+        assert!(failed.is_error() && !started.is_error());
+        assert!(failed
+            .message()
+            .contains("stopped on an error: Butler.qlikSenseCloud.event.mqtt.tenant.id: missing"));
+        assert!(failed
+            .message()
+            .contains(r"The log is in C:\ProgramData\qlik-listener\logs."));
+        let ids = [started.id(), LifeEvent::Stopped.id(), failed.id()];
+        assert_eq!(ids, [1000, 1001, 1002]);
+        assert!(EVENT_SOURCE_KEY.ends_with(r"\EventLog\Application\qlik-listener"));
+    }
 
     #[test]
     fn the_service_runs_with_an_absolute_config_path() {
