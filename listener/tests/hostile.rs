@@ -225,6 +225,33 @@ async fn the_listener_resumes_by_itself_after_a_journal_fault() {
     s.wait_state(&id, State::Done).await;
 }
 
+/// Promise: the listener acknowledges a message only after it is committed to the journal.
+/// Deterministically stopped between receipt and commit: the journal's write lock is held, three
+/// events arrive (received, not recordable), and the listener is killed (SIGKILL). After the
+/// lock is released and the listener restarts, the broker delivers all three again and they are
+/// handled: had any been acknowledged before its commit, the broker would have dropped it.
+#[tokio::test]
+async fn a_message_is_acknowledged_only_after_its_commit() {
+    let (s, mut listener, _api) = with_api("").await;
+    let blocker = rusqlite::Connection::open(s.dir.path().join("journal.sqlite")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let events = publish_while_the_journal_refuses(&s, &mut listener).await;
+    listener.kill().await;
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    let journal = s.journal().await;
+    for (id, _) in &events {
+        assert!(
+            journal.get(id).await.unwrap().is_none(),
+            "{id} was not recorded before the kill"
+        );
+    }
+    let _again = s.start(false).await;
+    for (id, _) in &events {
+        s.wait_state(id, State::Done).await;
+    }
+}
+
 /// A failed-reload event of about `bytes` bytes (a long error message), with id `id`.
 fn sized_event(id: &str, bytes: usize) -> Vec<u8> {
     let mut v: serde_json::Value =
