@@ -374,6 +374,8 @@ fn percent_decode(s: &str) -> String {
 pub struct ApiCall {
     pub path_and_query: String,
     pub authorization: Option<String>,
+    /// The status the stand-in answered (0 while the call is still being answered).
+    pub status: u16,
 }
 
 /// The Qlik Cloud REST API endpoints the listener reads (design.md §5), answering for any app:
@@ -588,6 +590,33 @@ impl FakeQlikCloud {
 }
 
 async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response {
+    let calls = state.calls.clone();
+    let index = {
+        let mut calls = calls.lock().unwrap();
+        calls.push(ApiCall {
+            path_and_query: request
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            authorization: request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            status: 0,
+        });
+        calls.len() - 1
+    };
+    let response = qlik_api_answer(state, request).await;
+    // The call was recorded when it arrived (tests look for calls still being answered).
+    if let Some(call) = calls.lock().unwrap().get_mut(index) {
+        call.status = response.status().as_u16();
+    }
+    response
+}
+
+async fn qlik_api_answer(state: QlikState, request: Request) -> Response {
     let path_and_query = request
         .uri()
         .path_and_query()
@@ -598,10 +627,6 @@ async fn qlik_api(State(state): State<QlikState>, request: Request) -> Response 
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    state.calls.lock().unwrap().push(ApiCall {
-        path_and_query: path_and_query.clone(),
-        authorization: authorization.clone(),
-    });
     if authorization.as_deref() != Some(&format!("Bearer {}", state.token)) {
         return (
             StatusCode::UNAUTHORIZED,
