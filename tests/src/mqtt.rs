@@ -105,6 +105,25 @@ impl Subscriber {
             .expect("no message within 10 s")
     }
 
+    /// Proves that nothing else is on its way: publishes a marker on `topic` (under this
+    /// subscription) to the broker on `port` and returns every message that arrived before it.
+    ///
+    /// Anything published before the marker reaches the broker first and is queued to this
+    /// subscriber ahead of it, so an empty result means nothing was published, not merely
+    /// that nothing had arrived yet when the test looked.
+    pub async fn before_marker(&mut self, port: u16, topic: &str) -> Vec<Received> {
+        let marker = format!("marker-{}", crate::free_port());
+        publish(port, topic, marker.as_bytes(), None).await;
+        let mut before = Vec::new();
+        loop {
+            let m = self.expect().await;
+            if m.topic == topic && m.payload == marker.as_bytes() {
+                return before;
+            }
+            before.push(m);
+        }
+    }
+
     /// Messages already received and not yet taken.
     pub fn drain(&mut self) -> Vec<Received> {
         let mut out = vec![];
