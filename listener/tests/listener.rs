@@ -315,6 +315,7 @@ async fn mqtt_3_1_1_and_a_tenant_named_by_host() {
     let s = Setup::with(Options {
         broker: "            protocolVersion: \"3.1.1\"\n",
         tenant_ref: Some("acme.eu.qlikcloud.com"),
+        logged_broker: true,
         ..Options::default()
     })
     .await;
@@ -327,6 +328,14 @@ async fn mqtt_3_1_1_and_a_tenant_named_by_host() {
     s.publish(FIXTURES[2].1, &body).await;
     let entry = s.wait_state(&event_id(&body), State::Done).await;
     assert_eq!(data(&entry)["appOwnerName"], "Ada Lovelace");
+    // The broker saw the listener connect with MQTT 3.1.1 (`p2`; MQTT 5 is `p5`).
+    let log = s.broker.log();
+    let connects: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("New client connected") && l.contains(" as listener-"))
+        .collect();
+    assert!(!connects.is_empty(), "{log}");
+    assert!(connects.iter().all(|l| l.contains("(p2,")), "{connects:?}");
 }
 
 #[tokio::test]

@@ -22,6 +22,18 @@ impl Mosquitto {
         Self::start_with("allow_anonymous true\n").await
     }
 
+    /// Starts a broker that also logs each client's connection to a file ([`Self::log`]), e.g.
+    /// `New client connected from 127.0.0.1:… as listener-… (p2, c0, k60).`: `p2` is MQTT 3.1.1,
+    /// `p5` MQTT 5.
+    pub async fn start_logged() -> Mosquitto {
+        Self::start_with("allow_anonymous true\nlog_dest file {LOG}\nlog_type notice\n").await
+    }
+
+    /// What a broker from [`Self::start_logged`] logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
     /// Starts a broker with extra configuration lines (TLS, passwords, ACLs).
     pub async fn start_with(extra_config: &str) -> Mosquitto {
         Self::start_with_globals("", extra_config).await
@@ -34,7 +46,14 @@ impl Mosquitto {
         let port = crate::free_port();
         let config = format!(
             "{globals}listener {port} 127.0.0.1\npersistence false\nlog_type error\nlog_type warning\n{extra_config}"
-        );
+        )
+        .replace("{LOG}", &dir.path().join("broker.log").display().to_string());
+        if extra_config.contains("{LOG}") {
+            // Mosquitto started as root drops to the `mosquitto` user before it opens the log.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+                .expect("chmod");
+        }
         std::fs::write(dir.path().join("mosquitto.conf"), config).expect("write mosquitto.conf");
         let mut broker = Mosquitto {
             port,

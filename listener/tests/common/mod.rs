@@ -30,6 +30,8 @@ pub struct Options<'a> {
     pub persistent_broker: bool,
     /// A broker with the settings of `infra/mosquitto/mosquitto.conf` (persistence included).
     pub shipped_broker: bool,
+    /// A broker that logs each connection with its protocol version (`Mosquitto::log`).
+    pub logged_broker: bool,
     /// `journal.retentionDays` (default 3650: the fixtures carry fixed dates, and events
     /// older than the retention are refused).
     pub retention_days: Option<u32>,
@@ -76,6 +78,7 @@ impl Setup {
             butler: extra_butler,
             persistent_broker,
             shipped_broker,
+            logged_broker,
             retention_days,
             reconcile,
             webhook_watch,
@@ -97,7 +100,9 @@ impl Setup {
             mqtt_config
         };
         let tenant_ref = tenant_ref.unwrap_or(TENANT);
-        let broker = if shipped_broker {
+        let broker = if logged_broker {
+            Mosquitto::start_logged().await
+        } else if shipped_broker {
             Mosquitto::start_shipped().await
         } else if persistent_broker {
             Mosquitto::start_persistent("max_queued_messages 100000\n").await
