@@ -64,9 +64,14 @@ impl<T> Default for Memo<T> {
 
 impl<T: Clone> Memo<T> {
     fn get(&self, key: &str) -> Option<T> {
+        self.get_at(key, Instant::now())
+    }
+
+    /// The value of `key` if it was stored less than [`KEEP_FOR`] before `now`.
+    fn get_at(&self, key: &str, now: Instant) -> Option<T> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let (at, value) = entries.get(key)?;
-        (at.elapsed() < KEEP_FOR).then(|| value.clone())
+        (now.saturating_duration_since(*at) < KEEP_FOR).then(|| value.clone())
     }
 
     fn put(&self, key: &str, value: &T) {
@@ -576,12 +581,16 @@ mod tests {
         assert_eq!(memo.get("a"), None);
         memo.put("a", &1);
         assert_eq!(memo.get("a"), Some(1));
-        // Stored longer ago than KEEP_FOR: not used.
-        let old = Instant::now().checked_sub(KEEP_FOR + Duration::from_secs(1));
-        if let Some(old) = old {
-            memo.entries.lock().unwrap().insert("a".into(), (old, 1));
-            assert_eq!(memo.get("a"), None);
-        }
+        // Looked up longer than KEEP_FOR after it was stored: not used.
+        let stored = Instant::now();
+        assert_eq!(
+            memo.get_at("a", stored + KEEP_FOR - Duration::from_secs(1)),
+            Some(1)
+        );
+        assert_eq!(
+            memo.get_at("a", stored + KEEP_FOR + Duration::from_secs(1)),
+            None
+        );
         for i in 0..(KEEP_MAX as u32 * 3) {
             memo.put(&i.to_string(), &i);
         }
