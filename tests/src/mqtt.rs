@@ -41,7 +41,7 @@ impl Subscriber {
     /// Connects to the broker on `port` and subscribes to `filter` at QoS 1; returns once the
     /// broker confirmed the subscription.
     pub async fn connect(port: u16, filter: &str) -> Subscriber {
-        let id = format!("test-sub-{}", crate::free_port());
+        let id = crate::unique_id("test-sub");
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(Some(20 * 1024 * 1024));
@@ -112,7 +112,7 @@ impl Subscriber {
     /// subscriber ahead of it, so an empty result means nothing was published, not merely
     /// that nothing had arrived yet when the test looked.
     pub async fn before_marker(&mut self, port: u16, topic: &str) -> Vec<Received> {
-        let marker = format!("marker-{}", crate::free_port());
+        let marker = crate::unique_id("marker");
         publish(port, topic, marker.as_bytes(), None).await;
         let mut before = Vec::new();
         loop {
@@ -147,7 +147,7 @@ pub async fn publish(port: u16, topic: &str, payload: &[u8], signature: Option<&
 /// Publishes with QoS 1 and these MQTT 5 user properties, and waits for the broker's PUBACK.
 pub async fn publish_with(port: u16, topic: &str, payload: &[u8], properties: &[(&str, &str)]) {
     use rumqttc::v5::mqttbytes::v5::PublishProperties;
-    let id = format!("test-pub-{}", crate::free_port());
+    let id = crate::unique_id("test-pub");
     let mut opts = MqttOptions::new(id, "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 10);

@@ -112,7 +112,7 @@ impl Setup {
         let api = FakeQlikCloud::start(TENANT, TOKEN).await;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("butler.yaml");
-        let client_id = format!("listener-{}", relay_tests::free_port());
+        let client_id = relay_tests::unique_id("listener");
         let yaml = format!(
             r#"Butler:
   logLevel: info
