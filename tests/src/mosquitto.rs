@@ -29,6 +29,26 @@ impl Mosquitto {
         Self::start_with("allow_anonymous true\nlog_dest file {LOG}\nlog_type notice\n").await
     }
 
+    /// How many clients whose id starts with `prefix` connected so far (from [`Self::log`]).
+    pub fn connections(&self, prefix: &str) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("New client connected") && l.contains(&format!(" as {prefix}")))
+            .count()
+    }
+
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) the broker process: stopped, it keeps its
+    /// connections open and answers nothing, the silent broker of a time-out.
+    pub async fn freeze(&self, frozen: bool) {
+        if let Some(pid) = self.child.as_ref().and_then(|c| c.id()) {
+            let signal = if frozen { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status()
+                .await;
+        }
+    }
+
     /// What a broker from [`Self::start_logged`] logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()

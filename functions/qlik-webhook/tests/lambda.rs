@@ -139,3 +139,26 @@ async fn a_bad_configuration_exits_naming_the_variable() {
     assert_ne!(code, Some(0));
     assert!(output.contains("MQTT_URL: no publisher"), "{output}");
 }
+
+/// One broker connection for every warm invocation (README "Delivery"): five invocations, one
+/// connection in the broker's log.
+#[tokio::test]
+async fn warm_invocations_share_one_broker_connection() {
+    let broker = Mosquitto::start_logged().await;
+    let mut sub = Subscriber::connect(broker.port, "qscloud/#").await;
+    let runtime = FakeRuntime::start().await;
+    let _lambda = start_lambda(&runtime, &broker);
+    for i in 0..5 {
+        let body = fixtures::minimal_event(
+            &format!("warm-{i}"),
+            "com.qlik.v1.app.reload.finished",
+            fixtures::TENANT,
+        );
+        let sig = fixtures::sign(&body);
+        let event =
+            fakes::function_url_event("POST", "/", &[("qlik-signature", &sig)], &body, false);
+        assert_eq!(runtime.invoke(event).await["statusCode"], 200);
+        assert_eq!(sub.expect().await.payload, body);
+    }
+    assert_eq!(broker.connections("qlik-webhook"), 1, "{}", broker.log());
+}

@@ -1166,3 +1166,36 @@ async fn each_request_logs_one_line_with_its_fields() {
         "{refused}"
     );
 }
+
+/// README "Delivery": one broker connection for all requests; a broker that stays silent (its
+/// process stopped, its connection open) past `PUBLISH_TIMEOUT_MS` gets a 503, never a hang or a
+/// 2xx; once it answers again, the next event is published.
+#[tokio::test]
+async fn one_connection_for_all_requests_and_503_when_the_broker_is_silent() {
+    let broker = Mosquitto::start_logged().await;
+    let (_fwd, base) =
+        process::serve_forwarder(BIN, &env(&broker, &[("PUBLISH_TIMEOUT_MS", "1500")])).await;
+    let webhook = format!("{base}/webhook");
+    let body = |id: &str| fixtures::minimal_event(id, "com.qlik.v1.app.reload.finished", TENANT);
+    for i in 0..5 {
+        let (status, reply) = post_signed(&webhook, body(&format!("reuse-{i}"))).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let client_prefix = "qlik-webhook";
+    assert_eq!(broker.connections(client_prefix), 1, "{}", broker.log());
+
+    broker.freeze(true).await;
+    let started = std::time::Instant::now();
+    let (status, reply) = post_signed(&webhook, body("silent")).await;
+    let waited = started.elapsed();
+    broker.freeze(false).await;
+    assert_eq!(status, 503, "{reply}");
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(10),
+        "answered after {waited:?}, the timeout is 1.5 s"
+    );
+    let mut sub = Subscriber::connect(broker.port, "qscloud/#").await;
+    let (status, reply) = post_signed(&webhook, body("after")).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(sub.expect().await.payload, body("after"));
+}
