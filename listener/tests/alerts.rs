@@ -113,6 +113,20 @@ async fn one_failure_gives_one_message_per_channel_with_the_details() {
         "{deliveries:?}"
     );
     assert_eq!(ch.counts(), (1, 1, 1));
+    // Each went where it was configured, as a POST of JSON.
+    for (receiver, path) in [
+        (&ch.teams, "/workflows/teams"),
+        (&ch.slack, "/services/T000/B000/XXXX"),
+        (&ch.hook, "/qlik-alerts"),
+    ] {
+        let r = &receiver.delivered()[0];
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", path));
+        assert!(
+            r.headers["content-type"].starts_with("application/json"),
+            "{:?}",
+            r.headers
+        );
+    }
     let app = "4f2c9d1e-7a6b-4c3d-9e8f-1a2b3c4d5e6f";
     let app_url = format!("{}/sense/app/{app}", s.api.url());
 

@@ -687,6 +687,14 @@ async fn qlik_api_answer(state: QlikState, request: Request) -> Response {
     if path.starts_with("/api/core/webhooks") {
         return webhooks_api(&state, request).await;
     }
+    // Everything else the listener reads is GET only, as in Qlik's API.
+    if request.method() != axum::http::Method::GET {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"errors":[{"title":"Method not allowed"}]}"#,
+        )
+            .into_response();
+    }
     let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
     let json = |v: serde_json::Value| {
         ([("content-type", "application/json")], v.to_string()).into_response()
@@ -726,14 +734,24 @@ async fn qlik_api_answer(state: QlikState, request: Request) -> Response {
             "privileges": []
         })),
         ["items"] => {
-            let id = request
-                .uri()
-                .query()
-                .unwrap_or_default()
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("resourceId="))
-                .unwrap_or_default()
-                .to_owned();
+            let query = request.uri().query().unwrap_or_default();
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let id = param("resourceId");
+            if param("resourceType") != "app" || id.is_empty() {
+                // As Qlik: without the filter, items of every kind (here: another app's).
+                return json(serde_json::json!({
+                    "data": [{ "id": "item-9", "resourceId": "another-app", "resourceType": "app",
+                               "name": "Another app", "meta": { "tags": [{ "id": "tag-9", "name": "alert" }] },
+                               "resourceSize": { "appFile": 1 } }],
+                    "links": {}
+                }));
+            }
             json(serde_json::json!({
                 "data": [{ "id": "item-1", "resourceId": id, "resourceType": "app", "name": format!("App {id}"),
                            "meta": { "tags": [{ "id": "tag-1", "name": "alert" }], "collections": [] },
@@ -807,6 +825,7 @@ fn reloads_list(state: &QlikState, query: &str) -> Response {
 /// One request an [`HttpReceiver`] got, and what it answered.
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
+    pub method: String,
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
@@ -941,6 +960,7 @@ async fn receive(
         None => (200, None),
     };
     requests.lock().unwrap().push(HttpRequest {
+        method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         headers,
         body,
