@@ -331,15 +331,26 @@ async fn iot_publish(State((published, status)): State<IotState>, request: Reque
                 .ok()
         })
         .and_then(|json| serde_json::from_slice(&json).ok());
-    let signed = parts
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256"));
     let payload = axum::body::to_bytes(body, 10 << 20)
         .await
         .unwrap_or_default()
         .to_vec();
+    let signed = match sigv4_check(&parts, &payload) {
+        Ok(()) => true,
+        Err(why) => {
+            // As IoT Core: an unsigned or wrongly signed request is refused.
+            let body = serde_json::json!({ "message": why }).to_string();
+            return (
+                StatusCode::FORBIDDEN,
+                [
+                    ("content-type", "application/json"),
+                    ("x-amzn-errortype", "ForbiddenException"),
+                ],
+                body,
+            )
+                .into_response();
+        }
+    };
     let status = StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
     if status.is_success() {
         published.lock().unwrap().push(IotPublish {
@@ -361,6 +372,96 @@ async fn iot_publish(State((published, status)): State<IotState>, request: Reque
         body,
     )
         .into_response()
+}
+
+/// The AWS credentials the stand-in accepts (what the tests give the forwarder).
+pub const AWS_ACCESS_KEY_ID: &str = "AKIDTESTTESTTESTTEST";
+pub const AWS_SECRET_ACCESS_KEY: &str = "test-aws-secret-key";
+
+/// Verifies the request's SigV4 signature as AWS does: the `Authorization` header's credential
+/// scope and signed headers, and the signature recomputed over the request with the secret key.
+fn sigv4_check(parts: &axum::http::request::Parts, body: &[u8]) -> Result<(), String> {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let auth = header("authorization").ok_or("no Authorization header")?;
+    let rest = auth
+        .strip_prefix("AWS4-HMAC-SHA256 ")
+        .ok_or("not AWS4-HMAC-SHA256")?;
+    let field = |name: &str| {
+        rest.split(',')
+            .map(str::trim)
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_owned)
+            .ok_or(format!("no {name} in Authorization"))
+    };
+    let (credential, signed_headers, signature) = (
+        field("Credential")?,
+        field("SignedHeaders")?,
+        field("Signature")?,
+    );
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [key_id, _day, region, service, "aws4_request"] = scope.as_slice() else {
+        return Err(format!("bad credential scope {credential}"));
+    };
+    if *key_id != AWS_ACCESS_KEY_ID {
+        return Err(format!("unknown access key {key_id}"));
+    }
+    let amz_date = header("x-amz-date").ok_or("no X-Amz-Date")?;
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let time = time::PrimitiveDateTime::parse(&amz_date, &format)
+        .map_err(|e| format!("X-Amz-Date {amz_date}: {e}"))?
+        .assume_utc();
+    let headers: Vec<(String, String)> = signed_headers
+        .split(';')
+        .map(|name| (name.to_owned(), header(name).unwrap_or_default()))
+        .collect();
+    let identity = aws_credential_types::Credentials::new(
+        AWS_ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY,
+        header("x-amz-security-token"),
+        None,
+        "iot-stand-in",
+    )
+    .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time.into())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let host = header("host").ok_or("no Host")?;
+    let uri = format!(
+        "http://{host}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let request = SignableRequest::new(
+        parts.method.as_str(),
+        uri,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| e.to_string())?;
+    let (_, expected) = sign(request, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    if expected == signature {
+        Ok(())
+    } else {
+        Err("the request signature we calculated does not match the signature you provided".into())
+    }
 }
 
 fn percent_decode(s: &str) -> String {

@@ -11,8 +11,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_qlik-webhook");
 fn aws_env() -> Vec<(&'static str, String)> {
     vec![
         ("AWS_REGION", "eu-west-1".to_owned()),
-        ("AWS_ACCESS_KEY_ID", "AKIDTESTTESTTESTTEST".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "test-aws-secret-key".to_owned()),
+        (
+            "AWS_ACCESS_KEY_ID",
+            relay_tests::fakes::AWS_ACCESS_KEY_ID.to_owned(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            relay_tests::fakes::AWS_SECRET_ACCESS_KEY.to_owned(),
+        ),
         ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
         ("PUBLISH_TIMEOUT_MS", "3000".to_owned()),
     ]
@@ -53,7 +59,7 @@ async fn iot_core_receives_each_fixture_with_qos_1_and_the_signature_property() 
         assert_eq!(last.query.get("qos").map(String::as_str), Some("1"));
         assert_ne!(last.query.get("retain").map(String::as_str), Some("true"));
         assert_eq!(last.payload, body, "{name}");
-        assert!(last.signed, "requests are SigV4-signed");
+        assert!(last.signed, "the SigV4 signature verifies with the key");
         assert_eq!(
             last.user_properties,
             Some(serde_json::json!([{ "qlik-signature": fixtures::sign(&body) }]))
@@ -72,6 +78,26 @@ async fn iot_core_receives_each_fixture_with_qos_1_and_the_signature_property() 
     iot.answer(200);
     let (got, _) = post(&format!("{base}/webhook"), SECRET, &body).await;
     assert_eq!(got, 200);
+}
+
+/// The stand-in verifies SigV4 as AWS does: a forwarder signing with the wrong secret key is
+/// refused (403), which the webhook sees as 503; nothing is published.
+#[tokio::test]
+async fn a_wrong_aws_secret_key_is_refused_by_the_signature_check() {
+    let iot = FakeIotData::start().await;
+    let mut env: Vec<(&str, String)> = aws_env()
+        .into_iter()
+        .filter(|(k, _)| *k != "AWS_SECRET_ACCESS_KEY")
+        .collect();
+    env.push(("AWS_SECRET_ACCESS_KEY", "not-the-secret-key".to_owned()));
+    env.push(("QLIK_WEBHOOK_SECRET", SECRET.to_owned()));
+    env.push(("AWS_IOT_ENDPOINT_URL", iot.url()));
+    let (fwd, base) = process::serve_forwarder(BIN, &env).await;
+    let body = fixtures::event("app-reload-failed.cloudevents.json");
+    let (status, reply) = post(&format!("{base}/webhook"), SECRET, &body).await;
+    assert_eq!(status, 503, "{reply}");
+    assert!(iot.published().is_empty());
+    assert!(!fwd.output().join("\n").contains("not-the-secret-key"));
 }
 
 #[tokio::test]
