@@ -336,7 +336,7 @@ fn status_of(response: &[u8]) -> u16 {
 /// Sends only the head of a request announcing a `length`-byte body; returns the status the
 /// server answers without waiting for the body.
 async fn post_announcing(base: &str, signature: &str, length: usize) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let addr = base.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
@@ -345,9 +345,15 @@ async fn post_announcing(base: &str, signature: &str, length: usize) -> u16 {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     // The answer's head is enough (the server keeps reading a while for the body it drains).
+    status_of(&read_head(&mut stream, Duration::from_secs(10)).await)
+}
+
+/// Reads a raw HTTP response until the end of its head (or `limit`, or the connection's end).
+async fn read_head(stream: &mut tokio::net::TcpStream, limit: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
     let mut response = Vec::new();
     let mut buf = [0u8; 4096];
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+    let _ = tokio::time::timeout(limit, async {
         while !response.windows(4).any(|w| w == b"\r\n\r\n") {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -356,7 +362,7 @@ async fn post_announcing(base: &str, signature: &str, length: usize) -> u16 {
         }
     })
     .await;
-    status_of(&response)
+    response
 }
 
 /// Sends a chunked request by hand (no Content-Length) and returns the response status.
@@ -1053,7 +1059,7 @@ async fn an_acl_denial_is_caught_with_mqtt_5_and_announced_with_3_1_1() {
 /// published: the connection is not held forever.
 #[tokio::test]
 async fn a_body_that_stops_arriving_gets_408_after_the_body_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let broker = Mosquitto::start().await;
     let mut sub = Subscriber::connect(broker.port, "#").await;
     let (_fwd, base) = process::serve_forwarder(BIN, &env(&broker, &[])).await;
@@ -1068,17 +1074,7 @@ async fn a_body_that_stops_arriving_gets_408_after_the_body_timeout() {
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body[..body.len() / 2]).await.unwrap();
     let started = std::time::Instant::now();
-    let mut response = Vec::new();
-    let mut buf = [0u8; 4096];
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => response.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
+    let response = read_head(&mut stream, Duration::from_secs(30)).await;
     assert_eq!(
         status_of(&response),
         408,
