@@ -203,20 +203,12 @@ async fn resend(
             "--channel {channel}: {to} is not one of the channel's recipients"
         );
     }
-    let notifier = crate::notify::Notifier::new(
-        journal.clone(),
-        give_up,
-        std::time::Duration::from_millis(config.retry_base_ms),
-        None,
-        config.smtp.as_ref(),
-    )?;
     let attempt_id = format!("{event_id}#resend-{}", crate::journal::now_ms());
-    notifier
-        .deliver_operator(&attempt_id, std::slice::from_ref(&only), &data)
-        .await?;
+    let only = std::slice::from_ref(&only);
+    let resent = super::deliver_now(config, journal, &attempt_id, only, &data, give_up).await?;
     let at = time(crate::journal::now_ms());
     let mut failed = 0;
-    for d in journal.deliveries(&attempt_id).await? {
+    for d in resent {
         let before = journal.delivery(event_id, &d.channel).await?;
         let was = before
             .as_ref()

@@ -25,3 +25,25 @@ fn tenant<'a>(config: &'a Config, wanted: Option<&str>) -> anyhow::Result<&'a Te
         None => config.tenants.first().context("no tenant configured"),
     }
 }
+
+/// Sends `data` on `channels` now, from the command line, as a one-off under the journal id
+/// `id` (no tag or rate-limit rules; no MQTT channel: the running listener holds the broker
+/// connection), retrying a failing channel for up to `give_up`; returns the deliveries.
+async fn deliver_now(
+    config: &Config,
+    journal: &crate::journal::Journal,
+    id: &str,
+    channels: &[crate::config::ChannelConfig],
+    data: &crate::events::alert_data::AlertData,
+    give_up: std::time::Duration,
+) -> anyhow::Result<Vec<crate::journal::Delivery>> {
+    let notifier = crate::notify::Notifier::new(
+        journal.clone(),
+        give_up,
+        std::time::Duration::from_millis(config.retry_base_ms),
+        None,
+        config.smtp.as_ref(),
+    )?;
+    notifier.deliver_operator(id, channels, data).await?;
+    Ok(journal.deliveries(id).await?)
+}

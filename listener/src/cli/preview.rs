@@ -58,16 +58,10 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     }
     if args.send {
         let journal = Journal::open(&config.journal_path).await?;
-        let notifier = crate::notify::Notifier::new(
-            journal.clone(),
-            std::time::Duration::from_secs(60),
-            std::time::Duration::from_millis(config.retry_base_ms),
-            None,
-            config.smtp.as_ref(),
-        )?;
         let id = format!("preview-{}", crate::journal::now_ms());
-        notifier.deliver_operator(&id, &channels, &data).await?;
-        for d in journal.deliveries(&id).await? {
+        let give_up = std::time::Duration::from_secs(60);
+        let sent = super::deliver_now(config, &journal, &id, &channels, &data, give_up).await?;
+        for d in sent {
             println!(
                 "sent on {}: {}{}",
                 d.channel,
