@@ -44,18 +44,16 @@ async fn tenants(config: &Config) -> anyhow::Result<Vec<Tenant>> {
         let api = qlik_api::QlikApi::new(t.tenant_url.clone(), t.token.clone())?;
         let key = format!("{}.auth.jwt.token", t.path);
         let me = api.me().await;
-        if let Err(qlik_api::ApiError::Status {
-            status: 401 | 403, ..
-        }) = &me
-        {
-            let problem = format!(
+        let refused = match &me {
+            Err(e) if e.is_key_refused() => Some(format!(
                 "Qlik Cloud refused the API key of {key} (wrong, expired or revoked: create a new one in the tenant's profile settings, API keys)"
-            );
-            metrics::METRICS.api_key_problem(&t.path, Some(problem.clone()));
-            tracing::error!("{problem}");
-        } else if let Err(e) = &me {
-            tracing::warn!(tenant = %t.path, error = %e, "cannot reach the Qlik Cloud API to check the API key; carrying on");
-        }
+            )),
+            Err(e) => {
+                tracing::warn!(tenant = %t.path, error = %e, "cannot reach the Qlik Cloud API to check the API key; carrying on");
+                None
+            }
+            Ok(_) => None,
+        };
         let id = match &t.id {
             TenantRef::Id(id) => id.clone(),
             TenantRef::Host(host) => {
@@ -72,40 +70,135 @@ async fn tenants(config: &Config) -> anyhow::Result<Vec<Tenant>> {
                 id
             }
         };
+        if let Some(problem) = refused {
+            tracing::error!("{problem}");
+            metrics::METRICS.api_key_problem(&id, Some(problem));
+        }
         tenants.push(Tenant::new(id, t.clone(), api));
     }
     Ok(tenants)
 }
 
-/// The webhook watchdog's reports: a log line and an alert on the tenant's channels.
-struct WatchReport(Arc<Pipeline>);
+/// What the safety net (the webhook watchdog, reconciliation) reports: log lines, operator
+/// alerts on the tenant's channels, `/readyz`, and what the pipeline learns of the webhook.
+struct SafetyNet {
+    pipeline: Arc<Pipeline>,
+    /// Tenants whose API key Qlik Cloud refuses now (one alert when it starts, one when it ends).
+    refused: std::sync::Mutex<std::collections::HashSet<String>>,
+}
 
-impl watchdog::Report for WatchReport {
-    fn changed(&self, tenant_id: &str, health: &watchdog::Health, problem: Option<String>) {
+impl SafetyNet {
+    fn alert(&self, tenant_id: &str, notice: events::pipeline::Notice) {
+        let pipeline = self.pipeline.clone();
+        let tenant_id = tenant_id.to_owned();
+        tokio::spawn(async move { pipeline.operator_alert(&tenant_id, notice).await });
+    }
+}
+
+/// What to do about a webhook in this state.
+fn webhook_action(health: &watchdog::Health) -> &'static str {
+    use watchdog::Health;
+    match health {
+        Health::Healthy => "Nothing. Failures of the time it was not delivering were found by reconciliation; `qlik-listener webhook resend` resends what Qlik kept of the failed deliveries.",
+        Health::Disabled(_) => "Find why deliveries failed (the forwarder's log, `qlik-listener webhook failed-deliveries`), then run `qlik-listener webhook enable` and `qlik-listener webhook resend`.",
+        Health::Missing | Health::NoReloadEvents(_) | Health::WrongUrl(_) => "Run `qlik-listener webhook register --url <the forwarder's URL>` to create or repair it, or correct it in the Management Console (Webhooks).",
+        Health::Ambiguous(_) => "Set Butler.qlikCloudListener.webhookWatch.expectedUrl to the forwarder's URL (or webhookWatch.id), or delete the extra webhooks of that name.",
+        Health::Failing(_) => "Check the forwarder (its log, its URL from outside) and the broker; `qlik-listener webhook failed-deliveries` shows what Qlik saw.",
+    }
+}
+
+impl watchdog::Report for SafetyNet {
+    fn changed(&self, tenant_id: &str, webhook: &str, health: &watchdog::Health, changes: u32) {
+        let problem = health.problem(webhook);
+        let flapped = if changes > 1 {
+            format!(" It changed state {changes} times since the last alert about it (such alerts are at least webhookWatch.minAlertIntervalSeconds apart).")
+        } else {
+            String::new()
+        };
         let (title, what) = match &problem {
             Some(p) => {
-                tracing::error!(tenant = tenant_id, state = %health.key(), "{p}");
-                ("Qlik Cloud webhook needs attention", p.clone())
+                tracing::error!(tenant = tenant_id, state = %health.key(), changes, "{p}");
+                (
+                    "Qlik Cloud webhook needs attention",
+                    format!("{p}.{flapped}"),
+                )
             }
             None => {
                 tracing::info!(
                     tenant = tenant_id,
+                    webhook,
+                    changes,
                     "the Qlik Cloud webhook is enabled and delivering"
                 );
                 (
                     "Qlik Cloud webhook healthy again",
-                    "The webhook is enabled and delivering again.".to_owned(),
+                    format!("The webhook {webhook} is enabled and delivering again.{flapped}"),
                 )
             }
         };
-        let alert_id = format!("webhook-{tenant_id}-{}-{}", health.key(), journal::now_ms());
-        let pipeline = self.0.clone();
-        let tenant_id = tenant_id.to_owned();
-        tokio::spawn(async move {
-            pipeline
-                .operator_alert(&tenant_id, &alert_id, title, &what)
-                .await
-        });
+        self.alert(
+            tenant_id,
+            events::pipeline::Notice {
+                alert_id: format!("webhook-{tenant_id}-{}-{}", health.key(), journal::now_ms()),
+                problem: problem.is_some(),
+                title,
+                what,
+                action: webhook_action(health),
+                subject: format!("the webhook {webhook}"),
+                page: notify::operator::Page::Webhooks,
+            },
+        );
+    }
+
+    fn webhook_seen(&self, tenant_id: &str, hook: &qlik_api::webhooks::Webhook) {
+        self.pipeline
+            .webhook_sends_final(tenant_id, hook.sends_final_outcomes());
+    }
+
+    fn api_key(&self, tenant_id: &str, refused: Option<String>) {
+        let was = {
+            let mut set = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            match refused {
+                Some(_) => !set.insert(tenant_id.to_owned()),
+                None => set.remove(tenant_id),
+            }
+        };
+        let subject = format!("the API key of tenant {tenant_id} (its auth.jwt.token)");
+        match refused {
+            Some(problem) if !was => {
+                tracing::error!(tenant = tenant_id, "{problem}");
+                metrics::METRICS.api_key_problem(tenant_id, Some(problem.clone()));
+                self.alert(
+                    tenant_id,
+                    events::pipeline::Notice {
+                        alert_id: format!("api-key-{tenant_id}-refused-{}", journal::now_ms()),
+                        problem: true,
+                        title: "Qlik Cloud refuses the listener's API key",
+                        what: problem,
+                        action: "Create a new API key (Profile settings, API keys; the user needs the Tenant Admin role for reconciliation and the webhook watchdog), put it where the tenant's auth.jwt.token reads it, and restart the listener.",
+                        subject,
+                        page: notify::operator::Page::ApiKeys,
+                    },
+                );
+            }
+            None if was => {
+                tracing::info!(tenant = tenant_id, "Qlik Cloud accepts the API key again");
+                metrics::METRICS.api_key_problem(tenant_id, None);
+                self.alert(
+                    tenant_id,
+                    events::pipeline::Notice {
+                        alert_id: format!("api-key-{tenant_id}-accepted-{}", journal::now_ms()),
+                        problem: false,
+                        title: "Qlik Cloud accepts the listener's API key again",
+                        what: format!("Qlik Cloud accepts the API key of tenant {tenant_id} again: reconciliation and the webhook watchdog run again, and alerts carry app details."),
+                        action: "Nothing; reconciliation catches up on failures of the time the key was refused.",
+                        subject,
+                        page: notify::operator::Page::ApiKeys,
+                    },
+                );
+            }
+            _ => {}
+        }
     }
 }
 
@@ -114,6 +207,8 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // One listener per journal: a second one would share the broker session and alert twice.
+    let _instance = journal::InstanceLock::acquire(&config.journal_path)?;
     let journal = journal::Journal::open(&config.journal_path).await?;
     let tenants = tenants(&config).await?;
     let wants_mqtt = config
@@ -143,8 +238,11 @@ pub async fn run(
         tokio::spawn(journal.clone().watch()),
     ];
     // Is the webhook that feeds the forwarder still enabled and delivering?
+    let report: Arc<dyn watchdog::Report> = Arc::new(SafetyNet {
+        pipeline: pipeline.clone(),
+        refused: Default::default(),
+    });
     if let Some(watch) = &config.webhook_watch {
-        let report: Arc<dyn watchdog::Report> = Arc::new(WatchReport(pipeline.clone()));
         for (tenant_id, api) in pipeline.tenant_apis() {
             tasks.push(tokio::spawn(watchdog::run(
                 pipeline.journal().clone(),
@@ -164,6 +262,7 @@ pub async fn run(
                 tenant_id,
                 api,
                 settings,
+                report.clone(),
                 move |entry| found.reconciled(entry),
             )));
         }

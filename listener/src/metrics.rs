@@ -182,14 +182,19 @@ impl Metrics {
     }
 
     /// The watched webhook's latest health, for `/metrics` and `/readyz`.
-    pub fn webhook_health(&self, tenant: &str, health: &crate::watchdog::Health, name: &str) {
-        use crate::watchdog::Health;
+    /// The watched webhook's state: what is wrong with it (`None`: healthy), whether it is
+    /// enabled, and how many failed deliveries were newly seen.
+    pub fn webhook_health(
+        &self,
+        tenant: &str,
+        problem: Option<String>,
+        enabled: bool,
+        new_failed_deliveries: u64,
+    ) {
         self.tenant(tenant, |t| {
-            t.webhook = Some(health.problem(name));
-            t.webhook_enabled = Some(!matches!(health, Health::Disabled(_) | Health::Missing));
-            if let Health::Failing(n) = health {
-                t.webhook_failed_deliveries += *n as u64;
-            }
+            t.webhook = Some(problem);
+            t.webhook_enabled = Some(enabled);
+            t.webhook_failed_deliveries += new_failed_deliveries;
         });
     }
 

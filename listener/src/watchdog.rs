@@ -2,24 +2,36 @@
 //!
 //! Why: Qlik disables a webhook after repeated failed deliveries, and while it is disabled it
 //! sends nothing: every event is lost to the pipeline and nothing else says so. Per tenant, every
-//! `intervalSeconds`, the listener reads the webhook (by id or name: `webhook register` names it
-//! `qlik-cloud-mqtt-relay`) and its failed deliveries.
+//! `intervalSeconds`, the listener reads the tenant's webhooks (every page) and the watched one's
+//! failed deliveries.
 //!
 //! Promises:
-//! - each change of the webhook's health (disabled by Qlik and why, missing, pointing at
-//!   another URL, failing deliveries, healthy again) is logged and alerted on the tenant's
-//!   channels once, not at every check; the last state is kept in the journal, so a restart does
-//!   not alert the same state again;
+//! - the watched webhook is found by id, or by name; when several share the name, the one whose
+//!   URL is `expectedUrl` (several and none calling it: reported as such, not guessed);
+//! - each change of its health (disabled by Qlik, missing, pointing at another URL, no longer
+//!   sending reload events, failing deliveries, healthy again) is logged and alerted on the
+//!   tenant's channels once, not at every check; a disabled reason whose text changes is not a
+//!   new state;
+//! - no alert storm: alerts about one tenant's webhook are at least `minAlertIntervalSeconds`
+//!   apart; changes in between are held back and summarised ("changed state N times") in the
+//!   next alert, sent once the interval has passed if the state is not the one last alerted;
+//! - the last alerted state is kept in the journal, so a restart does not alert it again;
 //! - `/readyz` lists an unhealthy webhook and `/metrics` has `qlik_listener_webhook_healthy`;
-//! - a check that cannot read the API costs a warning (once per failing streak), never a stall.
+//! - Qlik refusing the API key (401/403) is reported ([`Report::api_key`]: one operator alert
+//!   and a red `/readyz` until it works again); other failures to check cost a warning (once per
+//!   failing streak), never a stall;
+//! - what the webhook sends is told to the pipeline ([`Report::webhook_seen`]), so failed
+//!   attempts wait for the final outcome when the webhook delivers final outcomes.
 //!
 //! The recovery path: `qlik-listener webhook enable` turns it back on, `webhook resend` resends
 //! what Qlik kept of the failed deliveries (7 days); reconciliation finds the rest.
 
-use crate::cli::webhooks::{self, Webhook};
 use crate::config::WebhookWatch;
 use crate::journal::Journal;
-use crate::qlik_api::QlikApi;
+use crate::qlik_api::webhooks::{self, choose, Choice, Webhook};
+use crate::qlik_api::{ApiError, QlikApi};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
 
 /// How the watched webhook stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,10 +39,14 @@ pub enum Health {
     Healthy,
     /// No webhook with the watched id or name.
     Missing,
+    /// Several webhooks have the watched name and none calls `expectedUrl`.
+    Ambiguous(usize),
     /// `enabled: false`, with Qlik's reason if it gave one.
     Disabled(Option<String>),
     /// It calls another URL than the forwarder's.
     WrongUrl(String),
+    /// Its event types include no reload event (someone edited it): it sends no failures.
+    NoReloadEvents(Vec<String>),
     /// Deliveries failed since the last check.
     Failing(usize),
 }
@@ -41,48 +57,53 @@ impl Health {
         Some(match self {
             Health::Healthy => return None,
             Health::Missing => format!("no webhook {name} in Qlik Cloud: events are not being sent (create it with qlik-listener webhook register)"),
+            Health::Ambiguous(n) => format!("{n} webhooks are named {name} and none calls webhookWatch.expectedUrl: the watchdog cannot tell which one feeds the forwarder (set expectedUrl, or webhookWatch.id)"),
             Health::Disabled(reason) => format!(
                 "Qlik disabled the webhook {name}{}: events are not being sent (qlik-listener webhook enable, then webhook resend)",
                 reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
             ),
             Health::WrongUrl(url) => format!("the webhook {name} calls {url}, not the forwarder's expected URL: events go elsewhere"),
+            Health::NoReloadEvents(types) => format!(
+                "the webhook {name} no longer sends reload events (its event types: {}): failed reloads are not being sent (qlik-listener webhook register puts them back)",
+                if types.is_empty() { "none".to_owned() } else { types.join(", ") }
+            ),
             Health::Failing(n) => format!("{n} deliveries of the webhook {name} failed since the last check: Qlik disables a webhook that keeps failing (see webhook failed-deliveries)"),
         })
     }
 
-    /// A short stable word for the state (kept in the journal, compared between checks).
+    /// A short stable word for the state (kept in the journal, compared between checks). A
+    /// disabled reason's wording, or a count of failures, is not part of it.
     pub fn key(&self) -> String {
         match self {
             Health::Healthy => "healthy".into(),
             Health::Missing => "missing".into(),
-            Health::Disabled(r) => format!("disabled:{}", r.as_deref().unwrap_or("")),
+            Health::Ambiguous(_) => "ambiguous".into(),
+            Health::Disabled(_) => "disabled".into(),
             Health::WrongUrl(u) => format!("wrong-url:{u}"),
+            Health::NoReloadEvents(_) => "no-reload-events".into(),
             Health::Failing(_) => "failing".into(),
         }
     }
 }
 
-/// The watched webhook among the tenant's: by id when configured, else by name.
-fn watched<'a>(hooks: &'a [Webhook], watch: &WebhookWatch) -> Option<&'a Webhook> {
-    hooks.iter().find(|w| match &watch.id {
-        Some(id) => &w.id == id,
-        None => w.is_named(&watch.name),
-    })
-}
-
 /// The watched webhook's health, from the tenant's webhooks and how many of its deliveries
 /// failed since the last check. Pure.
 pub fn health(hooks: &[Webhook], watch: &WebhookWatch, failed_since_last: usize) -> Health {
-    let Some(hook) = watched(hooks, watch) else {
-        return Health::Missing;
+    let hook = match watched(hooks, watch) {
+        Ok(Some(hook)) => hook,
+        Ok(None) => return Health::Missing,
+        Err(n) => return Health::Ambiguous(n),
     };
     if !hook.enabled {
         return Health::Disabled(hook.disabled_reason.clone());
     }
-    if let (Some(expected), Some(url)) = (&watch.expected_url, &hook.url) {
-        if expected.trim_end_matches('/') != url.trim_end_matches('/') {
-            return Health::WrongUrl(url.clone());
+    if let Some(expected) = &watch.expected_url {
+        if hook.url.is_some() && !hook.calls(expected) {
+            return Health::WrongUrl(hook.url.clone().unwrap_or_default());
         }
+    }
+    if !hook.sends_reload_events() {
+        return Health::NoReloadEvents(hook.event_types.clone());
     }
     if failed_since_last > 0 {
         return Health::Failing(failed_since_last);
@@ -90,24 +111,117 @@ pub fn health(hooks: &[Webhook], watch: &WebhookWatch, failed_since_last: usize)
     Health::Healthy
 }
 
-/// One check of the tenant's webhook. `since` (RFC 3339): failed deliveries triggered before
-/// it were seen by an earlier check.
-pub async fn check(api: &QlikApi, watch: &WebhookWatch, since: &str) -> anyhow::Result<Health> {
+/// The watched webhook: `Err(n)` when `n` share its name and none can be told apart.
+fn watched<'a>(hooks: &'a [Webhook], watch: &WebhookWatch) -> Result<Option<&'a Webhook>, usize> {
+    let expected = watch.expected_url.as_deref();
+    match choose(hooks, watch.id.as_deref(), &watch.name, expected) {
+        Choice::None => Ok(None),
+        Choice::One(w) | Choice::OfSeveral(w, _) => Ok(Some(w)),
+        Choice::Ambiguous(all) => Err(all.len()),
+    }
+}
+
+/// What one check found.
+pub struct Checked {
+    pub health: Health,
+    /// The watched webhook, when found.
+    pub hook: Option<Webhook>,
+    /// How many webhooks share its name (1 when it is alone).
+    pub namesakes: usize,
+}
+
+/// One check of the tenant's webhook: failed deliveries triggered after `since` count.
+pub async fn check(
+    api: &QlikApi,
+    watch: &WebhookWatch,
+    since: OffsetDateTime,
+) -> Result<Checked, ApiError> {
     let hooks = webhooks::list(api).await?;
-    let failed = match watched(&hooks, watch) {
+    let hook = watched(&hooks, watch).ok().flatten().cloned();
+    let failed = match &hook {
         Some(hook) => webhooks::failed_deliveries(api, &hook.id)
             .await?
             .iter()
-            .filter(|d| d.triggered_at.as_deref().is_some_and(|t| t > since))
+            .filter(|d| d.triggered().is_some_and(|t| t > since))
             .count(),
         None => 0,
     };
-    Ok(health(&hooks, watch, failed))
+    let namesakes = hooks.iter().filter(|w| w.is_named(&watch.name)).count();
+    Ok(Checked {
+        health: health(&hooks, watch, failed),
+        hook,
+        namesakes,
+    })
 }
 
-/// What the watchdog tells the rest of the listener: log it, count it, alert on the channels.
+/// Keeps operator alerts about one webhook at least `min` apart. Pure (time is passed in).
+#[derive(Debug)]
+pub struct Throttle {
+    min: Duration,
+    /// The state last alerted (or found at start).
+    alerted: Option<String>,
+    last_alert: Option<Instant>,
+    /// The state seen at the last check.
+    last_seen: Option<String>,
+    /// Changes seen since the last alert.
+    changes: u32,
+}
+
+impl Throttle {
+    pub fn new(alerted: Option<String>, min: Duration) -> Throttle {
+        Throttle {
+            min,
+            last_seen: alerted.clone(),
+            alerted,
+            last_alert: None,
+            changes: 0,
+        }
+    }
+
+    /// The state a check found. `Some(changes)`: alert now, `changes` being how many state
+    /// changes this alert covers (more than 1: it kept changing meanwhile).
+    pub fn observe(&mut self, key: &str, now: Instant) -> Option<u32> {
+        if self.last_seen.as_deref() != Some(key) {
+            self.changes += 1;
+            self.last_seen = Some(key.to_owned());
+        }
+        let free = self
+            .last_alert
+            .is_none_or(|at| now.duration_since(at) >= self.min);
+        let news = self.alerted.as_deref() != Some(key) || self.changes > 1;
+        if !free || !news || self.changes == 0 {
+            return None;
+        }
+        let changes = std::mem::take(&mut self.changes);
+        self.alerted = Some(key.to_owned());
+        self.last_alert = Some(now);
+        Some(changes)
+    }
+
+    /// Taken as alerted without an alert (the first look, when all is well).
+    pub fn settle(&mut self, key: &str) {
+        self.alerted = Some(key.to_owned());
+        self.last_seen = Some(key.to_owned());
+        self.changes = 0;
+    }
+}
+
+/// What the watchdog tells the rest of the listener.
 pub trait Report: Send + Sync {
-    fn changed(&self, tenant_id: &str, health: &Health, problem: Option<String>);
+    /// The webhook's state changed (`changes` > 1: several times since the last alert).
+    fn changed(&self, tenant_id: &str, webhook: &str, health: &Health, changes: u32);
+    /// The watched webhook as just read (what it sends).
+    fn webhook_seen(&self, tenant_id: &str, hook: &Webhook);
+    /// Qlik refused the tenant's API key (`Some(why)`), or accepted it (`None`). Called at every
+    /// check and reconciliation run; acted on when it changes.
+    fn api_key(&self, tenant_id: &str, refused: Option<String>);
+}
+
+/// What to say when Qlik refuses a tenant's API key during a check.
+pub fn key_refused(e: &ApiError, what: &str) -> Option<String> {
+    e.is_key_refused().then(|| {
+        format!("Qlik Cloud refused the tenant's API key ({e}) while {what}: it was revoked, expired or lost its permissions. Create a new key (Profile settings, API keys) and put it in the tenant's auth.jwt.token; meanwhile reconciliation and the webhook watchdog cannot run, and alerts lack app details")
+    })
 }
 
 /// Watches the tenant's webhook until the task is stopped.
@@ -118,17 +232,41 @@ pub async fn run(
     watch: WebhookWatch,
     report: std::sync::Arc<dyn Report>,
 ) {
-    let mut last = journal.watch_state(&tenant_id).await.ok().flatten();
-    let mut since = rfc3339(time::OffsetDateTime::now_utc() - watch.interval);
+    let stored = journal.watch_state(&tenant_id).await.ok().flatten();
+    // Journals from before reasons were left out of the state key.
+    let stored = stored.map(|s| {
+        if s.starts_with("disabled:") {
+            "disabled".to_owned()
+        } else {
+            s
+        }
+    });
+    let mut throttle = Throttle::new(stored.clone(), watch.min_alert_interval);
+    let mut known = stored.is_some();
+    let mut since = OffsetDateTime::now_utc() - watch.interval;
     let mut failing_streak = 0u32;
     let mut warned_unknown = false;
+    let mut warned_namesakes = 0usize;
     loop {
-        let checked_at = rfc3339(time::OffsetDateTime::now_utc());
-        match check(&api, &watch, &since).await {
-            Ok(health) => {
+        let checked_at = OffsetDateTime::now_utc();
+        match check(&api, &watch, since).await {
+            Ok(checked) => {
                 failing_streak = 0;
                 since = checked_at;
-                if last.is_none() && health == Health::Missing {
+                report.api_key(&tenant_id, None);
+                let Checked {
+                    health,
+                    hook,
+                    namesakes,
+                } = checked;
+                if let Some(hook) = &hook {
+                    report.webhook_seen(&tenant_id, hook);
+                    if namesakes > 1 && namesakes != warned_namesakes {
+                        warned_namesakes = namesakes;
+                        tracing::warn!(tenant = %tenant_id, webhook = %watch.name, count = namesakes, watched = %hook.id, "several webhooks share the watched name; watching the one that calls webhookWatch.expectedUrl");
+                    }
+                }
+                if !known && health == Health::Missing {
                     // Never seen: perhaps this tenant's webhook has another name. Not an alarm.
                     if !warned_unknown {
                         warned_unknown = true;
@@ -137,26 +275,33 @@ pub async fn run(
                     tokio::time::sleep(watch.interval).await;
                     continue;
                 }
-                crate::metrics::METRICS.webhook_health(&tenant_id, &health, &watch.name);
+                let problem = health.problem(&watch.name);
+                let enabled = !matches!(health, Health::Disabled(_) | Health::Missing);
+                let failed = match health {
+                    Health::Failing(n) => n as u64,
+                    _ => 0,
+                };
+                crate::metrics::METRICS.webhook_health(&tenant_id, problem, enabled, failed);
                 let key = health.key();
-                if last.is_none() && health == Health::Healthy {
+                if !known && health == Health::Healthy {
                     // The first look, and all is well: nothing to tell.
                     let _ = journal.set_watch_state(&tenant_id, &key).await;
-                    last = Some(key.clone());
+                    throttle.settle(&key);
                 }
-                if last.as_deref() != Some(key.as_str()) {
-                    let problem = health.problem(&watch.name);
-                    report.changed(&tenant_id, &health, problem);
+                known = true;
+                if let Some(changes) = throttle.observe(&key, Instant::now()) {
+                    report.changed(&tenant_id, &watch.name, &health, changes);
                     if let Err(e) = journal.set_watch_state(&tenant_id, &key).await {
                         tracing::warn!(tenant = %tenant_id, error = %e, "cannot keep the webhook's state in the journal");
                     }
-                    last = Some(key);
                 }
             }
             Err(e) => {
                 failing_streak += 1;
-                if failing_streak == 1 {
-                    tracing::warn!(tenant = %tenant_id, webhook = %watch.name, error = %format!("{e:#}"), "cannot check the Qlik Cloud webhook; trying again at the next interval (warned once until it works)");
+                if let Some(problem) = key_refused(&e, "checking the webhook") {
+                    report.api_key(&tenant_id, Some(problem));
+                } else if failing_streak == 1 {
+                    tracing::warn!(tenant = %tenant_id, webhook = %watch.name, error = %e, "cannot check the Qlik Cloud webhook; trying again at the next interval (warned once until it works)");
                 }
             }
         }
@@ -164,14 +309,10 @@ pub async fn run(
     }
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use qlik_events::event::{APP_RELOAD_FINISHED, RELOAD_FINISHED};
 
     fn hook(name: &str, enabled: bool, url: &str) -> Webhook {
         Webhook {
@@ -179,6 +320,7 @@ mod tests {
             name: Some(name.into()),
             url: Some(url.into()),
             enabled,
+            event_types: vec![APP_RELOAD_FINISHED.into(), RELOAD_FINISHED.into()],
             disabled_reason: (!enabled).then(|| "too many failed deliveries".into()),
             ..Webhook::default()
         }
@@ -189,7 +331,8 @@ mod tests {
             name: "relay".into(),
             id: None,
             expected_url: expected_url.map(str::to_owned),
-            interval: std::time::Duration::from_secs(60),
+            interval: Duration::from_secs(60),
+            min_alert_interval: Duration::from_secs(900),
         }
     }
 
@@ -219,5 +362,82 @@ mod tests {
         };
         assert!(matches!(health(&ok, &by_id, 0), Health::Disabled(_)));
         assert_eq!(Health::Healthy.problem("relay"), None);
+    }
+
+    #[test]
+    fn a_webhook_without_reload_events_is_a_problem_and_namesakes_are_told_apart() {
+        let url = "https://relay.example.com/webhook";
+        let mut edited = hook("relay", true, url);
+        edited.event_types = vec!["com.qlik.v1.app.created".into()];
+        let h = health(&[edited], &watch(Some(url)), 0);
+        assert_eq!(
+            h,
+            Health::NoReloadEvents(vec!["com.qlik.v1.app.created".into()])
+        );
+        assert!(h
+            .problem("relay")
+            .unwrap()
+            .contains("no longer sends reload events (its event types: com.qlik.v1.app.created)"));
+        // Only the app attempt event still counts as sending reload events.
+        let mut attempts = hook("relay", true, url);
+        attempts.event_types = vec![APP_RELOAD_FINISHED.into()];
+        assert_eq!(health(&[attempts], &watch(Some(url)), 0), Health::Healthy);
+        // Two of the name: the one calling the forwarder is watched; neither: ambiguous.
+        let mut stale = hook("relay", false, "https://old.example.com/");
+        stale.id = "id-stale".into();
+        let both = [stale, hook("relay", true, url)];
+        assert_eq!(health(&both, &watch(Some(url)), 0), Health::Healthy);
+        assert_eq!(health(&both, &watch(None), 0), Health::Ambiguous(2));
+    }
+
+    #[test]
+    fn a_reason_whose_text_changes_is_the_same_state() {
+        let a = Health::Disabled(Some("too many failures".into()));
+        let b = Health::Disabled(Some("too many failures (2026-12-03T05:00:00Z)".into()));
+        assert_eq!(a.key(), b.key());
+        assert_eq!(Health::Failing(1).key(), Health::Failing(7).key());
+    }
+
+    #[test]
+    fn a_flapping_webhook_alerts_once_per_interval_with_a_summary() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut t = Throttle::new(Some("healthy".into()), Duration::from_secs(900));
+        assert_eq!(
+            t.observe("healthy", at(0)),
+            None,
+            "no change, nothing to say"
+        );
+        assert_eq!(
+            t.observe("disabled", at(60)),
+            Some(1),
+            "the first change at once"
+        );
+        // Flapping at every check: held back.
+        for (i, key) in ["healthy", "disabled", "healthy", "disabled", "healthy"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(
+                t.observe(key, at(120 + 60 * i as u64)),
+                None,
+                "{key} at check {i}"
+            );
+        }
+        // Past the interval: one alert for the state now, covering the five changes.
+        assert_eq!(t.observe("healthy", at(960)), Some(5));
+        assert_eq!(t.observe("healthy", at(2000)), None);
+        // It flapped and came back to the state last alerted: said once the interval is over.
+        assert_eq!(t.observe("disabled", at(2100)), Some(1));
+        assert_eq!(t.observe("healthy", at(2200)), None);
+        assert_eq!(t.observe("disabled", at(2300)), None);
+        assert_eq!(t.observe("disabled", at(3000)), Some(2));
+        // A state found at start is not alerted again.
+        let mut t = Throttle::new(Some("disabled".into()), Duration::from_secs(900));
+        assert_eq!(t.observe("disabled", at(0)), None);
+        let mut t = Throttle::new(None, Duration::from_secs(900));
+        t.settle("healthy");
+        assert_eq!(t.observe("healthy", at(0)), None);
+        assert_eq!(t.observe("missing", at(1)), Some(1));
     }
 }

@@ -44,6 +44,6 @@ async fn deliver_now(
         None,
         config.smtp.as_ref(),
     )?;
-    notifier.deliver_operator(id, channels, data).await?;
+    notifier.deliver_by_hand(id, channels, data).await?;
     Ok(journal.deliveries(id).await?)
 }

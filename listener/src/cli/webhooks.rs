@@ -8,49 +8,13 @@
 //! sent again, the secret included, since Qlik clears what a `PUT` omits).
 
 use crate::config::Config;
-use crate::qlik_api::{segment, ApiError, QlikApi};
+pub use crate::qlik_api::webhooks::DEFAULT_NAME;
+use crate::qlik_api::webhooks::{
+    choose, enable, failed_deliveries, list, register, resend, Choice, Outcome, Registration,
+};
+use crate::qlik_api::QlikApi;
 use anyhow::Context as _;
-use qlik_events::event::{APP_RELOAD_FINISHED, RELOAD_FINISHED};
 use qlik_events::Secret;
-use serde::Deserialize;
-use serde_json::{json, Value};
-
-/// A webhook as Qlik Cloud lists it (`GET /api/core/webhooks`), the fields we use.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Webhook {
-    pub id: String,
-    pub name: Option<String>,
-    pub url: Option<String>,
-    pub enabled: bool,
-    pub event_types: Vec<String>,
-    pub enable_cloud_event_delivery: bool,
-    /// Why Qlik disabled it, when it did.
-    pub disabled_reason: Option<String>,
-}
-
-impl Webhook {
-    pub fn is_named(&self, name: &str) -> bool {
-        self.name.as_deref() == Some(name)
-    }
-}
-
-/// A delivery of a webhook (`GET /api/core/webhooks/{id}/deliveries`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct WebhookDelivery {
-    pub id: String,
-    pub event_type: Option<String>,
-    pub status_message: Option<String>,
-    pub triggered_at: Option<String>,
-}
-
-/// Qlik's list envelope.
-#[derive(Deserialize)]
-struct Page<T> {
-    #[serde(default = "Vec::new")]
-    data: Vec<T>,
-}
 
 /// `webhook`'s subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -105,11 +69,6 @@ pub struct RegisterArgs {
     tenant: TenantArg,
 }
 
-/// Where Qlik Cloud's webhooks API lives.
-const WEBHOOKS: &str = "/api/core/webhooks";
-
-pub const DEFAULT_NAME: &str = "qlik-cloud-mqtt-relay";
-
 /// Runs a `webhook` subcommand against the chosen tenant.
 pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
     let tenant = match &command {
@@ -118,6 +77,10 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
         Command::FailedDeliveries(a) | Command::Resend(a) | Command::Enable(a) => &a.tenant,
     };
     let api = tenant_api(config, tenant.tenant.as_deref())?;
+    let expected_url = config
+        .webhook_watch
+        .as_ref()
+        .and_then(|w| w.expected_url.as_deref());
     match command {
         Command::List(_) => {
             let hooks = list(&api).await?;
@@ -135,8 +98,10 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             println!("{} webhook(s)", hooks.len());
         }
         Command::FailedDeliveries(a) => {
-            let id = find(&api, &a.name).await?;
-            let failed = failed_deliveries(&api, &id).await?;
+            let id = find(&api, &a.name, expected_url).await?;
+            let mut failed = failed_deliveries(&api, &id).await?;
+            // Oldest first, whatever order Qlik lists them in: resent in the order they happened.
+            failed.sort_by_key(|d| d.triggered());
             println!("{} failed deliveries of webhook {id}", failed.len());
             for d in &failed {
                 println!(
@@ -149,8 +114,10 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Resend(a) => {
-            let id = find(&api, &a.name).await?;
-            let failed = failed_deliveries(&api, &id).await?;
+            let id = find(&api, &a.name, expected_url).await?;
+            let mut failed = failed_deliveries(&api, &id).await?;
+            // Oldest first, whatever order Qlik lists them in: resent in the order they happened.
+            failed.sort_by_key(|d| d.triggered());
             println!("{} failed deliveries of webhook {id}", failed.len());
             for (i, d) in failed.iter().enumerate() {
                 resend(&api, &id, &d.id).await?;
@@ -164,7 +131,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Enable(a) => {
-            let id = find(&api, &a.name).await?;
+            let id = find(&api, &a.name, expected_url).await?;
             enable(&api, &id).await?;
             println!(
                 "enabled webhook {id} ({}); now `webhook resend` sends what failed meanwhile",
@@ -211,149 +178,21 @@ fn tenant_api(config: &Config, wanted: Option<&str>) -> anyhow::Result<QlikApi> 
     )?)
 }
 
-/// The id of the webhook named `name`.
-async fn find(api: &QlikApi, name: &str) -> anyhow::Result<String> {
-    list(api)
-        .await?
-        .into_iter()
-        .find(|w| w.is_named(name))
-        .map(|w| w.id)
-        .with_context(|| format!("no webhook named {name:?} in Qlik Cloud"))
-}
-
-pub struct Registration {
-    pub name: String,
-    pub url: String,
-    pub secret: Secret,
-    /// Only failed app reloads (`data.status eq "error"`), which Qlik allows for
-    /// `com.qlik.v1.app.reload.finished` alone.
-    pub failures_only: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Created(String),
-    Updated(String),
-}
-
-impl Registration {
-    /// The webhook document Qlik Cloud stores.
-    pub fn body(&self, existing: Option<&Webhook>) -> Value {
-        let mut body = json!({
-            "name": self.name,
-            "description": "Qlik Cloud → MQTT relay: qlik-webhook forwarder",
-            "url": self.url,
-            "secret": String::from_utf8_lossy(self.secret.expose()),
-            "enabled": true,
-            "level": "tenant",
-        });
-        if self.failures_only {
-            body["eventTypes"] = json!([APP_RELOAD_FINISHED]);
-            body["filter"] = json!("data.status eq \"error\"");
-        } else {
-            body["eventTypes"] = json!([APP_RELOAD_FINISHED, RELOAD_FINISHED]);
+/// The id of the webhook named `name` (among several of that name, the one calling the
+/// forwarder's URL when the configuration names it: `webhookWatch.expectedUrl`).
+async fn find(api: &QlikApi, name: &str, expected_url: Option<&str>) -> anyhow::Result<String> {
+    let hooks = list(api).await?;
+    match choose(&hooks, None, name, expected_url) {
+        Choice::None => anyhow::bail!("no webhook named {name:?} in Qlik Cloud"),
+        Choice::One(w) => Ok(w.id.clone()),
+        Choice::OfSeveral(w, n) => {
+            eprintln!("note: {n} webhooks are named {name:?}; using {} (it calls the forwarder's URL)", w.id);
+            Ok(w.id.clone())
         }
-        // Once on, CloudEvents delivery cannot be turned off; a PUT that omits it is refused.
-        if existing.is_some_and(|w| w.enable_cloud_event_delivery) {
-            body["enableCloudEventDelivery"] = json!(true);
-        }
-        body
-    }
-}
-
-pub async fn list(api: &QlikApi) -> Result<Vec<Webhook>, ApiError> {
-    let page: Page<Webhook> = api.get_json(WEBHOOKS).await?;
-    Ok(page.data)
-}
-
-/// Creates the webhook, or replaces the one with the same name.
-pub async fn register(api: &QlikApi, registration: &Registration) -> Result<Outcome, ApiError> {
-    let existing = list(api)
-        .await?
-        .into_iter()
-        .find(|w| w.is_named(&registration.name));
-    match existing {
-        Some(w) => {
-            let id = w.id.clone();
-            api.write(
-                reqwest::Method::PUT,
-                &format!("{WEBHOOKS}/{}", segment(&id)),
-                &registration.body(Some(&w)),
-            )
-            .await?;
-            Ok(Outcome::Updated(id))
-        }
-        None => {
-            let created = api
-                .write(reqwest::Method::POST, WEBHOOKS, &registration.body(None))
-                .await?;
-            Ok(Outcome::Created(
-                created["id"].as_str().unwrap_or_default().to_owned(),
-            ))
-        }
-    }
-}
-
-/// The webhook's failed deliveries (Qlik keeps 7 days).
-pub async fn failed_deliveries(
-    api: &QlikApi,
-    webhook_id: &str,
-) -> Result<Vec<WebhookDelivery>, ApiError> {
-    let path = format!("{WEBHOOKS}/{}/deliveries?status=fail", segment(webhook_id));
-    let page: Page<WebhookDelivery> = api.get_json(&path).await?;
-    Ok(page.data)
-}
-
-/// Turns the webhook on (`PATCH`, JSON Patch on `/enabled`): nothing else changes.
-pub async fn enable(api: &QlikApi, webhook_id: &str) -> Result<(), ApiError> {
-    let path = format!("{WEBHOOKS}/{}", segment(webhook_id));
-    let patch = json!([{ "op": "replace", "path": "/enabled", "value": true }]);
-    api.write(reqwest::Method::PATCH, &path, &patch)
-        .await
-        .map(|_| ())
-}
-
-pub async fn resend(api: &QlikApi, webhook_id: &str, delivery_id: &str) -> Result<(), ApiError> {
-    let path = format!(
-        "{WEBHOOKS}/{}/deliveries/{}/actions/resend",
-        segment(webhook_id),
-        segment(delivery_id)
-    );
-    api.write(reqwest::Method::POST, &path, &json!({}))
-        .await
-        .map(|_| ())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reg(failures_only: bool) -> Registration {
-        Registration {
-            name: "relay".into(),
-            url: "https://x.lambda-url.eu-west-1.on.aws/".into(),
-            secret: Secret::new("s"),
-            failures_only,
-        }
-    }
-
-    #[test]
-    fn bodies() {
-        let b = reg(true).body(None);
-        assert_eq!(b["eventTypes"], json!([APP_RELOAD_FINISHED]));
-        assert_eq!(b["filter"], "data.status eq \"error\"");
-        assert_eq!(b["secret"], "s");
-        assert_eq!(b["enabled"], true);
-        let existing = Webhook {
-            enable_cloud_event_delivery: true,
-            ..Webhook::default()
-        };
-        let b = reg(false).body(Some(&existing));
-        assert_eq!(
-            b["eventTypes"],
-            json!([APP_RELOAD_FINISHED, RELOAD_FINISHED])
-        );
-        assert!(b.get("filter").is_none());
-        assert_eq!(b["enableCloudEventDelivery"], true);
+        Choice::Ambiguous(all) => anyhow::bail!(
+            "{} webhooks are named {name:?} and none can be told from the others (set Butler.qlikCloudListener.webhookWatch.expectedUrl to the forwarder's URL, or delete the extra ones in the Management Console): {}",
+            all.len(),
+            all.iter().map(|w| w.id.as_str()).collect::<Vec<_>>().join(", ")
+        ),
     }
 }

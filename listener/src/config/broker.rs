@@ -146,13 +146,25 @@ pub fn check_forward(c: &mut Check<'_>, at: &KeyPath, f: MqttForward) -> Forward
         &at.key("topic.subscriptionRoot"),
         "qscloud/#",
     );
+    let require_signature = Flag::or(f.require_signature, false);
+    if require_signature && broker.protocol == Protocol::V311 {
+        // The signature travels as an MQTT 5 user property: with 3.1.1 no event would carry
+        // it, and every genuine one would be rejected.
+        c.error(
+            &at.key("requireSignature"),
+            format!(
+                "needs MQTT 5 ({}.protocolVersion is 3.1.1, which carries no user properties, so every event would be rejected as unsigned): set protocolVersion to 5, or requireSignature to false",
+                broker_at
+            ),
+        );
+    }
     Forward {
         broker,
         subscription_root,
         app_reload_topic: Text::of(&topics.app_reload)
             .unwrap_or("qscloud/app/reload")
             .to_owned(),
-        require_signature: Flag::or(f.require_signature, false),
+        require_signature,
     }
 }
 

@@ -20,7 +20,7 @@ pub struct FinalOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reconcile {
     pub interval: std::time::Duration,
-    /// How far back a first start looks.
+    /// The window each run looks at: reloads that ended this long ago or less.
     pub look_back: std::time::Duration,
     /// Reloads that ended more recently are left to the webhook path.
     pub grace: std::time::Duration,
@@ -37,6 +37,9 @@ pub struct WebhookWatch {
     /// The forwarder's URL, to notice a webhook pointing elsewhere.
     pub expected_url: Option<String>,
     pub interval: std::time::Duration,
+    /// Alerts about the webhook are at least this far apart (changes in between are summed up
+    /// in the next one).
+    pub min_alert_interval: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +89,9 @@ struct WebhookWatchSection {
     expected_url: Option<Text>,
     /// Seconds between checks (default 300; 0 turns the watchdog off).
     interval_seconds: Option<Whole>,
+    /// Least seconds between two alerts about the webhook (default 900): a webhook that keeps
+    /// changing state raises one alert per interval, saying how often it changed.
+    min_alert_interval_seconds: Option<Whole>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
@@ -93,7 +99,8 @@ struct WebhookWatchSection {
 struct ReconcileSection {
     /// Seconds between runs (default 300; 0 turns reconciliation off).
     interval_seconds: Option<Whole>,
-    /// How far back a first start looks, hours (default 24, at most 168).
+    /// How far back each run looks, hours (default 24, at most 168): a failed reload is found
+    /// when Qlik's list shows it within this long after it ended (listing lag, clock skew).
     look_back_hours: Option<Whole>,
     /// Reloads that ended more recently are left to the webhook path, seconds (default 600).
     grace_seconds: Option<Whole>,
@@ -208,9 +215,16 @@ pub fn check(c: &mut Check<'_>, at: &KeyPath, l: Listener) -> Settings {
         0..=24 * 3600,
         300,
     );
+    let min_alert_interval = c.whole(
+        watch.min_alert_interval_seconds,
+        &at.key("webhookWatch.minAlertIntervalSeconds"),
+        0..=7 * 24 * 3600,
+        900,
+    );
     let webhook_watch = (watch_interval > 0).then(|| WebhookWatch {
+        min_alert_interval: std::time::Duration::from_secs(min_alert_interval),
         name: Text::of(&watch.name)
-            .unwrap_or(crate::cli::webhooks::DEFAULT_NAME)
+            .unwrap_or(crate::qlik_api::webhooks::DEFAULT_NAME)
             .to_owned(),
         id: Text::of(&watch.id).map(str::to_owned),
         expected_url: Text::of(&watch.expected_url).map(str::to_owned),

@@ -36,6 +36,25 @@ pub struct TenantConfig {
     pub channels: Vec<ChannelConfig>,
 }
 
+#[cfg(test)]
+impl TenantConfig {
+    /// A tenant at `url` named "Test tenant", without channels.
+    pub fn for_tests(url: &str) -> TenantConfig {
+        TenantConfig {
+            path: "Butler.qlikSenseCloud.event.mqtt.tenant".into(),
+            id: TenantRef::Id("T1".into()),
+            tenant_url: url::Url::parse(url).expect("a URL"),
+            token: Secret::new("token"),
+            qmc_url: None,
+            hub_url: None,
+            comment: Some("Test tenant".into()),
+            webhook_secret: None,
+            webhook_secret_previous: None,
+            channels: Vec::new(),
+        }
+    }
+}
+
 /// `Butler.qlikSenseCloud`.
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]

@@ -103,7 +103,7 @@ fn a_butler_config_is_understood() {
 #[test]
 fn extensions() {
     let text = GOOD
-            .replace("            port: 8883\n", "            port: 1883\n            clientId: relay-1\n            protocolVersion: \"3.1.1\"\n            tls:\n              enable: false\n")
+            .replace("            port: 8883\n", "            port: 1883\n            clientId: relay-1\n            protocolVersion: \"5\"\n            tls:\n              enable: false\n")
             .replace("          enable: true\n          broker:", "          enable: true\n          requireSignature: true\n          broker:")
             .replace("          comment: Production tenant\n", "          comment: Production tenant\n          webhookSecret: s3cret-s3cret-s3cret-s3cret-s3cret\n")
             .replace("  scriptLog:\n", "        tenants:\n          - id: Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG\n            tenantUrl: https://other.us.qlikcloud.com\n            auth: { jwt: { token: literal-token } }\n            webhookSecret: ${QLIK_API_KEY}\n  scriptLog:\n")
@@ -112,7 +112,7 @@ fn extensions() {
     assert!(!c.broker.tls.enable);
     assert_eq!(c.broker.port, 1883);
     assert_eq!(c.broker.client_id, "relay-1");
-    assert_eq!(c.broker.protocol, Protocol::V311);
+    assert_eq!(c.broker.protocol, Protocol::V5);
     assert!(c.require_signature);
     assert_eq!(c.tenants.len(), 2);
     assert_eq!(
@@ -491,4 +491,26 @@ fn the_minimal_config_works_once_filled_in() {
     assert_eq!(c.tenants.len(), 1);
     assert_eq!(c.tenants[0].channels.len(), 1);
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+/// `requireSignature` needs MQTT 5 (the signature is a user property): with 3.1.1 it would
+/// reject every genuine event, so it is a configuration error naming both keys (before:
+/// `check-config` said OK).
+#[test]
+fn require_signature_with_mqtt_3_1_1_is_an_error() {
+    let text = GOOD
+        .replace("            port: 8883\n", "            port: 8883\n            protocolVersion: \"3.1.1\"\n")
+        .replace("          enable: true\n          broker:", "          enable: true\n          requireSignature: true\n          broker:")
+        .replace("          comment: Production tenant\n", "          comment: Production tenant\n          webhookSecret: s3cret-s3cret-s3cret-s3cret-s3cret\n");
+    let e = parse(&text).expect_err("an error").to_string();
+    assert!(
+        e.contains("mqttForward.requireSignature: needs MQTT 5 (Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker.protocolVersion is 3.1.1"),
+        "{e}"
+    );
+    // Without requireSignature, 3.1.1 is fine.
+    let ok = GOOD.replace(
+        "            port: 8883\n",
+        "            port: 8883\n            protocolVersion: \"3.1.1\"\n",
+    );
+    assert_eq!(parse(&ok).unwrap().broker.protocol, Protocol::V311);
 }

@@ -27,6 +27,19 @@ pub struct Seen {
     pub outcome: ReloadOutcome,
 }
 
+impl Seen {
+    /// A recorded event of a reload as [`decide`] sees it (`None`: not a readable reload event).
+    pub fn of(entry: &crate::journal::Entry) -> Option<Seen> {
+        let event = qlik_events::Event::parse(&entry.body).ok()?;
+        let r = event.reload()?.ok()?;
+        Some(Seen {
+            event_id: entry.id.clone(),
+            is_final: r.is_final,
+            outcome: r.outcome,
+        })
+    }
+}
+
 /// What one failed event of a reload should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

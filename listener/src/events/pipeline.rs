@@ -59,6 +59,38 @@ const MAX_BATCH: usize = 256;
 /// connections at once; alert delivery (which may wait out a channel's retries) is not limited.
 const ENRICH_AT_ONCE: usize = 16;
 
+/// What an operator alert says (see [`crate::notify::operator`]).
+pub struct Notice {
+    pub alert_id: String,
+    pub problem: bool,
+    pub title: &'static str,
+    pub what: String,
+    pub action: &'static str,
+    pub subject: String,
+    pub page: crate::notify::operator::Page,
+}
+
+/// The event field that should have said the reload's outcome.
+fn unclear_field(r: &qlik_events::Reload) -> &'static str {
+    if r.is_final {
+        "data.status (with data.succeeded)"
+    } else {
+        "data.status"
+    }
+}
+
+/// What the reloads API's `status` says of a reload: `None` while it is still running or
+/// queued (ask again later).
+fn api_outcome(status: Option<&str>) -> Option<ReloadOutcome> {
+    match status? {
+        "FAILED" | "EXCEEDED_LIMIT" => Some(ReloadOutcome::Failed),
+        "SUCCEEDED" => Some(ReloadOutcome::Succeeded),
+        "CANCELED" => Some(ReloadOutcome::Canceled),
+        "QUEUED" | "RELOADING" | "CANCELING" => None,
+        _ => Some(ReloadOutcome::Unknown),
+    }
+}
+
 /// A configured tenant, ready to use.
 pub struct Tenant {
     pub id: String,
@@ -107,6 +139,9 @@ pub struct Pipeline {
     final_outcome: FinalOutcome,
     /// Tenants known to send `reload.finished` (final outcomes), for `waitForFinalOutcome: auto`.
     sends_final: Mutex<HashSet<String>>,
+    /// Per tenant, whether the watched webhook's definition includes `reload.finished` (what
+    /// the watchdog read): it wins over what was seen.
+    webhook_final: Mutex<HashMap<String, bool>>,
     /// Reloads (tenant, reload id) whose final outcome just arrived: their waiting attempts
     /// are decided now rather than at the end of their wait.
     wake: tokio::sync::mpsc::UnboundedSender<(String, String)>,
@@ -134,6 +169,7 @@ impl Pipeline {
         Ok(Arc::new(Pipeline {
             final_outcome: config.final_outcome,
             sends_final: Mutex::new(HashSet::new()),
+            webhook_final: Mutex::new(HashMap::new()),
             wake,
             wake_rx: Mutex::new(Some(wake_rx)),
             waiting: Mutex::new(HashSet::new()),
@@ -383,8 +419,31 @@ impl Pipeline {
         match event.reload() {
             Some(Ok(r)) if r.is_failure() => (State::Pending, None),
             Some(Ok(r)) if r.outcome == ReloadOutcome::Unknown => {
-                tracing::warn!(event_id = %event.id, event_type = %event.event_type, status = r.status.as_deref().unwrap_or("-"), "the reload's outcome cannot be read from the event; recorded, not alerted");
-                (State::Recorded, Some("reload outcome unknown".into()))
+                // Format drift (`"ERROR"`, `"Failed"`, a number): the reloads API says what
+                // happened. Without a reload id there is nothing to ask.
+                let field = unclear_field(&r);
+                match &r.reload_id {
+                    Some(_) => {
+                        tracing::warn!(event_id = %event.id, event_type = %event.event_type, field, value = r.status.as_deref().unwrap_or("(absent)"), "the reload's outcome cannot be read from the event; asking Qlik Cloud's reloads API");
+                        (
+                            State::Pending,
+                            Some(format!(
+                                "reload outcome unclear ({field} is {}); asking the reloads API",
+                                r.status
+                                    .as_deref()
+                                    .map(|s| format!("{s:?}"))
+                                    .unwrap_or_else(|| "absent".into())
+                            )),
+                        )
+                    }
+                    None => {
+                        tracing::warn!(event_id = %event.id, event_type = %event.event_type, field, value = r.status.as_deref().unwrap_or("(absent)"), "the reload's outcome cannot be read from the event, and it names no reload id to ask about; recorded, not alerted");
+                        (
+                            State::Recorded,
+                            Some(format!("reload outcome unknown ({field}) and no reload id")),
+                        )
+                    }
+                }
             }
             Some(Err(e)) => {
                 tracing::warn!(event_id = %event.id, event_type = %event.event_type, reason = %e, "the reload cannot be read from the event; recorded, not alerted");
@@ -438,42 +497,40 @@ impl Pipeline {
         }
     }
 
-    /// Alerts the operator on the tenant's channels (the webhook watchdog's alerts), without
-    /// the channels' app rules. Each alert is delivered once (recorded under `alert_id`).
-    pub async fn operator_alert(&self, tenant_id: &str, alert_id: &str, title: &str, what: &str) {
+    /// Alerts the operator on the tenant's channels about the safety net itself (the webhook
+    /// watchdog, a refused API key), with the operator templates and without the channels' app
+    /// rules. Each alert is delivered once (recorded under its id).
+    pub async fn operator_alert(&self, tenant_id: &str, notice: Notice) {
         let Some(tenant) = self.tenants.get(tenant_id) else {
             return;
         };
-        let data = AlertData {
-            alert_title: title.to_owned(),
-            app_name: "(the Qlik Cloud webhook)".into(),
-            tenant_id: tenant_id.to_owned(),
-            tenant_url: tenant
-                .config
-                .tenant_url
-                .as_str()
-                .trim_end_matches('/')
-                .to_owned(),
-            tenant_comment: tenant.config.comment.clone().unwrap_or_default(),
-            event_id: alert_id.to_owned(),
-            event_type: "qlik-listener.webhook".into(),
-            error_message: what.to_owned(),
-            alert_note: what.to_owned(),
-            generic_urls: self.generic_urls.clone(),
-            ..AlertData::default()
-        };
+        let alert = crate::notify::OperatorAlert::new(
+            notice.alert_id,
+            notice.problem,
+            notice.title,
+            notice.what,
+            notice.action,
+            notice.subject,
+            &tenant.config,
+            tenant_id,
+            notice.page,
+        );
         if let Err(e) = self
             .notifier
-            .deliver_operator(alert_id, &tenant.config.channels, &data)
+            .deliver_operator(&tenant.config.channels, &alert)
             .await
         {
-            tracing::error!(alert_id, error = %e, "cannot record the operator alert's deliveries");
+            tracing::error!(alert_id = %alert.alert_id, error = %e, "cannot record the operator alert's deliveries");
         }
     }
 
     /// Takes a failed reload that reconciliation found and recorded: counted, logged, handled.
     pub fn reconciled(self: &Arc<Self>, entry: Entry) {
         crate::metrics::inc(&METRICS.events_received);
+        // Attempts of the reload that wait for its final outcome are decided now.
+        if let Some(reload_id) = &entry.reload_id {
+            let _ = self.wake.send((entry.tenant_id.clone(), reload_id.clone()));
+        }
         self.start(entry);
     }
 
@@ -527,6 +584,15 @@ impl Pipeline {
                 .await;
             return;
         };
+        // The event did not say clearly: the reloads API's status decides.
+        let (reload, asked_note) = if reload.outcome == ReloadOutcome::Unknown {
+            match self.ask_outcome(&entry, reload, tenant).await {
+                Some(asked) => asked,
+                None => return,
+            }
+        } else {
+            (reload, None)
+        };
         // One alert per reload: this event may wait for the final outcome, or not alert at all.
         let (note, attempt) = match self.one_alert(&entry, &reload).await {
             Ok(Decision::Alert { note, attempt }) => (note, attempt),
@@ -551,9 +617,11 @@ impl Pipeline {
             }
         };
         let note = if event.source.as_deref() == Some(super::reconcile::SOURCE) {
-            Some("Not received over the webhook: found by reconciliation with Qlik Cloud's reloads API. Check the webhook in Qlik Cloud (qlik-listener webhook list), the forwarder and the broker.".to_owned())
+            Some(super::reconcile::alert_note(entry.note.as_deref()))
+        } else if reload.reload_id.is_none() {
+            Some("This event names no reload id, so it cannot be matched with Qlik Cloud's record of the reload: reconciliation may alert the same failure again.".to_owned())
         } else {
-            note
+            asked_note.or(note)
         };
         let attempt = match attempt {
             Some(id) => self.journal.get(&id).await.ok().flatten(),
@@ -600,6 +668,60 @@ impl Pipeline {
         }
     }
 
+    /// For an event whose outcome is unclear: the reload as the reloads API reports it (a
+    /// final outcome), with a note for the alert; `None` when there is nothing to alert now
+    /// (settled, or asked again at the next rescan).
+    async fn ask_outcome(
+        &self,
+        entry: &Entry,
+        reload: qlik_events::Reload,
+        tenant: &Tenant,
+    ) -> Option<(qlik_events::Reload, Option<String>)> {
+        let reload_id = reload.reload_id.clone()?;
+        let field = unclear_field(&reload);
+        let info = match tenant.api.reload(&reload_id).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(event_id = %entry.id, reload_id = %reload_id, error = %e, "cannot ask the reloads API for the outcome the event did not say; asking again at the next rescan (reconciliation also covers it)");
+                return None;
+            }
+        };
+        let status = info.status.as_deref();
+        let said = status.unwrap_or("(no status)");
+        let outcome = match api_outcome(status) {
+            None => {
+                tracing::info!(event_id = %entry.id, reload_id = %reload_id, status = said, "the reload is still running; asking the reloads API again at the next rescan");
+                return None;
+            }
+            Some(ReloadOutcome::Succeeded) | Some(ReloadOutcome::Canceled) => {
+                let why = format!(
+                    "the event's {field} was unclear; the reloads API says {said}: no alert"
+                );
+                tracing::info!(event_id = %entry.id, reload_id = %reload_id, "{why}");
+                if let Err(e) = self
+                    .journal
+                    .set_state(&entry.id, State::Done, Some(why))
+                    .await
+                {
+                    tracing::error!(event_id = %entry.id, error = %e, "cannot mark the event done; will retry");
+                }
+                return None;
+            }
+            Some(outcome) => outcome,
+        };
+        let note = match outcome {
+            ReloadOutcome::Failed => format!("The event's {field} could not be read ({}); Qlik Cloud's reloads API says the reload ended {said}.", reload.status.as_deref().unwrap_or("absent")),
+            _ => format!("Neither the event ({field}: {}) nor the reloads API ({said}) says clearly how the reload ended; alerted so that a failure is not missed.", reload.status.as_deref().unwrap_or("absent")),
+        };
+        let asked = qlik_events::Reload {
+            status: info.status.clone(),
+            outcome: ReloadOutcome::Failed,
+            is_final: true,
+            ..reload
+        };
+        Some((asked, Some(note)))
+    }
+
     /// What [`one_alert::decide`] says for this failed event, with the reload claimed when it
     /// says alert (so that no other event of the reload alerts).
     async fn one_alert(
@@ -622,15 +744,7 @@ impl Pipeline {
             .await?
             .iter()
             .filter(|e| e.id != entry.id)
-            .filter_map(|e| {
-                let event = Event::parse(&e.body).ok()?;
-                let r = event.reload()?.ok()?;
-                Some(Seen {
-                    event_id: e.id.clone(),
-                    is_final: r.is_final,
-                    outcome: r.outcome,
-                })
-            })
+            .filter_map(Seen::of)
             .collect();
         let waits = !reload.is_final
             && match self.final_outcome.wait {
@@ -668,6 +782,15 @@ impl Pipeline {
     /// Whether the tenant's webhook sends final outcomes (`reload.finished`): seen in this run,
     /// or in the journal (those found by reconciliation say nothing about the webhook).
     async fn sends_final(&self, tenant_id: &str) -> Result<bool, journal::JournalError> {
+        let defined = self
+            .webhook_final
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant_id)
+            .copied();
+        if let Some(defined) = defined {
+            return Ok(defined);
+        }
         let known = |s: &Self| {
             s.sends_final
                 .lock()
@@ -688,6 +811,24 @@ impl Pipeline {
                 .insert(tenant_id.to_owned());
         }
         Ok(seen)
+    }
+
+    /// What the watched webhook's definition says: whether it sends final outcomes
+    /// (`com.qlik.v1.reload.finished`). With `waitForFinalOutcome: auto`, failed attempts wait
+    /// for them when it does, from the first event on (not only once one was seen).
+    pub fn webhook_sends_final(&self, tenant_id: &str, sends: bool) {
+        let before = self
+            .webhook_final
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant_id.to_owned(), sends);
+        if before != Some(sends) && self.final_outcome.wait == WaitForFinal::Auto {
+            if sends {
+                tracing::info!(tenant = tenant_id, wait_seconds = self.final_outcome.wait_secs, "the webhook sends reloads' final outcomes (com.qlik.v1.reload.finished): a failed attempt waits for its reload's final outcome before alerting");
+            } else {
+                tracing::info!(tenant = tenant_id, "the webhook does not send reloads' final outcomes (com.qlik.v1.reload.finished): each failed attempt alerts at once");
+            }
+        }
     }
 
     /// Keeps a failed attempt pending until `until_ms` (or until the reload's final outcome

@@ -15,7 +15,10 @@ mod email;
 mod file;
 mod http;
 mod mqtt;
+pub mod operator;
 pub mod render;
+
+pub use operator::OperatorAlert;
 
 use crate::config::{ChannelConfig, ChannelKind, RateKey, SmtpConfig, Target};
 use crate::events::alert_data::AlertData;
@@ -77,31 +80,52 @@ impl Notifier {
         channels: &[ChannelConfig],
         data: &AlertData,
     ) -> Result<(), JournalError> {
-        self.deliver_each(event_id, channels, data, true).await
+        self.deliver_each(event_id, channels, Message::Reload(data), true)
+            .await
     }
 
-    /// An alert for the operator (the webhook watchdog's): every channel, without the
-    /// channels' tag and rate-limit rules, which are about apps.
-    pub async fn deliver_operator(
+    /// A reload alert sent by hand (`preview --send`, `history resend`) under `id`: every
+    /// channel, without the tag and rate-limit rules.
+    pub async fn deliver_by_hand(
         &self,
-        alert_id: &str,
+        id: &str,
         channels: &[ChannelConfig],
         data: &AlertData,
     ) -> Result<(), JournalError> {
-        self.deliver_each(alert_id, channels, data, false).await
+        self.deliver_each(id, channels, Message::Reload(data), false)
+            .await
+    }
+
+    /// An alert for the operator (about the safety net, not a reload): every channel, with the
+    /// operator templates, without the channels' tag and rate-limit rules, which are about apps.
+    pub async fn deliver_operator(
+        &self,
+        channels: &[ChannelConfig],
+        alert: &OperatorAlert,
+    ) -> Result<(), JournalError> {
+        self.deliver_each(&alert.alert_id, channels, Message::Operator(alert), false)
+            .await
     }
 
     async fn deliver_each(
         &self,
         event_id: &str,
         channels: &[ChannelConfig],
-        data: &AlertData,
+        message: Message<'_>,
         rules: bool,
     ) -> Result<(), JournalError> {
-        let routes: Vec<Route<'_>> = channels.iter().flat_map(|c| routes(c, data)).collect();
+        let no_owner = AlertData::default();
+        let for_routes = match message {
+            Message::Reload(data) => data,
+            Message::Operator(_) => &no_owner,
+        };
+        let routes: Vec<Route<'_>> = channels
+            .iter()
+            .flat_map(|c| routes(c, for_routes))
+            .collect();
         let deliveries = routes
             .iter()
-            .map(|route| self.deliver(event_id, route, data, rules));
+            .map(|route| self.deliver(event_id, route, message, rules));
         let results = futures_util::future::join_all(deliveries).await;
         results.into_iter().collect()
     }
@@ -110,7 +134,7 @@ impl Notifier {
         &self,
         event_id: &str,
         route: &Route<'_>,
-        data: &AlertData,
+        message: Message<'_>,
         rules: bool,
     ) -> Result<(), JournalError> {
         let channel = route.channel;
@@ -130,9 +154,9 @@ impl Notifier {
                 // Rules are decided once, when the delivery is first recorded. A rate limit's
                 // slot is taken together with recording `d`, so a restart does not suppress
                 // this event for its own slot.
-                let suppressed = match rules {
-                    true => self.suppression(route, data, &d).await?,
-                    false => None,
+                let suppressed = match message {
+                    Message::Reload(data) if rules => self.suppression(route, data, &d).await?,
+                    _ => None,
                 };
                 if let Some(reason) = suppressed {
                     tracing::info!(event_id, channel = target_id, reason = %reason, "alert suppressed");
@@ -152,8 +176,12 @@ impl Notifier {
             }
         };
 
-        let channel_data = render::channel_data(channel, data);
-        let payload = match payload(route, &channel_data) {
+        let rendered = match message {
+            Message::Reload(data) => payload(route, &render::channel_data(channel, data)),
+            Message::Operator(alert) => operator::render(channel, alert)
+                .map(|(subject, body)| (Payload { subject, body }, None)),
+        };
+        let payload = match rendered {
             Ok((payload, fallback)) => {
                 if let Some(reason) = fallback {
                     tracing::warn!(event_id, channel = target_id, reason = %reason, "user template failed; sent the built-in one");
@@ -184,7 +212,10 @@ impl Notifier {
                     );
                     delivery.state = DeliveryState::Sent;
                     delivery.last_error = None;
-                    if let Some(latency) = since_reload_end(data) {
+                    if let Some(latency) = match message {
+                        Message::Reload(data) => since_reload_end(data),
+                        Message::Operator(_) => None,
+                    } {
                         crate::metrics::METRICS.alert_latency(latency);
                     }
                     return self.finish(kind, delivery).await;
@@ -286,6 +317,13 @@ impl Notifier {
             Target::File(path) => file::append(&self.file_lock, path, body).await,
         }
     }
+}
+
+/// What a delivery carries: a reload's alert, or an alert about the safety net.
+#[derive(Clone, Copy)]
+enum Message<'a> {
+    Reload(&'a AlertData),
+    Operator(&'a OperatorAlert),
 }
 
 /// One delivery to make: a channel, or for e-mail a channel and one recipient.

@@ -55,6 +55,12 @@ pub struct Rendered {
 #[error("{0}")]
 pub struct RenderError(String);
 
+impl RenderError {
+    pub fn new(reason: String) -> RenderError {
+        RenderError(reason)
+    }
+}
+
 /// The alert data as this channel sees it (JSON, for templates): its script-log lines, size
 /// limits and options.
 pub fn channel_data(channel: &ChannelConfig, data: &AlertData) -> Value {
@@ -106,7 +112,7 @@ pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -145,15 +151,20 @@ pub fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderE
             Rendered { body, fallback }
         }
     };
+    slack_routing(&channel.target, &mut rendered.body);
+    Ok(rendered)
+}
+
+/// Slack's routing options (`channel`, `username`, `icon_emoji`) set on `body`, whatever the
+/// template said.
+pub fn slack_routing(target: &Target, body: &mut Value) {
     if let Target::Slack {
         channel,
         from_user,
         icon_emoji,
         ..
-    } = &channel.target
+    } = target
     {
-        // Slack's routing options apply whatever the template says.
-        let body = &mut rendered.body;
         for (key, value) in [
             ("channel", channel),
             ("username", from_user),
@@ -164,7 +175,23 @@ pub fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderE
             }
         }
     }
-    Ok(rendered)
+}
+
+/// `text` on one line (an e-mail subject): line breaks joined with spaces.
+pub fn one_line(text: &str) -> String {
+    text.split(['\r', '\n'])
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A text template for the terminal: values with control characters (other than line breaks
+/// and tabs) shown escaped.
+pub fn render_terminal(template: &str, data: &Value) -> Result<String, String> {
+    let mut hb = Handlebars::new();
+    hb.register_escape_fn(terminal_safe);
+    hb.render_template(template, data)
+        .map_err(|e| e.to_string())
 }
 
 /// An e-mail: the subject (a text template) and the HTML body (values HTML-escaped), from the
@@ -185,11 +212,7 @@ pub fn render_email(
         .render_template(&settings.subject, data)
         .map_err(|e| RenderError(format!("subject: {e}")))?;
     // A subject is one line.
-    let subject = subject
-        .split(['\r', '\n'])
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let subject = one_line(&subject);
     let html = Handlebars::new();
     let (html, fallback) =
         user_or_builtin(settings.body_template.as_deref(), EMAIL_TEMPLATE, |t| {

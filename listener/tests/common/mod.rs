@@ -258,7 +258,7 @@ pub fn numbered_failure(i: usize) -> (String, Vec<u8>) {
     let id = format!("{ID_PREFIX}{i:012}");
     let app = format!("4f2c9d1e-7a6b-4c3d-9e8f-{:012}", i % 7);
     let reload = format!("{i:024x}");
-    let body = if i % 2 == 0 {
+    let body = if i.is_multiple_of(2) {
         let mut v: serde_json::Value =
             serde_json::from_slice(&fixtures::event("app-reload-failed.cloudevents.json")).unwrap();
         v["id"] = id.clone().into();

@@ -6,6 +6,9 @@
 //! for [`KEEP_FOR`], so a burst of failures of one app costs two calls per event, not five
 //! (Qlik's tier-1 limit is 1,000 calls a minute).
 
+mod pages;
+pub mod webhooks;
+
 use qlik_events::Secret;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -29,6 +32,19 @@ pub enum ApiError {
     Transport { path: String, reason: String },
     #[error("GET {path}: unexpected response: {reason}")]
     Body { path: String, reason: String },
+}
+
+impl ApiError {
+    /// Qlik Cloud refused the API key (401 or 403): wrong, expired or revoked.
+    pub fn is_key_refused(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Status {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
 }
 
 #[derive(Clone)]
@@ -320,10 +336,7 @@ impl QlikApi {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, ApiError> {
-        let url = self.base.join(path).map_err(|e| ApiError::Transport {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let url = self.url_of(path)?;
         let token = String::from_utf8_lossy(self.token.expose()).into_owned();
         let resp = self
             .http
@@ -350,6 +363,22 @@ impl QlikApi {
         Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
     }
 
+    /// The URL of `path` on the tenant; a path that would lead to another origin is refused, so
+    /// the API key only ever goes to the configured tenant.
+    fn url_of(&self, path: &str) -> Result<url::Url, ApiError> {
+        let url = self.base.join(path).map_err(|e| ApiError::Transport {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if url.origin() != self.base.origin() {
+            return Err(ApiError::Transport {
+                path: path.to_owned(),
+                reason: "refused: the path leads away from the tenant".into(),
+            });
+        }
+        Ok(url)
+    }
+
     pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -371,10 +400,7 @@ impl QlikApi {
 
     /// GETs `path` with retries; the successful response, its body not yet read.
     async fn send(&self, path: &str, accept: &str) -> Result<reqwest::Response, ApiError> {
-        let url = self.base.join(path).map_err(|e| ApiError::Transport {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let url = self.url_of(path)?;
         let token = String::from_utf8_lossy(self.token.expose()).into_owned();
         let mut attempt = 0;
         loop {

@@ -20,6 +20,9 @@
 //! crash during a request). This keeps one fsync per batch of received events instead of six
 //! per event (measured: the end-to-end rate was bound by the journal's fsyncs).
 
+mod lock;
+
+pub use lock::{InstanceLock, LockError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use time::OffsetDateTime;
@@ -38,6 +41,14 @@ pub enum JournalError {
     Thread(String),
     #[error("journal: commit failed: {0}")]
     Commit(String),
+    /// The file was written by a newer version of the listener, whose schema this one does
+    /// not know: writing it could lose what the newer version keeps.
+    #[error("journal {path} was written by a newer qlik-listener (journal schema {found}; this version knows up to {known}): run the newer version, or give this one another Butler.qlikCloudListener.journal.path")]
+    Newer {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     /// A bug: a journal call panicked (its writes were undone).
     #[error("journal: the call failed unexpectedly (a bug; its writes were undone)")]
     Panicked,
@@ -162,6 +173,11 @@ const MAX_JOBS: usize = 512;
 /// or misrouted copy that arrives first must not make the genuine event a duplicate.
 const REFUSED: &str = "('rejected', 'skipped')";
 
+/// The journal's schema version (`PRAGMA user_version`). Raised with each change to the
+/// tables; a file with a higher one is refused at start ([`JournalError::Newer`]).
+/// 0: journals from before versions were kept (same tables as 1).
+pub const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id            TEXT NOT NULL,
@@ -201,7 +217,8 @@ CREATE TABLE IF NOT EXISTS reload_alerts (
     claimed_at INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, reload_id)
 );
--- Reconciliation: per tenant, up to when Qlik Cloud's failed reloads have been compared.
+-- Reconciliation's watermark in versions before the sliding window (no longer read or written;
+-- kept so that such journals still open the same way).
 CREATE TABLE IF NOT EXISTS reconcile_marks (
     tenant_id TEXT PRIMARY KEY,
     until_ms  INTEGER NOT NULL
@@ -678,8 +695,8 @@ impl Journal {
         );
         self.with(move |c| {
             c.prepare_cached(
-                "INSERT OR IGNORE INTO reload_alerts (tenant_id, reload_id, event_id, claimed_at)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO reload_alerts (tenant_id, reload_id, event_id, claimed_at)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tenant_id, reload_id) DO NOTHING",
             )?
             .execute(params![tenant_id, reload_id, event_id, now_ms()])?;
             c.prepare_cached(
@@ -703,25 +720,6 @@ impl Journal {
             )?
             .query_row(params![tenant_id, reload_id], |r| r.get(0))
             .optional()
-        })
-        .await
-    }
-
-    /// Whether the journal holds the reload (tenant + reload id): an accepted event of it, or
-    /// its alert claim (which outlives a pruned event).
-    pub async fn knows_reload(
-        &self,
-        tenant_id: &str,
-        reload_id: &str,
-    ) -> Result<bool, JournalError> {
-        let (tenant_id, reload_id) = (tenant_id.to_owned(), reload_id.to_owned());
-        self.with(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = ?1 AND reload_id = ?2
-                   AND state NOT IN {REFUSED})
-                 OR EXISTS (SELECT 1 FROM reload_alerts WHERE tenant_id = ?1 AND reload_id = ?2)"
-            ))?
-            .query_row(params![tenant_id, reload_id], |r| r.get(0))
         })
         .await
     }
@@ -763,34 +761,6 @@ impl Journal {
                  ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state",
             )?
             .execute(params![tenant_id, state])?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Up to when the tenant's failed reloads have been reconciled (unix ms), if ever.
-    pub async fn reconciled_until(&self, tenant_id: &str) -> Result<Option<i64>, JournalError> {
-        let tenant_id = tenant_id.to_owned();
-        self.with(move |c| {
-            c.prepare_cached("SELECT until_ms FROM reconcile_marks WHERE tenant_id = ?1")?
-                .query_row([tenant_id], |r| r.get(0))
-                .optional()
-        })
-        .await
-    }
-
-    pub async fn set_reconciled_until(
-        &self,
-        tenant_id: &str,
-        until_ms: i64,
-    ) -> Result<(), JournalError> {
-        let tenant_id = tenant_id.to_owned();
-        self.with(move |c| {
-            c.prepare_cached(
-                "INSERT INTO reconcile_marks (tenant_id, until_ms) VALUES (?1, ?2)
-                 ON CONFLICT (tenant_id) DO UPDATE SET until_ms = excluded.until_ms",
-            )?
-            .execute(params![tenant_id, until_ms])?;
             Ok(())
         })
         .await
@@ -900,8 +870,22 @@ fn open_connection(path: &Path) -> Result<Connection, JournalError> {
         .map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_err)?;
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(open_err)?;
+    if found > SCHEMA_VERSION {
+        return Err(JournalError::Newer {
+            path: path.display().to_string(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
     migrate(&conn).map_err(open_err)?;
     conn.execute_batch(SCHEMA).map_err(open_err)?;
+    if found < SCHEMA_VERSION {
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(open_err)?;
+    }
     Ok(conn)
 }
 
@@ -1005,9 +989,13 @@ fn insert_all(c: &mut Connection, entries: &[Entry]) -> Result<Vec<Recorded>, ru
 fn insert(c: &mut Connection, entry: &Entry) -> Result<Recorded, rusqlite::Error> {
     let inserted = c
         .prepare_cached(
-            "INSERT OR IGNORE INTO events
+            // Only a uniqueness conflict (the id is known) is a duplicate; any other
+            // constraint failure (a column this version does not fill) is an error, so the
+            // message is held rather than acknowledged as "already recorded".
+            "INSERT INTO events
              (id, event_type, tenant_id, app_id, reload_id, reload_status, topic, received_at, body, state, note)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             entry.id,
@@ -1101,6 +1089,66 @@ mod tests {
         let j = Journal::open(&path).await.unwrap();
         let e = j.get("e1").await.unwrap_err().to_string();
         assert!(e.contains("unknown event state \"archived\""), "{e}");
+    }
+
+    /// Only a known id is a duplicate (before: `INSERT OR IGNORE` took any constraint failure,
+    /// e.g. a column this version does not fill, for one, so every event was acknowledged as
+    /// "already recorded" and never alerted).
+    #[tokio::test]
+    async fn only_a_known_id_is_a_duplicate_other_constraint_failures_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        let j = Journal::open(&path).await.unwrap();
+        assert_eq!(
+            j.record(entry("e1", State::Pending, 1)).await.unwrap(),
+            Recorded::New
+        );
+        assert_eq!(
+            j.record(entry("e1", State::Pending, 2)).await.unwrap(),
+            Recorded::Duplicate
+        );
+        drop(j);
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        // A column a later version might add, which this one does not fill.
+        raw.execute_batch(
+            "CREATE TABLE events2 AS SELECT *, 'eu' AS region FROM events;
+             DROP TABLE events;
+             CREATE TABLE events (id TEXT NOT NULL, event_type TEXT NOT NULL, tenant_id TEXT NOT NULL,
+               app_id TEXT, reload_id TEXT, reload_status TEXT, topic TEXT NOT NULL,
+               received_at INTEGER NOT NULL, body BLOB NOT NULL, state TEXT NOT NULL, note TEXT,
+               enrichment TEXT, region TEXT NOT NULL);
+             INSERT INTO events SELECT * FROM events2; DROP TABLE events2;",
+        )
+        .unwrap();
+        drop(raw);
+        let j = Journal::open(&path).await.unwrap();
+        let e = j
+            .record(entry("e2", State::Pending, 3))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("events.region"), "{e}");
+        assert!(j.record_failure().is_some(), "said to /readyz");
+    }
+
+    #[tokio::test]
+    async fn a_journal_from_a_newer_version_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        drop(Journal::open(&path).await.unwrap());
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = raw
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION, "a new journal says its version");
+        raw.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(raw);
+        let e = Journal::open(&path).await.err().unwrap().to_string();
+        assert!(
+            e.contains("was written by a newer qlik-listener (journal schema 2; this version knows up to 1)"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
