@@ -111,7 +111,7 @@ impl watchdog::Report for SafetyNet {
     fn changed(&self, tenant_id: &str, webhook: &str, health: &watchdog::Health, changes: u32) {
         let problem = health.problem(webhook);
         let flapped = if changes > 1 {
-            format!(" It changed state {changes} times since the last alert about it (such alerts are at least webhookWatch.minAlertIntervalSeconds apart).")
+            format!(" It changed state {changes} times since the last alert about it (at most two alerts about it per webhookWatch.minAlertIntervalSeconds).")
         } else {
             String::new()
         };

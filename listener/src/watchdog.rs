@@ -12,9 +12,13 @@
 //!   sending reload events, failing deliveries, healthy again) is logged and alerted on the
 //!   tenant's channels once, not at every check; a disabled reason whose text changes is not a
 //!   new state;
-//! - no alert storm: alerts about one tenant's webhook are at least `minAlertIntervalSeconds`
-//!   apart; changes in between are held back and summarised ("changed state N times") in the
-//!   next alert, sent once the interval has passed if the state is not the one last alerted;
+//! - no alert storm: at most two alerts about one tenant's webhook per
+//!   `minAlertIntervalSeconds` (a problem and its end are said at once); changes beyond that
+//!   are held back and summed up ("changed state N times") in one alert once the interval has
+//!   passed;
+//! - a failed delivery is counted once: by its id after the first check (at the first check,
+//!   by its time, parsed: Qlik's offsets and precision vary), so neither the text of a
+//!   timestamp nor clock skew can hide one;
 //! - the last alerted state is kept in the journal, so a restart does not alert it again;
 //! - `/readyz` lists an unhealthy webhook and `/metrics` has `qlik_listener_webhook_healthy`;
 //! - Qlik refusing the API key (401/403) is reported ([`Report::api_key`]: one operator alert
@@ -130,20 +134,51 @@ pub struct Checked {
     pub namesakes: usize,
 }
 
-/// One check of the tenant's webhook: failed deliveries triggered after `since` count.
+/// Which failed deliveries a check has seen already.
+#[derive(Debug, Default)]
+pub struct SeenDeliveries {
+    /// `None` before the first check: then those triggered after `since` are new.
+    ids: Option<std::collections::HashSet<String>>,
+}
+
+impl SeenDeliveries {
+    /// How many of `failed` are new: at the first check, those triggered after `since` (times
+    /// compared as times, whatever offset or precision Qlik writes); after it, those whose id
+    /// was not listed before (no clock is compared, so skew between Qlik and this host or
+    /// whole-second timestamps cannot hide one or count it twice).
+    pub fn new_failures(
+        &mut self,
+        failed: &[webhooks::WebhookDelivery],
+        since: OffsetDateTime,
+    ) -> usize {
+        let new = match &self.ids {
+            None => failed
+                .iter()
+                .filter(|d| d.triggered().is_some_and(|t| t > since))
+                .count(),
+            Some(seen) => failed.iter().filter(|d| !seen.contains(&d.id)).count(),
+        };
+        // Only what Qlik still lists (7 days) is kept.
+        self.ids = Some(failed.iter().map(|d| d.id.clone()).collect());
+        new
+    }
+}
+
+/// One check of the tenant's webhook: failed deliveries not seen before count (at the first
+/// check, those triggered after `since`).
 pub async fn check(
     api: &QlikApi,
     watch: &WebhookWatch,
+    seen: &mut SeenDeliveries,
     since: OffsetDateTime,
 ) -> Result<Checked, ApiError> {
     let hooks = webhooks::list(api).await?;
     let hook = watched(&hooks, watch).ok().flatten().cloned();
     let failed = match &hook {
-        Some(hook) => webhooks::failed_deliveries(api, &hook.id)
-            .await?
-            .iter()
-            .filter(|d| d.triggered().is_some_and(|t| t > since))
-            .count(),
+        Some(hook) => {
+            let failed = webhooks::failed_deliveries(api, &hook.id).await?;
+            seen.new_failures(&failed, since)
+        }
         None => 0,
     };
     let namesakes = hooks.iter().filter(|w| w.is_named(&watch.name)).count();
@@ -154,17 +189,22 @@ pub async fn check(
     })
 }
 
-/// Keeps operator alerts about one webhook at least `min` apart. Pure (time is passed in).
+/// Most alerts about one webhook in one `minAlertIntervalSeconds`: a problem and its end are
+/// both said at once; more changes within the interval are held back and summed up.
+const BURST: u32 = 2;
+
+/// Keeps operator alerts about one webhook to [`BURST`] per `min`. Pure (time is passed in).
 #[derive(Debug)]
 pub struct Throttle {
     min: Duration,
     /// The state last alerted (or found at start).
     alerted: Option<String>,
-    last_alert: Option<Instant>,
     /// The state seen at the last check.
     last_seen: Option<String>,
     /// Changes seen since the last alert.
     changes: u32,
+    /// When the current interval began, and the alerts sent in it.
+    window: Option<(Instant, u32)>,
 }
 
 impl Throttle {
@@ -173,8 +213,8 @@ impl Throttle {
             min,
             last_seen: alerted.clone(),
             alerted,
-            last_alert: None,
             changes: 0,
+            window: None,
         }
     }
 
@@ -185,17 +225,20 @@ impl Throttle {
             self.changes += 1;
             self.last_seen = Some(key.to_owned());
         }
-        let free = self
-            .last_alert
-            .is_none_or(|at| now.duration_since(at) >= self.min);
         let news = self.alerted.as_deref() != Some(key) || self.changes > 1;
-        if !free || !news || self.changes == 0 {
+        if !news || self.changes == 0 {
             return None;
         }
-        let changes = std::mem::take(&mut self.changes);
+        let (start, sent) = match self.window {
+            Some((start, sent)) if now.duration_since(start) < self.min => (start, sent),
+            _ => (now, 0),
+        };
+        if sent >= BURST {
+            return None;
+        }
+        self.window = Some((start, sent + 1));
         self.alerted = Some(key.to_owned());
-        self.last_alert = Some(now);
-        Some(changes)
+        Some(std::mem::take(&mut self.changes))
     }
 
     /// Taken as alerted without an alert (the first look, when all is well).
@@ -243,16 +286,15 @@ pub async fn run(
     });
     let mut throttle = Throttle::new(stored.clone(), watch.min_alert_interval);
     let mut known = stored.is_some();
-    let mut since = OffsetDateTime::now_utc() - watch.interval;
+    let since = OffsetDateTime::now_utc() - watch.interval;
+    let mut seen = SeenDeliveries::default();
     let mut failing_streak = 0u32;
     let mut warned_unknown = false;
     let mut warned_namesakes = 0usize;
     loop {
-        let checked_at = OffsetDateTime::now_utc();
-        match check(&api, &watch, since).await {
+        match check(&api, &watch, &mut seen, since).await {
             Ok(checked) => {
                 failing_streak = 0;
-                since = checked_at;
                 report.api_key(&tenant_id, None);
                 let Checked {
                     health,
@@ -391,6 +433,37 @@ mod tests {
     }
 
     #[test]
+    fn new_failed_deliveries_are_counted_once_whatever_their_dates_say() {
+        let d = |id: &str, at: &str| webhooks::WebhookDelivery {
+            id: id.into(),
+            triggered_at: Some(at.into()),
+            ..webhooks::WebhookDelivery::default()
+        };
+        let since = OffsetDateTime::parse(
+            "2026-12-03T05:00:00.5Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let mut seen = SeenDeliveries::default();
+        // First check: by time (an offset, whole seconds), not by text.
+        let first = [
+            d("old", "2026-12-03T04:59:00Z"),
+            d("new", "2026-12-03T00:00:01-05:00"),
+        ];
+        assert_eq!(seen.new_failures(&first, since), 1);
+        // Later: by id. One dated before `since` (Qlik's clock behind ours, whole seconds) is
+        // new all the same; those seen are not counted again.
+        let later = [
+            d("old", "2026-12-03T04:59:00Z"),
+            d("new", "2026-12-03T00:00:01-05:00"),
+            d("skewed", "2026-12-03T05:00:00Z"),
+            d("undated", "soon"),
+        ];
+        assert_eq!(seen.new_failures(&later, since), 2);
+        assert_eq!(seen.new_failures(&later, since), 0);
+    }
+
+    #[test]
     fn a_reason_whose_text_changes_is_the_same_state() {
         let a = Health::Disabled(Some("too many failures".into()));
         let b = Health::Disabled(Some("too many failures (2026-12-03T05:00:00Z)".into()));
@@ -399,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flapping_webhook_alerts_once_per_interval_with_a_summary() {
+    fn a_flapping_webhook_alerts_twice_per_interval_then_sums_up() {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut t = Throttle::new(Some("healthy".into()), Duration::from_secs(900));
@@ -408,30 +481,28 @@ mod tests {
             None,
             "no change, nothing to say"
         );
+        assert_eq!(t.observe("disabled", at(60)), Some(1), "a problem at once");
         assert_eq!(
-            t.observe("disabled", at(60)),
+            t.observe("healthy", at(120)),
             Some(1),
-            "the first change at once"
+            "and its end at once"
         );
         // Flapping at every check: held back.
-        for (i, key) in ["healthy", "disabled", "healthy", "disabled", "healthy"]
+        for (i, key) in ["disabled", "healthy", "disabled", "healthy"]
             .iter()
             .enumerate()
         {
             assert_eq!(
-                t.observe(key, at(120 + 60 * i as u64)),
+                t.observe(key, at(180 + 60 * i as u64)),
                 None,
                 "{key} at check {i}"
             );
         }
-        // Past the interval: one alert for the state now, covering the five changes.
-        assert_eq!(t.observe("healthy", at(960)), Some(5));
+        // Past the interval: one alert for the state now, covering the four changes.
+        assert_eq!(t.observe("healthy", at(960)), Some(4));
         assert_eq!(t.observe("healthy", at(2000)), None);
-        // It flapped and came back to the state last alerted: said once the interval is over.
+        // A change after a quiet interval is said at once again.
         assert_eq!(t.observe("disabled", at(2100)), Some(1));
-        assert_eq!(t.observe("healthy", at(2200)), None);
-        assert_eq!(t.observe("disabled", at(2300)), None);
-        assert_eq!(t.observe("disabled", at(3000)), Some(2));
         // A state found at start is not alerted again.
         let mut t = Throttle::new(Some("disabled".into()), Duration::from_secs(900));
         assert_eq!(t.observe("disabled", at(0)), None);

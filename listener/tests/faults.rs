@@ -2,8 +2,11 @@
 //!
 //! The real forwarder (`qlik-webhook serve`) and the real listener, a real Mosquitto with
 //! persistence, the Qlik Cloud API stand-in and three alert receivers (Teams, Slack, our
-//! webhook). N failed-reload events (distinct ids, several apps, legacy and CloudEvents) are
-//! posted, signed, while the harness
+//! webhook). N failed reloads are posted, signed, each as Qlik sends it: its failed attempt
+//! (`com.qlik.v1.app.reload.finished`, legacy or CloudEvents, several apps) and its failed final
+//! outcome (`com.qlik.v1.reload.finished`); the reloads API lists them too, and reconciliation
+//! runs every second, so the webhook path and reconciliation race for each reload. Meanwhile the
+//! harness
 //! - stops the broker 3 times (gracefully: a production broker keeps its sessions) until the
 //!   forwarder has refused a few events with 503, then starts it again,
 //! - SIGKILLs and restarts the listener 3 times,
@@ -11,19 +14,20 @@
 //! - takes the Teams receiver down (503) for a while.
 //!
 //! Every event the forwarder answered 5xx is posted again until it is accepted, as Qlik Cloud's
-//! resend would. Then every event must have reached each receiver; an event that reached one
-//! twice is only allowed where the listener was SIGKILLed while that request was in flight (the
+//! resend would. Then every reload must have been alerted on each receiver, once (one alert per
+//! reload, whichever of its events or reconciliation carried it); a reload that reached one twice
+//! is only allowed where the listener was SIGKILLed while that request was in flight (the
 //! documented at-least-once window): right after each kill the test reads from the journal which
 //! deliveries were `sending` (in flight), and each duplicate must be one of them, at most once
 //! per kill that caught it in flight. The faults are checked to have happened: the SIGKILLs, the
 //! broker stops answered 503 (not client time-outs), Teams' 503s, the Qlik API's 500s and 429s.
 //!
-//! `FAULT_EVENTS` sets N (default 500). A failure names the event and the channel; the
+//! `FAULT_EVENTS` sets N (default 500 reloads, 1,000 events). A failure names the event and the channel; the
 //! processes' logs are above it, prefixed `[child]`.
 
 mod common;
 
-use common::{numbered_failure as event, Options, Setup, ID_PREFIX, LIMIT};
+use common::{numbered_failure, Options, Setup, LIMIT};
 use relay_tests::fakes::{ErrorRates, HttpReceiver};
 use relay_tests::fixtures::{self, SECRET};
 use relay_tests::process::{serve_forwarder, workspace_bin};
@@ -32,24 +36,62 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The event ids an alert request carries (the ids are unique strings, wherever they appear).
-fn ids_in(body: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(body);
-    let mut ids: Vec<String> = text
-        .match_indices(ID_PREFIX)
-        .filter_map(|(at, _)| text.get(at..at + ID_PREFIX.len() + 12))
-        .map(str::to_owned)
-        .collect();
-    ids.dedup();
-    ids
+/// Reload ids: `f417ed00-reload-<12 digits>`, easy to find in any alert body.
+const RELOAD_PREFIX: &str = "f417ed00-reload-";
+
+fn reload_id(i: usize) -> String {
+    format!("{RELOAD_PREFIX}{i:012}")
 }
 
-/// (event id → arrival times of 2xx-answered requests) for one receiver.
-fn arrivals(receiver: &HttpReceiver) -> HashMap<String, Vec<Instant>> {
-    let mut map: HashMap<String, Vec<Instant>> = HashMap::new();
+/// The `j`-th body posted: reload `j / 2`'s failed attempt (even `j`) or its failed final
+/// outcome (odd `j`).
+fn body(j: usize) -> Vec<u8> {
+    let i = j / 2;
+    if j % 2 == 0 {
+        let (_, attempt) = numbered_failure(i);
+        let mut v: serde_json::Value = serde_json::from_slice(&attempt).unwrap();
+        v["data"]["reloadId"] = reload_id(i).into();
+        serde_json::to_vec(&v).unwrap()
+    } else {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixtures::event("reload-failed.cloudevents.json")).unwrap();
+        v["id"] = format!("f417ed00-final-{i:012}").into();
+        v["data"]["id"] = reload_id(i).into();
+        serde_json::to_vec(&v).unwrap()
+    }
+}
+
+/// The reload (its index) of an event id: an attempt, a final outcome or a reconciled event.
+fn reload_of(event_id: &str) -> Option<usize> {
+    let digits = |s: &str| s.get(..12)?.parse().ok();
+    if let Some(at) = event_id.find(RELOAD_PREFIX) {
+        return digits(&event_id[at + RELOAD_PREFIX.len()..]);
+    }
+    if let Some(rest) = event_id.strip_prefix("f417ed00-final-") {
+        return digits(rest);
+    }
+    event_id.strip_prefix(common::ID_PREFIX).and_then(digits)
+}
+
+/// The reloads an alert request is about (their ids are unique strings, wherever they appear).
+fn reloads_in(body: &[u8]) -> Vec<usize> {
+    let text = String::from_utf8_lossy(body);
+    let mut found: Vec<usize> = text
+        .match_indices(RELOAD_PREFIX)
+        .filter_map(|(at, _)| text.get(at..at + RELOAD_PREFIX.len() + 12))
+        .filter_map(reload_of)
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+/// (reload → arrival times of 2xx-answered requests) for one receiver.
+fn arrivals(receiver: &HttpReceiver) -> HashMap<usize, Vec<Instant>> {
+    let mut map: HashMap<usize, Vec<Instant>> = HashMap::new();
     for r in receiver.delivered() {
-        for id in ids_in(&r.body) {
-            map.entry(id).or_default().push(r.at);
+        for i in reloads_in(&r.body) {
+            map.entry(i).or_default().push(r.at);
         }
     }
     map
@@ -102,10 +144,24 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
     let mut s = Setup::with(Options {
         tenant: &tenant,
         listener: "    alerts:\n      retryBaseMilliseconds: 50\n",
+        reconcile: "      intervalSeconds: 1\n      graceSeconds: 0\n      lookBackHours: 1\n",
         persistent_broker: true,
         ..Options::default()
     })
     .await;
+    // Qlik Cloud's own record: each reload is listed when it ends (its final outcome is sent).
+    let record = s.api.reload_recorder();
+    let listed = move |i: usize| {
+        let ended = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        record(serde_json::json!({
+            "id": reload_id(i), "appId": format!("4f2c9d1e-7a6b-4c3d-9e8f-{:012}", i % 7),
+            "tenantId": fixtures::TENANT, "type": "chronos", "status": "FAILED",
+            "creationTime": ended, "startTime": ended, "endTime": ended,
+            "errorCode": "EngineReloadFailed", "errorMessage": "Table 'Orders' not found",
+        }));
+    };
     s.api.set_error_rates(ErrorRates {
         status_500: 0.20,
         too_many: 0.05,
@@ -147,22 +203,27 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
     // The stream: one event every `pace`, up to 16 in flight, answers recorded per event.
     let answers: Arc<Mutex<BTreeMap<usize, Vec<u16>>>> = Arc::default();
     let started = Arc::new(AtomicUsize::new(0));
-    let pace = Duration::from_millis((12_000 / n as u64).max(2));
+    let posts = 2 * n;
+    let pace = Duration::from_millis((12_000 / posts as u64).max(2));
     let stream = {
         let answers = answers.clone();
         let started = started.clone();
         let post = post.clone();
+        let listed = listed.clone();
         tokio::spawn(async move {
             let gate = Arc::new(tokio::sync::Semaphore::new(16));
             let mut tasks = Vec::new();
-            for i in 0..n {
+            for j in 0..posts {
                 let permit = gate.clone().acquire_owned().await.unwrap();
-                started.store(i + 1, Ordering::SeqCst);
+                started.store(j + 1, Ordering::SeqCst);
                 let answers = answers.clone();
                 let post = post.clone();
+                if j % 2 == 1 {
+                    listed(j / 2);
+                }
                 tasks.push(tokio::spawn(async move {
-                    let status = post(event(i).1).await;
-                    answers.lock().unwrap().entry(i).or_default().push(status);
+                    let status = post(body(j)).await;
+                    answers.lock().unwrap().entry(j).or_default().push(status);
                     drop(permit);
                 }));
                 tokio::time::sleep(pace).await;
@@ -174,7 +235,7 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
     };
 
     // The faults, each when the stream has reached its point.
-    let at = |percent: usize| n * percent / 100;
+    let at = |percent: usize| posts * percent / 100;
     let reached = |point: usize| {
         let started = started.clone();
         async move {
@@ -235,19 +296,19 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
         .filter(|(_, a)| !(200..300).contains(&a[0]))
         .map(|(i, _)| *i)
         .collect();
-    for &i in &refused {
+    for &j in &refused {
         let mut tries = 0;
         loop {
-            let status = post(event(i).1).await;
-            answers.lock().unwrap().entry(i).or_default().push(status);
+            let status = post(body(j)).await;
+            answers.lock().unwrap().entry(j).or_default().push(status);
             if (200..300).contains(&status) {
                 break;
             }
             tries += 1;
             assert!(
                 tries < 50,
-                "scenario 2: event {} is still refused ({status}) after 50 re-posts; read the qlik-webhook log above",
-                event(i).0
+                "scenario 2: post {j} (reload {}) is still refused ({status}) after 50 re-posts; read the qlik-webhook log above",
+                reload_id(j / 2)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -271,17 +332,16 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
         "scenario 2: each broker stop was to be answered with 503s: {refused_statuses:?}"
     );
 
-    // Every event reaches every receiver; wait for it, then for the journal to settle.
-    let ids: Vec<String> = (0..n).map(|i| event(i).0).collect();
+    // Every reload reaches every receiver; wait for it, then for the journal to settle.
     let receivers = [("teams", &teams), ("slack", &slack), ("webhook", &hook)];
     let missing = || {
         receivers
             .iter()
             .flat_map(|(name, r)| {
                 let got = arrivals(r);
-                ids.iter()
-                    .filter(move |id| !got.contains_key(*id))
-                    .map(move |id| format!("{name}: {id}"))
+                (0..n)
+                    .filter(move |i| !got.contains_key(i))
+                    .map(move |i| format!("{name}: {}", reload_id(i)))
             })
             .collect::<Vec<_>>()
     };
@@ -293,22 +353,37 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
         }
         assert!(
             Instant::now() < deadline,
-            "scenario 2: {} alert(s) never arrived, e.g. {:?}; read the qlik-listener log above and its journal (`qlik-listener history --status failed`)",
+            "scenario 2: {} alert(s) never arrived, e.g. {:?}; read the qlik-listener log above and its journal (`qlik-listener history --alerts failed`)",
             m.len(),
             &m[..m.len().min(5)]
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let journal = s.journal().await;
-    for id in &ids {
+    let mut by_reconciliation = 0;
+    for i in 0..n {
+        let reload = reload_id(i);
+        let holder =
+            relay_tests::wait::until(LIMIT, &format!("reload {reload} to be claimed"), || {
+                let journal = journal.clone();
+                let reload = reload.clone();
+                async move {
+                    journal
+                        .reload_claim(fixtures::TENANT, &reload)
+                        .await
+                        .unwrap()
+                }
+            })
+            .await;
+        by_reconciliation += usize::from(holder.starts_with("reconciled-"));
         let d = relay_tests::wait::until(
             LIMIT,
-            &format!("the deliveries of {id} to be final"),
+            &format!("the deliveries of {holder} to be final"),
             || {
                 let journal = journal.clone();
-                let id = id.clone();
+                let holder = holder.clone();
                 async move {
-                    let d = journal.deliveries(&id).await.unwrap();
+                    let d = journal.deliveries(&holder).await.unwrap();
                     (d.len() == 3 && d.iter().all(|d| d.state.is_final())).then_some(d)
                 }
             },
@@ -318,7 +393,7 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
             assert_eq!(
                 delivery.state.as_str(),
                 "sent",
-                "scenario 2: event {id} on {}: {:?}",
+                "scenario 2: reload {reload} (event {holder}) on {}: {:?}",
                 delivery.channel,
                 delivery.last_error
             );
@@ -330,16 +405,21 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
     let mut duplicated = 0;
     for (name, r) in receivers {
         let channel = if name == "webhook" { "webhook-1" } else { name };
-        for (id, times) in arrivals(r) {
+        for (i, times) in arrivals(r) {
             if times.len() > 1 {
                 duplicated += times.len() - 1;
                 let caught = in_flight
                     .iter()
-                    .filter(|at_kill| at_kill.iter().any(|(e, c)| *e == id && c == channel))
+                    .filter(|at_kill| {
+                        at_kill
+                            .iter()
+                            .any(|(e, c)| reload_of(e) == Some(i) && c == channel)
+                    })
                     .count();
                 assert!(
                     times.len() - 1 <= caught,
-                    "scenario 2: event {id} reached {name} {} times, but was in flight at {caught} kill(s)",
+                    "scenario 2: reload {} reached {name} {} times, but was in flight at {caught} kill(s)",
+                    reload_id(i),
                     times.len()
                 );
             }
@@ -361,11 +441,11 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
         "the Qlik API stand-in answered 500s and 429s: {api_statuses:?}"
     );
     eprintln!(
-        "scenario 2: {n} events, {} accepted at once, {} answered 5xx or not at all ({refused_statuses:?}) and re-posted; \
+        "scenario 2: {n} reloads ({posts} events; {by_reconciliation} alerted by reconciliation first), {} accepted at once, {} answered 5xx or not at all ({refused_statuses:?}) and re-posted; \
          faults: {broker_restarts} broker restarts, {} listener SIGKILLs, Qlik API 20 % 500 + 5 % 429 ({} calls), \
          Teams down ({teams_503} × 503); alerts: {} Teams, {} Slack, {} webhook; lost 0, duplicated {duplicated} \
          (each straddling a SIGKILL)",
-        n - refused.len(),
+        posts - refused.len(),
         refused.len(),
         kills.len(),
         s.api.calls().len(),

@@ -650,7 +650,8 @@ impl Drop for Mounted {
 
 /// The same promise as [`the_listener_resumes_by_itself_after_a_journal_fault`], with the
 /// fault the issue reproduced: the journal on a 2 MB tmpfs that fills up while events arrive,
-/// then is freed. Needs permission to mount (root, as in CI); elsewhere it says it was skipped.
+/// then is freed. Needs permission to mount (root, as in CI, where `CI` is set and not mounting
+/// fails the test); elsewhere it says it was skipped.
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_full_disk_under_the_journal_costs_a_delay_not_the_events() {
@@ -663,6 +664,11 @@ async fn a_full_disk_under_the_journal_costs_a_delay_not_the_events() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
+        // CI runs as root and must run it: there, not mounting is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but a tmpfs cannot be mounted: this test must run in CI (as root)"
+        );
         eprintln!(
             "SKIPPED: cannot mount a tmpfs here (needs root); the lock variant above still runs"
         );

@@ -10,6 +10,7 @@ pub mod mosquitto;
 pub mod moto;
 pub mod mqtt;
 pub mod process;
+pub mod proxy;
 pub mod qlik_cloud;
 pub mod qrs;
 pub mod smtp;

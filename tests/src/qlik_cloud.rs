@@ -214,6 +214,18 @@ impl FakeQlikCloud {
         }
     }
 
+    /// Changes the stored webhook with this id.
+    pub fn update_webhook_by_id(&self, id: &str, change: serde_json::Value) {
+        let mut hooks = self.shared.webhooks.lock().unwrap();
+        let hook = hooks
+            .iter_mut()
+            .find(|w| w["id"] == id)
+            .expect("a webhook with that id");
+        for (k, v) in change.as_object().expect("an object").iter() {
+            hook[k] = v.clone();
+        }
+    }
+
     /// A delivery of the webhook (the newest of the name) that happened now, with `status`
     /// (`failed` or `success`).
     pub fn add_delivery(&self, name: &str, status: &str) {
@@ -243,6 +255,17 @@ impl FakeQlikCloud {
         let mut reloads = self.shared.reloads.lock().unwrap();
         let at = fastrand::usize(..=reloads.len());
         reloads.insert(at, reload);
+    }
+
+    /// [`FakeQlikCloud::add_reload`], as a function another task can keep (to list reloads as
+    /// they end).
+    pub fn reload_recorder(&self) -> impl Fn(serde_json::Value) + Send + Sync + Clone + 'static {
+        let shared = self.shared.clone();
+        move |reload| {
+            let mut reloads = shared.reloads.lock().unwrap();
+            let at = fastrand::usize(..=reloads.len());
+            reloads.insert(at, reload);
+        }
     }
 
     /// `GET /api/v1/reloads` answers `status` (`None`: normally again).

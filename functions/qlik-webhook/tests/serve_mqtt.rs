@@ -423,6 +423,36 @@ async fn broker_down_means_503_and_a_restarted_broker_is_used_again() {
     assert_eq!(sub.expect().await.payload, body("after-second-restart"));
 }
 
+/// The single retry, observed: a proxy in front of a healthy broker drops the forwarder's
+/// connection just as a publish arrives on it (the publish never reaches the broker). The
+/// forwarder opens a new connection and publishes once more: 200, and exactly one message.
+#[tokio::test]
+async fn a_connection_dropped_under_a_publish_is_replaced_and_the_event_sent_once() {
+    let broker = Mosquitto::start().await;
+    let proxy = relay_tests::proxy::TcpProxy::start(broker.port).await;
+    let mut sub = Subscriber::connect(broker.port, "qscloud/#").await;
+    let mut vars = env(&broker, &[]);
+    vars.retain(|(k, _)| *k != "MQTT_URL");
+    vars.push(("MQTT_URL", format!("mqtt://127.0.0.1:{}", proxy.port)));
+    let (_fwd, base) = process::serve_forwarder(BIN, &vars).await;
+    let webhook = format!("{base}/webhook");
+    let body = |id: &str| fixtures::minimal_event(id, "com.qlik.v1.app.reload.finished", TENANT);
+
+    let (status, reply) = post_signed(&webhook, body("healthy")).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(sub.expect().await.payload, body("healthy"));
+    assert_eq!(proxy.connections(), 1);
+
+    proxy.drop_next_publish();
+    let (status, reply) = post_signed(&webhook, body("dropped-once")).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(proxy.publishes_dropped(), 1, "the first try was dropped");
+    assert_eq!(proxy.connections(), 2, "and sent again on a new connection");
+    let received = sub.before_marker(broker.port, "qscloud/marker").await;
+    let payloads: Vec<_> = received.iter().map(|m| m.payload.clone()).collect();
+    assert_eq!(payloads, vec![body("dropped-once")], "exactly one message");
+}
+
 #[tokio::test]
 async fn large_bodies_are_published_with_mqtt_5_and_3_1_1() {
     let broker = Mosquitto::start().await;

@@ -37,8 +37,8 @@ pub struct WebhookWatch {
     /// The forwarder's URL, to notice a webhook pointing elsewhere.
     pub expected_url: Option<String>,
     pub interval: std::time::Duration,
-    /// Alerts about the webhook are at least this far apart (changes in between are summed up
-    /// in the next one).
+    /// At most two alerts about the webhook in this time (further changes are summed up in the
+    /// next one).
     pub min_alert_interval: std::time::Duration,
 }
 
@@ -89,8 +89,9 @@ struct WebhookWatchSection {
     expected_url: Option<Text>,
     /// Seconds between checks (default 300; 0 turns the watchdog off).
     interval_seconds: Option<Whole>,
-    /// Least seconds between two alerts about the webhook (default 900): a webhook that keeps
-    /// changing state raises one alert per interval, saying how often it changed.
+    /// Alerts about the webhook within this many seconds (default 900): a problem and its end
+    /// are said at once, further changes in the interval are held back and summed up in one
+    /// alert after it ("changed state N times").
     min_alert_interval_seconds: Option<Whole>,
 }
 
