@@ -47,7 +47,7 @@ fn reload_id(i: usize) -> String {
 /// outcome (odd `j`).
 fn body(j: usize) -> Vec<u8> {
     let i = j / 2;
-    if j % 2 == 0 {
+    if j.is_multiple_of(2) {
         let (_, attempt) = numbered_failure(i);
         let mut v: serde_json::Value = serde_json::from_slice(&attempt).unwrap();
         v["data"]["reloadId"] = reload_id(i).into();
@@ -218,7 +218,7 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
                 started.store(j + 1, Ordering::SeqCst);
                 let answers = answers.clone();
                 let post = post.clone();
-                if j % 2 == 1 {
+                if !j.is_multiple_of(2) {
                     listed(j / 2);
                 }
                 tasks.push(tokio::spawn(async move {
