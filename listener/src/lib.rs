@@ -202,7 +202,11 @@ impl watchdog::Report for SafetyNet {
     }
 }
 
-/// Runs the listener until `shutdown` completes.
+/// How long a stopping listener waits for alert requests under way (below systemd's and the
+/// Windows service manager's stop time-outs).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Runs the listener until `shutdown` completes, then stops as [`DRAIN`] says.
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
@@ -231,8 +235,8 @@ pub async fn run(
         journal = %config.journal_path.display(),
         "listener started"
     );
+    let receiving = tokio::spawn(pipeline.clone().receive(messages));
     let mut tasks = vec![
-        tokio::spawn(pipeline.clone().receive(messages)),
         tokio::spawn(pipeline.clone().work()),
         tokio::spawn(Arc::clone(&pipeline).prune()),
         tokio::spawn(journal.clone().watch()),
@@ -368,6 +372,18 @@ pub async fn run(
     }
 
     shutdown.await;
+    // Stop taking new work: no more messages are recorded (those not acknowledged are
+    // delivered again at the next start), no new event or alert attempt starts; alert requests
+    // under way finish and are recorded, within a bound.
+    receiving.abort();
+    tracing::info!(
+        bound_seconds = DRAIN.as_secs(),
+        "stopping: letting alerts under way finish"
+    );
+    let left = pipeline.drain(DRAIN).await;
+    if left > 0 {
+        tracing::warn!(events = left, "stopped with events still being handled; they resume at the next start");
+    }
     for task in tasks {
         task.abort();
     }

@@ -117,6 +117,28 @@ impl Running {
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Asks the process to stop (SIGTERM, as systemd and `docker stop` do).
+    #[cfg(unix)]
+    pub fn terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+
+    /// Waits for the process to exit; panics with its output if it does not within `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => panic!("cannot wait for the process: {e}"),
+            Err(_) => panic!(
+                "the process did not exit within {limit:?}:\n{}",
+                self.output().join("\n")
+            ),
+        }
+    }
 }
 
 async fn collect(stream: impl tokio::io::AsyncRead + Unpin, output: Arc<Mutex<Vec<String>>>) {

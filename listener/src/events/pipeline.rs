@@ -134,6 +134,10 @@ pub struct Pipeline {
     warned_rewritten: std::sync::atomic::AtomicBool,
     /// Events being handled now, so the worker does not start them twice.
     in_flight: Mutex<HashSet<String>>,
+    /// Told when `in_flight` becomes empty (for [`Pipeline::drain`]).
+    idle: tokio::sync::Notify,
+    /// Set at shutdown: no new event is started, and deliveries stop before their next attempt.
+    closing: tokio::sync::watch::Sender<bool>,
     /// Permits to enrich, [`ENRICH_AT_ONCE`].
     enrich_slots: tokio::sync::Semaphore,
     final_outcome: FinalOutcome,
@@ -157,13 +161,15 @@ impl Pipeline {
         tenants: Vec<Tenant>,
         alert_publisher: Option<Arc<dyn relay_mqtt::Publish>>,
     ) -> anyhow::Result<Arc<Pipeline>> {
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let notifier = Notifier::new(
             journal.clone(),
             std::time::Duration::from_secs(config.give_up_secs),
             std::time::Duration::from_millis(config.retry_base_ms),
             alert_publisher,
             config.smtp.as_ref(),
-        )?;
+        )?
+        .stopped_by(closing_rx);
         let (new_pending, new_pending_rx) = tokio::sync::mpsc::unbounded_channel();
         let (wake, wake_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Pipeline {
@@ -177,6 +183,8 @@ impl Pipeline {
             new_pending,
             new_pending_rx: Mutex::new(Some(new_pending_rx)),
             in_flight: Mutex::new(HashSet::new()),
+            idle: tokio::sync::Notify::new(),
+            closing,
             enrich_slots: tokio::sync::Semaphore::new(ENRICH_AT_ONCE),
             journal,
             tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
@@ -546,8 +554,12 @@ impl Pipeline {
         &self.journal
     }
 
-    /// Handles `entry` in its own task, unless it is already being handled.
+    /// Handles `entry` in its own task, unless it is already being handled or the listener is
+    /// stopping (then it stays pending in the journal for the next start).
     fn start(self: &Arc<Self>, entry: Entry) {
+        if *self.closing.borrow() {
+            return;
+        }
         let fresh = self
             .in_flight
             .lock()
@@ -558,11 +570,34 @@ impl Pipeline {
             tokio::spawn(async move {
                 let id = entry.id.clone();
                 me.clone().process(entry).await;
-                me.in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
+                let mut in_flight = me.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                in_flight.remove(&id);
+                if in_flight.is_empty() {
+                    me.idle.notify_waiters();
+                }
             });
+        }
+    }
+
+    /// Stops taking new work and waits, up to `bound`, for the events being handled to finish
+    /// (an alert request in flight completes and is recorded; a delivery waiting to retry stays
+    /// pending for the next start). Returns how many were still being handled at the bound.
+    pub async fn drain(&self, bound: std::time::Duration) -> usize {
+        self.closing.send_replace(true);
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let idle = self.idle.notified();
+            let left = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
+            if left == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return left;
+            }
         }
     }
 
@@ -662,6 +697,18 @@ impl Pipeline {
         {
             tracing::error!(event_id = %entry.id, error = %e, "cannot record alert deliveries; will retry");
             return;
+        }
+        if *self.closing.borrow() {
+            // Deliveries may have stopped before their next attempt: then the event stays
+            // pending, and the next start sends what is not final yet.
+            let all_final = self
+                .journal
+                .deliveries(&entry.id)
+                .await
+                .is_ok_and(|d| d.iter().all(|d| d.state.is_final()));
+            if !all_final {
+                return;
+            }
         }
         if let Err(e) = self.journal.set_state(&entry.id, State::Done, None).await {
             tracing::error!(event_id = %entry.id, error = %e, "cannot mark the event done; will retry");

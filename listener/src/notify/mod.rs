@@ -8,7 +8,9 @@
 //!   alerts visibly, as `suppressed` with the reason, not silently;
 //! - 5xx, 429 and network errors are retried with back-off until the give-up time, then the
 //!   delivery is recorded `failed` with one error log; other 4xx fail at once;
-//! - channels are delivered concurrently, so a slow or failing one never delays the others.
+//! - channels are delivered concurrently, so a slow or failing one never delays the others;
+//! - at shutdown ([`Notifier::stopped_by`]) an attempt under way completes and is recorded, and
+//!   no new attempt starts: what is left stays pending for the next start.
 
 mod console;
 mod email;
@@ -43,6 +45,8 @@ pub struct Notifier {
     smtp: Option<email::Smtp>,
     /// Serialises appends to file channels.
     file_lock: Arc<tokio::sync::Mutex<()>>,
+    /// True once the listener stops: no new attempt starts (one under way completes).
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Why one attempt did not deliver.
@@ -69,7 +73,32 @@ impl Notifier {
             mqtt,
             smtp: smtp.map(email::transport).transpose()?,
             file_lock: Arc::default(),
+            closing: None,
         })
+    }
+
+    /// Stops making new attempts once `closing` says so: an attempt under way completes and is
+    /// recorded; a delivery waiting for its next try stays pending (for the next start).
+    pub fn stopped_by(mut self, closing: tokio::sync::watch::Receiver<bool>) -> Notifier {
+        self.closing = Some(closing);
+        self
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.as_ref().is_some_and(|c| *c.borrow())
+    }
+
+    /// Sleeps `wait`, or less when the listener starts stopping; `true` if it is stopping.
+    async fn pause(&self, wait: Duration) -> bool {
+        let Some(mut closing) = self.closing.clone() else {
+            tokio::time::sleep(wait).await;
+            return false;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
+        self.is_closing()
     }
 
     /// Delivers `data` (the event's alert data) on every channel, concurrently. Returns once
@@ -198,6 +227,10 @@ impl Notifier {
 
         let deadline = tokio::time::Instant::now() + self.give_up;
         loop {
+            if self.is_closing() {
+                // Not started: recorded as it is (pending), sent at the next start.
+                return Ok(());
+            }
             delivery.attempts += 1;
             delivery.state = DeliveryState::Sending;
             self.journal.set_delivery(delivery.clone()).await?;
@@ -238,7 +271,9 @@ impl Notifier {
                     delivery.state = DeliveryState::Pending;
                     delivery.last_error = Some(reason);
                     self.journal.set_delivery(delivery.clone()).await?;
-                    tokio::time::sleep(wait).await;
+                    if self.pause(wait).await {
+                        return Ok(());
+                    }
                 }
             }
         }
