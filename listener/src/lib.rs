@@ -382,7 +382,10 @@ pub async fn run(
     );
     let left = pipeline.drain(DRAIN).await;
     if left > 0 {
-        tracing::warn!(events = left, "stopped with events still being handled; they resume at the next start");
+        tracing::warn!(
+            events = left,
+            "stopped with events still being handled; they resume at the next start"
+        );
     }
     for task in tasks {
         task.abort();
