@@ -226,7 +226,8 @@ pub async fn run(
         } else {
             None
         };
-    let pipeline = Pipeline::new(&config, journal.clone(), tenants, events_publisher.clone())?;
+    let (pipeline, worker) =
+        Pipeline::new(&config, journal.clone(), tenants, events_publisher.clone())?;
     let (messages, events_connected) =
         subscriber::subscribe(&config.broker, &config.subscription_root, None)?;
     tracing::info!(
@@ -237,7 +238,7 @@ pub async fn run(
     );
     let receiving = tokio::spawn(pipeline.clone().receive(messages));
     let mut tasks = vec![
-        tokio::spawn(pipeline.clone().work()),
+        tokio::spawn(worker.run(pipeline.clone())),
         tokio::spawn(Arc::clone(&pipeline).prune()),
         tokio::spawn(journal.clone().watch()),
     ];

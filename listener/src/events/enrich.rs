@@ -88,3 +88,61 @@ fn keep<T>(result: Option<Result<T, ApiError>>, errors: &mut Vec<String>) -> Opt
         }
     }
 }
+
+/// Where script logs are stored, when they are.
+pub struct LogStore<'a> {
+    pub dir: &'a std::path::Path,
+    pub layout: super::script_log::Layout,
+}
+
+/// [`enrich`], with the script log streamed to its file under `store` as it downloads (never
+/// whole in memory) and committed only when the download completed (no half file is left).
+/// Lookups that failed and a log that could not be stored are logged at warn (`event_id`
+/// names the event); the alert goes out without them.
+pub async fn enrich_and_store(
+    event_id: &str,
+    api: &QlikApi,
+    event: &Event<'_>,
+    reload: &Reload,
+    store: Option<LogStore<'_>>,
+) -> Enrichment {
+    use super::script_log;
+    let spool = store.and_then(|store| {
+        let of = script_log::LogOf {
+            tenant_id: &event.tenant_id,
+            time: event
+                .timestamp()
+                .unwrap_or_else(|_| time::OffsetDateTime::now_utc()),
+            app_id: reload.app_id.as_deref(),
+            reload_id: reload.reload_id.as_deref(),
+        };
+        script_log::spool(store.dir, store.layout, &of)
+            .map_err(|e| tracing::warn!(event_id, error = %e, "script log not stored"))
+            .ok()
+    });
+    let enrichment = enrich(api, event, reload, spool.as_ref().map(|s| s.tmp.as_path())).await;
+    for error in &enrichment.errors {
+        tracing::warn!(event_id, error = %error, "Qlik Cloud lookup failed; the alert will lack it");
+    }
+    if let Some(spool) = spool {
+        let downloaded = enrichment.script_log.is_some();
+        let stored = tokio::task::spawn_blocking(move || {
+            if downloaded {
+                script_log::commit(&spool).map(Some)
+            } else {
+                // A download that failed part-way leaves no half file behind.
+                let _ = std::fs::remove_file(&spool.tmp);
+                Ok(None)
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        match stored {
+            Ok(Some(path)) => tracing::info!(event_id, path = %path.display(), "script log stored"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(event_id, error = %e, "script log not stored"),
+        }
+    }
+    enrichment
+}
