@@ -1,15 +1,27 @@
 //! `qlik-listener`: the on-prem half of the relay.
 //!
-//! Three subsystems around one journal:
-//! - **events** ([`events`]): the durable subscription ([`subscriber`]) hands every Qlik Cloud
-//!   event to the pipeline, which records it in the SQLite [`journal`] before acknowledging it,
-//!   enriches reload failures from the Qlik Cloud API ([`qlik_api`]), stores their script logs and
-//!   builds the alert data;
-//! - **alerts** (`notify`): one delivery per channel and event, each transport in its own file;
-//! - **Butler's integration** (`butler`): task starts through the QRS API and the HTTP API.
+//! Three subsystems around one journal, and a safety net beside them:
+//! - **events** (`events`): the durable subscription (`subscriber`) hands every Qlik Cloud
+//!   event to the pipeline (`events::pipeline`: intake, worker, handler), which records it in
+//!   the [`journal`] before acknowledging it, decides whether it alerts (`events::one_alert`),
+//!   enriches reload failures from the Qlik Cloud API (`qlik_api`; `events::enrich`), stores
+//!   their script logs (`events::script_log`) and builds the alert data
+//!   (`events::alert_data`, in Butler's template variables; `events::local_time` for its
+//!   times);
+//! - **alerts** (`notify`): one delivery per channel and event, each transport in its own file
+//!   (`http` for Teams, Slack and webhooks, `email`, `mqtt`, `console`, `file`), rendering in
+//!   `notify::render`, alerts about the safety net itself in `notify::operator`;
+//! - **Butler's integration** (`butler`): task starts through the QRS API (`butler::qrs`,
+//!   `butler::tasks`) and the HTTP API (`butler::rest`);
+//! - **the safety net**: reconciliation with the reloads API (`events::reconcile`) and the
+//!   webhook watchdog (`watchdog`), which report to the operator through [`run`]'s `SafetyNet`.
 //!
-//! The configuration is Butler's YAML ([`config`]); [`cli`] holds what the binary's other
-//! subcommands do (history, webhook, the embedded broker). `metrics` counts for `/metrics`.
+//! Around them: the configuration, Butler's YAML read into types ([`config`]); the journal's
+//! seam and its SQLite backend (`journal::sqlite`), one listener per journal (`journal::lock`);
+//! the Qlik Cloud API client with its paging (`qlik_api::pages`) and webhooks API
+//! (`qlik_api::webhooks`); `/healthz`, `/readyz` and `/metrics` (`operations`), counting in
+//! `metrics`; [`cli`] for the binary's other subcommands (history, preview, webhook, service,
+//! the embedded broker). `main.rs` only parses arguments and dispatches.
 
 mod butler;
 pub mod cli;
@@ -18,6 +30,7 @@ mod events;
 pub mod journal;
 mod metrics;
 mod notify;
+mod operations;
 mod qlik_api;
 mod subscriber;
 mod watchdog;
@@ -298,6 +311,10 @@ pub async fn run(
         butler_publisher = Some(publisher);
     }
 
+    let operations = Arc::new(operations::Operations {
+        journal: journal.clone(),
+        brokers,
+    });
     if let Some(rest_config) = &config.rest {
         let publisher = butler_publisher
             .or(events_publisher)
@@ -336,9 +353,8 @@ pub async fn run(
         tracing::info!(address = %address, scheme, publish = rest_config.publish_enabled, "API listening");
         let api = Arc::new(rest::Api {
             config: rest_config.clone(),
-            publisher: Some(publisher),
-            journal: journal.clone(),
-            brokers: brokers.clone(),
+            publisher,
+            operations: operations.clone(),
             events_filter: config.subscription_root.clone(),
         });
         tasks.push(tokio::spawn(async move {
@@ -357,16 +373,8 @@ pub async fn run(
         let address = listener.local_addr().context("no local address")?;
         println!("qlik-listener metrics on http://{address}/metrics");
         tracing::info!(address = %address, "metrics listening");
-        // The HTTP API's health and metrics routes, without its publish endpoint.
-        let api = Arc::new(rest::Api {
-            config: crate::config::RestConfig::monitoring(address),
-            publisher: None,
-            journal,
-            brokers,
-            events_filter: config.subscription_root.clone(),
-        });
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = rest::serve(listener, None, api, std::future::pending()).await {
+            if let Err(e) = operations::serve(listener, operations).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
         }));

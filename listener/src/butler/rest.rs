@@ -1,5 +1,6 @@
-//! The listener's HTTP API: Butler's `PUT /v4/mqttpublishmessage`, health, readiness and
-//! metrics, and its OpenAPI document (`listener/openapi.yaml`, served at `/openapi.yaml`).
+//! The listener's HTTP API: Butler's `PUT /v4/mqttpublishmessage` and `GET /v4/butlerping`,
+//! its OpenAPI document (`listener/openapi.yaml`, served at `/openapi.yaml`), and the
+//! operations endpoints ([`crate::operations`]: health, readiness, metrics) beside them.
 //!
 //! Promises: listens on loopback unless configured otherwise; HTTPS when
 //! `restServerConfig.tls` is enabled (each TLS handshake runs on its own, bounded by
@@ -15,9 +16,7 @@
 //!   pipeline.
 
 use crate::config::RestConfig;
-use crate::journal::Journal;
 use crate::metrics::{PublishMetric, METRICS};
-use crate::subscriber::Connected;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,27 +31,19 @@ pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 
 pub struct Api {
     pub config: RestConfig,
-    /// Where `PUT /v4/mqttpublishmessage` publishes (`None`: the metrics-only server).
-    pub publisher: Option<Arc<dyn Publish>>,
-    pub journal: Journal,
-    /// Broker connections that must be up to be ready: (name, state).
-    pub brokers: Vec<(String, Connected)>,
+    /// Where `PUT /v4/mqttpublishmessage` publishes.
+    pub publisher: Arc<dyn Publish>,
+    /// `/healthz`, `/readyz`, `/metrics`, served here too.
+    pub operations: Arc<crate::operations::Operations>,
     /// The Qlik Cloud events subscription (e.g. `qscloud/#`): not for the publish API.
     pub events_filter: String,
 }
 
 pub fn router(api: Arc<Api>) -> axum::Router {
-    let mut router = axum::Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route(
-            "/openapi.yaml",
-            get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }),
-        );
+    let mut router = axum::Router::new().route(
+        "/openapi.yaml",
+        get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }),
+    );
     if api.config.publish_enabled {
         router = router.route("/v4/mqttpublishmessage", put(publish));
     }
@@ -68,12 +59,11 @@ pub fn router(api: Arc<Api>) -> axum::Router {
             }),
         );
     }
+    let operations = crate::operations::router(api.operations.clone());
     router
-        .layer(axum::middleware::from_fn_with_state(
-            api.clone(),
-            check_host,
-        ))
-        .with_state(api)
+        .with_state(api.clone())
+        .merge(operations)
+        .layer(axum::middleware::from_fn_with_state(api, check_host))
 }
 
 /// Serves the API on `listener` until `shutdown` completes; over TLS with `tls`.
@@ -177,7 +167,7 @@ async fn check_host(
         .get(header::HOST)
         .and_then(|v| v.to_str().ok());
     match host {
-        Some(host) if !host_allowed(host, &api.config.allowed_hosts) => {
+        Some(host) if !crate::operations::host_allowed(host, &api.config.allowed_hosts) => {
             tracing::warn!(host, path = %request.uri().path(), "API request for another host name; refused");
             error(
                 StatusCode::FORBIDDEN,
@@ -190,93 +180,15 @@ async fn check_host(
     }
 }
 
-/// Whether a `Host` header value is one the API answers to: an IP address (a rebinding
-/// attack needs a name), `localhost`, or a name in `allowed`. The port is not checked.
-pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
-    let host = host.trim().to_ascii_lowercase();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        return rest
-            .split(']')
-            .next()
-            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
-    } else {
-        host.rsplit_once(':')
-            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-            .map_or(host.as_str(), |(name, _)| name)
-    };
-    name.parse::<std::net::Ipv4Addr>().is_ok()
-        || name == "localhost"
-        || allowed.iter().any(|a| a == name)
-}
-
 /// Whether `topic` is one the listener's Qlik Cloud subscription `filter` receives.
 pub fn under_subscription(topic: &str, filter: &str) -> bool {
     rumqttc::mqttbytes::matches(topic, filter)
 }
 
-struct Json(serde_json::Value);
-
-impl IntoResponse for Json {
-    fn into_response(self) -> Response {
-        (
-            [(header::CONTENT_TYPE, "application/json")],
-            self.0.to_string(),
-        )
-            .into_response()
-    }
-}
+use crate::operations::Json;
 
 fn error(status: StatusCode, reason: &str) -> Response {
     (status, Json(json!({ "error": reason }))).into_response()
-}
-
-async fn readyz(State(api): State<Arc<Api>>) -> Response {
-    let mut problems = Vec::new();
-    for (name, connected) in &api.brokers {
-        if !connected.get() {
-            problems.push(format!("broker {name} is not connected"));
-        }
-    }
-    if let Some(problem) = api.journal.file_problem() {
-        problems.push(problem);
-    }
-    problems.extend(METRICS.tenant_problems());
-    if let Some(e) = api.journal.record_failure() {
-        problems.push(format!(
-            "events cannot be recorded ({e}); they are held unacknowledged and retried"
-        ));
-    }
-    if let Err(e) = api.journal.check_writable().await {
-        problems.push(format!("journal not writable: {e}"));
-    }
-    if problems.is_empty() {
-        Json(json!({ "ready": true })).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "problems": problems })),
-        )
-            .into_response()
-    }
-}
-
-async fn metrics(State(api): State<Arc<Api>>) -> Response {
-    let brokers: Vec<(&str, bool)> = api
-        .brokers
-        .iter()
-        .map(|(n, c)| (n.as_str(), c.get()))
-        .collect();
-    let backlog = api.journal.pending_count().await.ok();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        METRICS.render(
-            &brokers,
-            api.journal.record_failure().is_none() && api.journal.file_problem().is_none(),
-            backlog,
-        ),
-    )
-        .into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -338,10 +250,7 @@ async fn publish_checked(api: &Api, request: Request) -> Response {
         );
     }
     let outgoing = Message::new(&topic, message.as_bytes());
-    let Some(publisher) = &api.publisher else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "no broker to publish to");
-    };
-    match publisher.publish(outgoing).await {
+    match api.publisher.publish(outgoing).await {
         Ok(()) => {
             tracing::info!(topic = %topic, bytes = message.len(), "published through the API");
             (
@@ -432,6 +341,7 @@ fn bearer_matches(headers: &HeaderMap, token: &qlik_events::Secret) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operations::host_allowed;
 
     #[test]
     fn topics() {

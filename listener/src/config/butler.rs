@@ -165,21 +165,6 @@ pub struct RestTls {
 }
 
 impl RestConfig {
-    /// Health and metrics only (`qlikCloudListener.metricsListen`): no publish endpoint.
-    pub fn monitoring(listen: std::net::SocketAddr) -> RestConfig {
-        RestConfig {
-            host: listen.ip().to_string(),
-            port: listen.port(),
-            tls: None,
-            publish_enabled: false,
-            ping_enabled: false,
-            bearer_token: None,
-            allowed_topic_prefixes: None,
-            max_message_bytes: 0,
-            allowed_hosts: Vec::new(),
-        }
-    }
-
     /// `host:port` as configured, for messages.
     pub fn address(&self) -> String {
         match self.host.contains(':') {

@@ -1,0 +1,144 @@
+//! The operations endpoints: `/healthz` (the process answers), `/readyz` (it can do its job, or
+//! what stops it) and `/metrics` (Prometheus text). Served by Butler's HTTP API when it is on
+//! ([`crate::butler::rest`]), and on their own at `qlikCloudListener.metricsListen`.
+//!
+//! Promises: `/readyz` answers 200 only when every broker connection is up, the journal takes
+//! writes and no tenant has a problem (a refused API key, an unhealthy webhook), else 503 with
+//! each problem in a sentence; a request whose `Host` is a name other than `localhost` (or one
+//! of the HTTP API's `allowedHosts`) is refused, so a web page cannot read them through DNS
+//! rebinding.
+
+use crate::journal::Journal;
+use crate::metrics::METRICS;
+use crate::subscriber::Connected;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use serde_json::json;
+use std::sync::Arc;
+
+/// A JSON body (`application/json`).
+pub struct Json(pub serde_json::Value);
+
+impl IntoResponse for Json {
+    fn into_response(self) -> Response {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            self.0.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// What readiness and the metrics look at.
+pub struct Operations {
+    pub journal: Journal,
+    /// Broker connections that must be up to be ready: (name, state).
+    pub brokers: Vec<(String, Connected)>,
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn router(ops: Arc<Operations>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ops)
+}
+
+/// Serves them on their own on `listener` (no TLS, no API) until the task is stopped.
+pub async fn serve(listener: tokio::net::TcpListener, ops: Arc<Operations>) -> std::io::Result<()> {
+    let app = router(ops).layer(axum::middleware::from_fn(local_host_only));
+    axum::serve(listener.tap_io(relay_cli::set_nodelay), app).await
+}
+
+async fn local_host_only(request: Request, next: axum::middleware::Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    match host {
+        Some(host) if !host_allowed(host, &[]) => {
+            tracing::warn!(host, path = %request.uri().path(), "metrics request for another host name; refused");
+            (
+                StatusCode::FORBIDDEN,
+                Json(json!({ "error": format!("Host '{host}' is not allowed") })),
+            )
+                .into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// Whether a `Host` header value is one the API answers to: an IP address (a rebinding
+/// attack needs a name), `localhost`, or a name in `allowed`. The port is not checked.
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest
+            .split(']')
+            .next()
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host.as_str(), |(name, _)| name)
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || allowed.iter().any(|a| a == name)
+}
+
+async fn readyz(State(api): State<Arc<Operations>>) -> Response {
+    let mut problems = Vec::new();
+    for (name, connected) in &api.brokers {
+        if !connected.get() {
+            problems.push(format!("broker {name} is not connected"));
+        }
+    }
+    if let Some(problem) = api.journal.file_problem() {
+        problems.push(problem);
+    }
+    problems.extend(METRICS.tenant_problems());
+    if let Some(e) = api.journal.record_failure() {
+        problems.push(format!(
+            "events cannot be recorded ({e}); they are held unacknowledged and retried"
+        ));
+    }
+    if let Err(e) = api.journal.check_writable().await {
+        problems.push(format!("journal not writable: {e}"));
+    }
+    if problems.is_empty() {
+        Json(json!({ "ready": true })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "problems": problems })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(api): State<Arc<Operations>>) -> Response {
+    let brokers: Vec<(&str, bool)> = api
+        .brokers
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.get()))
+        .collect();
+    let backlog = api.journal.pending_count().await.ok();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        METRICS.render(
+            &brokers,
+            api.journal.record_failure().is_none() && api.journal.file_problem().is_none(),
+            backlog,
+        ),
+    )
+        .into_response()
+}
