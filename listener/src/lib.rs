@@ -23,6 +23,7 @@
 //! `metrics`; [`cli`] for the binary's other subcommands (history, preview, webhook, service,
 //! the embedded broker). `main.rs` only parses arguments and dispatches.
 
+mod alert;
 mod butler;
 pub mod cli;
 pub mod config;

@@ -1,6 +1,6 @@
 //! The operations endpoints: `/healthz` (the process answers), `/readyz` (it can do its job, or
 //! what stops it) and `/metrics` (Prometheus text). Served by Butler's HTTP API when it is on
-//! ([`crate::butler::rest`]), and on their own at `qlikCloudListener.metricsListen`.
+//! (`butler::rest`), and on their own at `qlikCloudListener.metricsListen`.
 //!
 //! Promises: `/readyz` answers 200 only when every broker connection is up, the journal takes
 //! writes and no tenant has a problem (a refused API key, an unhealthy webhook), else 503 with

@@ -15,6 +15,28 @@ pub struct FinalOutcome {
     pub wait_secs: u64,
 }
 
+/// How stored script logs are laid out under the log directory
+/// (`qlikCloudListener.scriptLogLayout`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ScriptLogLayout {
+    /// Butler's: `<YYYY-MM-DD>/<YYYY-MM-DDTHH-MM-SS>_appId=…_reloadId=….log`.
+    #[default]
+    Butler,
+    /// `<tenantId>/<appId>/<reloadId>.log`: one folder per app, across tenants.
+    ByTenant,
+}
+
+/// The time zone named `name` (IANA, e.g. `Europe/Stockholm`), or the machine's.
+pub fn time_zone(name: Option<&str>) -> Result<jiff::tz::TimeZone, String> {
+    use jiff::tz::TimeZone;
+    match name {
+        Some(name) => TimeZone::get(name).map_err(|_| {
+            format!("'{name}' is not a time zone name (IANA, e.g. Europe/Stockholm or UTC)")
+        }),
+        None => Ok(TimeZone::try_system().unwrap_or(TimeZone::UTC)),
+    }
+}
+
 /// `Butler.qlikCloudListener.reconcile`: how often the listener asks Qlik Cloud for failed
 /// reloads that never arrived over the webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +165,7 @@ pub struct Settings {
     pub webhook_watch: Option<WebhookWatch>,
     pub beside_butler: bool,
     pub time_zone: jiff::tz::TimeZone,
-    pub script_log_layout: crate::events::script_log::Layout,
+    pub script_log_layout: ScriptLogLayout,
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
@@ -241,19 +263,19 @@ pub fn check(c: &mut Check<'_>, at: &KeyPath, l: Listener) -> Settings {
         ),
     };
 
-    let time_zone = crate::events::local_time::zone(Text::of(&l.time_zone)).unwrap_or_else(|e| {
+    let time_zone = time_zone(Text::of(&l.time_zone)).unwrap_or_else(|e| {
         c.error(&at.key("timeZone"), e);
         jiff::tz::TimeZone::UTC
     });
     let script_log_layout = match Text::of(&l.script_log_layout) {
-        None | Some("butler") => crate::events::script_log::Layout::Butler,
-        Some("byTenant") => crate::events::script_log::Layout::ByTenant,
+        None | Some("butler") => ScriptLogLayout::Butler,
+        Some("byTenant") => ScriptLogLayout::ByTenant,
         Some(other) => {
             c.error(
                 &at.key("scriptLogLayout"),
                 format!("'{other}' is not butler or byTenant"),
             );
-            crate::events::script_log::Layout::Butler
+            ScriptLogLayout::Butler
         }
     };
     let metrics_listen = Text::of(&l.metrics_listen).and_then(|a| match a.parse() {

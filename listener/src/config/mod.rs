@@ -35,7 +35,9 @@ pub use broker::{BrokerConfig, Protocol, TlsKeys, TlsSettings};
 pub use butler::{ButlerMqttConfig, QrsConfig, RestConfig};
 pub use channel::{ChannelConfig, ChannelKind, Format, Message, RateKey, Rules, Target};
 pub use email::{mailbox, EmailSettings, OwnerAlert, Priority, SmtpConfig, SmtpSecurity};
-pub use listener::{FinalOutcome, Reconcile, WaitForFinal, WebhookWatch};
+pub use listener::{
+    time_zone, FinalOutcome, Reconcile, ScriptLogLayout, WaitForFinal, WebhookWatch,
+};
 pub use tenant::{TenantConfig, TenantRef};
 
 use schemars::JsonSchema;
@@ -123,7 +125,7 @@ pub struct Config {
     /// `Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure.logDirectory` when enabled.
     pub script_log_dir: Option<PathBuf>,
     /// How the script logs are laid out there (default: Butler's).
-    pub script_log_layout: crate::events::script_log::Layout,
+    pub script_log_layout: ScriptLogLayout,
     pub log_level: Option<String>,
     pub generic_urls: Vec<GenericUrl>,
     /// The time zone of Butler's local-time template fields and the script-log folders.

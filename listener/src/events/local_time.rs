@@ -41,19 +41,10 @@ pub fn forms(rfc3339: Option<&str>, tz: &TimeZone) -> TimeForms {
     }
 }
 
-/// The time zone named `name` (IANA, e.g. `Europe/Stockholm`), or the machine's.
-pub fn zone(name: Option<&str>) -> Result<TimeZone, String> {
-    match name {
-        Some(name) => TimeZone::get(name).map_err(|_| {
-            format!("'{name}' is not a time zone name (IANA, e.g. Europe/Stockholm or UTC)")
-        }),
-        None => Ok(TimeZone::try_system().unwrap_or(TimeZone::UTC)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::time_zone as zone;
 
     #[test]
     fn butler_forms_in_the_given_zone() {

@@ -32,15 +32,7 @@ pub struct Spool {
     pub file: PathBuf,
 }
 
-/// How the files are laid out under the log directory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Layout {
-    /// Butler's: `<YYYY-MM-DD>/<YYYY-MM-DDTHH-MM-SS>_appId=…_reloadId=….log`.
-    #[default]
-    Butler,
-    /// `<tenantId>/<appId>/<reloadId>.log`: one folder per app, across tenants.
-    ByTenant,
-}
+pub use crate::config::ScriptLogLayout as Layout;
 
 /// Which reload a log belongs to.
 pub struct LogOf<'a> {

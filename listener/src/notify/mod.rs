@@ -22,8 +22,8 @@ pub mod render;
 
 pub use operator::OperatorAlert;
 
+use crate::alert::AlertData;
 use crate::config::{ChannelConfig, ChannelKind, RateKey, SmtpConfig, Target};
-use crate::events::alert_data::AlertData;
 use crate::journal::{Delivery, DeliveryState, Journal, JournalError};
 use relay_mqtt::Publish;
 use std::sync::Arc;

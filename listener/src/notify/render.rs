@@ -14,8 +14,8 @@
 //!   cannot form a Markdown link (`[click](https://evil)`). Bare URLs are still linked by the
 //!   clients themselves.
 
+use crate::alert::AlertData;
 use crate::config::{ChannelConfig, ChannelKind, Format, Target};
-use crate::events::alert_data::AlertData;
 use handlebars::Handlebars;
 use serde_json::{json, Value};
 
