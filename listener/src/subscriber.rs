@@ -18,6 +18,7 @@
 use crate::config::{BrokerConfig, Protocol};
 use bytes::Bytes;
 use qlik_events::tls::{self, SettingNames, TlsFiles};
+use relay_mqtt::session::{Ack, Polled, Session};
 use relay_mqtt::Failure;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,27 +46,16 @@ pub struct Message {
     /// The forwarder's `qlik-relay-rewritten` mark (MQTT 5): set on a copy rewritten for
     /// Butler, which is not the event Qlik signed.
     pub rewritten: Option<String>,
-    ack: Acker,
+    ack: Ack,
 }
 
 /// Messages from the subscription, in arrival order.
 pub type Messages = mpsc::UnboundedReceiver<Message>;
 
-enum Acker {
-    V5(
-        rumqttc::v5::AsyncClient,
-        rumqttc::v5::mqttbytes::v5::Publish,
-    ),
-    V311(rumqttc::AsyncClient, rumqttc::Publish),
-}
-
 impl Message {
     /// Acknowledges the message to the broker (PUBACK).
     pub async fn ack(self) -> Result<(), String> {
-        match self.ack {
-            Acker::V5(client, publish) => client.ack(&publish).await.map_err(|e| e.to_string()),
-            Acker::V311(client, publish) => client.ack(&publish).await.map_err(|e| e.to_string()),
-        }
+        self.ack.send().await
     }
 }
 
@@ -151,7 +141,7 @@ pub fn subscribe(
             network.set_tcp_nodelay(true);
             opts.set_network_options(network);
             let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 256);
-            tokio::spawn(drive_v5(client, eventloop, state));
+            tokio::spawn(drive(Session::V5(client, Box::new(eventloop)), state));
         }
         Protocol::V311 => {
             let mut opts = rumqttc::MqttOptions::new(&broker.client_id, &broker.host, broker.port);
@@ -174,7 +164,7 @@ pub fn subscribe(
             }
             let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 256);
             eventloop.network_options.set_tcp_nodelay(true);
-            tokio::spawn(drive_v311(client, eventloop, state));
+            tokio::spawn(drive(Session::V311(client, Box::new(eventloop)), state));
         }
     }
     Ok((rx, connected))
@@ -299,116 +289,46 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis((base as i64 + jitter).max(100) as u64)
 }
 
-async fn drive_v5(
-    client: rumqttc::v5::AsyncClient,
-    mut eventloop: rumqttc::v5::EventLoop,
-    state: LoopState,
-) {
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::Event;
+/// The session's loop, the same for both protocols: (re)subscribe and say "online" on each
+/// connect, hand each message on, back off after an error.
+async fn drive(mut session: Session, state: LoopState) {
+    let client = session.client();
     let mut failures = 0;
     loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+        match session.poll().await {
+            Polled::Connected { session_present } => {
                 failures = 0;
-                if state.on_connack(ack.session_present) {
-                    if let Err(e) = client
-                        .subscribe(state.filter.clone(), QoS::AtLeastOnce)
-                        .await
-                    {
+                if state.on_connack(session_present) {
+                    if let Err(e) = client.subscribe(&state.filter).await {
                         tracing::error!(error = %e, "cannot subscribe");
                     }
                 }
                 if let Some(topic) = &state.status_topic {
                     let online = status_payload(&state.client_id, "online");
-                    if let Err(e) = client
-                        .publish(topic.clone(), QoS::AtLeastOnce, true, online)
-                        .await
-                    {
+                    if let Err(e) = client.publish_retained(topic, online).await {
                         tracing::warn!(error = %e, "cannot publish the online status");
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                tracing::info!(filter = %state.filter, codes = ?ack.return_codes, "subscribed");
+            Polled::Subscribed(codes) => {
+                tracing::info!(filter = %state.filter, codes = %codes, "subscribed");
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let property = |name: &str| {
-                    publish.properties.as_ref().and_then(|p| {
-                        p.user_properties
-                            .iter()
-                            .find(|(k, _)| k == name)
-                            .map(|(_, v)| v.clone())
-                    })
-                };
+            Polled::Message(received) => {
+                let received = *received;
                 let message = Message {
-                    topic: String::from_utf8_lossy(&publish.topic).into_owned(),
-                    payload: publish.payload.clone(),
-                    signature: property("qlik-signature"),
-                    rewritten: property(relay_mqtt::REWRITTEN_PROPERTY),
-                    ack: Acker::V5(client.clone(), publish),
+                    signature: received.property("qlik-signature"),
+                    rewritten: received.property(relay_mqtt::REWRITTEN_PROPERTY),
+                    topic: received.topic,
+                    payload: received.payload,
+                    ack: received.ack,
                 };
                 if state.tx.send(message).is_err() {
                     return; // the listener is shutting down
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                let wait = state.on_error(e.to_string(), Failure::of_v5(&e), &mut failures);
-                tokio::time::sleep(wait).await
-            }
-        }
-    }
-}
-
-async fn drive_v311(
-    client: rumqttc::AsyncClient,
-    mut eventloop: rumqttc::EventLoop,
-    state: LoopState,
-) {
-    use rumqttc::{Event, Packet, QoS};
-    let mut failures = 0;
-    loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                failures = 0;
-                if state.on_connack(ack.session_present) {
-                    if let Err(e) = client
-                        .subscribe(state.filter.clone(), QoS::AtLeastOnce)
-                        .await
-                    {
-                        tracing::error!(error = %e, "cannot subscribe");
-                    }
-                }
-                if let Some(topic) = &state.status_topic {
-                    let online = status_payload(&state.client_id, "online");
-                    if let Err(e) = client
-                        .publish(topic.clone(), QoS::AtLeastOnce, true, online)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "cannot publish the online status");
-                    }
-                }
-            }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                tracing::info!(filter = %state.filter, codes = ?ack.return_codes, "subscribed");
-            }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let message = Message {
-                    topic: publish.topic.clone(),
-                    payload: publish.payload.clone(),
-                    signature: None,
-                    rewritten: None,
-                    ack: Acker::V311(client.clone(), publish),
-                };
-                if state.tx.send(message).is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let wait = state.on_error(e.to_string(), Failure::of_v311(&e), &mut failures);
+            Polled::Other => {}
+            Polled::Failed(error, failure) => {
+                let wait = state.on_error(error, failure, &mut failures);
                 tokio::time::sleep(wait).await
             }
         }

@@ -2,10 +2,12 @@
 //! forwarder (webhooks → broker), and the listener (alerts and Butler's publish API).
 //!
 //! [`Publish`] is the seam: [`MqttPublisher`] speaks MQTT to any broker; the forwarder adds an
-//! AWS IoT Core data-plane publisher. Promise: `publish` returns `Ok` only once the broker
+//! AWS IoT Core data-plane publisher. [`session`] is the subscriber's side: either protocol as
+//! one stream of events. Promise: `publish` returns `Ok` only once the broker
 //! acknowledged the message, and returns within the configured timeout either way.
 
 mod publisher;
+pub mod session;
 
 pub use publisher::{AckTracker, BrokerOptions, Failure, MqttPublisher};
 
