@@ -15,6 +15,7 @@ pub mod publish;
 pub mod secrets;
 pub mod server;
 pub mod test_event;
+pub mod variables;
 
 use anyhow::Context as _;
 use config::{Config, MqttUrl, MqttUrlSource, PublisherConfig};

@@ -77,6 +77,8 @@ enum Command {
     /// broker took it. With MQTT 5 or IoT Core a topic the broker's ACL or policy denies fails
     /// here; MQTT 3.1.1 cannot show a denial, which the output says.
     Check,
+    /// Print the table of settings (environment variables) in Markdown, as the README shows it.
+    ConfigReference,
     /// Print the Qlik-Signature value for a body (a file, or standard input), as Qlik computes it.
     Sign {
         /// Environment variable holding the webhook secret.
@@ -96,6 +98,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     match cli.command {
         Some(Command::Sign { secret_env, file }) => sign(&secret_env, file.as_deref()),
+        Some(Command::ConfigReference) => {
+            print!("{}", qlik_webhook::variables::reference());
+            Ok(())
+        }
         Some(Command::SendTestEvent {
             url,
             secret_env,
