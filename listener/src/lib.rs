@@ -216,6 +216,25 @@ impl watchdog::Report for SafetyNet {
     }
 }
 
+/// The topics the listener publishes itself: its MQTT alert channels, Butler's status and
+/// task results.
+fn own_topics(config: &Config) -> Vec<String> {
+    let mut own: Vec<String> = config
+        .tenants
+        .iter()
+        .flat_map(|t| &t.channels)
+        .filter_map(|c| match &c.target {
+            config::Target::Mqtt { topic } => Some(topic.clone()),
+            _ => None,
+        })
+        .collect();
+    if let Some(butler) = &config.butler_mqtt {
+        own.push(butler.status_topic.clone());
+        own.push(butler.task_result_topic.clone());
+    }
+    own
+}
+
 /// How long a stopping listener waits for alert requests under way (below systemd's and the
 /// Windows service manager's stop time-outs).
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
@@ -357,6 +376,7 @@ pub async fn run(
             publisher,
             operations: operations.clone(),
             events_filter: config.subscription_root.clone(),
+            own_topics: own_topics(&config),
         });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = rest::serve(listener, tls, api, std::future::pending()).await {

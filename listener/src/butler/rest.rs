@@ -37,6 +37,9 @@ pub struct Api {
     pub operations: Arc<crate::operations::Operations>,
     /// The Qlik Cloud events subscription (e.g. `qscloud/#`): not for the publish API.
     pub events_filter: String,
+    /// Topics the listener publishes itself (alert channels, status, task results): not for
+    /// the publish API either.
+    pub own_topics: Vec<String>,
 }
 
 pub fn router(api: Arc<Api>) -> axum::Router {
@@ -182,7 +185,33 @@ async fn check_host(
 
 /// Whether `topic` is one the listener's Qlik Cloud subscription `filter` receives.
 pub fn under_subscription(topic: &str, filter: &str) -> bool {
-    rumqttc::mqttbytes::matches(topic, filter)
+    // A shared subscription (`$share/<group>/<filter>`) receives what its filter matches.
+    let filter = match filter.strip_prefix("$share/") {
+        Some(rest) => rest.split_once('/').map_or("", |(_, f)| f),
+        None => filter,
+    };
+    // MQTT: `#` and `+` do not match topics starting with `$`. (rumqttc's `matches` sliced the
+    // first byte and panicked on a topic starting with a non-ASCII character.)
+    if topic.starts_with('$') {
+        return false;
+    }
+    let mut levels = topic.split('/');
+    for f in filter.split('/') {
+        if f == "#" {
+            return true;
+        }
+        match levels.next() {
+            Some(level) if f == "+" || f == level => continue,
+            _ => return false,
+        }
+    }
+    levels.next().is_none()
+}
+
+/// Whether `topic` is one the listener publishes itself (alerts on MQTT channels, Butler's
+/// status and task results): an API caller must not be able to fake those.
+pub fn own_topic(topic: &str, own: &[String]) -> bool {
+    own.iter().any(|t| t == topic)
 }
 
 use crate::operations::Json;
@@ -247,6 +276,13 @@ async fn publish_checked(api: &Api, request: Request) -> Response {
                 "topic is under the listener's Qlik Cloud events subscription ({}): events are only taken from the forwarder",
                 api.events_filter
             ),
+        );
+    }
+    if own_topic(&topic, &api.own_topics) {
+        tracing::warn!(topic = %topic, "API publish to one of the listener's own output topics; refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            "topic is one the listener publishes itself (alerts, status, task results): not for the API",
         );
     }
     let outgoing = Message::new(&topic, message.as_bytes());
@@ -388,6 +424,26 @@ mod tests {
         assert!(under_subscription("qscloud", "qscloud/#"));
         assert!(!under_subscription("qliksense/start_task", "qscloud/#"));
         assert!(under_subscription("a/x/c", "a/+/c"));
+        assert!(!under_subscription("a/x/c/d", "a/+/c"));
+        assert!(!under_subscription("a/x", "a/+/c"));
+        // A shared subscription protects what its filter matches (before: not at all).
+        assert!(under_subscription(
+            "qscloud/app/reload/T",
+            "$share/relay/qscloud/#"
+        ));
+        assert!(!under_subscription("butler/x", "$share/relay/qscloud/#"));
+        // A topic starting with a non-ASCII character (before: a panic in the request).
+        assert!(!under_subscription("ü/x", "qscloud/#"));
+        assert!(under_subscription("ü/x", "#"));
+        assert!(!under_subscription("$SYS/x", "#"));
+        assert!(own_topic(
+            "qlik-listener/status",
+            &["qlik-listener/status".to_owned()]
+        ));
+        assert!(!own_topic(
+            "qlik-listener/status/x",
+            &["qlik-listener/status".to_owned()]
+        ));
     }
 
     #[test]
