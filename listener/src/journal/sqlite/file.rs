@@ -126,6 +126,12 @@ fn restore(c: &mut Connection, path: &Path) -> Result<u64, JournalError> {
     let target = path
         .to_str()
         .ok_or_else(|| open_err(rusqlite::Error::InvalidPath(path.to_owned())))?;
+    // An empty file readable by its owner only, which VACUUM INTO fills.
+    super::schema::private_file(path).map_err(|e| {
+        open_err(rusqlite::Error::InvalidPath(
+            format!("{}: {e}", path.display()).into(),
+        ))
+    })?;
     c.execute("VACUUM INTO ?1", [target]).map_err(open_err)?;
     *c = open_connection(path)?;
     let events: i64 = c

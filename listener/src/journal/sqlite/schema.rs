@@ -77,6 +77,11 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, JournalError> {
             ))
         })?;
     }
+    private_file(path).map_err(|e| {
+        open_err(rusqlite::Error::InvalidPath(
+            format!("{}: {e}", path.display()).into(),
+        ))
+    })?;
     let conn = Connection::open(path).map_err(open_err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(open_err)?;
@@ -127,4 +132,33 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
          DROP TABLE events_before_upgrade;
          COMMIT;"
     ))
+}
+
+/// The journal holds alert data and script-log excerpts: a new file is created readable by its
+/// owner only (0600; SQLite gives its WAL files the same mode), and an existing one readable by
+/// others is warned about. (On Windows the folder's ACL decides.)
+pub(super) fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), mode = %format!("{mode:04o}"), "the journal (alert data, script-log excerpts) is readable by other users: chmod 600 it");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }

@@ -384,3 +384,23 @@ async fn unwritable_path_is_a_clear_error() {
         "{e}"
     );
 }
+
+/// The journal holds alert data and script-log excerpts: created readable by its owner only
+/// (before: 0644).
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_journal_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite");
+    let j = Journal::open(&path).await.unwrap();
+    j.record(entry("e1", State::Pending, 1)).await.unwrap();
+    for file in ["journal.sqlite", "journal.sqlite-wal"] {
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file}: {mode:o}");
+    }
+}
