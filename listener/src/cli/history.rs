@@ -322,24 +322,27 @@ pub fn table(rows: &[Row]) -> String {
             .map(|d| format!("{}:{}", d.channel, d.state.as_str()))
             .collect::<Vec<_>>()
             .join(" ");
-        lines.push([
-            time(e.received_at),
-            arrived_via(e).into(),
-            e.id.clone(),
-            e.event_type.trim_start_matches("com.qlik.").to_owned(),
-            app_label(e),
-            e.reload_status.clone().unwrap_or_else(|| "-".into()),
-            e.state.as_str().to_owned()
-                + &e.note
-                    .as_deref()
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default(),
-            if alerts.is_empty() {
-                "-".into()
-            } else {
-                alerts
-            },
-        ]);
+        lines.push(
+            [
+                time(e.received_at),
+                arrived_via(e).into(),
+                e.id.clone(),
+                e.event_type.trim_start_matches("com.qlik.").to_owned(),
+                app_label(e),
+                e.reload_status.clone().unwrap_or_else(|| "-".into()),
+                e.state.as_str().to_owned()
+                    + &e.note
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default(),
+                if alerts.is_empty() {
+                    "-".into()
+                } else {
+                    alerts
+                },
+            ]
+            .map(|cell| super::shown(&cell)),
+        );
     }
     let widths: Vec<usize> = (0..8)
         .map(|i| {
@@ -396,5 +399,36 @@ mod tests {
         assert!(parse_age("1w").unwrap_err().contains("unit"));
         assert!(parse_age("soon").is_err());
         assert!(parse_age("").is_err());
+    }
+
+    /// Text from Qlik reaches the table escaped (before: an app name or error message with an
+    /// escape sequence drove the operator's terminal); `--json` keeps it as it is.
+    #[test]
+    fn the_table_shows_control_characters_instead_of_sending_them() {
+        let entry = Entry {
+            id: "e1".into(),
+            event_type: "com.qlik.v1.app.reload.finished".into(),
+            tenant_id: "t".into(),
+            app_id: Some("a".into()),
+            reload_id: None,
+            reload_status: Some("error".into()),
+            topic: "t".into(),
+            received_at: 0,
+            body: Vec::new(),
+            state: crate::journal::State::Done,
+            note: Some("\u{1b}]0;owned\u{7}\u{1b}[2J".into()),
+            enrichment: None,
+        };
+        let rows = [Row {
+            entry,
+            deliveries: Vec::new(),
+        }];
+        let out = table(&rows);
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+        assert!(out.contains("\\u{1b}]0;owned"), "{out}");
+        assert!(
+            json(&rows).to_string().contains("\\u001b"),
+            "JSON keeps it, escaped"
+        );
     }
 }

@@ -47,3 +47,30 @@ async fn deliver_now(
     notifier.deliver_by_hand(id, channels, data).await?;
     Ok(journal.deliveries(id).await?)
 }
+
+/// `text` for a terminal line: control characters (escape sequences, line breaks, tabs, …)
+/// written as `\u{..}`, so text from Qlik (app names, error messages) cannot drive the
+/// operator's terminal or break a table. `--json` output keeps them (escaped by JSON).
+pub fn shown(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => format!("\\u{{{:x}}}", c as u32),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod shown_tests {
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(
+            super::shown("App \u{1b}[2J\nnext\t\u{7}"),
+            "App \\u{1b}[2J\\u{a}next\\u{9}\\u{7}"
+        );
+        assert_eq!(super::shown("Sales Ü"), "Sales Ü");
+    }
+}

@@ -88,11 +88,11 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             for w in &hooks {
                 println!(
                     "{:<24}  {:<8}  {:<48}  {}  ({})",
-                    w.id,
+                    super::shown(&w.id),
                     w.enabled,
-                    w.url.as_deref().unwrap_or("-"),
-                    w.event_types.join(","),
-                    w.name.as_deref().unwrap_or("-"),
+                    super::shown(w.url.as_deref().unwrap_or("-")),
+                    super::shown(&w.event_types.join(",")),
+                    super::shown(w.name.as_deref().unwrap_or("-")),
                 );
             }
             println!("{} webhook(s)", hooks.len());
@@ -106,10 +106,10 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             for d in &failed {
                 println!(
                     "{}  {}  {}  {}",
-                    d.id,
-                    d.triggered_at.as_deref().unwrap_or("-"),
-                    d.event_type.as_deref().unwrap_or("-"),
-                    d.status_message.as_deref().unwrap_or("-")
+                    super::shown(&d.id),
+                    super::shown(d.triggered_at.as_deref().unwrap_or("-")),
+                    super::shown(d.event_type.as_deref().unwrap_or("-")),
+                    super::shown(d.status_message.as_deref().unwrap_or("-"))
                 );
             }
         }
