@@ -847,6 +847,19 @@ async fn a_failed_alert_is_listed_and_resent_by_hand() {
             .contains("(was failed)"),
         "{resent:?}"
     );
+    // Sent now: resending it again would send it twice, so it needs --force.
+    let (code, out) = run(vec!["resend", &id, "--channel", "slack"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "the alert on slack was sent already: resending would send it twice; add --force"
+        ),
+        "{out}"
+    );
+    assert_eq!(ch.slack.delivered().len(), before + 1, "nothing sent");
+    let (code, out) = run(vec!["resend", &id, "--channel", "slack", "--force"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(ch.slack.delivered().len(), before + 2);
     // Teams was sent once and stays so; a wrong channel is named.
     assert_eq!(ch.teams.delivered().len(), 1);
     let (code, out) = run(vec!["resend", &id, "--channel", "sms"]).await;

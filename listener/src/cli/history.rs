@@ -44,6 +44,10 @@ enum Action {
         /// How long to retry a failing channel before giving up.
         #[arg(long, default_value_t = 30)]
         give_up_seconds: u64,
+        /// Send even when the alert was sent already, or the listener is still sending or
+        /// retrying it (the receiver then gets it twice).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -83,8 +87,14 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         event,
         channel,
         give_up_seconds,
+        force,
     }) = args.action
     {
+        if !force {
+            if let Some(why) = resend_refusal(&journal.deliveries(&event).await?, &channel) {
+                anyhow::bail!("{why}; add --force to send it again anyway");
+            }
+        }
         let give_up = std::time::Duration::from_secs(give_up_seconds);
         return resend(config, &journal, &event, &channel, give_up).await;
     }
@@ -143,6 +153,29 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("'{text}': the unit must be s, m, h or d")),
     };
     Ok(Duration::from_secs(secs))
+}
+
+/// Why resending on `channel` would send an alert twice (it was sent, or the listener is
+/// sending or retrying it), judged from the event's deliveries; `None` when it would not (it
+/// failed, was suppressed, or was never tried). `channel` may name an e-mail channel (all its
+/// recipients) or one recipient (`email:ops@example.com`). Pure.
+pub fn resend_refusal(deliveries: &[Delivery], channel: &str) -> Option<String> {
+    let prefix = format!("{channel}:");
+    deliveries
+        .iter()
+        .filter(|d| d.channel == channel || d.channel.starts_with(&prefix))
+        .find_map(|d| {
+            let what = match d.state {
+                DeliveryState::Sent => "was sent already",
+                DeliveryState::Sending => "is being sent by the listener right now",
+                DeliveryState::Pending => "is being retried by the listener",
+                DeliveryState::Failed | DeliveryState::Suppressed => return None,
+            };
+            Some(format!(
+                "the alert on {} {what}: resending would send it twice",
+                d.channel
+            ))
+        })
 }
 
 /// Sends `event_id`'s alert again on `channel` and records the outcome on the event's delivery
@@ -399,6 +432,34 @@ mod tests {
         assert!(parse_age("1w").unwrap_err().contains("unit"));
         assert!(parse_age("soon").is_err());
         assert!(parse_age("").is_err());
+    }
+
+    #[test]
+    fn a_resend_that_would_send_twice_needs_force() {
+        let d = |channel: &str, state| Delivery {
+            event_id: "e".into(),
+            channel: channel.into(),
+            state,
+            attempts: 1,
+            last_error: None,
+        };
+        let all = [
+            d("teams", DeliveryState::Sent),
+            d("slack", DeliveryState::Failed),
+            d("webhook-1", DeliveryState::Sending),
+            d("email:a@x.com", DeliveryState::Pending),
+            d("email:b@x.com", DeliveryState::Failed),
+            d("console", DeliveryState::Suppressed),
+        ];
+        let says = |channel| resend_refusal(&all, channel).unwrap_or_default();
+        assert!(says("teams").contains("on teams was sent already"));
+        assert!(says("webhook-1").contains("being sent by the listener right now"));
+        assert!(says("email").contains("email:a@x.com is being retried"));
+        assert_eq!(resend_refusal(&all, "email:b@x.com"), None);
+        assert_eq!(resend_refusal(&all, "slack"), None);
+        assert_eq!(resend_refusal(&all, "console"), None);
+        assert_eq!(resend_refusal(&all, "file"), None, "never tried");
+        assert_eq!(resend_refusal(&all, "team"), None, "a name, not a prefix");
     }
 
     /// Text from Qlik reaches the table escaped (before: an app name or error message with an
