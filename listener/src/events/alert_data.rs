@@ -411,7 +411,9 @@ pub fn build(inputs: &Inputs<'_>, head: usize, tail: usize) -> AlertData {
         ended_with_memory_constraint: data.ended_with_memory_constraint.unwrap_or_default(),
         qlik_sense_qmc: tenant.qmc_url.clone().unwrap_or_default(),
         qlik_sense_hub: tenant.hub_url.clone().unwrap_or_default(),
-        log_message: info.log.unwrap_or_default(),
+        // The reloads API's `log` can be megabytes: its end (where the error is), bounded like
+        // the script-log fields.
+        log_message: cut_start(&info.log.unwrap_or_default(), SCRIPT_LOG_FIELD_MAX),
         script_log_size: log.line_count(),
         script_log_size_rows: log.line_count(),
         script_log_size_characters: log.characters,
@@ -515,6 +517,36 @@ mod tests {
             script_log: Some(script_log()),
             errors: vec![],
         }
+    }
+
+    /// A reload `log` of several MB from the Qlik API reaches the alert data (and so webhook and
+    /// MQTT bodies and the journal) as its last 64,000 characters (before: whole, 5 MB seen).
+    #[test]
+    fn a_huge_reload_log_is_bounded_to_its_end() {
+        let body = fixture("app-reload-failed.cloudevents.json");
+        let event = Event::parse(&body).unwrap();
+        let reload = event.reload().unwrap().unwrap();
+        let mut enrichment = full_enrichment();
+        let huge = "0123456789\n".repeat(500_000) + "Error: Field \"Amount\" not found";
+        enrichment.reload.as_mut().unwrap().log = Some(huge);
+        let tenant = tenant();
+        let inputs = Inputs {
+            event: &event,
+            attempt: None,
+            reload: &reload,
+            tenant: &tenant,
+            enrichment: &enrichment,
+            generic_urls: &[],
+            time_zone: &jiff::tz::TimeZone::UTC,
+        };
+        let d = build(&inputs, 2, 3);
+        assert!(
+            d.log_message.chars().count() <= SCRIPT_LOG_FIELD_MAX,
+            "{}",
+            d.log_message.len()
+        );
+        assert!(d.log_message.ends_with("Error: Field \"Amount\" not found"));
+        assert!(d.log_message.contains(crate::notify::render::TRUNCATED));
     }
 
     #[test]
