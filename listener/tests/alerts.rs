@@ -869,3 +869,86 @@ async fn a_failed_alert_is_listed_and_resent_by_hand() {
         "{out}"
     );
 }
+
+/// `preview --event ID --send` of another tenant's event sends on that tenant's channels, and
+/// `--tenant` naming the other tenant is refused (before: the first tenant's channels got it).
+#[tokio::test]
+async fn preview_send_uses_the_events_own_tenant() {
+    const OTHER: &str = "Qw3Er5Ty7Ui9Op1As3Df5Gh7Jk9Lz2Xc";
+    let hook = relay_tests::fakes::HttpReceiver::start().await;
+    let other_api = relay_tests::fakes::FakeQlikCloud::start(OTHER, common::TOKEN).await;
+    let tenants = format!(
+        "          alert:
+            webhookNotification:
+              reloadAppFailure:
+                enable: true
+                urls: [\"{}\"]
+        tenants:
+          - id: {OTHER}
+            tenantUrl: {}
+            auth:
+              jwt:
+                token: ${{QLIK_TOKEN}}
+            webhookSecret: ${{WEBHOOK_SECRET}}
+            alert:
+              webhookNotification:
+                reloadAppFailure:
+                  enable: true
+                  urls: [\"{}\"]
+",
+        hook.url("/first"),
+        other_api.url(),
+        hook.url("/second")
+    );
+    let s = Setup::with(Options {
+        tenant: &tenants,
+        listener: common::NO_WAIT,
+        ..Options::default()
+    })
+    .await;
+    let _listener = s.start(true).await;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixtures::event("app-reload-failed.cloudevents.json")).unwrap();
+    v["tenantid"] = serde_json::json!(OTHER);
+    let body = serde_json::to_vec(&v).unwrap();
+    let id = event_id(&body);
+    s.publish(&format!("qscloud/app/reload/{OTHER}"), &body)
+        .await;
+    s.wait_state(&id, qlik_listener::journal::State::Done).await;
+    assert_eq!(hook.delivered().len(), 1);
+    let config = s.config.to_str().unwrap().to_owned();
+    let (code, out) = relay_tests::process::run(
+        common::BIN,
+        &["preview", "--event", &id, "--send", "--config", &config],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let paths: Vec<String> = hook.delivered().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        ["/second", "/second"],
+        "both on the event's own tenant's channel"
+    );
+    let (code, out) = relay_tests::process::run(
+        common::BIN,
+        &[
+            "preview",
+            "--event",
+            &id,
+            "--tenant",
+            relay_tests::fixtures::TENANT,
+            "--send",
+            "--config",
+            &config,
+        ],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("the event is tenant {OTHER}'s, not --tenant")),
+        "{out}"
+    );
+    assert_eq!(hook.delivered().len(), 2, "nothing sent");
+}

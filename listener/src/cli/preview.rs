@@ -25,16 +25,24 @@ pub struct Args {
     /// Deliver it too, for real, on the shown channels.
     #[arg(long)]
     send: bool,
-    /// Which configured tenant's channels (its id or host name); default the first.
+    /// Which configured tenant's channels (its id or host name) for the sample; default the
+    /// first. With --event, the event's own tenant (another one is refused).
     #[arg(long)]
     tenant: Option<String>,
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
-    let tenant = super::tenant(config, args.tenant.as_deref())?;
-    let data = match &args.event {
-        Some(id) => journaled(config, id).await?,
-        None => sample(config, tenant)?,
+    let (data, tenant) = match &args.event {
+        Some(id) => {
+            let (data, event_tenant) = journaled(config, id).await?;
+            let tenant = event_tenant_config(config, &event_tenant, args.tenant.as_deref())
+                .with_context(|| format!("--event {id}"))?;
+            (data, tenant)
+        }
+        None => {
+            let tenant = super::tenant(config, args.tenant.as_deref())?;
+            (sample(config, tenant)?, tenant)
+        }
     };
     let channels: Vec<_> = tenant
         .channels
@@ -79,8 +87,40 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The alert data of a journaled event: as it was stored, or built from its body.
-async fn journaled(config: &Config, id: &str) -> anyhow::Result<AlertData> {
+/// Whose channels an event's alert goes to: its own tenant's (a `--tenant` naming another
+/// configured tenant is refused: the alert would reach the wrong people). A tenant configured
+/// by host name cannot be matched by the event's id: then `--tenant`, or the only tenant.
+fn event_tenant_config<'c>(
+    config: &'c Config,
+    event_tenant: &str,
+    wanted: Option<&str>,
+) -> anyhow::Result<&'c crate::config::TenantConfig> {
+    use crate::config::TenantRef;
+    let own = config
+        .tenants
+        .iter()
+        .find(|t| matches!(&t.id, TenantRef::Id(id) if id == event_tenant));
+    match (own, wanted) {
+        (Some(own), None) => Ok(own),
+        (Some(own), Some(wanted)) => {
+            let chosen = super::tenant(config, Some(wanted))?;
+            anyhow::ensure!(
+                std::ptr::eq(own, chosen),
+                "the event is tenant {event_tenant}'s, not --tenant {wanted}'s: its alert goes to its own tenant's channels (leave out --tenant)"
+            );
+            Ok(own)
+        }
+        (None, Some(wanted)) => super::tenant(config, Some(wanted)),
+        (None, None) if config.tenants.len() == 1 => super::tenant(config, None),
+        (None, None) => anyhow::bail!(
+            "the event is tenant {event_tenant}'s, which is not configured by that id: name its tenant with --tenant"
+        ),
+    }
+}
+
+/// The alert data of a journaled event (as it was stored, or built from its body), and its
+/// tenant id.
+async fn journaled(config: &Config, id: &str) -> anyhow::Result<(AlertData, String)> {
     let journal = Journal::open(&config.journal_path).await?;
     let entry = journal.get(id).await?.with_context(|| {
         format!(
@@ -93,11 +133,12 @@ async fn journaled(config: &Config, id: &str) -> anyhow::Result<AlertData> {
         .as_deref()
         .and_then(|json| serde_json::from_str(json).ok())
     {
-        return Ok(data);
+        return Ok((data, entry.tenant_id));
     }
-    let tenant = config.tenants.first().context("no tenant configured")?;
-    build(config, tenant, &entry.body, &Enrichment::default())
-        .context("--event: the event's body is not a reload event any more")
+    let tenant = event_tenant_config(config, &entry.tenant_id, None)?;
+    let data = build(config, tenant, &entry.body, &Enrichment::default())
+        .context("--event: the event's body is not a reload event any more")?;
+    Ok((data, entry.tenant_id))
 }
 
 /// The alert data of a reload event's `body` with `enrichment`, as the pipeline builds it.
