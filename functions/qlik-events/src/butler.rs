@@ -112,6 +112,34 @@ pub fn legacy_body(event: &Event<'_>, body: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether Butler v16 can read `body` (the copy it would get): a top-level `eventType` string
+/// and an `extensions` object with a `tenantId` string, which its handler reads before anything
+/// else. `Err` says what is missing (for the log). Pure.
+pub fn butler_can_read(body: &[u8]) -> Result<(), String> {
+    let top: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|_| "the body is not a JSON object".to_owned())?;
+    let shape = |v: Option<&serde_json::Value>| match v {
+        None => "absent",
+        Some(serde_json::Value::Null) => "null",
+        Some(serde_json::Value::String(_)) => "text",
+        Some(serde_json::Value::Object(_)) => "an object",
+        Some(_) => "another kind of value",
+    };
+    match top.get("eventType") {
+        Some(serde_json::Value::String(_)) => {}
+        other => return Err(format!("eventType is {}, not text", shape(other))),
+    }
+    let extensions = top.get("extensions");
+    match extensions.and_then(|e| e.get("tenantId")) {
+        Some(serde_json::Value::String(_)) => Ok(()),
+        None if !matches!(extensions, Some(serde_json::Value::Object(_))) => Err(format!(
+            "extensions is {}, not an object with tenantId",
+            shape(extensions)
+        )),
+        other => Err(format!("extensions.tenantId is {}, not text", shape(other))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +255,36 @@ mod tests {
         assert_eq!(out["eventId"], "e\"1");
         assert_eq!(out["extensions"]["tenantId"], "a\\b");
         assert_eq!(out["extensions"]["userId"], "é");
+    }
+
+    #[test]
+    fn bodies_butler_cannot_read_are_named() {
+        let ok =
+            br#"{"eventType":"com.qlik.v1.app.reload.finished","extensions":{"tenantId":"T"}}"#;
+        assert_eq!(butler_can_read(ok), Ok(()));
+        for (body, says) in [
+            (
+                &br#"{"eventType":null,"extensions":{"tenantId":"T"}}"#[..],
+                "eventType is null",
+            ),
+            (br#"{"extensions":{"tenantId":"T"}}"#, "eventType is absent"),
+            (
+                br#"{"eventType":"x","extensions":null}"#,
+                "extensions is null",
+            ),
+            (
+                br#"{"eventType":"x","extensions":{}}"#,
+                "extensions.tenantId is absent",
+            ),
+            (br#"{"eventType":"x"}"#, "extensions is absent"),
+            (
+                br#"{"eventType":"x","extensions":{"tenantId":7}}"#,
+                "extensions.tenantId is another kind",
+            ),
+            (br#"[1]"#, "not a JSON object"),
+        ] {
+            let e = butler_can_read(body).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
     }
 }

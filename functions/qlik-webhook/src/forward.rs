@@ -108,6 +108,8 @@ struct Outcome<'a> {
     /// Where Butler's form of the event went (`BUTLER_OUTPUT=copy`: its own topic; `replace`:
     /// the topic itself).
     butler_topic: Option<String>,
+    /// Why no copy Butler can read was made (the raw body went out as usual).
+    butler_skipped: Option<String>,
 }
 
 /// The answer to one delivery.
@@ -216,6 +218,9 @@ impl Forwarder {
                 if let Some(butler_topic) = &outcome.butler_topic {
                     body["butlerTopic"] = json!(butler_topic);
                 }
+                if let Some(why) = &outcome.butler_skipped {
+                    body["butlerSkipped"] = json!(why);
+                }
                 Reply::json(200, body)
             }
             Verdict::Filtered(reason) => Reply::json(
@@ -235,6 +240,7 @@ impl Forwarder {
             event: None,
             topic: None,
             butler_topic: None,
+            butler_skipped: None,
         };
         let refuse = |status: u16, reason: String| outcome(Verdict::Refused(status, reason));
         if body.len() > self.max_body_bytes {
@@ -295,7 +301,15 @@ impl Forwarder {
             _ => butler::legacy_body(&event, body),
         };
         let for_butler = |topic| butler_message(topic, rewritten.as_deref(), raw);
+        // A body Butler cannot read (its `eventType` or `extensions.tenantId` missing, null or of
+        // another kind, which the rewrite does not replace) gets no Butler form: the raw body
+        // goes out as usual, and the log line says why.
+        let butler_skipped = match self.butler {
+            ButlerOutput::Off => None,
+            _ => butler::butler_can_read(rewritten.as_deref().unwrap_or(body)).err(),
+        };
         let (result, butler_topic) = match &self.butler {
+            _ if butler_skipped.is_some() => (self.publisher.publish(raw).await, None),
             ButlerOutput::Off => (self.publisher.publish(raw).await, None),
             ButlerOutput::Replace => (
                 self.publisher.publish(for_butler(topic.as_str())).await,
@@ -329,6 +343,7 @@ impl Forwarder {
             event: Some(event),
             topic: Some(topic),
             butler_topic,
+            butler_skipped,
         }
     }
 }
@@ -378,6 +393,9 @@ fn log(outcome: &Outcome<'_>, bytes: usize, elapsed: Duration) {
                 $msg
             )
         };
+    }
+    if let (Verdict::Published, Some(why)) = (&outcome.verdict, &outcome.butler_skipped) {
+        tracing::warn!(event_id = id, event_type, tenant, reason = %why, "no copy Butler can read: published the raw body only (Butler will not see this event)");
     }
     match outcome.verdict {
         Verdict::Published => line!(info, "webhook published"),

@@ -844,6 +844,57 @@ async fn butler_copy_has_every_field_butler_reads_beside_the_signed_original() {
     }
 }
 
+/// Bodies the Butler form cannot be made readable from (`eventType: null`, `extensions: null`
+/// or `{}`): the raw body is published as usual, no Butler copy, and the reply and the log say
+/// why (before: a 200 with a Butler copy Butler could not read).
+#[tokio::test]
+async fn no_butler_copy_for_a_body_butler_cannot_read() {
+    let broker = Mosquitto::start().await;
+    let mut sub = Subscriber::connect(broker.port, "#").await;
+    let (fwd, base) =
+        process::serve_forwarder(BIN, &env(&broker, &[("BUTLER_OUTPUT", "copy")])).await;
+    let base_event: serde_json::Value =
+        serde_json::from_slice(&fixtures::event("app-reload-failed.cloudevents.json")).unwrap();
+    for (i, (member, value, says)) in [
+        ("eventType", serde_json::Value::Null, "eventType is null"),
+        ("extensions", serde_json::Value::Null, "extensions is null"),
+        (
+            "extensions",
+            serde_json::json!({}),
+            "extensions.tenantId is absent",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut event = base_event.clone();
+        event["id"] = serde_json::json!(format!("unreadable-for-butler-{i}"));
+        event[member] = value;
+        let body = serde_json::to_vec(&event).unwrap();
+        let (status, reply) = post_signed(&format!("{base}/webhook"), body.clone()).await;
+        assert_eq!(status, 200, "{says}: {reply}");
+        assert!(reply.get("butlerTopic").is_none(), "{reply}");
+        assert!(
+            reply["butlerSkipped"].as_str().unwrap().contains(says),
+            "{reply}"
+        );
+        let got = sub.before_marker(broker.port, "marker/x").await;
+        let topics: Vec<&str> = got.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(
+            topics,
+            [format!("qscloud/app/reload/{TENANT}")],
+            "{says}: the raw body only"
+        );
+        assert_eq!(got[0].payload, body);
+    }
+    let said = fwd
+        .output()
+        .iter()
+        .filter(|l| l.contains("no copy Butler can read"))
+        .count();
+    assert_eq!(said, 3);
+}
+
 /// Issue #18, way (a): Butler alone, with its default `appReload: qscloud/app/reload`.
 #[tokio::test]
 async fn butler_replace_publishes_the_butler_form_on_the_usual_topic() {
