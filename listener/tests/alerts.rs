@@ -952,3 +952,40 @@ async fn preview_send_uses_the_events_own_tenant() {
     );
     assert_eq!(hook.delivered().len(), 2, "nothing sent");
 }
+
+/// `data.reloadId` given as a number is read as text, and the failure alerted with it (issue
+/// #32 item 12: it was recorded as pending and never alerted).
+#[tokio::test]
+async fn a_numeric_reload_id_is_alerted() {
+    let hook = relay_tests::fakes::HttpReceiver::start().await;
+    let tenant = format!(
+        "          alert:
+            webhookNotification:
+              reloadAppFailure:
+                enable: true
+                urls: [\"{}\"]
+",
+        hook.url("/alerts")
+    );
+    let s = Setup::with(Options {
+        tenant: &tenant,
+        listener: common::NO_WAIT,
+        ..Options::default()
+    })
+    .await;
+    let _listener = s.start(true).await;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixtures::event("app-reload-failed.cloudevents.json")).unwrap();
+    v["data"]["reloadId"] = serde_json::json!(4242);
+    let body = serde_json::to_vec(&v).unwrap();
+    let id = event_id(&body);
+    s.publish(FIXTURES[0].1, &body).await;
+    let entry = s.wait_state(&id, qlik_listener::journal::State::Done).await;
+    assert_eq!(entry.reload_id.as_deref(), Some("4242"));
+    let alerts = wait::until(LIMIT, "the alert", || async {
+        let a = hook.delivered();
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(alerts[0].json()["alert"]["reloadId"], "4242");
+}
