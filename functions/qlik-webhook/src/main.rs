@@ -75,8 +75,15 @@ enum Command {
     /// Check the configuration (the same environment as `serve`) and publish a test event
     /// (`com.qlik-relay.check`, tenant `qlik-webhook-check`) where events go: exits 0 when the
     /// broker took it. With MQTT 5 or IoT Core a topic the broker's ACL or policy denies fails
-    /// here; MQTT 3.1.1 cannot show a denial, which the output says.
-    Check,
+    /// here; MQTT 3.1.1 cannot show a denial, which the output says. With --listener-config, also
+    /// checks that the listener behind it can take what this forwarder publishes.
+    Check {
+        /// The listener's configuration (Butler-style YAML), to check the two agree: for
+        /// example BUTLER_OUTPUT=replace sends unsigned bodies, which a listener with
+        /// requireSignature rejects.
+        #[arg(long)]
+        listener_config: Option<std::path::PathBuf>,
+    },
     /// Print the table of settings (environment variables) in Markdown, as the README shows it.
     ConfigReference,
     /// Print the Qlik-Signature value for a body (a file, or standard input), as Qlik computes it.
@@ -146,9 +153,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::Check) => {
+        Some(Command::Check { listener_config }) => {
             init_logging(LogFormat::Text, "warn");
             let config = qlik_webhook::config::Config::from_env()?;
+            if let Some(file) = listener_config {
+                qlik_webhook::test_event::agrees_with_listener(&config, &file)?;
+            }
             let v311 = matches!(
                 &config.publisher,
                 qlik_webhook::config::PublisherConfig::Mqtt(m)

@@ -124,6 +124,30 @@ pub fn tenant_from_listener_config(path: &std::path::Path) -> anyhow::Result<Str
     Ok(id.to_owned())
 }
 
+/// Whether the listener configured in `path` can take what `config` publishes: a listener with
+/// `requireSignature` rejects every rewritten (unsigned) body, so `BUTLER_OUTPUT=replace` in
+/// front of it loses every event.
+pub fn agrees_with_listener(
+    config: &crate::config::Config,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--listener-config: cannot read {}", path.display()))?;
+    let yaml: Value = serde_norway::from_str(&text)
+        .with_context(|| format!("--listener-config: {} is not YAML", path.display()))?;
+    let require =
+        &yaml["Butler"]["mqttConfig"]["qlikSenseCloud"]["event"]["mqttForward"]["requireSignature"];
+    let requires = require.as_bool() == Some(true) || require.as_str() == Some("true");
+    if requires && config.butler == crate::config::ButlerOutput::Replace {
+        anyhow::bail!(
+            "BUTLER_OUTPUT=replace publishes bodies rewritten for Butler, without Qlik's signature, and the listener in {} has mqttForward.requireSignature: true, so it would reject every event: use BUTLER_OUTPUT=copy (Butler's copies on their own prefix, the signed originals for the listener)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Posts `body`, signed with `secret`, to `url`; returns the status and the answer.
 pub async fn send(url: &str, secret: &Secret, body: &[u8]) -> anyhow::Result<(u16, String)> {
     let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--url {url:?}: {e}"))?;

@@ -79,7 +79,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         names: &["BUTLER_OUTPUT"],
         default: "`off`",
-        meaning: "also give Butler v16 a form it reads (see [Already running Butler?](#already-running-butler)): `copy` publishes a second, rewritten copy under `BUTLER_TOPIC_PREFIX` (for Butler beside our listener); `replace` publishes the rewritten form instead of the raw body (for Butler alone); `off` the raw body only",
+        meaning: "also give Butler v16 a form it reads (see [Already running Butler?](#already-running-butler)): `copy` publishes a second, rewritten copy under `BUTLER_TOPIC_PREFIX` (for Butler beside our listener); `replace` publishes the rewritten form instead of the raw body (for Butler alone; never in front of our listener with `requireSignature`, which would reject every event: `qlik-webhook check --listener-config` refuses it); `off` the raw body only",
     },
     Variable {
         names: &["BUTLER_TOPIC_PREFIX"],

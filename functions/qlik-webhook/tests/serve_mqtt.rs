@@ -895,6 +895,42 @@ async fn no_butler_copy_for_a_body_butler_cannot_read() {
     assert_eq!(said, 3);
 }
 
+/// `BUTLER_OUTPUT=replace` in front of a listener with `requireSignature` would lose every
+/// event (the rewritten bodies are unsigned): `check --listener-config` refuses it, naming both
+/// settings; `copy` passes.
+#[tokio::test]
+async fn check_refuses_replace_before_a_listener_that_requires_signatures() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = dir.path().join("butler.yaml");
+    std::fs::write(
+        &listener,
+        "Butler:\n  mqttConfig:\n    qlikSenseCloud:\n      event:\n        mqttForward:\n          enable: true\n          requireSignature: true\n",
+    )
+    .unwrap();
+    let file = listener.to_str().unwrap();
+    let (code, out) = process::run(
+        BIN,
+        &["check", "--listener-config", file],
+        &env(&broker, &[("BUTLER_OUTPUT", "replace")]),
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("BUTLER_OUTPUT=replace")
+            && out.contains("requireSignature: true")
+            && out.contains("use BUTLER_OUTPUT=copy"),
+        "{out}"
+    );
+    let (code, out) = process::run(
+        BIN,
+        &["check", "--listener-config", file],
+        &env(&broker, &[("BUTLER_OUTPUT", "copy")]),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+}
+
 /// Issue #18, way (a): Butler alone, with its default `appReload: qscloud/app/reload`.
 #[tokio::test]
 async fn butler_replace_publishes_the_butler_form_on_the_usual_topic() {
