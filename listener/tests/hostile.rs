@@ -454,6 +454,21 @@ async fn open_config_files_are_reported_and_credentials_never_printed() {
     chmod(0o640);
     let (_, out) = check().await;
     assert!(!out.contains("warning"), "{out}");
+    // The file is private but its folder is world-writable (before: no warning): anyone could
+    // replace it. With the sticky bit, as /tmp has, only the owner can.
+    let dir = s.config.parent().unwrap().to_owned();
+    let dir_mode =
+        |mode| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    dir_mode(0o777);
+    let (_, out) = check().await;
+    assert!(
+        out.contains("which every user can write (mode 0777)"),
+        "{out}"
+    );
+    dir_mode(0o1777);
+    let (_, out) = check().await;
+    assert!(!out.contains("which every user can write"), "{out}");
+    dir_mode(0o700);
     // At start-up too.
     chmod(0o644);
     let mut listener = s.start(true).await;

@@ -30,6 +30,22 @@ impl Config {
                     self.literal_secrets.join(", ")
                 ));
             }
+            // A folder others can write lets them replace the file (a new file, any mode),
+            // unless the sticky bit keeps them to their own files.
+            let dir = file
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if let Ok(dir_meta) = std::fs::metadata(dir) {
+                let dir_mode = dir_meta.permissions().mode() & 0o7777;
+                if dir_mode & 0o002 != 0 && dir_mode & 0o1000 == 0 {
+                    warnings.push(format!(
+                        "{} is in {}, which every user can write (mode {dir_mode:04o}): anyone can replace the file and so redirect alerts and start tasks; keep it in a folder only its owner can write (or chmod +t the folder)",
+                        file.display(),
+                        dir.display(),
+                    ));
+                }
+            }
             warnings
         }
         #[cfg(not(unix))]
