@@ -877,29 +877,8 @@ async fn preview_send_uses_the_events_own_tenant() {
     const OTHER: &str = "Qw3Er5Ty7Ui9Op1As3Df5Gh7Jk9Lz2Xc";
     let hook = relay_tests::fakes::HttpReceiver::start().await;
     let other_api = relay_tests::fakes::FakeQlikCloud::start(OTHER, common::TOKEN).await;
-    let tenants = format!(
-        "          alert:
-            webhookNotification:
-              reloadAppFailure:
-                enable: true
-                urls: [\"{}\"]
-        tenants:
-          - id: {OTHER}
-            tenantUrl: {}
-            auth:
-              jwt:
-                token: ${{QLIK_TOKEN}}
-            webhookSecret: ${{WEBHOOK_SECRET}}
-            alert:
-              webhookNotification:
-                reloadAppFailure:
-                  enable: true
-                  urls: [\"{}\"]
-",
-        hook.url("/first"),
-        other_api.url(),
-        hook.url("/second")
-    );
+    let tenants = common::webhook_alert(&hook.url("/first"))
+        + &common::second_tenant(OTHER, &other_api.url(), &hook.url("/second"));
     let s = Setup::with(Options {
         tenant: &tenants,
         listener: common::NO_WAIT,
@@ -958,15 +937,7 @@ async fn preview_send_uses_the_events_own_tenant() {
 #[tokio::test]
 async fn a_numeric_reload_id_is_alerted() {
     let hook = relay_tests::fakes::HttpReceiver::start().await;
-    let tenant = format!(
-        "          alert:
-            webhookNotification:
-              reloadAppFailure:
-                enable: true
-                urls: [\"{}\"]
-",
-        hook.url("/alerts")
-    );
+    let tenant = common::webhook_alert(&hook.url("/alerts"));
     let s = Setup::with(Options {
         tenant: &tenant,
         listener: common::NO_WAIT,

@@ -61,15 +61,7 @@ fn attempt(id: &str, reload: &str, status: serde_json::Value) -> Vec<u8> {
 }
 
 fn alert_block(hook: &HttpReceiver, path: &str) -> String {
-    format!(
-        "          alert:
-            webhookNotification:
-              reloadAppFailure:
-                enable: true
-                urls: [\"{}\"]
-",
-        hook.url(path)
-    )
+    common::webhook_alert(&hook.url(path))
 }
 
 async fn setup_with(hook: &HttpReceiver, reconcile: &str, listener: &str) -> Setup {
@@ -373,24 +365,8 @@ async fn the_same_reload_id_in_two_tenants_is_two_alerts() {
     const OTHER: &str = "Qw3Er5Ty7Ui9Op1As3Df5Gh7Jk9Lz2Xc";
     let hook = HttpReceiver::start().await;
     let other_api = FakeQlikCloud::start(OTHER, common::TOKEN).await;
-    let tenants = format!(
-        "{}        tenants:
-          - id: {OTHER}
-            tenantUrl: {}
-            auth:
-              jwt:
-                token: ${{QLIK_TOKEN}}
-            webhookSecret: ${{WEBHOOK_SECRET}}
-            alert:
-              webhookNotification:
-                reloadAppFailure:
-                  enable: true
-                  urls: [\"{}\"]
-",
-        alert_block(&hook, "/first"),
-        other_api.url(),
-        hook.url("/second")
-    );
+    let tenants = alert_block(&hook, "/first")
+        + &common::second_tenant(OTHER, &other_api.url(), &hook.url("/second"));
     let reconcile = every_second(1);
     let s = Setup::with(Options {
         tenant: &tenants,

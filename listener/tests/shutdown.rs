@@ -17,15 +17,7 @@ use std::time::Duration;
 async fn an_alert_in_flight_at_sigterm_is_sent_once_and_recorded() {
     let hook = HttpReceiver::start().await;
     hook.inject(&[Fault::Delay(Duration::from_secs(3))]);
-    let tenant = format!(
-        "          alert:
-            webhookNotification:
-              reloadAppFailure:
-                enable: true
-                urls: [\"{}\"]
-",
-        hook.url("/slow")
-    );
+    let tenant = common::webhook_alert(&hook.url("/slow"));
     let s = Setup::with(Options {
         tenant: &tenant,
         listener: common::NO_WAIT,

@@ -43,6 +43,38 @@ pub struct Options<'a> {
     pub webhook_watch: &'a str,
 }
 
+/// A tenant's `alert:` block with one webhook channel to `url` (for `Options::tenant`).
+pub fn webhook_alert(url: &str) -> String {
+    format!(
+        "          alert:
+            webhookNotification:
+              reloadAppFailure:
+                enable: true
+                urls: [\"{url}\"]
+"
+    )
+}
+
+/// A second tenant (`tenants:` beside `tenant:`, for `Options::tenant` after the first
+/// tenant's lines) at `api_url`, alerting on a webhook channel to `alert_url`.
+pub fn second_tenant(id: &str, api_url: &str, alert_url: &str) -> String {
+    format!(
+        "        tenants:
+          - id: {id}
+            tenantUrl: {api_url}
+            auth:
+              jwt:
+                token: ${{QLIK_TOKEN}}
+            webhookSecret: ${{WEBHOOK_SECRET}}
+            alert:
+              webhookNotification:
+                reloadAppFailure:
+                  enable: true
+                  urls: [\"{alert_url}\"]
+"
+    )
+}
+
 /// `Options::listener` for tests whose failed attempts have no final outcome and must alert at
 /// once: `waitForFinalOutcome: never`.
 pub const NO_WAIT: &str = "    alerts:\n      waitForFinalOutcome: never\n";
