@@ -102,7 +102,7 @@ struct SafetyNet {
 }
 
 impl SafetyNet {
-    fn alert(&self, tenant_id: &str, notice: events::pipeline::Notice) {
+    fn alert(&self, tenant_id: &str, notice: notify::operator::Notice) {
         let pipeline = self.pipeline.clone();
         let tenant_id = tenant_id.to_owned();
         tokio::spawn(async move { pipeline.operator_alert(&tenant_id, notice).await });
@@ -152,7 +152,7 @@ impl watchdog::Report for SafetyNet {
         };
         self.alert(
             tenant_id,
-            events::pipeline::Notice {
+            notify::operator::Notice {
                 alert_id: format!("webhook-{tenant_id}-{}-{}", health.key(), journal::now_ms()),
                 problem: problem.is_some(),
                 title,
@@ -184,7 +184,7 @@ impl watchdog::Report for SafetyNet {
                 metrics::METRICS.api_key_problem(tenant_id, Some(problem.clone()));
                 self.alert(
                     tenant_id,
-                    events::pipeline::Notice {
+                    notify::operator::Notice {
                         alert_id: format!("api-key-{tenant_id}-refused-{}", journal::now_ms()),
                         problem: true,
                         title: "Qlik Cloud refuses the listener's API key",
@@ -200,7 +200,7 @@ impl watchdog::Report for SafetyNet {
                 metrics::METRICS.api_key_problem(tenant_id, None);
                 self.alert(
                     tenant_id,
-                    events::pipeline::Notice {
+                    notify::operator::Notice {
                         alert_id: format!("api-key-{tenant_id}-accepted-{}", journal::now_ms()),
                         problem: false,
                         title: "Qlik Cloud accepts the listener's API key again",

@@ -241,6 +241,11 @@ impl Throttle {
         Some(std::mem::take(&mut self.changes))
     }
 
+    /// Whether a state was alerted, found at start, or settled: the webhook has been seen.
+    pub fn knows_a_state(&self) -> bool {
+        self.alerted.is_some()
+    }
+
     /// Taken as alerted without an alert (the first look, when all is well).
     pub fn settle(&mut self, key: &str) {
         self.alerted = Some(key.to_owned());
@@ -284,8 +289,7 @@ pub async fn run(
             s
         }
     });
-    let mut throttle = Throttle::new(stored.clone(), watch.min_alert_interval);
-    let mut known = stored.is_some();
+    let mut throttle = Throttle::new(stored, watch.min_alert_interval);
     let since = OffsetDateTime::now_utc() - watch.interval;
     let mut seen = SeenDeliveries::default();
     let mut failing_streak = 0u32;
@@ -308,7 +312,7 @@ pub async fn run(
                         tracing::warn!(tenant = %tenant_id, webhook = %watch.name, count = namesakes, watched = %hook.id, "several webhooks share the watched name; watching the one that calls webhookWatch.expectedUrl");
                     }
                 }
-                if !known && health == Health::Missing {
+                if !throttle.knows_a_state() && health == Health::Missing {
                     // Never seen: perhaps this tenant's webhook has another name. Not an alarm.
                     if !warned_unknown {
                         warned_unknown = true;
@@ -325,12 +329,11 @@ pub async fn run(
                 };
                 crate::metrics::METRICS.webhook_health(&tenant_id, problem, enabled, failed);
                 let key = health.key();
-                if !known && health == Health::Healthy {
+                if !throttle.knows_a_state() && health == Health::Healthy {
                     // The first look, and all is well: nothing to tell.
                     let _ = journal.set_watch_state(&tenant_id, &key).await;
                     throttle.settle(&key);
                 }
-                known = true;
                 if let Some(changes) = throttle.observe(&key, Instant::now()) {
                     report.changed(&tenant_id, &watch.name, &health, changes);
                     if let Err(e) = journal.set_watch_state(&tenant_id, &key).await {

@@ -358,13 +358,14 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 
 /// A page of `all` as Qlik pages a list: `limit` (default `default_limit`, 1–100) from the
 /// `next` cursor, and an absolute `links.next.href` while more remain (other query parameters
-/// kept).
+/// kept); `first_next`, when given, is the first page's next link instead (a hostile one).
 fn paged(
     all: &[serde_json::Value],
     query: &str,
     default_limit: usize,
     host: &str,
     path: &str,
+    first_next: Option<String>,
 ) -> Response {
     let limit: usize = match query_param(query, "limit").map(|l| l.parse()) {
         None => default_limit,
@@ -382,7 +383,9 @@ fn paged(
         .unwrap_or(0);
     let page: Vec<_> = all.iter().skip(start).take(limit).cloned().collect();
     let mut links = serde_json::json!({});
-    if start + limit < all.len() {
+    if let Some(href) = first_next.filter(|_| start == 0) {
+        links["next"] = serde_json::json!({ "href": href });
+    } else if start + limit < all.len() {
         let kept: String = query
             .split('&')
             .filter(|kv| !kv.is_empty() && !kv.starts_with("next=") && !kv.starts_with("limit="))
@@ -595,23 +598,8 @@ fn reloads_list(state: &Shared, host: &str, query: &str) -> Response {
         .filter(|r| statuses.is_empty() || statuses.iter().any(|s| r["status"] == *s))
         .cloned()
         .collect();
-    let response = paged(&all, query, 10, host, "/api/v1/reloads");
     let hostile = state.reloads_next.lock().unwrap().clone();
-    match hostile {
-        Some(href) if query_param(query, "next").is_none() => {
-            let limit = query_param(query, "limit")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(10usize);
-            let page: Vec<_> = all.iter().take(limit).cloned().collect();
-            (
-                [("content-type", "application/json")],
-                serde_json::json!({ "data": page, "links": { "next": { "href": href } } })
-                    .to_string(),
-            )
-                .into_response()
-        }
-        _ => response,
-    }
+    paged(&all, query, 10, host, "/api/v1/reloads", hostile)
 }
 
 /// The webhooks API: list, create, replace (PUT), failed deliveries and resend.
@@ -648,7 +636,7 @@ async fn webhooks_api(state: &Shared, host: &str, request: Request) -> Response 
         // Newest first, `limit` a page (default 20, at most 100), as Qlik lists them.
         ("GET", []) => {
             let newest_first: Vec<serde_json::Value> = hooks.iter().rev().map(public).collect();
-            paged(&newest_first, &query, 20, host, "/api/core/webhooks")
+            paged(&newest_first, &query, 20, host, "/api/core/webhooks", None)
         }
         ("POST", []) => {
             let Ok(mut w) = serde_json::from_slice::<serde_json::Value>(&body) else {
@@ -745,6 +733,7 @@ async fn webhooks_api(state: &Shared, host: &str, request: Request) -> Response 
                 20,
                 host,
                 &format!("/api/core/webhooks/{id}/deliveries"),
+                None,
             )
         }
         ("POST", [id, "deliveries", delivery, "actions", "resend"])

@@ -57,19 +57,32 @@ pub enum Page {
     ApiKeys,
 }
 
+/// What an operator alert says; [`OperatorAlert::new`] adds the tenant, the link and the time.
+pub struct Notice {
+    pub alert_id: String,
+    pub problem: bool,
+    pub title: &'static str,
+    pub what: String,
+    pub action: &'static str,
+    pub subject: String,
+    pub page: Page,
+}
+
 impl OperatorAlert {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        alert_id: String,
-        problem: bool,
-        title: &str,
-        what: String,
-        action: &str,
-        subject: String,
+        notice: Notice,
         tenant: &crate::config::TenantConfig,
         tenant_id: &str,
-        page: Page,
     ) -> OperatorAlert {
+        let Notice {
+            alert_id,
+            problem,
+            title,
+            what,
+            action,
+            subject,
+            page,
+        } = notice;
         let base = tenant.tenant_url.as_str().trim_end_matches('/');
         let (link, link_text) = match page {
             Page::Webhooks => (
@@ -158,17 +171,16 @@ mod tests {
         } else {
             "Qlik disabled the webhook relay".to_owned()
         };
-        OperatorAlert::new(
-            "op-1".into(),
-            true,
-            "Qlik Cloud webhook needs attention",
+        let notice = Notice {
+            alert_id: "op-1".into(),
+            problem: true,
+            title: "Qlik Cloud webhook needs attention",
             what,
-            "Run qlik-listener webhook enable, then webhook resend.",
-            "webhook relay".into(),
-            &tenant,
-            "T1",
-            Page::Webhooks,
-        )
+            action: "Run qlik-listener webhook enable, then webhook resend.",
+            subject: "webhook relay".into(),
+            page: Page::Webhooks,
+        };
+        OperatorAlert::new(notice, &tenant, "T1")
     }
 
     fn channels() -> Vec<ChannelConfig> {

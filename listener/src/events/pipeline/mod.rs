@@ -47,17 +47,6 @@ const MAX_BATCH: usize = 256;
 /// connections at once; alert delivery (which may wait out a channel's retries) is not limited.
 const ENRICH_AT_ONCE: usize = 16;
 
-/// What an operator alert says (see [`crate::notify::operator`]).
-pub struct Notice {
-    pub alert_id: String,
-    pub problem: bool,
-    pub title: &'static str,
-    pub what: String,
-    pub action: &'static str,
-    pub subject: String,
-    pub page: crate::notify::operator::Page,
-}
-
 /// What the reloads API's `status` says of a reload: `None` while it is still running or
 /// queued (ask again later).
 fn api_outcome(status: Option<&str>) -> Option<ReloadOutcome> {
@@ -182,21 +171,11 @@ impl Pipeline {
     /// Alerts the operator on the tenant's channels about the safety net itself (the webhook
     /// watchdog, a refused API key), with the operator templates and without the channels' app
     /// rules. Each alert is delivered once (recorded under its id).
-    pub async fn operator_alert(&self, tenant_id: &str, notice: Notice) {
+    pub async fn operator_alert(&self, tenant_id: &str, notice: crate::notify::operator::Notice) {
         let Some(tenant) = self.tenants.get(tenant_id) else {
             return;
         };
-        let alert = crate::notify::OperatorAlert::new(
-            notice.alert_id,
-            notice.problem,
-            notice.title,
-            notice.what,
-            notice.action,
-            notice.subject,
-            &tenant.config,
-            tenant_id,
-            notice.page,
-        );
+        let alert = crate::notify::OperatorAlert::new(notice, &tenant.config, tenant_id);
         if let Err(e) = self
             .notifier
             .deliver_operator(&tenant.config.channels, &alert)
