@@ -52,15 +52,7 @@ async fn deliver_now(
 /// written as `\u{..}`, so text from Qlik (app names, error messages) cannot drive the
 /// operator's terminal or break a table. `--json` output keeps them (escaped by JSON).
 pub fn shown(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    text.chars()
-        .map(|c| match c.is_control() {
-            true => format!("\\u{{{:x}}}", c as u32),
-            false => c.to_string(),
-        })
-        .collect()
+    crate::notify::render::escape_controls(text, &[])
 }
 
 #[cfg(test)]

@@ -62,11 +62,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     for channel in &channels {
         for (route, text) in crate::notify::preview(channel, &data) {
             // Line breaks kept (a rendered message has them), other control characters shown.
-            let text: String = text
-                .split('\n')
-                .map(super::shown)
-                .collect::<Vec<_>>()
-                .join("\n");
+            let text = crate::notify::render::escape_controls(&text, &['\n']);
             println!("== {route} ({})\n{text}\n", channel.target.kind().as_str());
         }
     }

@@ -296,9 +296,15 @@ fn user_or_builtin<T>(
 
 /// `s` with control characters other than `\n` and `\t` written as `\u{..}`.
 fn terminal_safe(s: &str) -> String {
+    escape_controls(s, &['\n', '\t'])
+}
+
+/// `s` with its control characters, except those in `keep`, written as `\u{..}`: text that
+/// cannot drive a terminal.
+pub fn escape_controls(s: &str, keep: &[char]) -> String {
     s.chars()
         .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
+            if c.is_control() && !keep.contains(&c) {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()
