@@ -116,8 +116,13 @@ pub fn legacy_body(event: &Event<'_>, body: &[u8]) -> Option<Vec<u8>> {
 /// and an `extensions` object with a `tenantId` string, which its handler reads before anything
 /// else. `Err` says what is missing (for the log). Pure.
 pub fn butler_can_read(body: &[u8]) -> Result<(), String> {
-    let top: HashMap<String, serde_json::Value> =
+    // Only the two members Butler needs are parsed; the rest (`data`) stays raw.
+    let raw: HashMap<String, &RawValue> =
         serde_json::from_slice(body).map_err(|_| "the body is not a JSON object".to_owned())?;
+    let top: HashMap<&str, serde_json::Value> = ["eventType", "extensions"]
+        .into_iter()
+        .filter_map(|k| Some((k, serde_json::from_str(raw.get(k)?.get()).ok()?)))
+        .collect();
     let shape = |v: Option<&serde_json::Value>| match v {
         None => "absent",
         Some(serde_json::Value::Null) => "null",
