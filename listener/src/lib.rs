@@ -28,6 +28,7 @@ mod butler;
 pub mod cli;
 pub mod config;
 mod events;
+mod group;
 pub mod journal;
 mod metrics;
 mod notify;
@@ -235,6 +236,41 @@ fn own_topics(config: &Config) -> Vec<String> {
     own
 }
 
+/// Opens the configured journal: the shared one in PostgreSQL, or the SQLite file with its
+/// lock (one listener per file: a second one would share the broker session and alert twice).
+async fn open_journal(
+    config: &Config,
+) -> anyhow::Result<(journal::Journal, Option<journal::InstanceLock>)> {
+    match &config.shared_journal {
+        Some(shared) => {
+            let journal = journal::Journal::open_postgres(&shared.settings())
+                .await
+                .with_context(|| {
+                    format!(
+                        "Butler.qlikCloudListener.journal.url: cannot open the shared journal {}",
+                        shared.url
+                    )
+                })?;
+            Ok((journal, None))
+        }
+        None => {
+            let lock = journal::InstanceLock::acquire(&config.journal_path)?;
+            Ok((
+                journal::Journal::open(&config.journal_path).await?,
+                Some(lock),
+            ))
+        }
+    }
+}
+
+/// Where the journal is, for messages (a URL is shown without a password).
+fn journal_shown(config: &Config) -> String {
+    match &config.shared_journal {
+        Some(shared) => shared.url.clone(),
+        None => config.journal_path.display().to_string(),
+    }
+}
+
 /// How long a stopping listener waits for alert requests under way (below systemd's and the
 /// Windows service manager's stop time-outs).
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
@@ -244,9 +280,14 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    // One listener per journal: a second one would share the broker session and alert twice.
-    let _instance = journal::InstanceLock::acquire(&config.journal_path)?;
-    let journal = journal::Journal::open(&config.journal_path).await?;
+    let (journal, _instance) = open_journal(&config).await?;
+    let lease = config
+        .shared_journal
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(30), |s| {
+            std::time::Duration::from_secs(s.lease_secs)
+        });
+    let group = Arc::new(group::Group::join(&journal, lease));
     let tenants = tenants(&config).await?;
     let wants_mqtt = config
         .tenants
@@ -265,14 +306,17 @@ pub async fn run(
         subscriber::subscribe(&config.broker, &config.subscription_root, None)?;
     tracing::info!(
         broker = %format!("{}:{}", config.broker.host, config.broker.port),
+        client_id = %config.broker.client_id,
         subscription = %config.subscription_root,
-        journal = %config.journal_path.display(),
+        journal = %journal_shown(&config),
+        instance = group.instance().unwrap_or("-"),
         "listener started"
     );
     let receiving = tokio::spawn(pipeline.clone().receive(messages));
+    let prune = pipeline.clone();
     let mut tasks = vec![
         tokio::spawn(worker.run(pipeline.clone())),
-        tokio::spawn(Arc::clone(&pipeline).prune()),
+        group.singleton(move || prune.clone().prune()),
         tokio::spawn(journal.clone().watch()),
     ];
     // Is the webhook that feeds the forwarder still enabled and delivering?
@@ -282,27 +326,34 @@ pub async fn run(
     });
     if let Some(watch) = &config.webhook_watch {
         for (tenant_id, api) in pipeline.tenant_apis() {
-            tasks.push(tokio::spawn(watchdog::run(
-                pipeline.journal().clone(),
-                tenant_id,
-                api,
-                watch.clone(),
-                report.clone(),
-            )));
+            let (journal, watch, report) =
+                (pipeline.journal().clone(), watch.clone(), report.clone());
+            tasks.push(group.singleton(move || {
+                watchdog::run(
+                    journal.clone(),
+                    tenant_id.clone(),
+                    api.clone(),
+                    watch.clone(),
+                    report.clone(),
+                )
+            }));
         }
     }
     // Failed reloads Qlik Cloud knows of that never arrived over the webhook.
     if let Some(settings) = config.reconcile {
         for (tenant_id, api) in pipeline.tenant_apis() {
-            let found = pipeline.clone();
-            tasks.push(tokio::spawn(events::reconcile::run(
-                pipeline.journal().clone(),
-                tenant_id,
-                api,
-                settings,
-                report.clone(),
-                move |entry| found.reconciled(entry),
-            )));
+            let (found, report) = (pipeline.clone(), report.clone());
+            tasks.push(group.singleton(move || {
+                let found = found.clone();
+                events::reconcile::run(
+                    found.journal().clone(),
+                    tenant_id.clone(),
+                    api.clone(),
+                    settings,
+                    report.clone(),
+                    move |entry| found.reconciled(entry),
+                )
+            }));
         }
     }
     let mut brokers = vec![("qlik-cloud-events".to_owned(), events_connected)];
@@ -325,7 +376,12 @@ pub async fn run(
             status_topic = %butler.status_topic,
             "Butler MQTT integration started"
         );
-        let handler = Arc::new(tasks::Tasks::new(butler.clone(), qrs, publisher.clone()));
+        let handler = Arc::new(tasks::Tasks::new(
+            butler.clone(),
+            qrs,
+            publisher.clone(),
+            &journal,
+        ));
         tasks.push(tokio::spawn(handler.run(messages)));
         brokers.push(("butler".to_owned(), connected));
         butler_publisher = Some(publisher);
@@ -334,6 +390,7 @@ pub async fn run(
     let operations = Arc::new(operations::Operations {
         journal: journal.clone(),
         brokers,
+        group: group.clone(),
     });
     if let Some(rest_config) = &config.rest {
         let publisher = butler_publisher
@@ -420,6 +477,7 @@ pub async fn run(
     for task in tasks {
         task.abort();
     }
+    group.leave().await;
     tracing::info!("listener stopped");
     Ok(())
 }

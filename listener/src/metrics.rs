@@ -414,6 +414,31 @@ impl Metrics {
     }
 }
 
+/// The group of listeners sharing a journal, as `instance` sees it: whether it holds the
+/// singleton role, and (when the journal answered) how many instances and role holders beat
+/// within the last three leases.
+pub fn render_group(
+    out: &mut String,
+    instance: &str,
+    holds_role: bool,
+    peers: Option<&[crate::journal::postgres::Peer]>,
+) {
+    let instance = instance.replace(['\\', '"', '\n'], "_");
+    let _ = write!(
+        out,
+        "# HELP qlik_listener_holds_role Whether this instance runs the singleton work (reconciliation, webhook watchdog, pruning).\n# TYPE qlik_listener_holds_role gauge\nqlik_listener_holds_role{{instance=\"{instance}\"}} {}\n",
+        u8::from(holds_role)
+    );
+    if let Some(peers) = peers {
+        let holders = peers.iter().filter(|p| p.holds_role).count();
+        let _ = write!(
+            out,
+            "# HELP qlik_listener_instances_alive Listeners sharing the journal whose heartbeat is recent.\n# TYPE qlik_listener_instances_alive gauge\nqlik_listener_instances_alive {}\n# HELP qlik_listener_role_holders_alive Of those, how many say they hold the singleton role (should be 1).\n# TYPE qlik_listener_role_holders_alive gauge\nqlik_listener_role_holders_alive {holders}\n",
+            peers.len()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,8 @@ pub struct Operations {
     pub journal: Journal,
     /// Broker connections that must be up to be ready: (name, state).
     pub brokers: Vec<(String, Connected)>,
+    /// The listeners sharing the journal, as this one sees them.
+    pub group: Arc<crate::group::Group>,
 }
 
 /// `/healthz`, `/readyz` and `/metrics`.
@@ -114,15 +116,26 @@ async fn readyz(State(api): State<Arc<Operations>>) -> Response {
     if let Err(e) = api.journal.check_writable().await {
         problems.push(format!("journal not writable: {e}"));
     }
-    if problems.is_empty() {
-        Json(json!({ "ready": true })).into_response()
+    let mut body = if problems.is_empty() {
+        json!({ "ready": true })
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "problems": problems })),
-        )
-            .into_response()
+        json!({ "ready": false, "problems": problems })
+    };
+    if let Some(instance) = api.group.instance() {
+        // The group as this instance sees it (a database it cannot reach is a problem above).
+        let peers = api.group.peers().await.unwrap_or_default();
+        body["instance"] = json!(instance);
+        body["holdsRole"] = json!(api.group.holds_role());
+        body["instances"] = peers
+            .iter()
+            .map(|p| json!({ "id": p.id, "seenAt": p.seen_at, "holdsRole": p.holds_role }))
+            .collect();
     }
+    let status = match problems.is_empty() {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(api): State<Arc<Operations>>) -> Response {
@@ -132,13 +145,19 @@ async fn metrics(State(api): State<Arc<Operations>>) -> Response {
         .map(|(n, c)| (n.as_str(), c.get()))
         .collect();
     let backlog = api.journal.pending_count().await.ok();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        METRICS.render(
-            &brokers,
-            api.journal.record_failure().is_none() && api.journal.file_problem().is_none(),
-            backlog,
-        ),
-    )
-        .into_response()
+    let mut text = METRICS.render(
+        &brokers,
+        api.journal.record_failure().is_none() && api.journal.file_problem().is_none(),
+        backlog,
+    );
+    if let Some(instance) = api.group.instance() {
+        let peers = api.group.peers().await.ok();
+        crate::metrics::render_group(
+            &mut text,
+            instance,
+            api.group.holds_role(),
+            peers.as_deref(),
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod mosquitto;
 pub mod moto;
 pub mod mqtt;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod qlik_cloud;

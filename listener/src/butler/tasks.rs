@@ -23,17 +23,29 @@ pub enum Route {
     StartTask,
 }
 
+/// With a shared journal, the same task-start message (same topic and payload) within this
+/// long is one start: every listener of the group receives it and one of them starts the task.
+pub const SAME_START_MS: i64 = 60_000;
+
 pub struct Tasks {
     config: ButlerMqttConfig,
+    /// A journal shared with other listeners: one of them starts each task.
+    shared: Option<crate::journal::Journal>,
     qrs: Qrs,
     publisher: Arc<dyn Publish>,
     routes: Vec<(String, Route)>,
 }
 
 impl Tasks {
-    pub fn new(config: ButlerMqttConfig, qrs: Qrs, publisher: Arc<dyn Publish>) -> Tasks {
+    pub fn new(
+        config: ButlerMqttConfig,
+        qrs: Qrs,
+        publisher: Arc<dyn Publish>,
+        journal: &crate::journal::Journal,
+    ) -> Tasks {
         let routes = vec![(config.task_start_topic.clone(), Route::StartTask)];
         Tasks {
+            shared: journal.shared().is_some().then(|| journal.clone()),
             config,
             qrs,
             publisher,
@@ -81,6 +93,9 @@ impl Tasks {
             .await;
             return;
         }
+        if !self.first_to_start(message).await {
+            return;
+        }
         let outcome = self.qrs.start(&request).await;
         METRICS.task(match outcome {
             TaskOutcome::Started(_) => TaskMetric::Started,
@@ -103,6 +118,40 @@ impl Tasks {
             }
         };
         self.publish_result(result).await;
+    }
+
+    /// With a shared journal: whether this listener is the one of the group to start the task
+    /// (the first to claim this message within [`SAME_START_MS`]). When the journal cannot be
+    /// reached, this listener does not start it (another may), and the result topic says so.
+    async fn first_to_start(&self, message: &Message) -> bool {
+        let Some(journal) = &self.shared else {
+            return true;
+        };
+        use sha2::Digest as _;
+        let mut digest = sha2::Sha256::new();
+        digest.update(message.topic.as_bytes());
+        digest.update([0]);
+        digest.update(&message.payload);
+        let hex: String = digest
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let key = format!("task-start:{hex}");
+        match journal.claim_slot(&key, SAME_START_MS).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::info!(topic = %message.topic, "task start taken by another listener of the group");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim the task start in the shared journal; not started");
+                METRICS.task(TaskMetric::Failed);
+                self.publish_result(json!({ "outcome": "failed", "reason": format!("the shared journal cannot be reached: {e}") }))
+                    .await;
+                false
+            }
+        }
     }
 
     /// The first requested task the allow-list does not contain.

@@ -88,6 +88,10 @@ pub struct Listener {
     /// `<day>/<time>_appId=…_reloadId=….log`) or `byTenant` (`<tenantId>/<appId>/<reloadId>.log`).
     script_log_layout: Option<Text>,
     journal: Option<JournalSection>,
+    /// This listener's name among those sharing a PostgreSQL journal (default: the host name);
+    /// it also ends the MQTT client ids (`<clientId>-<instanceId>`), so each instance has its
+    /// own session. Letters, digits, `.`, `_` and `-`.
+    instance_id: Option<Text>,
     /// error, warn, info (default), verbose or debug, silly or trace; `RUST_LOG` wins.
     log_level: Option<Text>,
     alerts: Option<AlertsSection>,
@@ -134,6 +138,21 @@ struct ReconcileSection {
 struct JournalSection {
     /// The SQLite journal (default `qlik-listener.sqlite` beside this file).
     path: Option<Text>,
+    /// A journal in PostgreSQL shared by two or three listeners (high availability), e.g.
+    /// `postgres://qlik_listener@pg01.corp.example:5432/qlik_listener?sslmode=require`; wins
+    /// over `path`. The password goes in `password` or `passwordFile`, not here.
+    url: Option<Text>,
+    /// The PostgreSQL password, best as `${VARIABLE}` from the environment.
+    password: Option<Text>,
+    /// A file whose first line is the PostgreSQL password (readable by the service account only).
+    password_file: Option<Text>,
+    /// CA certificates (PEM) that PostgreSQL's certificate is checked against (default: the
+    /// system's); used unless the URL says `sslmode=disable`.
+    ca_file: Option<Text>,
+    /// With `url`: seconds an instance's hold on the events it handles lasts without renewal
+    /// (default 30, 3 to 600). When an instance dies, another takes over its events after this
+    /// long, and the singleton role moves within a third of it.
+    lease_seconds: Option<Whole>,
     /// Days events are kept (default 30, at least 8: Qlik resends for 7 days).
     retention_days: Option<Whole>,
 }
@@ -156,6 +175,7 @@ struct AlertsSection {
 /// The section, checked.
 pub struct Settings {
     pub journal_path: PathBuf,
+    pub shared_journal: Option<SharedJournal>,
     pub retention_days: u32,
     pub log_level: Option<String>,
     pub give_up_secs: u64,
@@ -169,8 +189,121 @@ pub struct Settings {
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
+/// A journal in PostgreSQL shared by several listeners (`journal.url`), checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedJournal {
+    /// The URL, without a password.
+    pub url: String,
+    pub password: Option<qlik_events::Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub lease_secs: u64,
+    /// This instance's name in the group.
+    pub instance: String,
+}
+
+impl SharedJournal {
+    /// What the journal's backend needs.
+    pub fn settings(&self) -> crate::journal::postgres::Settings {
+        crate::journal::postgres::Settings {
+            url: self.url.clone(),
+            password: self.password.clone(),
+            ca_file: self.ca_file.clone(),
+            lease: std::time::Duration::from_secs(self.lease_secs),
+            instance: self.instance.clone(),
+        }
+    }
+}
+
+/// The default instance id: this machine's host name, as far as it is usable in a client id.
+fn host_instance_id() -> String {
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let id: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    if id.is_empty() {
+        "qlik-listener".into()
+    } else {
+        id
+    }
+}
+
+fn shared_journal(
+    c: &mut Check<'_>,
+    at: &KeyPath,
+    journal: &JournalSection,
+    instance_id: &Option<Text>,
+) -> Option<SharedJournal> {
+    let instance = match Text::of(instance_id) {
+        None => host_instance_id(),
+        Some(id) => {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !ok {
+                c.error(
+                    &at.key("instanceId"),
+                    "must be 1 to 64 letters, digits, '.', '_' or '-'",
+                );
+            }
+            id.to_owned()
+        }
+    };
+    let lease_secs = c.whole(
+        journal.lease_seconds,
+        &at.key("journal.leaseSeconds"),
+        3..=600,
+        30,
+    );
+    let url = c.optional(&journal.url, &at.key("journal.url"))?;
+    if let Err(reason) = crate::journal::postgres::parse_url(&url) {
+        c.error(&at.key("journal.url"), reason);
+        return None;
+    }
+    let password = match (&journal.password, &journal.password_file) {
+        (Some(_), Some(_)) => {
+            c.error(
+                &at.key("journal.passwordFile"),
+                "give journal.password or journal.passwordFile, not both",
+            );
+            None
+        }
+        (Some(_), None) => c.secret(&journal.password, &at.key("journal.password")),
+        (None, Some(_)) => {
+            let file = c.file(&journal.password_file, &at.key("journal.passwordFile"))?;
+            match std::fs::read_to_string(&file) {
+                Ok(text) => Some(qlik_events::Secret::new(
+                    text.lines().next().unwrap_or("").trim_end().to_owned(),
+                )),
+                Err(e) => {
+                    c.error(
+                        &at.key("journal.passwordFile"),
+                        format!("cannot read {}: {e}", file.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    };
+    let ca_file = c.file(&journal.ca_file, &at.key("journal.caFile"));
+    Some(SharedJournal {
+        url,
+        password,
+        ca_file,
+        lease_secs,
+        instance,
+    })
+}
+
 pub fn check(c: &mut Check<'_>, at: &KeyPath, l: Listener) -> Settings {
     let journal = l.journal.unwrap_or_default();
+    let shared_journal = shared_journal(c, at, &journal, &l.instance_id);
     let journal_path = match Text::of(&journal.path) {
         Some(p) => c.base.join(p),
         None => c.base.join("qlik-listener.sqlite"),
@@ -292,6 +425,7 @@ pub fn check(c: &mut Check<'_>, at: &KeyPath, l: Listener) -> Settings {
         time_zone,
         script_log_layout,
         journal_path,
+        shared_journal,
         retention_days,
         log_level: Text::of(&l.log_level).and_then(|level| {
             // Butler's names too (verbose, silly); anything else would silence the log.

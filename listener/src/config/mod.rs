@@ -121,6 +121,8 @@ pub struct Config {
     pub require_signature: bool,
     pub tenants: Vec<TenantConfig>,
     pub journal_path: PathBuf,
+    /// `journal.url`: a journal in PostgreSQL shared with other listeners (wins over the path).
+    pub shared_journal: Option<listener::SharedJournal>,
     pub retention_days: u32,
     /// `Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure.logDirectory` when enabled.
     pub script_log_dir: Option<PathBuf>,
@@ -468,7 +470,7 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
             })
         })
         .collect();
-    Config {
+    let mut config = Config {
         file: file.to_owned(),
         broker: forward.broker,
         subscription_root: forward.subscription_root,
@@ -476,6 +478,7 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         require_signature: forward.require_signature,
         tenants,
         journal_path: listener.journal_path,
+        shared_journal: listener.shared_journal,
         retention_days: listener.retention_days,
         script_log_dir,
         script_log_layout: listener.script_log_layout,
@@ -495,7 +498,21 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         notes,
         warnings,
         literal_secrets: Vec::new(),
+    };
+    // Listeners sharing a journal each keep their own MQTT session: every instance receives
+    // every event (the journal keeps one), so none is lost while one of them is connected.
+    if let Some(shared) = &config.shared_journal {
+        let suffix = format!("-{}", shared.instance);
+        config.broker.client_id.push_str(&suffix);
+        if let Some(b) = &mut config.butler_mqtt {
+            b.broker.client_id.push_str(&suffix);
+            // Task starts are taken live by the instances that are connected (one of them
+            // starts each task, butler::tasks); none is queued for an instance that is away,
+            // which would start it again when it returns.
+            b.broker.session_expiry_secs = 0;
+        }
     }
+    config
 }
 
 mod reference;

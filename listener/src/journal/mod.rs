@@ -24,10 +24,13 @@
 //!   listener acts on an event at a time).
 //! - `prune`: deletes only events with no work left, and what hangs off them.
 //!
-//! One listener per journal ([`InstanceLock`]); the command-line tools read and write it
-//! beside the running listener.
+//! With SQLite: one listener per journal ([`InstanceLock`]). With PostgreSQL ([`postgres`]):
+//! two or three listeners share it; each pending event is leased to one of them
+//! ([`Journal::take`]), singleton work runs on the holder of the role ([`Journal::role`]). The
+//! command-line tools read and write either beside the running listeners.
 
 mod lock;
+pub mod postgres;
 mod sqlite;
 
 pub use lock::{InstanceLock, LockError};
@@ -57,6 +60,9 @@ pub enum JournalError {
         found: i64,
         known: i64,
     },
+    /// The shared journal (PostgreSQL) refused or could not be reached.
+    #[error("journal (PostgreSQL): {0}")]
+    Postgres(String),
     /// A bug: a journal call panicked (its writes were undone).
     #[error("journal: the call failed unexpectedly (a bug; its writes were undone)")]
     Panicked,
@@ -190,6 +196,7 @@ pub struct Journal {
 #[derive(Clone)]
 enum Backend {
     Sqlite(sqlite::Sqlite),
+    Postgres(Box<postgres::Postgres>),
 }
 
 /// Runs `$call` on the backend (`$b` names it).
@@ -197,6 +204,7 @@ macro_rules! on_backend {
     ($journal:expr, $b:ident => $call:expr) => {
         match &$journal.backend {
             Backend::Sqlite($b) => $call,
+            Backend::Postgres($b) => $call,
         }
     };
 }
@@ -208,6 +216,54 @@ impl Journal {
         Ok(Journal {
             backend: Backend::Sqlite(sqlite::Sqlite::open(path).await?),
         })
+    }
+
+    /// Connects to the shared journal in PostgreSQL, creating or upgrading its schema, and
+    /// announces this instance; refuses a schema written by a newer version.
+    pub async fn open_postgres(settings: &postgres::Settings) -> Result<Journal, JournalError> {
+        Ok(Journal {
+            backend: Backend::Postgres(Box::new(postgres::Postgres::open(settings).await?)),
+        })
+    }
+
+    /// The shared journal, when it is one (PostgreSQL).
+    pub fn shared(&self) -> Option<&postgres::Postgres> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg),
+        }
+    }
+
+    /// Takes (or keeps) the lease on a pending event for this instance: `true` when it may
+    /// handle it now. Always `true` with SQLite (one listener per journal).
+    pub async fn take(&self, event_id: &str) -> Result<bool, JournalError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(pg) => pg.take(event_id).await,
+        }
+    }
+
+    /// Whether this instance holds the singleton role (reconciliation, the webhook watchdog,
+    /// pruning), as it changes: always with SQLite; with PostgreSQL, elected among the
+    /// instances every `every`.
+    pub fn role(&self, every: std::time::Duration) -> tokio::sync::watch::Receiver<bool> {
+        match &self.backend {
+            Backend::Sqlite(_) => tokio::sync::watch::channel(true).1,
+            Backend::Postgres(pg) => {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(postgres::role::elect((**pg).clone(), tx, every));
+                rx
+            }
+        }
+    }
+
+    /// Takes the slot `key` unless it was taken in the last `window_ms` (`true`: this call took
+    /// it). Atomic across the listeners sharing the journal.
+    pub async fn claim_slot(&self, key: &str, window_ms: i64) -> Result<bool, JournalError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(pg) => pg.claim_slot(key, window_ms).await,
+        }
     }
 
     /// Whether the journal can be written now.

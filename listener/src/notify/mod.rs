@@ -279,10 +279,32 @@ impl Notifier {
         }
     }
 
-    /// Records a delivery's final state (and counts it for `/metrics`).
+    /// Records a delivery's final state (and counts it for `/metrics`). An alert that was sent
+    /// must not be sent again because the journal was briefly unreachable (a shared journal's
+    /// database restarting): recording is retried, with back-off, for up to `giveUpSeconds`
+    /// or until the listener stops (then the delivery stays `sending`: at-least-once).
     async fn finish(&self, kind: ChannelKind, delivery: Delivery) -> Result<(), JournalError> {
         crate::metrics::METRICS.alert(kind, delivery.state);
-        self.journal.set_delivery(delivery).await
+        let deadline = tokio::time::Instant::now() + self.give_up;
+        let mut tries = 0;
+        loop {
+            match self.journal.set_delivery(delivery.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tries += 1;
+                    let wait = backoff(self.retry_base, tries);
+                    if tokio::time::Instant::now() + wait > deadline {
+                        return Err(e);
+                    }
+                    if tries == 1 {
+                        tracing::warn!(event_id = %delivery.event_id, channel = %delivery.channel, state = delivery.state.as_str(), error = %e, "cannot record the delivery's outcome; retrying");
+                    }
+                    if self.pause(wait).await {
+                        return Err(e);
+                    }
+                }
+            }
+        }
     }
 
     /// Whether the rules say not to send: tag gating, then the rate limit (whose slot, when

@@ -41,6 +41,8 @@ pub struct Options<'a> {
     /// Lines under `qlikCloudListener.webhookWatch:` (default `intervalSeconds: 0`, off, for
     /// the same reason).
     pub webhook_watch: &'a str,
+    /// Extra lines under `qlikCloudListener.journal` (6 spaces), e.g. a shared journal's `url`.
+    pub journal: &'a str,
 }
 
 /// A tenant's `alert:` block with one webhook channel to `url` (for `Options::tenant`).
@@ -114,6 +116,7 @@ impl Setup {
             retention_days,
             reconcile,
             webhook_watch,
+            journal: extra_journal,
         } = o;
         let webhook_watch = if webhook_watch.is_empty() {
             "      intervalSeconds: 0\n"
@@ -188,7 +191,7 @@ impl Setup {
     journal:
       path: journal.sqlite
       retentionDays: {retention_days}
-    reconcile:
+{extra_journal}    reconcile:
 {reconcile}    webhookWatch:
 {webhook_watch}{extra_listener}{extra_butler}"#,
             port = broker.port,

@@ -275,6 +275,17 @@ impl Pipeline {
 
     /// Logs and counts a recorded entry, and hands a new pending one to the worker.
     fn recorded(&self, entry: Entry, format: &'static str, recorded: Recorded) {
+        // A final outcome wakes the reload's waiting attempts, also when another listener
+        // sharing the journal recorded it first (the attempt may be this one's to handle).
+        if entry.event_type == RELOAD_FINISHED && entry.state != State::Rejected {
+            self.sends_final
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(entry.tenant_id.clone());
+            if let Some(reload_id) = &entry.reload_id {
+                let _ = self.wake.send((entry.tenant_id.clone(), reload_id.clone()));
+            }
+        }
         match recorded {
             Recorded::Duplicate => {
                 crate::metrics::inc(&METRICS.events_duplicate);
@@ -298,15 +309,6 @@ impl Pipeline {
                     note = entry.note.as_deref().unwrap_or("-"),
                     "event recorded"
                 );
-                if entry.event_type == RELOAD_FINISHED && entry.state != State::Rejected {
-                    self.sends_final
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(entry.tenant_id.clone());
-                    if let Some(reload_id) = &entry.reload_id {
-                        let _ = self.wake.send((entry.tenant_id.clone(), reload_id.clone()));
-                    }
-                }
                 if entry.state == State::Pending {
                     // Only fails when the worker is gone, i.e. at shutdown: the event stays
                     // pending in the journal and is resumed at the next start.

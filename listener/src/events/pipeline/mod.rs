@@ -118,6 +118,9 @@ pub struct Pipeline {
     wake: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     /// Failed attempts with a timer set for the end of their wait.
     waiting: Mutex<HashSet<String>>,
+    /// How often the journal is scanned for pending events (with a shared journal: half a
+    /// lease, so the events of a listener that died are taken over soon after its lease).
+    rescan: std::time::Duration,
 }
 
 impl Pipeline {
@@ -144,6 +147,10 @@ impl Pipeline {
             webhook_final: Mutex::new(HashMap::new()),
             wake,
             waiting: Mutex::new(HashSet::new()),
+            rescan: match &config.shared_journal {
+                Some(shared) => std::time::Duration::from_millis(shared.lease_secs * 500),
+                None => std::time::Duration::from_secs(60),
+            },
             notifier,
             new_pending,
             in_flight: Mutex::new(HashSet::new()),

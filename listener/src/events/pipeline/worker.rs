@@ -2,7 +2,9 @@
 //!
 //! Promises:
 //! - pending work survives restarts: the worker starts with what the journal still holds, and
-//!   a rescan every minute picks up anything an error left pending;
+//!   a rescan every minute picks up anything an error left pending (with a shared journal,
+//!   every half lease: also the events of a listener that died, once its lease ran out);
+//! - with a shared journal, an event is handled only by the listener holding its lease;
 //! - an event is handled by one task at a time, however often it is handed over;
 //! - a failed attempt that waits for its reload's final outcome is woken when that outcome
 //!   (or reconciliation's) arrives, or at the end of its wait, which is the event's receive
@@ -33,7 +35,7 @@ impl Worker {
         let me = pipeline;
         // What a previous run left, then each new event as it is recorded; a rescan every
         // minute picks up anything an error left pending.
-        let mut rescan = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut rescan = tokio::time::interval(me.rescan);
         loop {
             tokio::select! {
                 Some((tenant, reload)) = wake.recv() => match me.journal.reload_events(&tenant, &reload).await {
@@ -72,7 +74,15 @@ impl Pipeline {
             let me = self.clone();
             tokio::spawn(async move {
                 let id = entry.id.clone();
-                me.clone().process(entry).await;
+                // With a shared journal, another listener may hold the event (it recorded it,
+                // or took it over): then it is that one's to handle.
+                match me.journal.take(&id).await {
+                    Ok(true) => me.clone().process(entry).await,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(event_id = %id, error = %e, "cannot take the event; the rescan tries again")
+                    }
+                }
                 let mut in_flight = me.in_flight.lock().unwrap_or_else(|p| p.into_inner());
                 in_flight.remove(&id);
                 if in_flight.is_empty() {
