@@ -459,3 +459,61 @@ async fn https_with_butlers_tls_keys_answers_butlerping_and_a_silent_client_bloc
         .await;
     assert!(stranger.is_err(), "{stranger:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_listeners_sharing_a_journal_start_a_task_once() {
+    let pg = relay_tests::postgres::Postgres::start().await;
+    let b = butler(true, "").await;
+    let mut results = Subscriber::connect(b.s.broker.port, "qlik-listener/task-result").await;
+    let mut group = Vec::new();
+    for id in ["alpha", "bravo", "charlie"] {
+        let config = common::instance_config(&b.s.config, id, &pg.url(), "");
+        let mut l = relay_tests::process::Running::spawn(
+            common::BIN,
+            &["--config", config.to_str().unwrap()],
+            &b.s.env(),
+        );
+        l.wait_for_output("subscribed filter=qliksense/#", 1, LIMIT)
+            .await;
+        group.push(l);
+    }
+    for (starts, task) in [TASK, OTHER_TASK].into_iter().enumerate() {
+        mqtt::publish(
+            b.s.broker.port,
+            "qliksense/start_task",
+            task.as_bytes(),
+            None,
+        )
+        .await;
+        // Every instance receives it; one starts it, the others say so.
+        let r = result(&results.expect().await);
+        assert_eq!(r["outcome"], "started", "{r}");
+        relay_tests::wait::until(LIMIT, "the other two to leave it", || {
+            let left: usize = group
+                .iter()
+                .map(|l| {
+                    l.output()
+                        .iter()
+                        .filter(|l| l.contains("task start taken by another listener"))
+                        .count()
+                })
+                .sum();
+            async move { (left >= 2 * (starts + 1)).then_some(()) }
+        })
+        .await;
+    }
+    let starts: Vec<String> = b.qrs.calls().into_iter().map(|c| c.path).collect();
+    assert_eq!(
+        starts,
+        [
+            format!("/qrs/task/{TASK}/start/synchronous"),
+            format!("/qrs/task/{OTHER_TASK}/start/synchronous")
+        ],
+        "each task started once"
+    );
+    // The instances that left the starts published no result of their own.
+    let more = results
+        .before_marker(b.s.broker.port, "qlik-listener/task-result")
+        .await;
+    assert!(more.is_empty(), "one result per start: {} more", more.len());
+}

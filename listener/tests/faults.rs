@@ -27,75 +27,15 @@
 
 mod common;
 
-use common::{numbered_failure, Options, Setup, LIMIT};
+use common::stream::{arrivals, body, reload_id, reload_of};
+use common::{Options, Setup, LIMIT};
 use relay_tests::fakes::{ErrorRates, HttpReceiver};
 use relay_tests::fixtures::{self, SECRET};
 use relay_tests::process::{serve_forwarder, workspace_bin};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Reload ids: `f417ed00-reload-<12 digits>`, easy to find in any alert body.
-const RELOAD_PREFIX: &str = "f417ed00-reload-";
-
-fn reload_id(i: usize) -> String {
-    format!("{RELOAD_PREFIX}{i:012}")
-}
-
-/// The `j`-th body posted: reload `j / 2`'s failed attempt (even `j`) or its failed final
-/// outcome (odd `j`).
-fn body(j: usize) -> Vec<u8> {
-    let i = j / 2;
-    if j.is_multiple_of(2) {
-        let (_, attempt) = numbered_failure(i);
-        let mut v: serde_json::Value = serde_json::from_slice(&attempt).unwrap();
-        v["data"]["reloadId"] = reload_id(i).into();
-        serde_json::to_vec(&v).unwrap()
-    } else {
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&fixtures::event("reload-failed.cloudevents.json")).unwrap();
-        v["id"] = format!("f417ed00-final-{i:012}").into();
-        v["data"]["id"] = reload_id(i).into();
-        serde_json::to_vec(&v).unwrap()
-    }
-}
-
-/// The reload (its index) of an event id: an attempt, a final outcome or a reconciled event.
-fn reload_of(event_id: &str) -> Option<usize> {
-    let digits = |s: &str| s.get(..12)?.parse().ok();
-    if let Some(at) = event_id.find(RELOAD_PREFIX) {
-        return digits(&event_id[at + RELOAD_PREFIX.len()..]);
-    }
-    if let Some(rest) = event_id.strip_prefix("f417ed00-final-") {
-        return digits(rest);
-    }
-    event_id.strip_prefix(common::ID_PREFIX).and_then(digits)
-}
-
-/// The reloads an alert request is about (their ids are unique strings, wherever they appear).
-fn reloads_in(body: &[u8]) -> Vec<usize> {
-    let text = String::from_utf8_lossy(body);
-    let mut found: Vec<usize> = text
-        .match_indices(RELOAD_PREFIX)
-        .filter_map(|(at, _)| text.get(at..at + RELOAD_PREFIX.len() + 12))
-        .filter_map(reload_of)
-        .collect();
-    found.sort_unstable();
-    found.dedup();
-    found
-}
-
-/// (reload → arrival times of 2xx-answered requests) for one receiver.
-fn arrivals(receiver: &HttpReceiver) -> HashMap<usize, Vec<Instant>> {
-    let mut map: HashMap<usize, Vec<Instant>> = HashMap::new();
-    for r in receiver.delivered() {
-        for i in reloads_in(&r.body) {
-            map.entry(i).or_default().push(r.at);
-        }
-    }
-    map
-}
 
 /// (event id, channel) of the deliveries the journal at `path` holds as `sending`.
 fn sending(path: &std::path::Path) -> Vec<(String, String)> {

@@ -2,6 +2,8 @@
 //! generated Butler config, and ways to read the journal as a user would.
 #![allow(dead_code)]
 
+pub mod stream;
+
 use qlik_listener::journal::{Entry, Journal, State};
 use relay_tests::fakes::FakeQlikCloud;
 use relay_tests::fixtures::{self, SECRET, TENANT};
@@ -41,8 +43,6 @@ pub struct Options<'a> {
     /// Lines under `qlikCloudListener.webhookWatch:` (default `intervalSeconds: 0`, off, for
     /// the same reason).
     pub webhook_watch: &'a str,
-    /// Extra lines under `qlikCloudListener.journal` (6 spaces), e.g. a shared journal's `url`.
-    pub journal: &'a str,
 }
 
 /// A tenant's `alert:` block with one webhook channel to `url` (for `Options::tenant`).
@@ -116,7 +116,6 @@ impl Setup {
             retention_days,
             reconcile,
             webhook_watch,
-            journal: extra_journal,
         } = o;
         let webhook_watch = if webhook_watch.is_empty() {
             "      intervalSeconds: 0\n"
@@ -191,7 +190,7 @@ impl Setup {
     journal:
       path: journal.sqlite
       retentionDays: {retention_days}
-{extra_journal}    reconcile:
+    reconcile:
 {reconcile}    webhookWatch:
 {webhook_watch}{extra_listener}{extra_butler}"#,
             port = broker.port,
@@ -270,6 +269,27 @@ impl Setup {
             });
         found.unwrap_or_else(|| dir.join("not-stored").join(suffix))
     }
+}
+
+/// A copy of the generated config at `config` for one instance of a group sharing the
+/// journal at `url` (PostgreSQL): `instanceId: {id}`, a 3-second lease, and `extra` lines under
+/// `qlikCloudListener:` (4 spaces, e.g. its own `metricsListen`). Returns the copy's path.
+pub fn instance_config(config: &std::path::Path, id: &str, url: &str, extra: &str) -> PathBuf {
+    let yaml = std::fs::read_to_string(config).unwrap();
+    let at = yaml.find("    reconcile:\n").expect("the generated config");
+    let yaml = format!(
+        "{}    instanceId: {id}\n{extra}{}",
+        &yaml[..at],
+        &yaml[at..]
+    )
+    .replacen(
+        "      path: journal.sqlite\n",
+        &format!("      url: {url}\n      leaseSeconds: 3\n"),
+        1,
+    );
+    let path = config.with_file_name(format!("butler-{id}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
 }
 
 pub fn event_id(body: &[u8]) -> String {

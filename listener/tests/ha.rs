@@ -1,0 +1,463 @@
+//! High availability (issue #31): listeners sharing a journal in PostgreSQL act as one.
+//!
+//! Real processes throughout: a throw-away PostgreSQL cluster, Mosquitto, the forwarder, two or
+//! three `qlik-listener` processes (each with its own `instanceId`, MQTT session and
+//! `metricsListen`), the Qlik Cloud stand-in and HTTP alert receivers. Each instance receives
+//! every event (its own persistent session); the journal keeps one of each, leases each pending
+//! event to one instance, and elects one instance for the singleton work.
+//!
+//! `HA_EVENTS` sets the number of reloads of the kill scenario (default 500, 1,000 events).
+
+mod common;
+
+use common::stream::{arrivals, body, reload_id, reload_of};
+use common::{instance_config, Options, Setup, BIN, LIMIT};
+use relay_tests::fakes::HttpReceiver;
+use relay_tests::fixtures::{self, SECRET};
+use relay_tests::postgres::Postgres;
+use relay_tests::process::{serve_forwarder, workspace_bin, Running};
+use relay_tests::wait;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One listener of the group: its config file, its `/readyz` port, its process.
+struct Instance {
+    id: String,
+    config: PathBuf,
+    metrics_port: u16,
+    process: Running,
+}
+
+impl Instance {
+    async fn start(s: &Setup, pg: &Postgres, id: &str) -> Instance {
+        let metrics_port = relay_tests::free_port();
+        let config = instance_config(
+            &s.config,
+            id,
+            &pg.url(),
+            &format!("    metricsListen: 127.0.0.1:{metrics_port}\n"),
+        );
+        let process = spawn(s, &config, "subscribed").await;
+        Instance {
+            id: id.to_owned(),
+            config,
+            metrics_port,
+            process,
+        }
+    }
+
+    /// SIGKILL, as a crash or a host going down would.
+    async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
+    async fn restart(&mut self, s: &Setup) {
+        // Its session is still on the broker: it connects and is not subscribed again.
+        self.process = spawn(s, &self.config, "connected to the broker").await;
+    }
+
+    fn holds_role(&self) -> bool {
+        self.process
+            .output()
+            .iter()
+            .any(|l| l.contains("now holds the singleton role"))
+    }
+
+    async fn readyz(&self) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        reqwest::get(url).await.unwrap().json().await.unwrap()
+    }
+}
+
+async fn spawn(s: &Setup, config: &std::path::Path, ready: &str) -> Running {
+    let mut l = Running::spawn(BIN, &["--config", config.to_str().unwrap()], &s.env());
+    l.wait_for_output(ready, 1, LIMIT).await;
+    l
+}
+
+/// (event id, channel) of the deliveries `instance` had under way (`sending`), per the journal.
+fn in_flight(pg: &Postgres, instance: &str) -> Vec<(String, String)> {
+    pg.query(&format!(
+        "SELECT event_id || '|' || channel FROM deliveries WHERE state = 'sending' AND delivered_by = '{instance}'"
+    ))
+    .lines()
+    .filter_map(|l| l.split_once('|'))
+    .map(|(e, c)| (e.to_owned(), c.to_owned()))
+    .collect()
+}
+
+fn alert_channels(teams: &HttpReceiver, hook: &HttpReceiver) -> String {
+    format!(
+        "          alert:
+            teamsNotification:
+              reloadAppFailure: {{ enable: true, webhookURL: \"{}\", rateLimit: 0 }}
+            webhookNotification:
+              reloadAppFailure: {{ enable: true, urls: [\"{}\"] }}
+",
+        teams.url("/workflows/teams"),
+        hook.url("/qlik-alerts"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_listeners_alert_every_reload_once_while_instances_are_killed() {
+    let n: usize = std::env::var("HA_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let pg = Postgres::start().await;
+    let teams = HttpReceiver::start().await;
+    let hook = HttpReceiver::start().await;
+    let s = Setup::with(Options {
+        tenant: &alert_channels(&teams, &hook),
+        listener: "    alerts:\n      retryBaseMilliseconds: 50\n",
+        persistent_broker: true,
+        ..Options::default()
+    })
+    .await;
+    let mut group = Vec::new();
+    for id in ["alpha", "bravo", "charlie"] {
+        group.push(Instance::start(&s, &pg, id).await);
+    }
+    let (forwarder, base) = serve_forwarder(
+        workspace_bin("qlik-webhook").to_str().unwrap(),
+        &[
+            ("QLIK_WEBHOOK_SECRET", SECRET.to_owned()),
+            ("MQTT_URL", s.broker.url()),
+        ],
+    )
+    .await;
+    let url = format!("{base}/webhook");
+    let http = reqwest::Client::new();
+
+    // The stream: each reload's failed attempt and failed final outcome, signed, through the
+    // forwarder, up to 16 in flight; what is not accepted is posted again (Qlik's resend).
+    let posted = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let posts = 2 * n;
+    let stream = {
+        let (posted, refused) = (posted.clone(), refused.clone());
+        tokio::spawn(async move {
+            let gate = Arc::new(tokio::sync::Semaphore::new(16));
+            let mut tasks = Vec::new();
+            for j in 0..posts {
+                let permit = gate.clone().acquire_owned().await.unwrap();
+                let (http, url, posted, refused) =
+                    (http.clone(), url.clone(), posted.clone(), refused.clone());
+                tasks.push(tokio::spawn(async move {
+                    let body = body(j);
+                    loop {
+                        let answer = http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header("Qlik-Signature", fixtures::sign(&body))
+                            .body(body.clone())
+                            .timeout(Duration::from_secs(10))
+                            .send()
+                            .await;
+                        if answer.is_ok_and(|r| r.status().is_success()) {
+                            break;
+                        }
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    posted.fetch_add(1, Ordering::SeqCst);
+                    drop(permit);
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    };
+
+    // Three SIGKILLs of an instance picked at random, each restarted at once.
+    let mut caught: Vec<Vec<(String, String)>> = Vec::new();
+    let mut killed = Vec::new();
+    let mut logs = Vec::new();
+    for percent in [25, 50, 75] {
+        let point = posts * percent / 100;
+        wait::until(LIMIT * 6, &format!("{point} posts accepted"), || {
+            let done = posted.load(Ordering::SeqCst);
+            async move { (done >= point).then_some(()) }
+        })
+        .await;
+        let victim = &mut group[fastrand::usize(0..3)];
+        victim.kill().await;
+        // Nothing of the victim's writes the journal now: what it has `sending` was in flight.
+        caught.push(in_flight(&pg, &victim.id));
+        killed.push(victim.id.clone());
+        logs.extend(victim.process.output());
+        victim.restart(&s).await;
+        eprintln!("[ha] at post {point}: killed and restarted {}", victim.id);
+    }
+    stream.await.unwrap();
+
+    // Every reload reaches both receivers.
+    let receivers = [("teams", &teams), ("webhook-1", &hook)];
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let missing: Vec<String> = receivers
+            .iter()
+            .flat_map(|(name, r)| {
+                let got = arrivals(r);
+                (0..n)
+                    .filter(move |i| !got.contains_key(i))
+                    .map(move |i| format!("{name}: {}", reload_id(i)))
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} alert(s) never arrived, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The journal agrees: every reload claimed once, its alert sent on both channels.
+    let sent = wait::until(LIMIT, "every claimed alert to be recorded as sent", || {
+        let rows = pg.query(
+            "SELECT COUNT(*) FROM reload_alerts r JOIN deliveries d ON d.event_id = r.event_id WHERE d.state = 'sent'",
+        );
+        async move { (rows == (2 * n).to_string()).then_some(rows) }
+    })
+    .await;
+    assert_eq!(
+        pg.query("SELECT COUNT(*) FROM reload_alerts"),
+        n.to_string()
+    );
+
+    // Duplicates only inside the at-least-once window: a delivery in flight at a kill.
+    let mut duplicated = 0;
+    for (channel, r) in receivers {
+        for (i, times) in arrivals(r) {
+            if times.len() > 1 {
+                duplicated += times.len() - 1;
+                let kills_caught = caught
+                    .iter()
+                    .filter(|at_kill| {
+                        at_kill
+                            .iter()
+                            .any(|(e, c)| reload_of(e) == Some(i) && c == channel)
+                    })
+                    .count();
+                assert!(
+                    times.len() - 1 <= kills_caught,
+                    "reload {} reached {channel} {} times, but was in flight at {kills_caught} kill(s)",
+                    reload_id(i),
+                    times.len()
+                );
+            }
+        }
+    }
+    // All three took part: each recorded events and sent alerts.
+    let recorders = pg.query("SELECT DISTINCT recorded_by FROM events ORDER BY 1");
+    let deliverers = pg.query("SELECT DISTINCT delivered_by FROM deliveries ORDER BY 1");
+    assert_eq!(recorders, "alpha\nbravo\ncharlie");
+    assert_eq!(deliverers, "alpha\nbravo\ncharlie");
+    eprintln!(
+        "ha: {n} reloads ({posts} events, {} re-posted) to 3 listeners, SIGKILLed {killed:?}; {sent} alerts recorded sent; \
+         lost 0, duplicated {duplicated} (each in flight at a kill); Teams {} requests, webhook {}",
+        refused.load(Ordering::SeqCst),
+        teams.delivered().len(),
+        hook.delivered().len(),
+    );
+    logs.extend(forwarder.output());
+    for i in &group {
+        logs.extend(i.process.output());
+    }
+    assert!(
+        !logs.iter().any(|l| l.contains(SECRET)),
+        "no secret in any log"
+    );
+}
+
+/// A failed reload known only to Qlik Cloud's reloads API (its webhook event never came).
+fn list_failure(s: &Setup, reload: &str) {
+    let ended = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    (s.api.reload_recorder())(serde_json::json!({
+        "id": reload, "appId": "4f2c9d1e-7a6b-4c3d-9e8f-000000000001",
+        "tenantId": fixtures::TENANT, "type": "chronos", "status": "FAILED",
+        "creationTime": ended, "startTime": ended, "endTime": ended,
+        "errorCode": "EngineReloadFailed", "errorMessage": "Table 'Orders' not found",
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_singleton_role_moves_when_its_holder_is_killed() {
+    let pg = Postgres::start().await;
+    let teams = HttpReceiver::start().await;
+    let hook = HttpReceiver::start().await;
+    let s = Setup::with(Options {
+        tenant: &alert_channels(&teams, &hook),
+        reconcile: "      intervalSeconds: 1\n      graceSeconds: 0\n      lookBackHours: 1\n",
+        ..Options::default()
+    })
+    .await;
+    let mut group = [
+        Instance::start(&s, &pg, "alpha").await,
+        Instance::start(&s, &pg, "bravo").await,
+    ];
+    let holder = wait::until(LIMIT, "one instance to hold the role", || {
+        let found = group.iter().position(Instance::holds_role);
+        async move { found }
+    })
+    .await;
+    let other = 1 - holder;
+    let ready = group[holder].readyz().await;
+    assert_eq!(ready["holdsRole"], true, "{ready}");
+    assert_eq!(ready["instance"], group[holder].id.as_str());
+
+    // Reconciliation runs on the holder only: a failure the webhook never brought is alerted once.
+    list_failure(&s, "f417ed00-reload-000000000001");
+    wait::until(
+        LIMIT,
+        "the first reconciled failure to be alerted and recorded sent",
+        || {
+            let sent = pg.query("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'");
+            async move { (sent == "2").then_some(()) }
+        },
+    )
+    .await;
+    assert!(!group[other].holds_role(), "only one holds the role");
+
+    group[holder].kill().await;
+    let killed_at = Instant::now();
+    wait::until(LIMIT, "the other instance to take the role", || {
+        let took = group[other].holds_role();
+        async move { took.then_some(()) }
+    })
+    .await;
+    let took_after = killed_at.elapsed();
+    // The lease is 3 s; the election runs every second, and PostgreSQL ends the dead holder's
+    // session (and its lock) when its connection drops.
+    assert!(
+        took_after < Duration::from_secs(3),
+        "the role moved within one lease, not {took_after:?}"
+    );
+
+    // The new holder reconciles: a second failure only Qlik knows of is alerted, once.
+    list_failure(&s, "f417ed00-reload-000000000002");
+    wait::until(LIMIT, "the second reconciled failure to be alerted", || {
+        let got = arrivals(&hook).len();
+        async move { (got == 2).then_some(()) }
+    })
+    .await;
+    // Two more reconciliation runs (two more list calls) and still one alert each.
+    let listed = || {
+        s.api
+            .calls()
+            .iter()
+            .filter(|c| c.path_and_query.starts_with("/api/v1/reloads?"))
+            .count()
+    };
+    let before = listed();
+    wait::until(LIMIT, "two more reconciliation runs", || {
+        let now = listed();
+        async move { (now >= before + 2).then_some(()) }
+    })
+    .await;
+    for (name, r) in [("teams", &teams), ("webhook", &hook)] {
+        let got = arrivals(r);
+        assert_eq!(got.len(), 2, "{name}: both failures");
+        assert!(got.values().all(|t| t.len() == 1), "{name}: each once");
+    }
+    let ready = group[other].readyz().await;
+    assert_eq!(ready["holdsRole"], true, "{ready}");
+    eprintln!("ha: the role moved {took_after:?} after its holder was SIGKILLed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_restart_mid_burst_loses_and_doubles_nothing() {
+    let n = 200;
+    let mut pg = Postgres::start().await;
+    let teams = HttpReceiver::start().await;
+    let hook = HttpReceiver::start().await;
+    let s = Setup::with(Options {
+        tenant: &alert_channels(&teams, &hook),
+        listener:
+            "    alerts:\n      retryBaseMilliseconds: 50\n      waitForFinalOutcome: never\n",
+        persistent_broker: true,
+        ..Options::default()
+    })
+    .await;
+    let group = [
+        Instance::start(&s, &pg, "alpha").await,
+        Instance::start(&s, &pg, "bravo").await,
+    ];
+    for i in 0..n {
+        if i == n / 2 {
+            pg.stop();
+            // The instances notice: events are held, `/readyz` says why.
+            let why = wait::until(LIMIT, "/readyz to say the journal is down", || {
+                let ready = group[0].readyz();
+                async move {
+                    let r = ready.await;
+                    (r["ready"] == false).then_some(r["problems"].to_string())
+                }
+            })
+            .await;
+            assert!(why.contains("journal"), "{why}");
+        }
+        if i == n / 2 + 20 {
+            pg.restart().await;
+        }
+        s.publish("qscloud/app/reload", &body(2 * i)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = (arrivals(&teams).len(), arrivals(&hook).len());
+        if got == (n, n) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts for {got:?} of {n} reloads"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (name, r) in [("teams", &teams), ("webhook", &hook)] {
+        let doubled: Vec<usize> = arrivals(r)
+            .into_iter()
+            .filter(|(_, t)| t.len() > 1)
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            doubled.is_empty(),
+            "{name}: reloads alerted twice: {doubled:?}"
+        );
+    }
+    wait::until(LIMIT, "/readyz to be ready again", || {
+        let ready = group[1].readyz();
+        async move { (ready.await["ready"] == true).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_listeners_of_one_name_are_told_apart_by_their_config() {
+    // The instance id ends the MQTT client id: two instances never share a broker session
+    // (which would make the broker disconnect one, and split the events between them).
+    let pg = Postgres::start().await;
+    let s = Setup::new("").await;
+    let a = instance_config(&s.config, "alpha", &pg.url(), "");
+    let out = relay_tests::process::run(
+        BIN,
+        &["check-config", "--config", a.to_str().unwrap()],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(out.0, Some(0), "{}", out.1);
+    assert!(
+        out.1.contains("-alpha"),
+        "the client id names the instance: {}",
+        out.1
+    );
+}
