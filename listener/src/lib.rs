@@ -263,14 +263,6 @@ async fn open_journal(
     }
 }
 
-/// Where the journal is, for messages (a URL is shown without a password).
-fn journal_shown(config: &Config) -> String {
-    match &config.shared_journal {
-        Some(shared) => shared.url.clone(),
-        None => config.journal_path.display().to_string(),
-    }
-}
-
 /// How long a stopping listener waits for alert requests under way (below systemd's and the
 /// Windows service manager's stop time-outs).
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
@@ -308,7 +300,7 @@ pub async fn run(
         broker = %format!("{}:{}", config.broker.host, config.broker.port),
         client_id = %config.broker.client_id,
         subscription = %config.subscription_root,
-        journal = %journal_shown(&config),
+        journal = %cli::journal_shown(&config),
         instance = group.instance().unwrap_or("-"),
         "listener started"
     );

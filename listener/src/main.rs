@@ -2,14 +2,15 @@
 //! library.
 
 use clap::{Parser, Subcommand};
-use qlik_listener::cli::{history, preview, service, webhooks};
+use qlik_listener::cli::{history, migrate, preview, service, webhooks};
 use qlik_listener::config::Config;
 use relay_cli::{init_logging, run_to_exit, shutdown_signal, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Receives Qlik Cloud events from MQTT (published by qlik-webhook), records each durably in
-/// a SQLite journal, and enriches reload failures from the Qlik Cloud REST API.
+/// a journal (SQLite, or PostgreSQL shared by two or three listeners), and enriches reload
+/// failures from the Qlik Cloud REST API.
 ///
 /// The configuration is a Butler-style YAML file (root key `Butler`); a Butler user can point
 /// it at the file they already have. Secrets may be written as ${ENV_VAR}.
@@ -49,6 +50,10 @@ enum Command {
     RegisterWebhook(webhooks::RegisterArgs),
     /// Show what the journal holds: events, their state and their alerts, newest first.
     History(history::Args),
+    /// The journal itself: `journal migrate` copies the SQLite journal into a shared one in
+    /// PostgreSQL (for two or three listeners: docs/high-availability.md).
+    #[command(subcommand)]
+    Journal(migrate::Command),
     /// The listener as a native Windows service: install (with --config), start, stop,
     /// uninstall. On Linux use the systemd unit in infra/systemd.
     #[command(subcommand)]
@@ -111,6 +116,10 @@ fn main() -> ExitCode {
         },
         Some(Command::History(args)) => match config() {
             Ok((_, config)) => run_to_exit(async move { history::run(&config, args).await }),
+            Err(code) => code,
+        },
+        Some(Command::Journal(command)) => match config() {
+            Ok((_, config)) => run_to_exit(async move { migrate::run(&config, command).await }),
             Err(code) => code,
         },
         Some(Command::Service(command)) => match service::run(cli.config.as_deref(), command) {

@@ -461,3 +461,91 @@ async fn two_listeners_of_one_name_are_told_apart_by_their_config() {
         out.1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn journal_migrate_moves_pending_work_without_resending() {
+    let pg = Postgres::start().await;
+    let teams = HttpReceiver::start().await;
+    let hook = HttpReceiver::start().await;
+    let s = Setup::with(Options {
+        tenant: &alert_channels(&teams, &hook),
+        listener:
+            "    alerts:\n      retryBaseMilliseconds: 50\n      waitForFinalOutcome: never\n",
+        persistent_broker: true,
+        ..Options::default()
+    })
+    .await;
+    // One listener alone on SQLite: reload 0 is alerted; reloads 1 and 2 cannot be (the
+    // receivers are down) when it is stopped.
+    let mut alone = s.start(true).await;
+    s.publish("qscloud/app/reload", &body(0)).await;
+    wait::until(LIMIT, "reload 0 alerted on both", || {
+        let got = (arrivals(&teams).len(), arrivals(&hook).len());
+        async move { (got == (1, 1)).then_some(()) }
+    })
+    .await;
+    teams.set_down(true);
+    hook.set_down(true);
+    for j in [2, 4] {
+        s.publish("qscloud/app/reload", &body(j)).await;
+    }
+    let journal = s.journal().await;
+    wait::until(LIMIT, "reloads 1 and 2 to be tried and refused", || {
+        let journal = journal.clone();
+        async move {
+            let mut tried = 0;
+            for i in [1, 2] {
+                let id = common::event_id(&body(2 * i));
+                tried += journal
+                    .deliveries(&id)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter(|d| d.attempts > 0 && !d.state.is_final())
+                    .count();
+            }
+            (tried == 4).then_some(())
+        }
+    })
+    .await;
+    drop(journal);
+    alone.terminate();
+    assert!(alone.wait_exit(LIMIT).await.success());
+
+    let config = s.config.to_str().unwrap();
+    let (code, out) = relay_tests::process::run(
+        BIN,
+        &["journal", "migrate", "--to", &pg.url(), "--config", config],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("3 of 3 events"), "{out}");
+    // Run again: nothing more.
+    let (code, again) = relay_tests::process::run(
+        BIN,
+        &["journal", "migrate", "--to", &pg.url(), "--config", config],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{again}");
+    assert!(again.contains("0 of 3 events"), "{again}");
+
+    // A listener of the group takes the pending work: reloads 1 and 2 once each, 0 not again.
+    teams.set_down(false);
+    hook.set_down(false);
+    let _group = Instance::start(&s, &pg, "alpha").await;
+    wait::until(LIMIT, "nothing pending in the shared journal", || {
+        let left = pg.query("SELECT COUNT(*) FROM events WHERE state = 'pending'");
+        async move { (left == "0").then_some(()) }
+    })
+    .await;
+    for (name, r) in [("teams", &teams), ("webhook", &hook)] {
+        let got = arrivals(r);
+        assert_eq!(got.len(), 3, "{name}: {got:?}");
+        assert!(
+            got.values().all(|t| t.len() == 1),
+            "{name}: each once: {got:?}"
+        );
+    }
+}

@@ -77,12 +77,7 @@ impl AlertFilter {
 
 /// Prints the journal's events for `args`, or resends an alert.
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        config.journal_path.exists(),
-        "no journal at {} yet: the listener has not run with this config",
-        config.journal_path.display()
-    );
-    let journal = Journal::open(&config.journal_path).await?;
+    let journal = super::journal(config).await?;
     if let Some(Action::Resend {
         event,
         channel,
@@ -190,7 +185,7 @@ async fn resend(
     let entry = journal
         .get(event_id)
         .await?
-        .with_context(|| format!("no event {event_id} in {}", config.journal_path.display()))?;
+        .with_context(|| format!("no event {event_id} in {}", super::journal_shown(config)))?;
     let data: crate::events::alert_data::AlertData = entry
         .enrichment
         .as_deref()

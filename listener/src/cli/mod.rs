@@ -1,17 +1,44 @@
 //! What the binary's subcommands other than `run` do: `history` (the journal for operators),
 //! `webhook` (the Qlik Cloud webhook that feeds the forwarder), `preview` (what each alert
-//! channel would send), `service` (the listener as a Windows service) and `broker` (an embedded MQTT
+//! channel would send), `journal migrate` (SQLite to a shared PostgreSQL journal), `service` (the listener as a Windows service) and `broker` (an embedded MQTT
 //! broker for trying things on one machine).
 
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod history;
+pub mod migrate;
 pub mod preview;
 pub mod service;
 pub mod webhooks;
 
 use crate::config::{Config, TenantConfig, TenantRef};
 use anyhow::Context as _;
+
+/// The configured journal, for the command-line tools beside a running listener: the shared one
+/// in PostgreSQL (`journal.url`), or the SQLite file, which must exist already.
+pub async fn journal(config: &Config) -> anyhow::Result<crate::journal::Journal> {
+    match &config.shared_journal {
+        Some(shared) => crate::journal::Journal::open_postgres(&shared.settings())
+            .await
+            .with_context(|| format!("Butler.qlikCloudListener.journal.url: {}", shared.url)),
+        None => {
+            anyhow::ensure!(
+                config.journal_path.exists(),
+                "no journal at {} yet: the listener has not run with this config",
+                config.journal_path.display()
+            );
+            Ok(crate::journal::Journal::open(&config.journal_path).await?)
+        }
+    }
+}
+
+/// Where the configured journal is, for messages (a URL without its password).
+pub fn journal_shown(config: &Config) -> String {
+    match &config.shared_journal {
+        Some(shared) => shared.url.clone(),
+        None => config.journal_path.display().to_string(),
+    }
+}
 
 /// The configured tenant named `wanted` (its id or host name, as `--tenant` gives it), or the
 /// first one.

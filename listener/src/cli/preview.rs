@@ -5,7 +5,6 @@
 use crate::config::Config;
 use crate::events::alert_data::{self, AlertData};
 use crate::events::enrich::Enrichment;
-use crate::journal::Journal;
 use crate::qlik_api::{AppInfo, AppItem, ReloadInfo, UserInfo};
 use anyhow::Context as _;
 
@@ -67,7 +66,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         }
     }
     if args.send {
-        let journal = Journal::open(&config.journal_path).await?;
+        let journal = super::journal(config).await?;
         let id = format!("preview-{}", crate::journal::now_ms());
         let give_up = std::time::Duration::from_secs(60);
         let sent = super::deliver_now(config, &journal, &id, &channels, &data, give_up).await?;
@@ -117,13 +116,11 @@ fn event_tenant_config<'c>(
 /// The alert data of a journaled event (as it was stored, or built from its body), and its
 /// tenant id.
 async fn journaled(config: &Config, id: &str) -> anyhow::Result<(AlertData, String)> {
-    let journal = Journal::open(&config.journal_path).await?;
-    let entry = journal.get(id).await?.with_context(|| {
-        format!(
-            "--event: no event {id} in {}",
-            config.journal_path.display()
-        )
-    })?;
+    let journal = super::journal(config).await?;
+    let entry = journal
+        .get(id)
+        .await?
+        .with_context(|| format!("--event: no event {id} in {}", super::journal_shown(config)))?;
     if let Some(data) = entry
         .enrichment
         .as_deref()

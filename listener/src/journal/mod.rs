@@ -186,6 +186,19 @@ pub struct Delivery {
     pub last_error: Option<String>,
 }
 
+/// Everything a journal holds, to move it from SQLite to a shared journal (`journal migrate`).
+pub struct Contents {
+    pub events: Vec<Entry>,
+    /// With each delivery's last update (unix ms).
+    pub deliveries: Vec<(Delivery, i64)>,
+    /// (tenant id, reload id, event id, claimed at).
+    pub reload_alerts: Vec<(String, String, String, i64)>,
+    /// (tenant id, state).
+    pub watch_states: Vec<(String, String)>,
+    /// (key, last taken at).
+    pub rate_limits: Vec<(String, i64)>,
+}
+
 /// A handle on the journal; clones share it.
 #[derive(Clone)]
 pub struct Journal {
@@ -218,8 +231,8 @@ impl Journal {
         })
     }
 
-    /// Connects to the shared journal in PostgreSQL, creating or upgrading its schema, and
-    /// announces this instance; refuses a schema written by a newer version.
+    /// Connects to the shared journal in PostgreSQL, creating or upgrading its schema; refuses
+    /// a schema written by a newer version.
     pub async fn open_postgres(settings: &postgres::Settings) -> Result<Journal, JournalError> {
         Ok(Journal {
             backend: Backend::Postgres(Box::new(postgres::Postgres::open(settings).await?)),
@@ -263,6 +276,16 @@ impl Journal {
         match &self.backend {
             Backend::Sqlite(_) => Ok(true),
             Backend::Postgres(pg) => pg.claim_slot(key, window_ms).await,
+        }
+    }
+
+    /// Everything the journal holds (SQLite only: the source of `journal migrate`).
+    pub async fn contents(&self) -> Result<Contents, JournalError> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.contents().await,
+            Backend::Postgres(_) => Err(JournalError::Postgres(
+                "a shared journal is not migrated from (it is the target)".into(),
+            )),
         }
     }
 

@@ -18,6 +18,7 @@
 
 mod deliveries;
 mod events;
+mod import;
 pub mod role;
 mod schema;
 
@@ -120,7 +121,8 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
 }
 
 impl Postgres {
-    /// Connects, creates or upgrades the schema, and announces this instance.
+    /// Connects and creates or upgrades the schema (the group learns of this instance from its
+    /// first heartbeat).
     pub async fn open(settings: &Settings) -> Result<Postgres, JournalError> {
         let mut config = parse_url(&settings.url)
             .map_err(|e| JournalError::Postgres(format!("journal.url {e}")))?;
@@ -177,8 +179,6 @@ impl Postgres {
         };
         let mut client = pg.pool.get().await.map_err(pool_error)?;
         schema::migrate(&mut client, &pg.shown).await?;
-        drop(client);
-        pg.heartbeat(false).await?;
         Ok(pg)
     }
 

@@ -215,9 +215,9 @@ fn insert(c: &mut Connection, entry: &Entry) -> Result<Recorded, rusqlite::Error
     })
 }
 
-const COLUMNS: &str = "id, event_type, tenant_id, app_id, reload_id, reload_status, topic, received_at, body, state, note, enrichment";
+pub(super) const COLUMNS: &str = "id, event_type, tenant_id, app_id, reload_id, reload_status, topic, received_at, body, state, note, enrichment";
 
-fn row(r: &rusqlite::Row<'_>) -> Result<Entry, rusqlite::Error> {
+pub(super) fn row(r: &rusqlite::Row<'_>) -> Result<Entry, rusqlite::Error> {
     Ok(Entry {
         id: r.get(0)?,
         event_type: r.get(1)?,

@@ -20,6 +20,7 @@
 mod claims;
 mod deliveries;
 mod events;
+mod export;
 mod file;
 mod schema;
 #[cfg(test)]
