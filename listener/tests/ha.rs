@@ -549,3 +549,117 @@ async fn journal_migrate_moves_pending_work_without_resending() {
         );
     }
 }
+
+/// A persistent MQTT 5 session (`client_id`) subscribed to `filters` at QoS 1; what it receives
+/// goes to the returned channel. Dropping the task drops the connection without a DISCONNECT.
+async fn session(
+    port: u16,
+    client_id: &str,
+    filters: &[&str],
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    tokio::task::JoinHandle<()>,
+) {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_clean_start(false)
+        .set_session_expiry_interval(Some(3600));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    for f in filters {
+        client
+            .subscribe(*f, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let wanted = filters.len();
+    let task = tokio::spawn(async move {
+        let _client = client;
+        let mut ready = Some(ready_tx);
+        let mut acks = 0;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    acks += 1;
+                    if acks == wanted {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::ConnAck(c))) if c.session_present => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::timeout(LIMIT, ready_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    (rx, task)
+}
+
+/// Why each listener keeps its own session rather than sharing one subscription: with an MQTT 5
+/// shared subscription (`$share/<group>/…`), Mosquitto keeps handing messages to a member whose
+/// persistent session is offline and holds them until it returns. While one listener is down,
+/// its share of the events would wait for it instead of reaching the one that is up.
+#[tokio::test]
+async fn a_shared_subscription_holds_an_absent_members_share_of_the_events() {
+    let broker = relay_tests::mosquitto::Mosquitto::start_logged().await;
+    let port = broker.port;
+    // The member that stays up also takes a plain `marker` topic: the broker serves one
+    // connection in order, so the marker comes after whatever was routed to it before.
+    let (mut up, _up_task) =
+        session(port, "share-up", &["$share/listeners/qscloud/#", "marker"]).await;
+    let (_, away_task) = session(port, "share-away", &["$share/listeners/qscloud/#"]).await;
+    away_task.abort();
+    wait::until(LIMIT, "the broker to see the member go", || {
+        let gone = broker.log().contains("share-away closed its connection")
+            || broker.log().contains("Client share-away disconnected");
+        async move { gone.then_some(()) }
+    })
+    .await;
+    for i in 0..20 {
+        let event = format!("event-{i}");
+        relay_tests::mqtt::publish(port, "qscloud/app/reload", event.as_bytes(), None).await;
+    }
+    relay_tests::mqtt::publish(port, "marker", b"done", None).await;
+    let mut got_up = 0;
+    loop {
+        let m = tokio::time::timeout(LIMIT, up.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if m == "done" {
+            break;
+        }
+        got_up += 1;
+    }
+    // The absent member returns (same client id, its session kept): the rest is there.
+    let (mut back, _back_task) = session(port, "share-away", &[]).await;
+    let mut got_back = 0;
+    while got_up + got_back < 20 {
+        let m = tokio::time::timeout(LIMIT, back.recv()).await;
+        assert!(
+            m.is_ok(),
+            "{got_up} reached the member that was up, {got_back} the returning one: {} lost",
+            20 - got_up - got_back
+        );
+        got_back += 1;
+    }
+    eprintln!("mosquitto $share with one member offline: {got_up} of 20 reached the member that was up, {got_back} waited for the absent one");
+    assert!(
+        got_back > 0,
+        "Mosquitto held part of the share for the absent member ({got_up} reached the member that was up)"
+    );
+}
