@@ -64,7 +64,7 @@ impl Group {
     /// The instances with a heartbeat within the last three leases (empty with SQLite).
     pub async fn peers(&self) -> Result<Vec<Peer>, journal::JournalError> {
         match self.journal.shared() {
-            Some(pg) => pg.peers(journal::now_ms() - self.alive_ms).await,
+            Some(pg) => pg.peers(self.alive_ms).await,
             None => Ok(Vec::new()),
         }
     }

@@ -447,7 +447,13 @@ mod tests {
     /// exports (a renamed metric would leave a panel empty and an alert silent).
     #[test]
     fn the_shipped_dashboard_and_rules_use_exported_metrics() {
-        let exported = METRICS.render(&[("qlik-cloud-events", true)], true, Some(3));
+        let mut exported = METRICS.render(&[("qlik-cloud-events", true)], true, Some(3));
+        let peer = crate::journal::postgres::Peer {
+            id: "a".into(),
+            seen_at: 0,
+            holds_role: true,
+        };
+        render_group(&mut exported, "a", true, Some(&[peer]));
         let exported: Vec<&str> = exported
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -1,6 +1,6 @@
 //! The `deliveries`, `rate_limits`, `reload_alerts` and `watch_states` tables in PostgreSQL.
 
-use super::Postgres;
+use super::{Postgres, DB_NOW};
 use crate::journal::{now_ms, Delivery, DeliveryState, JournalError};
 
 fn err(what: &'static str) -> impl Fn(tokio_postgres::Error) -> JournalError {
@@ -93,7 +93,6 @@ impl Postgres {
         window_ms: i64,
         delivery: Delivery,
     ) -> Result<bool, JournalError> {
-        let now = now_ms();
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -101,11 +100,13 @@ impl Postgres {
             .map_err(err("claiming a rate slot"))?;
         let taken = tx
             .query(
-                "INSERT INTO rate_limits (key, last_sent_at) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET last_sent_at = excluded.last_sent_at
-                 WHERE rate_limits.last_sent_at <= $3
-                 RETURNING key",
-                &[&key, &now, &(now - window_ms)],
+                &format!(
+                    "INSERT INTO rate_limits (key, last_sent_at) VALUES ($1, {DB_NOW})
+                     ON CONFLICT (key) DO UPDATE SET last_sent_at = excluded.last_sent_at
+                     WHERE rate_limits.last_sent_at <= {DB_NOW} - $2
+                     RETURNING key"
+                ),
+                &[&key, &window_ms],
             )
             .await
             .map_err(err("claiming a rate slot"))?;

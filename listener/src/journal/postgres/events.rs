@@ -1,6 +1,6 @@
 //! The `events` table in PostgreSQL: what arrived, its state, its alert data, who holds it.
 
-use super::Postgres;
+use super::{Postgres, DB_NOW};
 use crate::journal::{Entry, JournalError, Recorded, State};
 
 /// Rows of refused events: they do not claim their event id (as in SQLite).
@@ -34,10 +34,14 @@ fn err(what: &'static str) -> impl Fn(tokio_postgres::Error) -> JournalError {
     move |e| JournalError::postgres(what, &e)
 }
 
-const INSERT: &str = "INSERT INTO events
-    (id, event_type, tenant_id, app_id, reload_id, reload_status, topic, received_at, body, state, note, recorded_by, owner, lease_until)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)
-    ON CONFLICT DO NOTHING";
+fn insert() -> String {
+    format!(
+        "INSERT INTO events
+         (id, event_type, tenant_id, app_id, reload_id, reload_status, topic, received_at, body, state, note, recorded_by, owner, lease_until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, {DB_NOW} + $13)
+         ON CONFLICT DO NOTHING"
+    )
+}
 
 impl Postgres {
     /// Records an event unless its id is known; this instance holds it while it is pending.
@@ -62,8 +66,11 @@ impl Postgres {
     async fn insert_all(&self, entries: &[Entry]) -> Result<Vec<Recorded>, JournalError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err("recording"))?;
-        let insert = tx.prepare_cached(INSERT).await.map_err(err("recording"))?;
-        let lease = self.lease_end();
+        let insert = tx
+            .prepare_cached(&insert())
+            .await
+            .map_err(err("recording"))?;
+        let lease = self.lease_ms;
         let instance: &str = &self.instance;
         let mut results = Vec::with_capacity(entries.len());
         for e in entries {
@@ -117,15 +124,14 @@ impl Postgres {
     /// holder's lease ran out), oldest first; their leases are this instance's now.
     pub async fn pending(&self) -> Result<Vec<Entry>, JournalError> {
         let client = self.client().await?;
-        let now = crate::journal::now_ms();
         let found = client
             .query(
                 &format!(
-                    "UPDATE events SET owner = $1, lease_until = $2
-                     WHERE state = 'pending' AND (owner = $1 OR owner IS NULL OR lease_until < $3)
+                    "UPDATE events SET owner = $1, lease_until = {DB_NOW} + $2
+                     WHERE state = 'pending' AND (owner = $1 OR owner IS NULL OR lease_until < {DB_NOW})
                      RETURNING {COLUMNS}"
                 ),
-                &[&&*self.instance, &self.lease_end(), &now],
+                &[&&*self.instance, &self.lease_ms],
             )
             .await
             .map_err(err("reading pending events"))?;

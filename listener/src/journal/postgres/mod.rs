@@ -62,6 +62,10 @@ pub struct Postgres {
     record_failure: Arc<Mutex<Option<String>>>,
 }
 
+/// The database's clock in unix ms: leases and heartbeats of instances on several hosts are
+/// compared on one clock, so a host whose clock is off neither steals nor keeps leases.
+pub(super) const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
 /// One row of the `instances` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
@@ -214,11 +218,6 @@ impl Postgres {
         }
     }
 
-    /// Until when a lease taken now runs.
-    fn lease_end(&self) -> i64 {
-        super::now_ms() + self.lease_ms
-    }
-
     /// Whether the journal can be written now.
     pub async fn check_writable(&self) -> Result<(), JournalError> {
         let client = self.client().await?;
@@ -260,39 +259,37 @@ impl Postgres {
     /// the events it is handling.
     pub async fn heartbeat(&self, holds_role: bool) -> Result<(), JournalError> {
         let err = |e: tokio_postgres::Error| JournalError::postgres("heartbeat", &e);
-        let now = super::now_ms();
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO instances (id, started_at, seen_at, holds_role, version)
-                 VALUES ($1, $2, $2, $3, $4)
-                 ON CONFLICT (id) DO UPDATE SET seen_at = $2, holds_role = $3, version = $4",
-                &[
-                    &&*self.instance,
-                    &now,
-                    &holds_role,
-                    &env!("CARGO_PKG_VERSION"),
-                ],
+                &format!(
+                    "INSERT INTO instances (id, started_at, seen_at, holds_role, version)
+                     VALUES ($1, {DB_NOW}, {DB_NOW}, $2, $3)
+                     ON CONFLICT (id) DO UPDATE SET seen_at = {DB_NOW}, holds_role = $2, version = $3"
+                ),
+                &[&&*self.instance, &holds_role, &env!("CARGO_PKG_VERSION")],
             )
             .await
             .map_err(err)?;
         client
             .execute(
-                "UPDATE events SET lease_until = $2 WHERE owner = $1 AND state = 'pending'",
-                &[&&*self.instance, &self.lease_end()],
+                &format!(
+                    "UPDATE events SET lease_until = {DB_NOW} + $2 WHERE owner = $1 AND state = 'pending'"
+                ),
+                &[&&*self.instance, &self.lease_ms],
             )
             .await
             .map_err(err)?;
         Ok(())
     }
 
-    /// The instances seen since `since_ms`, by id.
-    pub async fn peers(&self, since_ms: i64) -> Result<Vec<Peer>, JournalError> {
+    /// The instances with a heartbeat in the last `within_ms` (by the database's clock), by id.
+    pub async fn peers(&self, within_ms: i64) -> Result<Vec<Peer>, JournalError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT id, seen_at, holds_role FROM instances WHERE seen_at >= $1 ORDER BY id",
-                &[&since_ms],
+                &format!("SELECT id, seen_at, holds_role FROM instances WHERE seen_at >= {DB_NOW} - $1 ORDER BY id"),
+                &[&within_ms],
             )
             .await
             .map_err(|e| JournalError::postgres("reading the instances", &e))?;
@@ -309,13 +306,14 @@ impl Postgres {
     /// Takes (or keeps) the lease on a pending event: `true` when this instance may handle it
     /// now (it holds it, or its holder's lease ran out).
     pub async fn take(&self, event_id: &str) -> Result<bool, JournalError> {
-        let now = super::now_ms();
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE events SET owner = $2, lease_until = $3
-                 WHERE id = $1 AND state = 'pending' AND (owner = $2 OR owner IS NULL OR lease_until < $4)",
-                &[&event_id, &&*self.instance, &self.lease_end(), &now],
+                &format!(
+                    "UPDATE events SET owner = $2, lease_until = {DB_NOW} + $3
+                     WHERE id = $1 AND state = 'pending' AND (owner = $2 OR owner IS NULL OR lease_until < {DB_NOW})"
+                ),
+                &[&event_id, &&*self.instance, &self.lease_ms],
             )
             .await
             .map_err(|e| JournalError::postgres("taking an event", &e))?;
@@ -346,15 +344,16 @@ impl Postgres {
     /// Takes the slot `key` unless it was taken in the last `window_ms`: `true` when this call
     /// took it. Atomic across instances.
     pub async fn claim_slot(&self, key: &str, window_ms: i64) -> Result<bool, JournalError> {
-        let now = super::now_ms();
         let client = self.client().await?;
         let rows = client
             .query(
-                "INSERT INTO rate_limits (key, last_sent_at) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET last_sent_at = excluded.last_sent_at
-                 WHERE rate_limits.last_sent_at <= $3
-                 RETURNING key",
-                &[&key, &now, &(now - window_ms)],
+                &format!(
+                    "INSERT INTO rate_limits (key, last_sent_at) VALUES ($1, {DB_NOW})
+                     ON CONFLICT (key) DO UPDATE SET last_sent_at = excluded.last_sent_at
+                     WHERE rate_limits.last_sent_at <= {DB_NOW} - $2
+                     RETURNING key"
+                ),
+                &[&key, &window_ms],
             )
             .await
             .map_err(|e| JournalError::postgres("claiming", &e))?;
