@@ -12,6 +12,9 @@
 //! BENCH_RATE=N posts N events/s instead of as fast as possible, for latency at a sustainable
 //! rate). The journal and the script logs go to a temporary folder under `TMPDIR`: with
 //! `TMPDIR=/dev/shm` (memory) the figures show the listener without the disk's costs.
+//! BENCH_INSTANCES=N (N ≥ 1) runs N listeners sharing a journal in a throw-away PostgreSQL
+//! cluster (on this machine, `fsync=off`) instead of one listener on SQLite; CPU and memory are
+//! the first listener's.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -73,7 +76,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// `rate`: events per second to post at (0: as fast as the clients can).
-async fn pipeline(events: usize, clients: usize, rate: usize) {
+async fn pipeline(events: usize, clients: usize, rate: usize, instances: usize) {
     let hook = HttpReceiver::start().await;
     let tenant = format!(
         "          alert:\n            webhookNotification:\n              reloadAppFailure: {{ enable: true, urls: [\"{}\"] }}\n",
@@ -96,15 +99,36 @@ async fn pipeline(events: usize, clients: usize, rate: usize) {
     // bench's own process (which reads the listener's output) more than the listener.
     let mut env = s.env();
     env.push(("RUST_LOG", "warn,qlik_listener::subscriber=info".to_owned()));
-    let mut listener = relay_tests::process::Running::spawn(
-        common::BIN,
-        &["--config", s.config.to_str().expect("path")],
-        &env,
+    let postgres = match instances {
+        0 => None,
+        _ => Some(relay_tests::postgres::Postgres::start().await),
+    };
+    let configs: Vec<std::path::PathBuf> = match &postgres {
+        None => vec![s.config.clone()],
+        Some(pg) => (0..instances)
+            .map(|i| common::instance_config(&s.config, &format!("bench-{i}"), &pg.url(), ""))
+            .collect(),
+    };
+    let mut listeners = Vec::new();
+    for config in &configs {
+        let mut listener = relay_tests::process::Running::spawn(
+            common::BIN,
+            &["--config", config.to_str().expect("path")],
+            &env,
+        );
+        listener
+            .wait_for_output("subscribed", 1, common::LIMIT)
+            .await;
+        listeners.push(listener);
+    }
+    println!(
+        "journal: {}",
+        match instances {
+            0 => "SQLite, one listener".to_owned(),
+            n => format!("PostgreSQL, {n} listener(s) sharing it"),
+        }
     );
-    listener
-        .wait_for_output("subscribed", 1, common::LIMIT)
-        .await;
-    let pid = listener.pid().expect("listener pid");
+    let pid = listeners[0].pid().expect("listener pid");
     let forwarder = workspace_bin("qlik-webhook");
     let (_fwd, base) = serve_forwarder(
         forwarder.to_str().expect("path"),
@@ -229,7 +253,9 @@ async fn pipeline(events: usize, clients: usize, rate: usize) {
         idle_kb as f64 / 1024.0,
         peak_kb.load(Ordering::Relaxed) as f64 / 1024.0
     );
-    listener.kill().await;
+    for mut l in listeners {
+        l.kill().await;
+    }
 }
 
 fn main() {
@@ -241,5 +267,6 @@ fn main() {
         env_number("BENCH_EVENTS", 3000),
         env_number("BENCH_CLIENTS", 32),
         env_number("BENCH_RATE", 0),
+        env_number("BENCH_INSTANCES", 0),
     ));
 }

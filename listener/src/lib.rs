@@ -17,11 +17,14 @@
 //!   webhook watchdog (`watchdog`), which report to the operator through [`run`]'s `SafetyNet`.
 //!
 //! Around them: the configuration, Butler's YAML read into types ([`config`]); the journal's
-//! seam and its SQLite backend (`journal::sqlite`), one listener per journal (`journal::lock`);
+//! seam and its backends: SQLite (`journal::sqlite`, one listener per file: `journal::lock`) and
+//! PostgreSQL shared by two or three listeners (`journal::postgres`, its election in
+//! `journal::postgres::role`); `group`: the listeners sharing a journal (heartbeat, the
+//! singleton role, reconciliation, the watchdog and pruning run only on its holder);
 //! the Qlik Cloud API client with its paging (`qlik_api::pages`) and webhooks API
 //! (`qlik_api::webhooks`); `/healthz`, `/readyz` and `/metrics` (`operations`), counting in
 //! `metrics`; [`cli`] for the binary's other subcommands (history, preview, webhook, service,
-//! the embedded broker). `main.rs` only parses arguments and dispatches.
+//! `journal migrate`, the embedded broker). `main.rs` only parses arguments and dispatches.
 
 mod alert;
 mod butler;
@@ -243,15 +246,32 @@ async fn open_journal(
 ) -> anyhow::Result<(journal::Journal, Option<journal::InstanceLock>)> {
     match &config.shared_journal {
         Some(shared) => {
-            let journal = journal::Journal::open_postgres(&shared.settings())
-                .await
-                .with_context(|| {
-                    format!(
-                        "Butler.qlikCloudListener.journal.url: cannot open the shared journal {}",
-                        shared.url
-                    )
-                })?;
-            Ok((journal, None))
+            // A database that cannot be reached yet (PostgreSQL starting after a reboot, the
+            // network) is waited for, not a crash loop; a newer schema is final.
+            let mut wait = std::time::Duration::from_secs(1);
+            let mut said = None::<std::time::Instant>;
+            loop {
+                match journal::Journal::open_postgres(&shared.settings()).await {
+                    Ok(journal) => {
+                        if said.is_some() {
+                            tracing::info!(journal = %shared.url, "the shared journal is reachable");
+                        }
+                        return Ok((journal, None));
+                    }
+                    Err(e @ journal::JournalError::Newer { .. }) => {
+                        return Err(e).context("Butler.qlikCloudListener.journal.url");
+                    }
+                    Err(e) => {
+                        if said.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(300))
+                        {
+                            tracing::error!(journal = %shared.url, error = %e, "cannot open the shared journal (Butler.qlikCloudListener.journal.url); retrying until it can be reached");
+                            said = Some(std::time::Instant::now());
+                        }
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                    }
+                }
+            }
         }
         None => {
             let lock = journal::InstanceLock::acquire(&config.journal_path)?;

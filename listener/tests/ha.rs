@@ -260,6 +260,24 @@ async fn three_listeners_alert_every_reload_once_while_instances_are_killed() {
     let deliverers = pg.query("SELECT DISTINCT delivered_by FROM deliveries ORDER BY 1");
     assert_eq!(recorders, "alpha\nbravo\ncharlie");
     assert_eq!(deliverers, "alpha\nbravo\ncharlie");
+    // `history` says which listener recorded each event and sent each alert.
+    let (code, history) = relay_tests::process::run(
+        BIN,
+        &[
+            "history",
+            "--config",
+            group[0].config.to_str().unwrap(),
+            "--limit",
+            "5",
+        ],
+        &s.env(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{history}");
+    assert!(
+        history.contains("mqtt@") && history.contains(":sent@"),
+        "{history}"
+    );
     eprintln!(
         "ha: {n} reloads ({posts} events, {} re-posted) to 3 listeners, SIGKILLed {killed:?}; {sent} alerts recorded sent; \
          lost 0, duplicated {duplicated} (each in flight at a kill); Teams {} requests, webhook {}",
@@ -662,4 +680,29 @@ async fn a_shared_subscription_holds_an_absent_members_share_of_the_events() {
         got_back > 0,
         "Mosquitto held part of the share for the absent member ({got_up} reached the member that was up)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listener_started_before_postgres_waits_for_it() {
+    let mut pg = Postgres::start().await;
+    let hook = HttpReceiver::start().await;
+    let s = Setup::with(Options {
+        tenant: &common::webhook_alert(&hook.url("/alerts")),
+        listener: common::NO_WAIT,
+        ..Options::default()
+    })
+    .await;
+    pg.stop();
+    let config = instance_config(&s.config, "alpha", &pg.url(), "");
+    let mut l = Running::spawn(BIN, &["--config", config.to_str().unwrap()], &s.env());
+    l.wait_for_output("retrying until it can be reached", 1, LIMIT)
+        .await;
+    pg.restart().await;
+    l.wait_for_output("subscribed", 1, LIMIT).await;
+    s.publish("qscloud/app/reload", &body(0)).await;
+    wait::until(LIMIT, "the alert", || {
+        let n = hook.delivered().len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
 }

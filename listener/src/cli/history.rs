@@ -273,6 +273,8 @@ async fn resend(
 pub struct Row {
     pub entry: Entry,
     pub deliveries: Vec<Delivery>,
+    /// With a shared journal: which listener recorded it and sent each alert.
+    pub who: Option<crate::journal::postgres::Who>,
 }
 
 /// Events received in the last `since`, newest first, with their alert deliveries.
@@ -289,7 +291,15 @@ pub async fn load(
             continue;
         }
         let deliveries = journal.deliveries(&entry.id).await?;
-        rows.push(Row { entry, deliveries });
+        let who = match journal.shared() {
+            Some(pg) => Some(pg.who(&entry.id).await?),
+            None => None,
+        };
+        rows.push(Row {
+            entry,
+            deliveries,
+            who,
+        });
     }
     Ok(rows)
 }
@@ -344,16 +354,22 @@ pub fn table(rows: &[Row]) -> String {
     ]];
     for r in rows {
         let e = &r.entry;
+        // With a shared journal: `@listener` after what each one did.
+        let by = |instance: Option<&String>| instance.map(|i| format!("@{i}")).unwrap_or_default();
         let alerts = r
             .deliveries
             .iter()
-            .map(|d| format!("{}:{}", d.channel, d.state.as_str()))
+            .map(|d| {
+                let sender = r.who.as_ref().and_then(|w| w.delivered_by.get(&d.channel));
+                format!("{}:{}{}", d.channel, d.state.as_str(), by(sender))
+            })
             .collect::<Vec<_>>()
             .join(" ");
         lines.push(
             [
                 time(e.received_at),
-                arrived_via(e).into(),
+                arrived_via(e).to_owned()
+                    + &by(r.who.as_ref().and_then(|w| w.recorded_by.as_ref())),
                 e.id.clone(),
                 e.event_type.trim_start_matches("com.qlik.").to_owned(),
                 app_label(e),
@@ -405,8 +421,10 @@ pub fn json(rows: &[Row]) -> serde_json::Value {
                 "id": e.id, "type": e.event_type, "tenantId": e.tenant_id, "appId": e.app_id, "appName": app_name(e),
                 "reloadId": e.reload_id, "reloadStatus": e.reload_status, "topic": e.topic,
                 "receivedAt": time(e.received_at), "arrivedVia": arrived_via(e), "state": e.state.as_str(), "note": e.note,
+                "recordedBy": r.who.as_ref().and_then(|w| w.recorded_by.clone()),
                 "alerts": r.deliveries.iter().map(|d| json!({
                     "channel": d.channel, "state": d.state.as_str(), "attempts": d.attempts, "lastError": d.last_error,
+                    "deliveredBy": r.who.as_ref().and_then(|w| w.delivered_by.get(&d.channel)),
                 })).collect::<Vec<_>>(),
             })
         })
@@ -478,6 +496,7 @@ mod tests {
         let rows = [Row {
             entry,
             deliveries: Vec::new(),
+            who: None,
         }];
         let out = table(&rows);
         assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");

@@ -106,9 +106,22 @@ impl Config {
                 out += &format!("alerts:        {}\n", ids.join(", "));
             }
         }
+        let journal = match &self.shared_journal {
+            Some(shared) => format!(
+                "{} (shared: instance {}, lease {} s{})",
+                shared.url,
+                shared.instance,
+                shared.lease_secs,
+                if shared.password.is_some() {
+                    ", password ***"
+                } else {
+                    ""
+                }
+            ),
+            None => self.journal_path.display().to_string(),
+        };
         out += &format!(
-            "journal:       {} (kept {} days)\nscript logs:   {}\n",
-            self.journal_path.display(),
+            "journal:       {journal} (kept {} days)\nscript logs:   {}\n",
             self.retention_days,
             self.script_log_dir
                 .as_ref()

@@ -514,3 +514,54 @@ fn require_signature_with_mqtt_3_1_1_is_an_error() {
     );
     assert_eq!(parse(&ok).unwrap().broker.protocol, Protocol::V311);
 }
+
+/// A journal shared in PostgreSQL: the URL without a password, the instance id ending the
+/// client id, the password masked in the summary; each mistake names its key.
+#[test]
+fn a_shared_journal() {
+    let shared = |lines: &str| {
+        GOOD.to_owned() + "  qlikCloudListener:\n    instanceId: qs-node-2\n    journal:\n" + lines
+    };
+    let c = parse(&shared(
+        "      url: postgres://qlik_listener@pg01:5432/qlik_listener?sslmode=require\n      password: ${BROKER_PASSWORD}\n      leaseSeconds: 10\n",
+    ))
+    .unwrap();
+    let s = c.shared_journal.as_ref().expect("shared");
+    assert_eq!(s.instance, "qs-node-2");
+    assert_eq!(s.lease_secs, 10);
+    assert_eq!(c.broker.client_id, "qlik-listener-qs-node-2");
+    let summary = c.summary();
+    assert!(summary.contains("instance qs-node-2"), "{summary}");
+    assert!(!summary.contains("br0ker-pa55"), "{summary}");
+
+    for (lines, key, reason) in [
+        (
+            "      url: postgres://u:hunter2@pg01/db\n",
+            "journal.url",
+            "holds a password",
+        ),
+        (
+            "      url: postgres://u@pg01\n",
+            "journal.url",
+            "names no database",
+        ),
+        (
+            "      url: postgres://u@pg01/db\n      password: x\n      passwordFile: pw.txt\n",
+            "journal.passwordFile",
+            "not both",
+        ),
+        (
+            "      url: postgres://u@pg01/db\n      leaseSeconds: 1\n",
+            "journal.leaseSeconds",
+            "from 3 to 600",
+        ),
+    ] {
+        let err = parse(&shared(lines)).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(reason), "{lines}: {err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    let err = parse(&shared("      url: postgres://u@pg01/db\n").replace("qs-node-2", "node 2!"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("instanceId"), "{err}");
+}

@@ -140,6 +140,36 @@ impl Postgres {
         Ok(entries)
     }
 
+    /// Which instance recorded the event, and which sent each of its alerts (by channel).
+    pub async fn who(&self, event_id: &str) -> Result<super::Who, JournalError> {
+        let client = self.client().await?;
+        let recorded_by = client
+            .query_opt(
+                &format!(
+                    "SELECT recorded_by FROM events WHERE id = $1
+                     ORDER BY state IN {REFUSED}, received_at DESC LIMIT 1"
+                ),
+                &[&event_id],
+            )
+            .await
+            .map_err(err("reading an event"))?
+            .and_then(|r| r.get(0));
+        let delivered_by = client
+            .query(
+                "SELECT channel, delivered_by FROM deliveries WHERE event_id = $1 AND delivered_by IS NOT NULL",
+                &[&event_id],
+            )
+            .await
+            .map_err(err("reading deliveries"))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(super::Who {
+            recorded_by,
+            delivered_by,
+        })
+    }
+
     pub async fn pending_count(&self) -> Result<u64, JournalError> {
         let client = self.client().await?;
         let n: i64 = client

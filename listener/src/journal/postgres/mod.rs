@@ -66,6 +66,14 @@ pub struct Postgres {
 /// compared on one clock, so a host whose clock is off neither steals nor keeps leases.
 pub(super) const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
+/// Which listener of the group recorded an event and sent its alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Who {
+    pub recorded_by: Option<String>,
+    /// (channel, instance).
+    pub delivered_by: std::collections::HashMap<String, String>,
+}
+
 /// One row of the `instances` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
