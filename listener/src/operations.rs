@@ -15,7 +15,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -56,7 +55,8 @@ pub fn router(ops: Arc<Operations>) -> axum::Router {
 /// Serves them on their own on `listener` (no TLS, no API) until the task is stopped.
 pub async fn serve(listener: tokio::net::TcpListener, ops: Arc<Operations>) -> std::io::Result<()> {
     let app = router(ops).layer(axum::middleware::from_fn(local_host_only));
-    axum::serve(listener.tap_io(relay_cli::set_nodelay), app).await
+    let limits = crate::butler::rest::LIMITS;
+    relay_cli::connections::serve(listener, None, app, limits, std::future::pending()).await
 }
 
 async fn local_host_only(request: Request, next: axum::middleware::Next) -> Response {

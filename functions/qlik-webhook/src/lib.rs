@@ -6,7 +6,6 @@
 //! it to a topic ([`qlik_events::topic`]) and publishes through one of the [`publish`]ers,
 //! answering 2xx only once the broker acknowledged.
 
-pub mod admission;
 pub mod config;
 pub mod forward;
 pub mod http;

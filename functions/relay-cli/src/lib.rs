@@ -1,6 +1,10 @@
 //! What the relay's binaries (`qlik-webhook`, `qlik-listener`) share at their edges: setting up
-//! logs, waiting for the signal to stop and the socket option of their HTTP listeners. Kept apart so each `main.rs` stays a thin wiring of
-//! its library.
+//! logs, waiting for the signal to stop, and serving HTTP so that no client can hold it up
+//! ([`connections`], with [`admission`] deciding which connections are kept). Kept apart so
+//! each `main.rs` stays a thin wiring of its library.
+
+pub mod admission;
+pub mod connections;
 
 /// Runs `work` to completion on a multi-threaded runtime and turns its outcome into the exit
 /// code: 0, or 1 with the error and its context on standard error (and in the log). Errors carry

@@ -3,8 +3,9 @@
 //! operations endpoints ([`crate::operations`]: health, readiness, metrics) beside them.
 //!
 //! Promises: listens on loopback unless configured otherwise; HTTPS when
-//! `restServerConfig.tls` is enabled (each TLS handshake runs on its own, bounded by
-//! [`HANDSHAKE_TIMEOUT`], so a slow or silent client holds up nobody else); the publish endpoint can require
+//! `restServerConfig.tls` is enabled; a slow, silent or idle client holds up nobody else and
+//! at most [`MAX_CONNECTIONS`] are held (handshake and header-read timeouts, the oldest idle
+//! connection closed for a new one: [`relay_cli::connections`]); the publish endpoint can require
 //! a bearer token (compared in constant time) and restrict topics to prefixes; bodies are
 //! size-limited; a publish answers 201 only after the broker's PUBACK, 503 when the broker is
 //! unavailable or silent (bounded by the publisher's timeout), never hangs;
@@ -21,7 +22,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use axum::serve::ListenerExt;
 use http_body_util::{BodyExt, Limited};
 use relay_mqtt::{Message, Publish};
 use serde_json::json;
@@ -69,94 +69,30 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .layer(axum::middleware::from_fn_with_state(api, check_host))
 }
 
-/// Serves the API on `listener` until `shutdown` completes; over TLS with `tls`.
+/// Most connections the API holds at once: well below the 1,024 file descriptors of a default
+/// soft limit (the shipped systemd unit sets `LimitNOFILE=65536`), leaving room for the
+/// broker, PostgreSQL and the alert channels' HTTPS connections.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send a request head, or leave a connection idle.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a client may hold of the API (and of `metricsListen`).
+pub const LIMITS: relay_cli::connections::Limits = relay_cli::connections::Limits {
+    max_connections: MAX_CONNECTIONS,
+    header_read_timeout: HEADER_READ_TIMEOUT,
+};
+
+/// Serves the API on `listener` until `shutdown` completes; over TLS with `tls`. Connections
+/// are handled as the forwarder's are ([`relay_cli::connections`]): handshake and header-read
+/// timeouts, a cap that closes idle connections for new ones.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     api: Arc<Api>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    match tls {
-        None => {
-            let listener = listener.tap_io(relay_cli::set_nodelay);
-            axum::serve(listener, router(api))
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(config) => {
-            let listener = TlsListener::start(listener, config)?;
-            axum::serve(listener, router(api))
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    }
-}
-
-/// How long a client has to complete its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-
-/// TLS connections for axum, each handshake on its own task: accepting the next connection never
-/// waits for a client that is slow to say hello.
-struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(TlsStream, std::net::SocketAddr)>,
-    local: std::net::SocketAddr,
-}
-
-impl TlsListener {
-    fn start(
-        tcp: tokio::net::TcpListener,
-        config: Arc<rustls::ServerConfig>,
-    ) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = tokio::sync::mpsc::channel(64);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            while !tx.is_closed() {
-                let (mut stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause rather than spin.
-                        tracing::warn!(error = %e, "API: accepting a connection failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                relay_cli::set_nodelay(&mut stream);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %peer, error = %e, "API: TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(peer = %peer, "API: TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { ready, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept loop ended (it only does when this listener is gone).
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    relay_cli::connections::serve(listener, tls, router(api), LIMITS, shutdown).await
 }
 
 /// Refuses a request for a host name the API does not answer to (DNS rebinding).
