@@ -27,7 +27,7 @@
 
 mod common;
 
-use common::stream::{arrivals, body, reload_id, reload_of};
+use common::stream::{body, duplicates_within_kills, reload_id, wait_all_alerted};
 use common::{Options, Setup, LIMIT};
 use relay_tests::fakes::{ErrorRates, HttpReceiver};
 use relay_tests::fixtures::{self, SECRET};
@@ -273,32 +273,9 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
     );
 
     // Every reload reaches every receiver; wait for it, then for the journal to settle.
-    let receivers = [("teams", &teams), ("slack", &slack), ("webhook", &hook)];
-    let missing = || {
-        receivers
-            .iter()
-            .flat_map(|(name, r)| {
-                let got = arrivals(r);
-                (0..n)
-                    .filter(move |i| !got.contains_key(i))
-                    .map(move |i| format!("{name}: {}", reload_id(i)))
-            })
-            .collect::<Vec<_>>()
-    };
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let m = missing();
-        if m.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "scenario 2: {} alert(s) never arrived, e.g. {:?}; read the qlik-listener log above and its journal (`qlik-listener history --alerts failed`)",
-            m.len(),
-            &m[..m.len().min(5)]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // (Named as the journal names the channels.)
+    let receivers = [("teams", &teams), ("slack", &slack), ("webhook-1", &hook)];
+    wait_all_alerted(&receivers, n, Duration::from_secs(180)).await;
     let journal = s.journal().await;
     let mut by_reconciliation = 0;
     for i in 0..n {
@@ -342,29 +319,7 @@ async fn nothing_lost_nothing_doubled_under_combined_faults() {
 
     // Duplicates: only inside the at-least-once window (a kill during the request), each one a
     // delivery the journal had in flight at a kill, at most once per such kill.
-    let mut duplicated = 0;
-    for (name, r) in receivers {
-        let channel = if name == "webhook" { "webhook-1" } else { name };
-        for (i, times) in arrivals(r) {
-            if times.len() > 1 {
-                duplicated += times.len() - 1;
-                let caught = in_flight
-                    .iter()
-                    .filter(|at_kill| {
-                        at_kill
-                            .iter()
-                            .any(|(e, c)| reload_of(e) == Some(i) && c == channel)
-                    })
-                    .count();
-                assert!(
-                    times.len() - 1 <= caught,
-                    "scenario 2: reload {} reached {name} {} times, but was in flight at {caught} kill(s)",
-                    reload_id(i),
-                    times.len()
-                );
-            }
-        }
-    }
+    let duplicated = duplicates_within_kills(&receivers, &in_flight);
     // The faults happened.
     assert_eq!(kills.len(), 3, "three SIGKILLs");
     assert_eq!(broker_restarts, 3, "three broker stops");

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::stream::{arrivals, body, reload_id, reload_of};
+use common::stream::{arrivals, body, duplicates_within_kills, wait_all_alerted};
 use common::{instance_config, Options, Setup, BIN, LIMIT};
 use relay_tests::fakes::HttpReceiver;
 use relay_tests::fixtures::{self, SECRET};
@@ -197,28 +197,7 @@ async fn three_listeners_alert_every_reload_once_while_instances_are_killed() {
 
     // Every reload reaches both receivers.
     let receivers = [("teams", &teams), ("webhook-1", &hook)];
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let missing: Vec<String> = receivers
-            .iter()
-            .flat_map(|(name, r)| {
-                let got = arrivals(r);
-                (0..n)
-                    .filter(move |i| !got.contains_key(i))
-                    .map(move |i| format!("{name}: {}", reload_id(i)))
-            })
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} alert(s) never arrived, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_all_alerted(&receivers, n, Duration::from_secs(180)).await;
     // The journal agrees: every reload claimed once, its alert sent on both channels.
     let sent = wait::until(LIMIT, "every claimed alert to be recorded as sent", || {
         let rows = pg.query(
@@ -233,28 +212,7 @@ async fn three_listeners_alert_every_reload_once_while_instances_are_killed() {
     );
 
     // Duplicates only inside the at-least-once window: a delivery in flight at a kill.
-    let mut duplicated = 0;
-    for (channel, r) in receivers {
-        for (i, times) in arrivals(r) {
-            if times.len() > 1 {
-                duplicated += times.len() - 1;
-                let kills_caught = caught
-                    .iter()
-                    .filter(|at_kill| {
-                        at_kill
-                            .iter()
-                            .any(|(e, c)| reload_of(e) == Some(i) && c == channel)
-                    })
-                    .count();
-                assert!(
-                    times.len() - 1 <= kills_caught,
-                    "reload {} reached {channel} {} times, but was in flight at {kills_caught} kill(s)",
-                    reload_id(i),
-                    times.len()
-                );
-            }
-        }
-    }
+    let duplicated = duplicates_within_kills(&receivers, &caught);
     // All three took part: each recorded events and sent alerts.
     let recorders = pg.query("SELECT DISTINCT recorded_by FROM events ORDER BY 1");
     let deliverers = pg.query("SELECT DISTINCT delivered_by FROM deliveries ORDER BY 1");

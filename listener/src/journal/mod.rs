@@ -448,6 +448,22 @@ impl Journal {
     }
 }
 
+/// Why events could not be recorded, while the last attempt failed (for `/readyz`); kept by
+/// each backend, clones share it.
+#[derive(Clone, Default)]
+pub(crate) struct RecordFailure(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl RecordFailure {
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records the outcome of the last attempt: its error, or none.
+    pub(crate) fn note(&self, error: Option<&JournalError>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = error.map(ToString::to_string);
+    }
+}
+
 /// Now, in unix milliseconds.
 pub fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64

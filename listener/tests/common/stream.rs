@@ -68,3 +68,66 @@ pub fn arrivals(receiver: &HttpReceiver) -> HashMap<usize, Vec<Instant>> {
     }
     map
 }
+
+/// Waits (up to `limit`) until each of reloads `0..n` reached every receiver (`(channel,
+/// receiver)`); panics naming a few that did not.
+pub async fn wait_all_alerted(
+    receivers: &[(&str, &HttpReceiver)],
+    n: usize,
+    limit: std::time::Duration,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let missing: Vec<String> = receivers
+            .iter()
+            .flat_map(|(name, r)| {
+                let got = arrivals(r);
+                (0..n)
+                    .filter(move |i| !got.contains_key(i))
+                    .map(move |i| format!("{name}: {}", reload_id(i)))
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} alert(s) never arrived, e.g. {:?}; read the qlik-listener log above and its journal (`qlik-listener history --alerts failed`)",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks that every reload that reached a receiver more than once was in flight on that
+/// channel at as many kills (`in_flight`: per kill, the (event id, channel) the journal had
+/// `sending`): the at-least-once window, nothing else. Returns how many duplicates there were.
+pub fn duplicates_within_kills(
+    receivers: &[(&str, &HttpReceiver)],
+    in_flight: &[Vec<(String, String)>],
+) -> usize {
+    let mut duplicated = 0;
+    for (channel, r) in receivers {
+        for (i, times) in arrivals(r) {
+            if times.len() > 1 {
+                duplicated += times.len() - 1;
+                let caught = in_flight
+                    .iter()
+                    .filter(|at_kill| {
+                        at_kill
+                            .iter()
+                            .any(|(e, c)| reload_of(e) == Some(i) && c == channel)
+                    })
+                    .count();
+                assert!(
+                    times.len() - 1 <= caught,
+                    "reload {} reached {channel} {} times, but was in flight at {caught} kill(s)",
+                    reload_id(i),
+                    times.len()
+                );
+            }
+        }
+    }
+    duplicated
+}

@@ -1,6 +1,6 @@
 //! The `deliveries`, `rate_limits`, `reload_alerts` and `watch_states` tables in PostgreSQL.
 
-use super::{Postgres, DB_NOW};
+use super::Postgres;
 use crate::journal::{now_ms, Delivery, DeliveryState, JournalError};
 
 fn err(what: &'static str) -> impl Fn(tokio_postgres::Error) -> JournalError {
@@ -99,15 +99,7 @@ impl Postgres {
             .await
             .map_err(err("claiming a rate slot"))?;
         let taken = tx
-            .query(
-                &format!(
-                    "INSERT INTO rate_limits (key, last_sent_at) VALUES ($1, {DB_NOW})
-                     ON CONFLICT (key) DO UPDATE SET last_sent_at = excluded.last_sent_at
-                     WHERE rate_limits.last_sent_at <= {DB_NOW} - $2
-                     RETURNING key"
-                ),
-                &[&key, &window_ms],
-            )
+            .query(&super::take_slot(), &[&key, &window_ms])
             .await
             .map_err(err("claiming a rate slot"))?;
         let free = !taken.is_empty();

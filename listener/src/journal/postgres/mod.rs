@@ -24,7 +24,7 @@ mod schema;
 
 use super::JournalError;
 use qlik_events::Secret;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -59,7 +59,7 @@ pub struct Postgres {
     lease_ms: i64,
     /// The URL as shown in messages (no password).
     shown: Arc<str>,
-    record_failure: Arc<Mutex<Option<String>>>,
+    record_failure: super::RecordFailure,
 }
 
 /// The database's clock in unix ms: leases and heartbeats of instances on several hosts are
@@ -72,6 +72,16 @@ pub struct Who {
     pub recorded_by: Option<String>,
     /// (channel, instance).
     pub delivered_by: std::collections::HashMap<String, String>,
+}
+
+/// Takes the slot `$1` unless it was taken in the last `$2` ms; returns a row when taken.
+pub(super) fn take_slot() -> String {
+    format!(
+        "INSERT INTO rate_limits (key, last_sent_at) VALUES ($1, {DB_NOW})
+         ON CONFLICT (key) DO UPDATE SET last_sent_at = excluded.last_sent_at
+         WHERE rate_limits.last_sent_at <= {DB_NOW} - $2
+         RETURNING key"
+    )
 }
 
 /// One row of the `instances` table.
@@ -241,17 +251,11 @@ impl Postgres {
 
     /// Why events could not be recorded, while the last attempt failed.
     pub fn record_failure(&self) -> Option<String> {
-        self.record_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.record_failure.get()
     }
 
     fn note_record(&self, error: Option<&JournalError>) {
-        *self
-            .record_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = error.map(ToString::to_string);
+        self.record_failure.note(error);
     }
 
     /// No file to watch: the database is PostgreSQL's to keep.
@@ -354,15 +358,7 @@ impl Postgres {
     pub async fn claim_slot(&self, key: &str, window_ms: i64) -> Result<bool, JournalError> {
         let client = self.client().await?;
         let rows = client
-            .query(
-                &format!(
-                    "INSERT INTO rate_limits (key, last_sent_at) VALUES ($1, {DB_NOW})
-                     ON CONFLICT (key) DO UPDATE SET last_sent_at = excluded.last_sent_at
-                     WHERE rate_limits.last_sent_at <= {DB_NOW} - $2
-                     RETURNING key"
-                ),
-                &[&key, &window_ms],
-            )
+            .query(&take_slot(), &[&key, &window_ms])
             .await
             .map_err(|e| JournalError::postgres("claiming", &e))?;
         Ok(!rows.is_empty())

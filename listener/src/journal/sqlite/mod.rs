@@ -64,7 +64,7 @@ impl rusqlite::types::FromSql for DeliveryState {
 pub struct Sqlite {
     jobs: std::sync::mpsc::Sender<Job>,
     /// Why the last `record`/`record_all` failed, until one succeeds (for `/readyz`).
-    record_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    record_failure: super::RecordFailure,
     path: std::path::PathBuf,
     /// The open file's identity (device, inode), to notice it deleted or replaced.
     identity: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
@@ -203,17 +203,11 @@ impl Sqlite {
 
     /// Why events could not be recorded, while the last attempt failed.
     pub fn record_failure(&self) -> Option<String> {
-        self.record_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.record_failure.get()
     }
 
     fn note_record(&self, error: Option<&JournalError>) {
-        *self
-            .record_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = error.map(ToString::to_string);
+        self.record_failure.note(error);
     }
 }
 
