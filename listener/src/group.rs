@@ -27,19 +27,34 @@ impl Group {
             let role = role.clone();
             tokio::spawn(async move {
                 let mut failing = false;
+                let mut connection = None;
                 loop {
                     let holds = *role.borrow();
-                    match pg.heartbeat(holds).await {
+                    let beat = match &connection {
+                        Some(client) => pg.heartbeat(client, holds).await,
+                        None => match pg.heartbeat_connection().await {
+                            Ok(client) => {
+                                let beat = pg.heartbeat(&client, holds).await;
+                                connection = Some(client);
+                                beat
+                            }
+                            Err(e) => Err(e),
+                        },
+                    };
+                    match beat {
                         Ok(()) if failing => {
                             tracing::info!("the shared journal takes heartbeats again");
                             failing = false;
                         }
                         Ok(()) => {}
-                        Err(e) if !failing => {
-                            tracing::warn!(error = %e, "cannot write this instance's heartbeat; its events move to another instance if this goes on past the lease");
-                            failing = true;
+                        Err(e) => {
+                            // A new connection at the next beat.
+                            connection = None;
+                            if !failing {
+                                tracing::warn!(error = %e, "cannot write this instance's heartbeat; its events move to another instance if this goes on past the lease");
+                                failing = true;
+                            }
                         }
-                        Err(_) => {}
                     }
                     tokio::time::sleep(every).await;
                 }

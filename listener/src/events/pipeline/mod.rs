@@ -303,6 +303,19 @@ impl Pipeline {
                 data
             }
         };
+        // With a shared journal, the event must still be this listener's: its lease may have
+        // run out while it was busy, and another listener taken it over.
+        match self.journal.take(&entry.id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(event_id = %entry.id, "the event's lease ran out and another listener took it over; leaving its alerts to that one");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(event_id = %entry.id, error = %e, "cannot renew the event's lease; will retry");
+                return;
+            }
+        }
         if let Err(e) = self
             .notifier
             .deliver_all(&entry.id, &tenant.config.channels, &data)

@@ -267,11 +267,21 @@ impl Postgres {
         std::future::pending::<()>().await
     }
 
+    /// A connection of its own for the heartbeat: renewing leases must not wait behind the
+    /// pool's work (a listener busy with a backlog would otherwise lose its leases, and another
+    /// would send its alerts a second time).
+    pub async fn heartbeat_connection(&self) -> Result<tokio_postgres::Client, JournalError> {
+        self.connect_alone().await
+    }
+
     /// Says this instance is alive (and whether it holds the role) and renews its leases on
-    /// the events it is handling.
-    pub async fn heartbeat(&self, holds_role: bool) -> Result<(), JournalError> {
+    /// the events it is handling, on `client` ([`Self::heartbeat_connection`]).
+    pub async fn heartbeat(
+        &self,
+        client: &tokio_postgres::Client,
+        holds_role: bool,
+    ) -> Result<(), JournalError> {
         let err = |e: tokio_postgres::Error| JournalError::postgres("heartbeat", &e);
-        let client = self.client().await?;
         client
             .execute(
                 &format!(

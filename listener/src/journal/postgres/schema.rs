@@ -35,6 +35,8 @@ CREATE UNIQUE INDEX events_refused ON events(id, tenant_id, state) WHERE state I
 CREATE INDEX events_pending ON events(received_at) WHERE state = 'pending';
 CREATE INDEX events_received ON events(received_at);
 CREATE INDEX events_reload ON events(tenant_id, reload_id);
+CREATE INDEX events_type ON events(tenant_id, event_type);
+CREATE INDEX events_id ON events(id);
 CREATE TABLE deliveries (
     event_id     TEXT NOT NULL,
     channel      TEXT NOT NULL,

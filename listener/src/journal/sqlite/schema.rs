@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (event_id, channel)
 );
 CREATE INDEX IF NOT EXISTS events_reload ON events(tenant_id, reload_id);
+-- Whether a tenant sends final outcomes (`has_event_type`), asked for each failed attempt:
+-- without it, a scan of the whole table per event.
+CREATE INDEX IF NOT EXISTS events_type ON events(tenant_id, event_type);
+-- An event by id, accepted or refused (`get`): the unique indexes above are partial, which a
+-- lookup by id alone cannot use.
+CREATE INDEX IF NOT EXISTS events_id ON events(id);
 -- One alert per reload: the event whose alert speaks for the reload (tenant + reload id).
 CREATE TABLE IF NOT EXISTS reload_alerts (
     tenant_id  TEXT NOT NULL,

@@ -404,3 +404,31 @@ async fn a_new_journal_is_readable_by_its_owner_only() {
         assert_eq!(mode, 0o600, "{file}: {mode:o}");
     }
 }
+
+/// The queries asked for every event use an index, never a scan of the whole table (before:
+/// `has_event_type`, asked for each failed attempt while a tenant had sent no final outcome,
+/// scanned every event: the listener fell to 173 events/s at 10,000 events, `BENCHMARKS.md`).
+#[tokio::test]
+async fn per_event_queries_use_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    drop(Journal::open(&path).await.unwrap());
+    let conn = Connection::open(&path).unwrap();
+    for sql in [
+        "SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = 't' AND event_type = 'x' AND topic != 'y' AND state NOT IN ('rejected', 'skipped'))",
+        "SELECT * FROM events WHERE tenant_id = 't' AND reload_id = 'r' AND state NOT IN ('rejected', 'skipped') ORDER BY received_at",
+        "SELECT * FROM events WHERE id = 'e' ORDER BY state IN ('rejected', 'skipped'), received_at DESC LIMIT 1",
+    ] {
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN events")),
+            "{sql}: {plan:?}"
+        );
+    }
+}
