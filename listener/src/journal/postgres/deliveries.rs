@@ -32,9 +32,10 @@ async fn upsert(
     d: &Delivery,
 ) -> Result<(), tokio_postgres::Error> {
     let attempts = i32::try_from(d.attempts).unwrap_or(i32::MAX);
+    let statement = client.prepare_cached(UPSERT).await?;
     client
         .execute(
-            UPSERT,
+            &statement,
             &[
                 &d.event_id,
                 &d.channel,
@@ -56,8 +57,7 @@ impl Postgres {
         channel: &str,
     ) -> Result<Option<Delivery>, JournalError> {
         let client = self.client().await?;
-        let found = client
-            .query_opt(
+        let found = super::query_opt_cached(&client,
                 "SELECT event_id, channel, state, attempts, last_error FROM deliveries WHERE event_id = $1 AND channel = $2",
                 &[&event_id, &channel],
             )
@@ -68,8 +68,7 @@ impl Postgres {
 
     pub async fn deliveries(&self, event_id: &str) -> Result<Vec<Delivery>, JournalError> {
         let client = self.client().await?;
-        let found = client
-            .query(
+        let found = super::query_cached(&client,
                 "SELECT event_id, channel, state, attempts, last_error FROM deliveries WHERE event_id = $1 ORDER BY channel",
                 &[&event_id],
             )
@@ -119,21 +118,21 @@ impl Postgres {
         event_id: &str,
     ) -> Result<String, JournalError> {
         let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO reload_alerts (tenant_id, reload_id, event_id, claimed_at)
+        super::execute_cached(
+            &client,
+            "INSERT INTO reload_alerts (tenant_id, reload_id, event_id, claimed_at)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, reload_id) DO NOTHING",
-                &[&tenant_id, &reload_id, &event_id, &now_ms()],
-            )
-            .await
-            .map_err(err("claiming a reload"))?;
-        let holder = client
-            .query_one(
-                "SELECT event_id FROM reload_alerts WHERE tenant_id = $1 AND reload_id = $2",
-                &[&tenant_id, &reload_id],
-            )
-            .await
-            .map_err(err("claiming a reload"))?;
+            &[&tenant_id, &reload_id, &event_id, &now_ms()],
+        )
+        .await
+        .map_err(err("claiming a reload"))?;
+        let holder = super::query_one_cached(
+            &client,
+            "SELECT event_id FROM reload_alerts WHERE tenant_id = $1 AND reload_id = $2",
+            &[&tenant_id, &reload_id],
+        )
+        .await
+        .map_err(err("claiming a reload"))?;
         Ok(holder.get(0))
     }
 
@@ -143,38 +142,38 @@ impl Postgres {
         reload_id: &str,
     ) -> Result<Option<String>, JournalError> {
         let client = self.client().await?;
-        let found = client
-            .query_opt(
-                "SELECT event_id FROM reload_alerts WHERE tenant_id = $1 AND reload_id = $2",
-                &[&tenant_id, &reload_id],
-            )
-            .await
-            .map_err(err("reading a reload claim"))?;
+        let found = super::query_opt_cached(
+            &client,
+            "SELECT event_id FROM reload_alerts WHERE tenant_id = $1 AND reload_id = $2",
+            &[&tenant_id, &reload_id],
+        )
+        .await
+        .map_err(err("reading a reload claim"))?;
         Ok(found.map(|r| r.get(0)))
     }
 
     pub async fn watch_state(&self, tenant_id: &str) -> Result<Option<String>, JournalError> {
         let client = self.client().await?;
-        let found = client
-            .query_opt(
-                "SELECT state FROM watch_states WHERE tenant_id = $1",
-                &[&tenant_id],
-            )
-            .await
-            .map_err(err("reading the watchdog's state"))?;
+        let found = super::query_opt_cached(
+            &client,
+            "SELECT state FROM watch_states WHERE tenant_id = $1",
+            &[&tenant_id],
+        )
+        .await
+        .map_err(err("reading the watchdog's state"))?;
         Ok(found.map(|r| r.get(0)))
     }
 
     pub async fn set_watch_state(&self, tenant_id: &str, state: &str) -> Result<(), JournalError> {
         let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO watch_states (tenant_id, state) VALUES ($1, $2)
+        super::execute_cached(
+            &client,
+            "INSERT INTO watch_states (tenant_id, state) VALUES ($1, $2)
                  ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state",
-                &[&tenant_id, &state],
-            )
-            .await
-            .map_err(err("recording the watchdog's state"))?;
+            &[&tenant_id, &state],
+        )
+        .await
+        .map_err(err("recording the watchdog's state"))?;
         Ok(())
     }
 }

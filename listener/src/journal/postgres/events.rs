@@ -107,16 +107,16 @@ impl Postgres {
 
     pub async fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
         let client = self.client().await?;
-        let found = client
-            .query_opt(
-                &format!(
-                    "SELECT {COLUMNS} FROM events WHERE id = $1
+        let found = super::query_opt_cached(
+            &client,
+            &format!(
+                "SELECT {COLUMNS} FROM events WHERE id = $1
                      ORDER BY state IN {REFUSED}, received_at DESC LIMIT 1"
-                ),
-                &[&id],
-            )
-            .await
-            .map_err(err("reading an event"))?;
+            ),
+            &[&id],
+        )
+        .await
+        .map_err(err("reading an event"))?;
         found.as_ref().map(row).transpose()
     }
 
@@ -124,8 +124,7 @@ impl Postgres {
     /// holder's lease ran out), oldest first; their leases are this instance's now.
     pub async fn pending(&self) -> Result<Vec<Entry>, JournalError> {
         let client = self.client().await?;
-        let found = client
-            .query(
+        let found = super::query_cached(&client,
                 &format!(
                     "UPDATE events SET owner = $1, lease_until = {DB_NOW} + $2
                      WHERE state = 'pending' AND (owner = $1 OR owner IS NULL OR lease_until < {DB_NOW})
@@ -143,19 +142,18 @@ impl Postgres {
     /// Which instance recorded the event, and which sent each of its alerts (by channel).
     pub async fn who(&self, event_id: &str) -> Result<super::Who, JournalError> {
         let client = self.client().await?;
-        let recorded_by = client
-            .query_opt(
-                &format!(
-                    "SELECT recorded_by FROM events WHERE id = $1
+        let recorded_by = super::query_opt_cached(
+            &client,
+            &format!(
+                "SELECT recorded_by FROM events WHERE id = $1
                      ORDER BY state IN {REFUSED}, received_at DESC LIMIT 1"
-                ),
-                &[&event_id],
-            )
-            .await
-            .map_err(err("reading an event"))?
-            .and_then(|r| r.get(0));
-        let delivered_by = client
-            .query(
+            ),
+            &[&event_id],
+        )
+        .await
+        .map_err(err("reading an event"))?
+        .and_then(|r| r.get(0));
+        let delivered_by = super::query_cached(&client,
                 "SELECT channel, delivered_by FROM deliveries WHERE event_id = $1 AND delivered_by IS NOT NULL",
                 &[&event_id],
             )
@@ -172,18 +170,20 @@ impl Postgres {
 
     pub async fn pending_count(&self) -> Result<u64, JournalError> {
         let client = self.client().await?;
-        let n: i64 = client
-            .query_one("SELECT COUNT(*) FROM events WHERE state = 'pending'", &[])
-            .await
-            .map_err(err("counting pending events"))?
-            .get(0);
+        let n: i64 = super::query_one_cached(
+            &client,
+            "SELECT COUNT(*) FROM events WHERE state = 'pending'",
+            &[],
+        )
+        .await
+        .map_err(err("counting pending events"))?
+        .get(0);
         Ok(n.max(0) as u64)
     }
 
     pub async fn recent(&self, since_ms: i64, limit: u32) -> Result<Vec<Entry>, JournalError> {
         let client = self.client().await?;
-        let found = client
-            .query(
+        let found = super::query_cached(&client,
                 &format!(
                     "SELECT {COLUMNS} FROM events WHERE received_at >= $1 ORDER BY received_at DESC LIMIT $2"
                 ),
@@ -196,15 +196,13 @@ impl Postgres {
 
     pub async fn set_enrichment(&self, id: &str, enrichment: String) -> Result<(), JournalError> {
         let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "UPDATE events SET enrichment = $2 WHERE id = $1 AND state NOT IN {REFUSED}"
-                ),
-                &[&id, &enrichment],
-            )
-            .await
-            .map_err(err("storing alert data"))?;
+        super::execute_cached(
+            &client,
+            &format!("UPDATE events SET enrichment = $2 WHERE id = $1 AND state NOT IN {REFUSED}"),
+            &[&id, &enrichment],
+        )
+        .await
+        .map_err(err("storing alert data"))?;
         Ok(())
     }
 
@@ -215,16 +213,16 @@ impl Postgres {
         note: Option<String>,
     ) -> Result<(), JournalError> {
         let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "UPDATE events SET state = $2, note = COALESCE($3, note)
+        super::execute_cached(
+            &client,
+            &format!(
+                "UPDATE events SET state = $2, note = COALESCE($3, note)
                      WHERE id = $1 AND state NOT IN {REFUSED}"
-                ),
-                &[&id, &state.as_str(), &note],
-            )
-            .await
-            .map_err(err("setting an event's state"))?;
+            ),
+            &[&id, &state.as_str(), &note],
+        )
+        .await
+        .map_err(err("setting an event's state"))?;
         Ok(())
     }
 
@@ -234,16 +232,16 @@ impl Postgres {
         reload_id: &str,
     ) -> Result<Vec<Entry>, JournalError> {
         let client = self.client().await?;
-        let found = client
-            .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND reload_id = $2
+        let found = super::query_cached(
+            &client,
+            &format!(
+                "SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND reload_id = $2
                      AND state NOT IN {REFUSED} ORDER BY received_at"
-                ),
-                &[&tenant_id, &reload_id],
-            )
-            .await
-            .map_err(err("reading a reload's events"))?;
+            ),
+            &[&tenant_id, &reload_id],
+        )
+        .await
+        .map_err(err("reading a reload's events"))?;
         rows(found)
     }
 
@@ -254,16 +252,16 @@ impl Postgres {
         except_topic: &str,
     ) -> Result<bool, JournalError> {
         let client = self.client().await?;
-        let found = client
-            .query_one(
-                &format!(
-                    "SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = $1 AND event_type = $2
+        let found = super::query_one_cached(
+            &client,
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE tenant_id = $1 AND event_type = $2
                      AND topic != $3 AND state NOT IN {REFUSED})"
-                ),
-                &[&tenant_id, &event_type, &except_topic],
-            )
-            .await
-            .map_err(err("reading events"))?;
+            ),
+            &[&tenant_id, &event_type, &except_topic],
+        )
+        .await
+        .map_err(err("reading events"))?;
         Ok(found.get(0))
     }
 

@@ -66,6 +66,47 @@ pub struct Postgres {
 /// compared on one clock, so a host whose clock is off neither steals nor keeps leases.
 pub(super) const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
+/// Runs a statement prepared once per connection (tokio-postgres otherwise prepares each call
+/// anew: one round trip more per query).
+pub(super) async fn execute_cached(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.execute(&statement, params).await
+}
+
+/// [`execute_cached`] for rows.
+pub(super) async fn query_cached(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, params).await
+}
+
+/// [`execute_cached`] for at most one row.
+pub(super) async fn query_opt_cached(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query_opt(&statement, params).await
+}
+
+/// [`execute_cached`] for exactly one row.
+pub(super) async fn query_one_cached(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query_one(&statement, params).await
+}
+
 /// Which listener of the group recorded an event and sent its alerts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Who {
@@ -329,8 +370,8 @@ impl Postgres {
     /// now (it holds it, or its holder's lease ran out).
     pub async fn take(&self, event_id: &str) -> Result<bool, JournalError> {
         let client = self.client().await?;
-        let n = client
-            .execute(
+        let n = execute_cached(
+                &client,
                 &format!(
                     "UPDATE events SET owner = $2, lease_until = {DB_NOW} + $3
                      WHERE id = $1 AND state = 'pending' AND (owner = $2 OR owner IS NULL OR lease_until < {DB_NOW})"
