@@ -213,11 +213,15 @@ async fn three_listeners_alert_every_reload_once_while_instances_are_killed() {
 
     // Duplicates only inside the at-least-once window: a delivery in flight at a kill.
     let duplicated = duplicates_within_kills(&receivers, &caught);
-    // All three took part: each recorded events and sent alerts.
+    // The work was shared: more than one listener recorded events and sent alerts (which ones
+    // depends on who receives each event first).
     let recorders = pg.query("SELECT DISTINCT recorded_by FROM events ORDER BY 1");
     let deliverers = pg.query("SELECT DISTINCT delivered_by FROM deliveries ORDER BY 1");
-    assert_eq!(recorders, "alpha\nbravo\ncharlie");
-    assert_eq!(deliverers, "alpha\nbravo\ncharlie");
+    assert!(recorders.lines().count() >= 2, "recorded by {recorders:?}");
+    assert!(
+        deliverers.lines().count() >= 2,
+        "delivered by {deliverers:?}"
+    );
     // `history` says which listener recorded each event and sent each alert.
     let (code, history) = relay_tests::process::run(
         BIN,

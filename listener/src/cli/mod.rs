@@ -17,13 +17,22 @@ use anyhow::Context as _;
 /// The configured journal, for the command-line tools beside a running listener: the shared one
 /// in PostgreSQL (`journal.url`), or the SQLite file, which must exist already.
 pub async fn journal(config: &Config) -> anyhow::Result<crate::journal::Journal> {
+    journal_opened(config, true).await
+}
+
+/// [`journal`], creating the SQLite file when `must_exist` is false (`preview --send` records
+/// its deliveries before the listener ever ran).
+pub async fn journal_opened(
+    config: &Config,
+    must_exist: bool,
+) -> anyhow::Result<crate::journal::Journal> {
     match &config.shared_journal {
         Some(shared) => crate::journal::Journal::open_postgres(&shared.settings())
             .await
             .with_context(|| format!("Butler.qlikCloudListener.journal.url: {}", shared.url)),
         None => {
             anyhow::ensure!(
-                config.journal_path.exists(),
+                !must_exist || config.journal_path.exists(),
                 "no journal at {} yet: the listener has not run with this config",
                 config.journal_path.display()
             );

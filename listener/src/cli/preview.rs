@@ -66,7 +66,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         }
     }
     if args.send {
-        let journal = super::journal(config).await?;
+        let journal = super::journal_opened(config, false).await?;
         let id = format!("preview-{}", crate::journal::now_ms());
         let give_up = std::time::Duration::from_secs(60);
         let sent = super::deliver_now(config, &journal, &id, &channels, &data, give_up).await?;
