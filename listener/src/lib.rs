@@ -8,9 +8,11 @@
 //!   their script logs (`events::script_log`) and builds the alert data
 //!   (`events::alert_data`, in Butler's template variables; `events::local_time` for its
 //!   times);
-//! - **alerts** (`notify`): one delivery per channel and event, each transport in its own file
-//!   (`http` for Teams, Slack and webhooks, `email`, `mqtt`, `console`, `file`), rendering in
-//!   `notify::render`, alerts about the safety net itself in `notify::operator`;
+//! - **alerts** (`notify`): one delivery per channel and event, retries and rules; each channel
+//!   a component in `notify::channel` (`teams`, `slack`, `webhook`, `email`, `mqtt`, `console`,
+//!   `file`: its templates, limits, rendering and sending; `http` the client they share), the
+//!   rendering they share in `notify::render`, alerts about the safety net itself in
+//!   `notify::operator`;
 //! - **Butler's integration** (`butler`): task starts through the QRS API (`butler::qrs`,
 //!   `butler::tasks`) and the HTTP API (`butler::rest`);
 //! - **the safety net**: reconciliation with the reloads API (`events::reconcile`) and the

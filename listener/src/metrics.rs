@@ -4,8 +4,6 @@
 //! handle through all of them would add noise for no gain. Counting is a relaxed atomic add
 //! (or a short lock for labelled counters), never I/O.
 
-use crate::config::ChannelKind;
-use crate::journal::DeliveryState;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -163,8 +161,8 @@ impl Metrics {
     }
 
     /// A delivery's final state, counted by kind of channel (`webhook-2` counts as `webhook`).
-    pub fn alert(&self, kind: ChannelKind, state: DeliveryState) {
-        bump(&self.alerts, (kind.as_str(), state.as_str()));
+    pub fn alert(&self, kind: &'static str, state: &'static str) {
+        bump(&self.alerts, (kind, state));
     }
 
     fn tenant(&self, tenant: &str, change: impl FnOnce(&mut TenantMetrics)) {

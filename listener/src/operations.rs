@@ -18,6 +18,19 @@ use axum::routing::get;
 use serde_json::json;
 use std::sync::Arc;
 
+/// Most connections the API holds at once: well below the 1,024 file descriptors of a default
+/// soft limit (the shipped systemd unit sets `LimitNOFILE=65536`), leaving room for the
+/// broker, PostgreSQL and the alert channels' HTTPS connections.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send a request head, or leave a connection idle.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a client may hold of the listener's HTTP surfaces: Butler's API and `metricsListen`.
+pub const LIMITS: relay_cli::connections::Limits = relay_cli::connections::Limits {
+    max_connections: MAX_CONNECTIONS,
+    header_read_timeout: HEADER_READ_TIMEOUT,
+};
+
 /// A JSON body (`application/json`).
 pub struct Json(pub serde_json::Value);
 
@@ -55,7 +68,7 @@ pub fn router(ops: Arc<Operations>) -> axum::Router {
 /// Serves them on their own on `listener` (no TLS, no API) until the task is stopped.
 pub async fn serve(listener: tokio::net::TcpListener, ops: Arc<Operations>) -> std::io::Result<()> {
     let app = router(ops).layer(axum::middleware::from_fn(local_host_only));
-    let limits = crate::butler::rest::LIMITS;
+    let limits = LIMITS;
     relay_cli::connections::serve(listener, None, app, limits, std::future::pending()).await
 }
 

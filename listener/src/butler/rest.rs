@@ -4,7 +4,7 @@
 //!
 //! Promises: listens on loopback unless configured otherwise; HTTPS when
 //! `restServerConfig.tls` is enabled; a slow, silent or idle client holds up nobody else and
-//! at most [`MAX_CONNECTIONS`] are held (handshake and header-read timeouts, the oldest idle
+//! at most `operations::MAX_CONNECTIONS` are held (handshake and header-read timeouts, the oldest idle
 //! connection closed for a new one: [`relay_cli::connections`]); the publish endpoint can require
 //! a bearer token (compared in constant time) and restrict topics to prefixes; bodies are
 //! size-limited; a publish answers 201 only after the broker's PUBACK, 503 when the broker is
@@ -69,19 +69,6 @@ pub fn router(api: Arc<Api>) -> axum::Router {
         .layer(axum::middleware::from_fn_with_state(api, check_host))
 }
 
-/// Most connections the API holds at once: well below the 1,024 file descriptors of a default
-/// soft limit (the shipped systemd unit sets `LimitNOFILE=65536`), leaving room for the
-/// broker, PostgreSQL and the alert channels' HTTPS connections.
-pub const MAX_CONNECTIONS: usize = 256;
-/// How long a client may take to send a request head, or leave a connection idle.
-pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// What a client may hold of the API (and of `metricsListen`).
-pub const LIMITS: relay_cli::connections::Limits = relay_cli::connections::Limits {
-    max_connections: MAX_CONNECTIONS,
-    header_read_timeout: HEADER_READ_TIMEOUT,
-};
-
 /// Serves the API on `listener` until `shutdown` completes; over TLS with `tls`. Connections
 /// are handled as the forwarder's are ([`relay_cli::connections`]): handshake and header-read
 /// timeouts, a cap that closes idle connections for new ones.
@@ -92,7 +79,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
-    relay_cli::connections::serve(listener, tls, router(api), LIMITS, shutdown).await
+    relay_cli::connections::serve(
+        listener,
+        tls,
+        router(api),
+        crate::operations::LIMITS,
+        shutdown,
+    )
+    .await
 }
 
 /// Refuses a request for a host name the API does not answer to (DNS rebinding).

@@ -1,5 +1,5 @@
 //! Brokers: where Qlik Cloud events arrive (`mqttForward`) and the connection settings both
-//! brokers share (the forwarder's and Butler's, see [`super::butler`]).
+//! brokers share (the forwarder's and Butler's, see `config::butler`).
 
 use super::value::{Check, Flag, KeyPath, Text, Whole};
 use qlik_events::Secret;

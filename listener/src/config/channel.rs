@@ -2,7 +2,7 @@
 //! channel sends to ([`Target`]), when ([`Rules`]) and what the message holds ([`Message`]).
 
 use super::email::{self, EmailSection, EmailSettings};
-use super::value::{Check, Flag, KeyPath, Text, Whole};
+use super::value::{ByTag, Check, Flag, KeyPath, Text, Whole};
 use qlik_events::Secret;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -238,13 +238,6 @@ pub struct ChannelSection {
     topic: Option<Text>,
     /// File: the file to append to (its folder must exist).
     path: Option<Text>,
-}
-
-#[derive(Deserialize, JsonSchema, Default)]
-#[serde(default)]
-pub struct ByTag {
-    pub enable: Option<Flag>,
-    pub tag: Option<Text>,
 }
 
 /// Checks a tenant's `alert` section. `subscription` is the events subscription, which the

@@ -1,8 +1,7 @@
 //! E-mail alerts: the channel's section (`alert.emailNotification.reloadAppFailure`) and the
 //! SMTP server (`Butler.emailNotification.smtp`).
 
-use super::channel::ByTag;
-use super::value::{Check, Flag, KeyPath, Text, Whole};
+use super::value::{ByTag, Check, Flag, KeyPath, Text, Whole};
 use qlik_events::Secret;
 use schemars::JsonSchema;
 use serde::Deserialize;

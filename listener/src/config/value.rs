@@ -345,3 +345,11 @@ impl<'a> Check<'a> {
         )
     }
 }
+
+/// `alertEnableByTag` (a channel's or e-mail's): alert only apps with this tag.
+#[derive(serde::Deserialize, JsonSchema, Default)]
+#[serde(default)]
+pub struct ByTag {
+    pub enable: Option<Flag>,
+    pub tag: Option<Text>,
+}

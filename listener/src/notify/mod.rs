@@ -12,11 +12,7 @@
 //! - at shutdown ([`Notifier::stopped_by`]) an attempt under way completes and is recorded, and
 //!   no new attempt starts: what is left stays pending for the next start.
 
-mod console;
-mod email;
-mod file;
-mod http;
-mod mqtt;
+pub mod channel;
 pub mod operator;
 pub mod render;
 
@@ -35,16 +31,10 @@ pub const SIGNATURE_HEADER: &str = "X-Qlik-Relay-Signature";
 /// Sends alerts and records what happened.
 #[derive(Clone)]
 pub struct Notifier {
-    http: reqwest::Client,
+    senders: channel::Senders,
     journal: Journal,
     give_up: Duration,
     retry_base: Duration,
-    /// For the MQTT channel: publishes on the listener's broker, PUBACK awaited.
-    mqtt: Option<Arc<dyn Publish>>,
-    /// For e-mail.
-    smtp: Option<email::Smtp>,
-    /// Serialises appends to file channels.
-    file_lock: Arc<tokio::sync::Mutex<()>>,
     /// True once the listener stops: no new attempt starts (one under way completes).
     closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
@@ -65,14 +55,12 @@ impl Notifier {
         mqtt: Option<Arc<dyn Publish>>,
         smtp: Option<&SmtpConfig>,
     ) -> anyhow::Result<Notifier> {
+        let smtp = smtp.map(channel::smtp_transport).transpose()?;
         Ok(Notifier {
-            http: http::client()?,
+            senders: channel::Senders::new(mqtt, smtp)?,
             journal,
             give_up,
             retry_base,
-            mqtt,
-            smtp: smtp.map(email::transport).transpose()?,
-            file_lock: Arc::default(),
             closing: None,
         })
     }
@@ -206,9 +194,10 @@ impl Notifier {
         };
 
         let rendered = match message {
-            Message::Reload(data) => payload(route, &render::channel_data(channel, data)),
-            Message::Operator(alert) => operator::render(channel, alert)
-                .map(|(subject, body)| (Payload { subject, body }, None)),
+            Message::Reload(data) => {
+                channel::render_reload(channel, &channel::channel_data(channel, data))
+            }
+            Message::Operator(alert) => channel::render_operator(channel, alert).map(|p| (p, None)),
         };
         let payload = match rendered {
             Ok((payload, fallback)) => {
@@ -234,7 +223,7 @@ impl Notifier {
             delivery.attempts += 1;
             delivery.state = DeliveryState::Sending;
             self.journal.set_delivery(delivery.clone()).await?;
-            let outcome = self.attempt(route, event_id, &payload).await;
+            let outcome = self.senders.send(route, event_id, &payload).await;
             match outcome {
                 Ok(()) => {
                     tracing::info!(
@@ -284,7 +273,7 @@ impl Notifier {
     /// database restarting): recording is retried, with back-off, for up to `giveUpSeconds`
     /// or until the listener stops (then the delivery stays `sending`: at-least-once).
     async fn finish(&self, kind: ChannelKind, delivery: Delivery) -> Result<(), JournalError> {
-        crate::metrics::METRICS.alert(kind, delivery.state);
+        crate::metrics::METRICS.alert(kind.as_str(), delivery.state.as_str());
         let deadline = tokio::time::Instant::now() + self.give_up;
         let mut tries = 0;
         loop {
@@ -343,36 +332,6 @@ impl Notifier {
             }
         }
         Ok(None)
-    }
-
-    /// One try at sending `payload` on the route's channel.
-    async fn attempt(
-        &self,
-        route: &Route<'_>,
-        event_id: &str,
-        payload: &Payload,
-    ) -> Result<(), AttemptError> {
-        let body = payload.body.as_str();
-        match &route.channel.target {
-            Target::Teams { url } | Target::Slack { url, .. } => {
-                http::post(&self.http, url, body, None).await
-            }
-            Target::Webhook { url, secret } => {
-                let signed = http::Webhook {
-                    event_id,
-                    secret: secret.as_ref(),
-                };
-                http::post(&self.http, url, body, Some(signed)).await
-            }
-            Target::Mqtt { topic } => mqtt::publish(self.mqtt.as_deref(), topic, body).await,
-            Target::Email(settings) => {
-                let to = route.recipient.as_deref();
-                let subject = payload.subject.as_deref().unwrap_or_default();
-                email::send(self.smtp.as_ref(), settings, to, subject, body).await
-            }
-            Target::Console => console::print(body),
-            Target::File(path) => file::append(&self.file_lock, path, body).await,
-        }
     }
 }
 
@@ -436,11 +395,11 @@ fn since_reload_end(data: &AlertData) -> Option<std::time::Duration> {
 /// What a channel would send for `data`, per delivery (e-mail: per recipient), as text a
 /// person reads: the JSON pretty-printed, the e-mail's subject and HTML. For `preview`.
 pub fn preview(channel: &ChannelConfig, data: &AlertData) -> Vec<(String, String)> {
-    let channel_data = render::channel_data(channel, data);
+    let channel_data = channel::channel_data(channel, data);
     routes(channel, data)
         .iter()
         .map(|route| {
-            let text = match payload(route, &channel_data) {
+            let text = match channel::render_reload(route.channel, &channel_data) {
                 Ok((payload, fallback)) => {
                     let body = match serde_json::from_str::<serde_json::Value>(&payload.body) {
                         Ok(json) if !matches!(route.channel.target, Target::Console) => {
@@ -462,46 +421,6 @@ pub fn preview(channel: &ChannelConfig, data: &AlertData) -> Vec<(String, String
             (route.id.clone(), text)
         })
         .collect()
-}
-
-/// What is sent: the JSON document, the console's text or the e-mail's HTML body.
-struct Payload {
-    /// The e-mail's subject.
-    subject: Option<String>,
-    body: String,
-}
-
-/// Renders the route's payload; the second value says why a user template was not used.
-fn payload(
-    route: &Route<'_>,
-    data: &serde_json::Value,
-) -> Result<(Payload, Option<String>), render::RenderError> {
-    match &route.channel.target {
-        Target::Email(settings) => {
-            let email = render::render_email(settings, data)?;
-            let payload = Payload {
-                subject: Some(email.subject),
-                body: email.html,
-            };
-            Ok((payload, email.fallback))
-        }
-        Target::Console => {
-            let (text, fallback) = render::render_console(route.channel, data)?;
-            let payload = Payload {
-                subject: None,
-                body: text,
-            };
-            Ok((payload, fallback))
-        }
-        _ => {
-            let rendered = render::render(route.channel, data)?;
-            let payload = Payload {
-                subject: None,
-                body: rendered.body.to_string(),
-            };
-            Ok((payload, rendered.fallback))
-        }
-    }
 }
 
 /// `base`, doubling per attempt, capped at a minute.

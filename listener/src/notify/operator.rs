@@ -6,21 +6,12 @@
 //! (Teams may reject the whole card, so the operator alert was lost), "Peak memory 0 bytes" and
 //! an empty owner, and Slack an empty link.
 //!
-//! Promises: each channel has a built-in template of its own for them (a user's reload template
+//! Rendered by each channel (`notify::channel`). Promises: each channel has a built-in template of its own for them (a user's reload template
 //! is not used: its variables would be empty); every field they show is filled (tested for each
 //! channel); the link goes to the tenant's Management Console; values are escaped as in reload
 //! alerts (JSON strings, Slack and Teams markup, HTML, the terminal).
 
-use super::render::{self, Markup, RenderError};
-use crate::config::{ChannelConfig, Target};
-use handlebars::Handlebars;
 use serde::Serialize;
-use serde_json::{json, Value};
-
-pub const TEAMS_TEMPLATE: &str = include_str!("../../templates/teams-operator.handlebars");
-pub const SLACK_TEMPLATE: &str = include_str!("../../templates/slack-operator.handlebars");
-pub const EMAIL_TEMPLATE: &str = include_str!("../../templates/email-operator.handlebars");
-pub const CONSOLE_TEMPLATE: &str = include_str!("../../templates/console-operator.handlebars");
 
 /// The `kind` of the JSON document webhook, MQTT and file channels receive.
 pub const KIND: &str = "qlik-listener-operator-alert";
@@ -123,45 +114,19 @@ impl OperatorAlert {
     }
 }
 
-/// The e-mail subject (for e-mail) and the body the channel sends.
-pub fn render(
-    channel: &ChannelConfig,
-    alert: &OperatorAlert,
-) -> Result<(Option<String>, String), RenderError> {
-    let data = serde_json::to_value(alert).unwrap_or(Value::Null);
-    let failed = |e: String| RenderError::new(format!("operator alert: {e}"));
-    Ok(match &channel.target {
-        Target::Teams { .. } => {
-            let body = render::render_json(TEAMS_TEMPLATE, &data, Markup::Teams).map_err(failed)?;
-            (None, body.to_string())
-        }
-        Target::Slack { .. } => {
-            let mut body =
-                render::render_json(SLACK_TEMPLATE, &data, Markup::Slack).map_err(failed)?;
-            render::slack_routing(&channel.target, &mut body);
-            (None, body.to_string())
-        }
-        Target::Email(_) => {
-            let html = Handlebars::new()
-                .render_template(EMAIL_TEMPLATE, &data)
-                .map_err(|e| failed(e.to_string()))?;
-            let subject = format!("{} ({})", alert.title, alert.tenant_id);
-            (Some(render::one_line(&subject)), html)
-        }
-        Target::Console => {
-            let text = render::render_terminal(CONSOLE_TEMPLATE, &data).map_err(failed)?;
-            (None, text)
-        }
-        Target::Webhook { .. } | Target::Mqtt { .. } | Target::File(_) => {
-            let body = json!({ "schemaVersion": 1, "kind": KIND, "alert": data });
-            (None, body.to_string())
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ChannelConfig, Target};
+    use crate::notify::render::RenderError;
+    use serde_json::Value;
+
+    fn render(
+        channel: &ChannelConfig,
+        alert: &OperatorAlert,
+    ) -> Result<(Option<String>, String), RenderError> {
+        crate::notify::channel::render_operator(channel, alert).map(|p| (p.subject, p.body))
+    }
     use crate::config::{EmailSettings, Priority};
 
     fn alert(hostile: bool) -> OperatorAlert {

@@ -1,4 +1,3 @@
-
 use super::*;
 
 const TENANT: &str = "Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG";

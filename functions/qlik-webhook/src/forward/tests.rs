@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::publish::{PublishError, PublishFuture};
 use qlik_events::{sign, Secret};

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn waiter(t: &mut AckTracker) -> oneshot::Receiver<AckResult> {

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::config::TenantRef;
 use crate::qlik_api::{AppInfo, AppItem, ReloadInfo, UserInfo};

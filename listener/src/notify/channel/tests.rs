@@ -1,5 +1,27 @@
-
 use super::*;
+use crate::config::{ChannelKind, Format, Target};
+use crate::notify::render::*;
+use serde_json::json;
+
+/// A channel's rendered reload alert, its JSON parsed (the console's text as a JSON string).
+struct Rendered {
+    body: Value,
+    fallback: Option<String>,
+}
+
+fn render(channel: &ChannelConfig, data: &Value) -> Result<Rendered, RenderError> {
+    let (payload, fallback) = render_reload(channel, data)?;
+    let body = serde_json::from_str(&payload.body).unwrap_or(Value::String(payload.body));
+    Ok(Rendered { body, fallback })
+}
+
+fn render_console(
+    channel: &ChannelConfig,
+    data: &Value,
+) -> Result<(String, Option<String>), RenderError> {
+    let (payload, fallback) = render_reload(channel, data)?;
+    Ok((payload.body, fallback))
+}
 
 fn channel(kind: ChannelKind) -> ChannelConfig {
     let url = url::Url::parse("http://127.0.0.1/x").unwrap();
@@ -204,22 +226,6 @@ fn user_templates_render_and_broken_ones_fall_back() {
 }
 
 #[test]
-fn triple_stash_is_escaped_only_where_it_is_one() {
-    for (template, expected) in [
-        ("{{{a}}}", "{{a}}"),
-        ("x {{{a}}} y {{b}} {{{c.d}}}", "x {{a}} y {{b}} {{c.d}}"),
-        (
-            "{{{{raw}}}} {{{a}}} {{{{/raw}}}}",
-            "{{{{raw}}}} {{a}} {{{{/raw}}}}",
-        ),
-        ("{{{ unclosed", "{{{ unclosed"),
-        ("no braces", "no braces"),
-    ] {
-        assert_eq!(escape_triple_stash(template), expected, "{template}");
-    }
-}
-
-#[test]
 fn people_see_grouped_numbers_machines_see_numbers() {
     assert_eq!(grouped(0), "0");
     assert_eq!(grouped(999), "999");
@@ -282,10 +288,12 @@ fn emails_escape_html_and_keep_the_subject_on_one_line() {
         priority: crate::config::Priority::High,
         owner_alert: None,
     };
-    let r = render_email(&settings, &hostile()).unwrap();
-    assert!(!r.subject.contains('\n') && r.subject.starts_with("Reload failed: quote \""));
-    assert!(r.html.contains("&lt;/script&gt;") && !r.html.contains("</script>"));
-    assert!(r.html.contains("h1 quote &quot;"));
+    let email = ChannelConfig::new("email", Target::Email(settings));
+    let (r, _) = render_reload(&email, &hostile()).unwrap();
+    let subject = r.subject.unwrap();
+    assert!(!subject.contains('\n') && subject.starts_with("Reload failed: quote \""));
+    assert!(r.body.contains("&lt;/script&gt;") && !r.body.contains("</script>"));
+    assert!(r.body.contains("h1 quote &quot;"));
 }
 
 #[test]

@@ -1,12 +1,61 @@
 //! E-mail over SMTP (`Butler.emailNotification.smtp`): one message per recipient.
 //!
-//! Promises: the certificate is verified unless `tls.rejectUnauthorized` is false (logged as a
-//! warning); a permanent SMTP refusal (5xx) fails at once, anything else is tried again.
+//! Promises: the subject is one line (a text template); values are HTML-escaped in the body;
+//! the certificate is verified unless `tls.rejectUnauthorized` is false (logged as a warning);
+//! a permanent SMTP refusal (5xx) fails at once, anything else is tried again.
 
-use super::AttemptError;
+use super::{Payload, Traits};
 use crate::config::{EmailSettings, Priority, SmtpConfig, SmtpSecurity};
+use crate::notify::operator::OperatorAlert;
+use crate::notify::render::{self, Markup, RenderError};
+use crate::notify::AttemptError;
+use handlebars::Handlebars;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde_json::Value;
 use std::time::Duration;
+
+pub const TEMPLATE: &str = include_str!("../../../templates/email-reload-failed.handlebars");
+pub const OPERATOR_TEMPLATE: &str = include_str!("../../../templates/email-operator.handlebars");
+
+pub const TRAITS: Traits = Traits {
+    script_log_limit: render::SCRIPT_LOG_FIELD_MAX,
+    for_people: true,
+    markup: Markup::Plain,
+};
+
+/// The subject (`subject`, a text template) and the HTML body, from the user's `bodyFileName`
+/// or the built-in template.
+pub fn render(
+    settings: &EmailSettings,
+    data: &Value,
+) -> Result<(Payload, Option<String>), RenderError> {
+    let mut text = Handlebars::new();
+    text.register_escape_fn(handlebars::no_escape);
+    let subject = text
+        .render_template(&settings.subject, data)
+        .map_err(|e| RenderError::new(format!("subject: {e}")))?;
+    let html = Handlebars::new();
+    let (html, fallback) =
+        render::user_or_builtin(settings.body_template.as_deref(), TEMPLATE, |t| {
+            html.render_template(t, data).map_err(|e| e.to_string())
+        })?;
+    let payload = Payload {
+        subject: Some(render::one_line(&subject)),
+        body: html,
+    };
+    Ok((payload, fallback))
+}
+
+pub fn render_operator(alert: &OperatorAlert, data: &Value) -> Result<Payload, String> {
+    let html = Handlebars::new()
+        .render_template(OPERATOR_TEMPLATE, data)
+        .map_err(|e| e.to_string())?;
+    let subject = format!("{} ({})", alert.title, alert.tenant_id);
+    Ok(Payload {
+        subject: Some(render::one_line(&subject)),
+        body: html,
+    })
+}
 
 pub type Smtp = AsyncSmtpTransport<Tokio1Executor>;
 

@@ -3,7 +3,7 @@
 //! Promises: one writer at a time, so concurrent alerts never interleave within a line; a line
 //! counts as sent only once synced to disk.
 
-use super::AttemptError;
+use crate::notify::AttemptError;
 use std::path::Path;
 
 /// Appends `body` as one line to `path`. `turn` serialises the writers.

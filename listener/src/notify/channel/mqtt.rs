@@ -1,7 +1,7 @@
 //! The MQTT channel: the alert's JSON document published QoS 1 on the listener's broker; sent
 //! once the broker acknowledged it. A broker that refuses it (e.g. not authorised) fails at once.
 
-use super::AttemptError;
+use crate::notify::AttemptError;
 use relay_mqtt::{Message, Publish, PublishError};
 
 pub async fn publish(

@@ -5,7 +5,7 @@
 //! 307/308 would send it to a host nobody configured) and is reported with where it pointed,
 //! without the query (which may hold a token).
 
-use super::{AttemptError, SIGNATURE_HEADER};
+use crate::notify::{AttemptError, SIGNATURE_HEADER};
 use qlik_events::Secret;
 use std::time::Duration;
 
