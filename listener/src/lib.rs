@@ -5,9 +5,9 @@
 //!   event to the pipeline (`events::pipeline`: intake, worker, handler), which records it in
 //!   the [`journal`] before acknowledging it, decides whether it alerts (`events::one_alert`),
 //!   enriches reload failures from the Qlik Cloud API (`qlik_api`; `events::enrich`), stores
-//!   their script logs (`events::script_log`) and builds the alert data
-//!   (`events::alert_data`, in Butler's template variables; `events::local_time` for its
-//!   times);
+//!   their script logs (`script_log`: lines, head and tail, the field limits, storing on
+//!   disk) and builds the alert data (`events::alert_data`, in Butler's template variables;
+//!   `events::local_time` for its times);
 //! - **alerts** (`notify`): one delivery per channel and event, retries and rules; each channel
 //!   a component in `notify::channel` (`teams`, `slack`, `webhook`, `email`, `mqtt`, `console`,
 //!   `file`: its templates, limits, rendering and sending; `http` the client they share), the
@@ -39,6 +39,7 @@ mod metrics;
 mod notify;
 mod operations;
 mod qlik_api;
+mod script_log;
 mod subscriber;
 mod watchdog;
 

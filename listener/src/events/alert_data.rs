@@ -16,7 +16,7 @@ use super::enrich::Enrichment;
 use super::local_time::{self, TimeForms};
 pub use crate::alert::{AlertData, CreationTime, Duration, StartTime, StopTime, RELOAD_FAILED};
 use crate::config::{GenericUrl, TenantConfig};
-use crate::notify::render::{cut_end, cut_start, SCRIPT_LOG_FIELD_MAX};
+use crate::script_log::{cut_end, cut_start, ScriptLog, SCRIPT_LOG_FIELD_MAX};
 use qlik_events::{Event, Reload};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
@@ -226,49 +226,6 @@ impl Fields<'_> {
 /// `f` as a whole number, if it is a finite, non-negative one (rounded).
 fn whole(f: f64) -> Option<u64> {
     (f.is_finite() && f >= 0.0 && f < u64::MAX as f64).then(|| f.round() as u64)
-}
-
-/// The script log split into lines (CRLF or LF), ready for head/tail per channel.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ScriptLog {
-    lines: Vec<String>,
-    bytes: usize,
-    characters: usize,
-}
-
-impl ScriptLog {
-    pub fn new(text: &str) -> ScriptLog {
-        let lines: Vec<String> = text
-            .lines()
-            .map(|l| l.trim_end_matches('\r').to_owned())
-            .collect();
-        ScriptLog {
-            // Butler's: the characters of the lines, without the line breaks.
-            characters: lines.iter().map(|l| l.chars().count()).sum(),
-            lines,
-            bytes: text.len(),
-        }
-    }
-
-    /// The first `n` lines, joined with `\n`.
-    pub fn head(&self, n: usize) -> String {
-        self.lines
-            .iter()
-            .take(n)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// The last `n` lines, joined with `\n`.
-    pub fn tail(&self, n: usize) -> String {
-        let start = self.lines.len().saturating_sub(n);
-        self.lines[start..].join("\n")
-    }
-
-    pub fn line_count(&self) -> usize {
-        self.lines.len()
-    }
 }
 
 /// What the template data is built from.

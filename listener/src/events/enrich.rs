@@ -92,7 +92,7 @@ fn keep<T>(result: Option<Result<T, ApiError>>, errors: &mut Vec<String>) -> Opt
 /// Where script logs are stored, when they are.
 pub struct LogStore<'a> {
     pub dir: &'a std::path::Path,
-    pub layout: super::script_log::Layout,
+    pub layout: crate::script_log::Layout,
 }
 
 /// [`enrich`], with the script log streamed to its file under `store` as it downloads (never
@@ -106,7 +106,7 @@ pub async fn enrich_and_store(
     reload: &Reload,
     store: Option<LogStore<'_>>,
 ) -> Enrichment {
-    use super::script_log;
+    use crate::script_log;
     let spool = store.and_then(|store| {
         let of = script_log::LogOf {
             tenant_id: &event.tenant_id,

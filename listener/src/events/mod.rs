@@ -10,4 +10,3 @@ pub mod local_time;
 pub mod one_alert;
 pub mod pipeline;
 pub mod reconcile;
-pub mod script_log;

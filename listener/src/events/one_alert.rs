@@ -14,8 +14,10 @@
 //!   the tenant's webhook sends final outcomes, and then alerts saying the final outcome did not
 //!   arrive; when it does not, it alerts at once.
 //!
-//! Pure: no I/O. The pipeline reads the journal, asks [`decide`], and claims the reload.
+//! [`decide`] is pure (no I/O) and tested exhaustively; [`decide_and_claim`] is its journal
+//! side: it reads the reload's events and claim, decides, and claims the reload.
 
+use crate::journal::{Journal, JournalError};
 use qlik_events::ReloadOutcome;
 
 /// An event of the reload, as the journal holds it.
@@ -68,6 +70,43 @@ pub struct Situation<'a> {
     /// final outcome; `None`: the tenant's webhook does not send final outcomes, alert at once.
     pub wait: Option<(i64, u64)>,
     pub now_ms: i64,
+}
+
+/// [`decide`] for `me`, a failed event of `reload_id`, from what the journal holds; when the
+/// decision is to alert, the reload is claimed for `me` first (atomic in the journal, across
+/// listeners sharing it): if another event holds the claim, `me` is settled instead.
+pub async fn decide_and_claim(
+    journal: &Journal,
+    me: &Seen,
+    tenant_id: &str,
+    reload_id: &str,
+    wait: Option<(i64, u64)>,
+) -> Result<Decision, JournalError> {
+    let claimed_by = journal.reload_claim(tenant_id, reload_id).await?;
+    let others: Vec<Seen> = journal
+        .reload_events(tenant_id, reload_id)
+        .await?
+        .iter()
+        .filter(|e| e.id != me.event_id)
+        .filter_map(Seen::of)
+        .collect();
+    let decision = decide(&Situation {
+        me,
+        reload_id,
+        others: &others,
+        claimed_by: claimed_by.as_deref(),
+        wait,
+        now_ms: crate::journal::now_ms(),
+    });
+    if let Decision::Alert { .. } = decision {
+        let holder = journal
+            .claim_reload(tenant_id, reload_id, &me.event_id)
+            .await?;
+        if holder != me.event_id {
+            return Ok(Decision::Settled(alerted_with(reload_id, &holder)));
+        }
+    }
+    Ok(decision)
 }
 
 pub fn decide(s: &Situation<'_>) -> Decision {

@@ -19,12 +19,6 @@
 use handlebars::Handlebars;
 use serde_json::Value;
 
-pub const TRUNCATED: &str = "… [truncated]";
-
-/// The most any channel takes of a script-log field; the alert data (and the journal) keep no
-/// more than this.
-pub const SCRIPT_LOG_FIELD_MAX: usize = 64_000;
-
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct RenderError(String);
@@ -188,38 +182,6 @@ fn escape_triple_stash(template: &str) -> std::borrow::Cow<'_, str> {
 fn json_string_content(s: &str) -> String {
     let quoted = serde_json::Value::String(s.to_owned()).to_string();
     quoted[1..quoted.len() - 1].to_owned()
-}
-
-pub fn first_lines(text: &str, n: usize) -> String {
-    text.lines().take(n).collect::<Vec<_>>().join("\n")
-}
-
-pub fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Keeps the start of `text` within `max` characters.
-pub fn cut_end(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let kept: String = text
-        .chars()
-        .take(max.saturating_sub(TRUNCATED.chars().count()))
-        .collect();
-    format!("{kept}{TRUNCATED}")
-}
-
-/// Keeps the end of `text` (the interesting part of a tail) within `max` characters.
-pub fn cut_start(text: &str, max: usize) -> String {
-    let count = text.chars().count();
-    if count <= max {
-        return text.to_owned();
-    }
-    let keep = max.saturating_sub(TRUNCATED.chars().count());
-    let kept: String = text.chars().skip(count - keep).collect();
-    format!("{TRUNCATED}{kept}")
 }
 
 #[cfg(test)]

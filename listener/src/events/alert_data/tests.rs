@@ -96,7 +96,7 @@ fn a_huge_reload_log_is_bounded_to_its_end() {
         d.log_message.len()
     );
     assert!(d.log_message.ends_with("Error: Field \"Amount\" not found"));
-    assert!(d.log_message.contains(crate::notify::render::TRUNCATED));
+    assert!(d.log_message.contains(crate::script_log::TRUNCATED));
 }
 
 #[test]
@@ -398,16 +398,6 @@ fn reloads_service_failure() {
         d["executionStartTime"]["startTimeLocal1"],
         "2026-11-21 02:00:03"
     );
-}
-
-#[test]
-fn script_log_head_and_tail() {
-    let log = ScriptLog::new("a\r\nb\r\nc\nd");
-    assert_eq!(log.head(2), "a\nb");
-    assert_eq!(log.tail(2), "c\nd");
-    assert_eq!(log.tail(10), "a\nb\nc\nd");
-    assert_eq!(log.head(0), "");
-    assert_eq!(ScriptLog::new("").tail(3), "");
 }
 
 /// Qlik documents `data` loosely: each odd shape costs at most its own field.

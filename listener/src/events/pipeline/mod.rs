@@ -18,14 +18,15 @@ mod worker;
 pub use worker::Worker;
 
 use super::alert_data::{self, AlertData};
+use super::enrich;
 use super::enrich::Enrichment;
 use super::one_alert::{self, Decision, Seen};
-use super::{enrich, script_log};
 use crate::config::{Config, FinalOutcome, TenantConfig, WaitForFinal};
 use crate::journal::{self, Entry, Journal, State};
 use crate::metrics::METRICS;
 use crate::notify::Notifier;
 use crate::qlik_api::QlikApi;
+use crate::script_log;
 use intake::unclear_field;
 use qlik_events::event::RELOAD_FINISHED;
 use qlik_events::{Event, ReloadOutcome, Verifier};
@@ -395,8 +396,8 @@ impl Pipeline {
         Some((asked, Some(note)))
     }
 
-    /// What [`one_alert::decide`] says for this failed event, with the reload claimed when it
-    /// says alert (so that no other event of the reload alerts).
+    /// What [`one_alert::decide_and_claim`] says for this failed event: whether it waits for the
+    /// final outcome is the pipeline's to know.
     async fn one_alert(
         &self,
         entry: &Entry,
@@ -410,15 +411,6 @@ impl Pipeline {
             });
         };
         let tenant_id = entry.tenant_id.as_str();
-        let claimed_by = self.journal.reload_claim(tenant_id, reload_id).await?;
-        let others: Vec<Seen> = self
-            .journal
-            .reload_events(tenant_id, reload_id)
-            .await?
-            .iter()
-            .filter(|e| e.id != entry.id)
-            .filter_map(Seen::of)
-            .collect();
         let waits = !reload.is_final
             && match self.final_outcome.wait {
                 WaitForFinal::Always => true,
@@ -430,26 +422,8 @@ impl Pipeline {
             is_final: reload.is_final,
             outcome: reload.outcome,
         };
-        let decision = one_alert::decide(&one_alert::Situation {
-            me: &me,
-            reload_id,
-            others: &others,
-            claimed_by: claimed_by.as_deref(),
-            wait: waits.then_some((entry.received_at, self.final_outcome.wait_secs)),
-            now_ms: journal::now_ms(),
-        });
-        if let Decision::Alert { .. } = decision {
-            let holder = self
-                .journal
-                .claim_reload(tenant_id, reload_id, &entry.id)
-                .await?;
-            if holder != entry.id {
-                return Ok(Decision::Settled(one_alert::alerted_with(
-                    reload_id, &holder,
-                )));
-            }
-        }
-        Ok(decision)
+        let wait = waits.then_some((entry.received_at, self.final_outcome.wait_secs));
+        one_alert::decide_and_claim(&self.journal, &me, tenant_id, reload_id, wait).await
     }
 
     /// Whether the tenant's webhook sends final outcomes (`reload.finished`): seen in this run,

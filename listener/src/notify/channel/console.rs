@@ -13,7 +13,7 @@ pub const TEMPLATE: &str = include_str!("../../../templates/console-reload-faile
 pub const OPERATOR_TEMPLATE: &str = include_str!("../../../templates/console-operator.handlebars");
 
 pub const TRAITS: Traits = Traits {
-    script_log_limit: render::SCRIPT_LOG_FIELD_MAX,
+    script_log_limit: crate::script_log::SCRIPT_LOG_FIELD_MAX,
     for_people: true,
     markup: Markup::Plain,
 };

@@ -18,7 +18,7 @@ pub const TEMPLATE: &str = include_str!("../../../templates/email-reload-failed.
 pub const OPERATOR_TEMPLATE: &str = include_str!("../../../templates/email-operator.handlebars");
 
 pub const TRAITS: Traits = Traits {
-    script_log_limit: render::SCRIPT_LOG_FIELD_MAX,
+    script_log_limit: crate::script_log::SCRIPT_LOG_FIELD_MAX,
     for_people: true,
     markup: Markup::Plain,
 };

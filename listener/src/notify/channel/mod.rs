@@ -65,7 +65,7 @@ pub struct Traits {
 
 /// For machines: the alert data as a JSON document, whole.
 const DOCUMENT: Traits = Traits {
-    script_log_limit: render::SCRIPT_LOG_FIELD_MAX,
+    script_log_limit: crate::script_log::SCRIPT_LOG_FIELD_MAX,
     for_people: false,
     markup: Markup::Plain,
 };
@@ -95,14 +95,14 @@ pub fn channel_data(channel: &ChannelConfig, data: &AlertData) -> Value {
     let traits = traits(channel.target.kind());
     let limit = traits.script_log_limit;
     let message = &channel.message;
-    let head = render::first_lines(&data.script_log_head, message.head_lines);
-    let tail = render::last_lines(&data.script_log_tail, message.tail_lines);
+    let head = crate::script_log::first_lines(&data.script_log_head, message.head_lines);
+    let tail = crate::script_log::last_lines(&data.script_log_tail, message.tail_lines);
     let (head, tail) = if message.basic_content_only {
         (String::new(), String::new())
     } else {
         (
-            render::cut_end(&head, limit),
-            render::cut_start(&tail, limit),
+            crate::script_log::cut_end(&head, limit),
+            crate::script_log::cut_start(&tail, limit),
         )
     };
     // Butler's meaning: the configured counts (none with `basicContentOnly`).

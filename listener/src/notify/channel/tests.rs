@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::{ChannelKind, Format, Target};
 use crate::notify::render::*;
+use crate::script_log::TRUNCATED;
 use serde_json::json;
 
 /// A channel's rendered reload alert, its JSON parsed (the console's text as a JSON string).

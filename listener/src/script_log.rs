@@ -1,4 +1,5 @@
-//! Storing a failed reload's script log on disk, as Butler does
+//! A failed reload's script log: its lines (head and tail for the alerts), the limits a field
+//! of it is cut to, and storing it on disk, as Butler does
 //! (`Butler.scriptLog.storeOnDisk.qsCloud.appReloadFailure`), in Butler's layout
 //! `<logDirectory>/<YYYY-MM-DD>/<YYYY-MM-DDTHH-MM-SS>_appId=<appId>_reloadId=<reloadId>.log`
 //! (the event's time, UTC), or, with `Butler.qlikCloudListener.scriptLogLayout: byTenant`,
@@ -7,7 +8,8 @@
 //! Promises: ids from events cannot leave the directory (only `[A-Za-z0-9._-]`, not `.` or
 //! `..`); the file appears whole or not at all (written to a temporary name, then renamed); a
 //! log of any size is written whole, streamed from the API as it downloads ([`spool`]), so it
-//! is never held in memory.
+//! is never held in memory; a field of it in the alert data holds at most
+//! [`SCRIPT_LOG_FIELD_MAX`] characters, cut with a visible [`TRUNCATED`] marker.
 
 use std::path::{Path, PathBuf};
 
@@ -98,9 +100,103 @@ fn safe<'a>(what: &'static str, value: &'a str) -> Result<&'a str, StoreError> {
     }
 }
 
+/// The script log split into lines (CRLF or LF), ready for head/tail per channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScriptLog {
+    lines: Vec<String>,
+    /// Its size in bytes, as it came.
+    pub bytes: usize,
+    /// Butler's size: the characters of the lines, without the line breaks.
+    pub characters: usize,
+}
+
+impl ScriptLog {
+    pub fn new(text: &str) -> ScriptLog {
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_owned())
+            .collect();
+        ScriptLog {
+            // Butler's: the characters of the lines, without the line breaks.
+            characters: lines.iter().map(|l| l.chars().count()).sum(),
+            lines,
+            bytes: text.len(),
+        }
+    }
+
+    /// The first `n` lines, joined with `\n`.
+    pub fn head(&self, n: usize) -> String {
+        self.lines
+            .iter()
+            .take(n)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The last `n` lines, joined with `\n`.
+    pub fn tail(&self, n: usize) -> String {
+        let start = self.lines.len().saturating_sub(n);
+        self.lines[start..].join("\n")
+    }
+
+    pub fn line_count(&self) -> usize {
+        self.lines.len()
+    }
+}
+
+/// What marks a cut field.
+pub const TRUNCATED: &str = "… [truncated]";
+
+/// The most any channel takes of a script-log field; the alert data (and the journal) keep no
+/// more than this.
+pub const SCRIPT_LOG_FIELD_MAX: usize = 64_000;
+
+pub fn first_lines(text: &str, n: usize) -> String {
+    text.lines().take(n).collect::<Vec<_>>().join("\n")
+}
+
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Keeps the start of `text` within `max` characters.
+pub fn cut_end(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let kept: String = text
+        .chars()
+        .take(max.saturating_sub(TRUNCATED.chars().count()))
+        .collect();
+    format!("{kept}{TRUNCATED}")
+}
+
+/// Keeps the end of `text` (the interesting part of a tail) within `max` characters.
+pub fn cut_start(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let keep = max.saturating_sub(TRUNCATED.chars().count());
+    let kept: String = text.chars().skip(count - keep).collect();
+    format!("{TRUNCATED}{kept}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn script_log_head_and_tail() {
+        let log = ScriptLog::new("a\r\nb\r\nc\nd");
+        assert_eq!(log.head(2), "a\nb");
+        assert_eq!(log.tail(2), "c\nd");
+        assert_eq!(log.tail(10), "a\nb\nc\nd");
+        assert_eq!(log.head(0), "");
+        assert_eq!(ScriptLog::new("").tail(3), "");
+    }
 
     fn at(t: &str) -> time::OffsetDateTime {
         time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
