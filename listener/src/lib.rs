@@ -93,7 +93,7 @@ async fn tenants(config: &Config) -> anyhow::Result<Vec<Tenant>> {
         };
         if let Some(problem) = refused {
             tracing::error!("{problem}");
-            metrics::METRICS.api_key_problem(&id, Some(problem));
+            operations::PROBLEMS.set(&format!("api key {id}"), problem, None);
         }
         tenants.push(Tenant::new(id, t.clone(), api));
     }
@@ -188,7 +188,7 @@ impl watchdog::Report for SafetyNet {
         match refused {
             Some(problem) if !was => {
                 tracing::error!(tenant = tenant_id, "{problem}");
-                metrics::METRICS.api_key_problem(tenant_id, Some(problem.clone()));
+                operations::PROBLEMS.set(&format!("api key {tenant_id}"), problem.clone(), None);
                 self.alert(
                     tenant_id,
                     notify::operator::Notice {
@@ -204,7 +204,7 @@ impl watchdog::Report for SafetyNet {
             }
             None if was => {
                 tracing::info!(tenant = tenant_id, "Qlik Cloud accepts the API key again");
-                metrics::METRICS.api_key_problem(tenant_id, None);
+                operations::PROBLEMS.clear(&format!("api key {tenant_id}"));
                 self.alert(
                     tenant_id,
                     notify::operator::Notice {
@@ -277,6 +277,11 @@ async fn open_journal(
             }
         }
         None => {
+            // The same words as `check-config`, naming the key (not SQLite's "unable to open
+            // database file").
+            if let Some(problem) = config.local_problems().into_iter().next() {
+                anyhow::bail!("{problem}");
+            }
             let lock = journal::InstanceLock::acquire(&config.journal_path)?;
             Ok((
                 journal::Journal::open(&config.journal_path).await?,

@@ -108,6 +108,14 @@ fn main() -> ExitCode {
                 for warning in config.file_warnings(&path) {
                     eprintln!("warning: {warning}");
                 }
+                let problems = config.local_problems();
+                for problem in &problems {
+                    eprintln!("{}: {problem}", path.display());
+                }
+                if !problems.is_empty() {
+                    eprintln!("error: the configuration has {} problem(s)", problems.len());
+                    return ExitCode::FAILURE;
+                }
                 print!("{}", config.summary());
                 println!("configuration OK");
                 ExitCode::SUCCESS

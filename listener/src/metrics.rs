@@ -32,8 +32,6 @@ pub struct Metrics {
     api_publishes: Mutex<BTreeMap<&'static str, u64>>,
     /// Per tenant: reconciliation and the watched webhook.
     tenants: Mutex<BTreeMap<String, TenantMetrics>>,
-    /// Per tenant (its key path): why Qlik Cloud refused its API key at start-up.
-    api_keys: Mutex<BTreeMap<String, String>>,
 }
 
 /// Upper bounds (seconds) of the end-to-end latency histogram's buckets.
@@ -54,8 +52,8 @@ struct TenantMetrics {
     reconcile_found: u64,
     /// When reconciliation last completed (unix seconds).
     reconciled_at: Option<i64>,
-    /// The watched webhook: what is wrong with it (`None`: healthy), once checked.
-    webhook: Option<Option<String>>,
+    /// Whether the watched webhook is healthy, once checked.
+    webhook_healthy: Option<bool>,
     webhook_enabled: Option<bool>,
     /// Failed deliveries the watchdog has seen.
     webhook_failed_deliveries: u64,
@@ -125,7 +123,6 @@ pub static METRICS: Metrics = Metrics {
     tasks: Mutex::new(BTreeMap::new()),
     api_publishes: Mutex::new(BTreeMap::new()),
     tenants: Mutex::new(BTreeMap::new()),
-    api_keys: Mutex::new(BTreeMap::new()),
 };
 
 pub fn inc(counter: &AtomicU64) {
@@ -179,48 +176,20 @@ impl Metrics {
         });
     }
 
-    /// The watched webhook's latest health, for `/metrics` and `/readyz`.
-    /// The watched webhook's state: what is wrong with it (`None`: healthy), whether it is
-    /// enabled, and how many failed deliveries were newly seen.
+    /// The watched webhook's state: whether it is healthy and enabled, and how many failed
+    /// deliveries were newly seen.
     pub fn webhook_health(
         &self,
         tenant: &str,
-        problem: Option<String>,
+        healthy: bool,
         enabled: bool,
         new_failed_deliveries: u64,
     ) {
         self.tenant(tenant, |t| {
-            t.webhook = Some(problem);
+            t.webhook_healthy = Some(healthy);
             t.webhook_enabled = Some(enabled);
             t.webhook_failed_deliveries += new_failed_deliveries;
         });
-    }
-
-    /// The tenant's API key was refused (`Some(why)`) or works (`None`).
-    pub fn api_key_problem(&self, tenant: &str, problem: Option<String>) {
-        let mut keys = self.api_keys.lock().unwrap_or_else(|p| p.into_inner());
-        match problem {
-            Some(p) => keys.insert(tenant.to_owned(), p),
-            None => keys.remove(tenant),
-        };
-    }
-
-    /// What is wrong per tenant (its API key, its watched webhook), one line each.
-    pub fn tenant_problems(&self) -> Vec<String> {
-        let mut problems: Vec<String> = self
-            .api_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
-        for (tenant, t) in tenants.iter() {
-            if let Some(Some(p)) = &t.webhook {
-                problems.push(format!("tenant {tenant}: {p}"));
-            }
-        }
-        problems
     }
 
     pub fn task(&self, outcome: TaskMetric) {
@@ -380,7 +349,7 @@ impl Metrics {
                 "qlik_listener_webhook_healthy",
                 "gauge",
                 "Whether the watched Qlik Cloud webhook is enabled, calls the expected URL and delivers.",
-                &|t| t.webhook.as_ref().map(|p| u8::from(p.is_none()).to_string()),
+                &|t| t.webhook_healthy.map(|h| u8::from(h).to_string()),
             );
             family(
                 "qlik_listener_webhook_enabled",
@@ -393,8 +362,7 @@ impl Metrics {
                 "counter",
                 "Failed deliveries of the watched webhook seen by the watchdog.",
                 &|t| {
-                    t.webhook
-                        .as_ref()
+                    t.webhook_healthy
                         .map(|_| t.webhook_failed_deliveries.to_string())
                 },
             );

@@ -31,6 +31,49 @@ pub const LIMITS: relay_cli::connections::Limits = relay_cli::connections::Limit
     header_read_timeout: HEADER_READ_TIMEOUT,
 };
 
+/// What keeps the listener from doing its job, beside its own connections: set by the parts
+/// that find it (a refused API key, an unhealthy webhook, events rejected for their signature),
+/// shown by `/readyz`. Why process-wide, like [`METRICS`]: the parts that find problems are
+/// many and far apart, and `/readyz` reads them all.
+pub static PROBLEMS: Problems = Problems {
+    map: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+};
+
+pub struct Problems {
+    map: std::sync::Mutex<std::collections::BTreeMap<String, Problem>>,
+}
+
+struct Problem {
+    text: String,
+    /// Gone by itself after this time (`None`: until cleared).
+    until: Option<std::time::Instant>,
+}
+
+impl Problems {
+    /// `text` (a sentence an operator acts on) under `key` until [`Problems::clear`], or for
+    /// `lasts` when given.
+    pub fn set(&self, key: &str, text: String, lasts: Option<std::time::Duration>) {
+        let until = lasts.map(|d| std::time::Instant::now() + d);
+        self.lock().insert(key.to_owned(), Problem { text, until });
+    }
+
+    pub fn clear(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// The problems that hold now, in key order.
+    pub fn current(&self) -> Vec<String> {
+        let now = std::time::Instant::now();
+        let mut map = self.lock();
+        map.retain(|_, p| p.until.is_none_or(|u| u > now));
+        map.values().map(|p| p.text.clone()).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Problem>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A JSON body (`application/json`).
 pub struct Json(pub serde_json::Value);
 
@@ -120,7 +163,7 @@ async fn readyz(State(api): State<Arc<Operations>>) -> Response {
     if let Some(problem) = api.journal.file_problem() {
         problems.push(problem);
     }
-    problems.extend(METRICS.tenant_problems());
+    problems.extend(PROBLEMS.current());
     if let Some(e) = api.journal.record_failure() {
         problems.push(format!(
             "events cannot be recorded ({e}); they are held unacknowledged and retried"

@@ -327,7 +327,21 @@ pub async fn run(
                     Health::Failing(n) => n as u64,
                     _ => 0,
                 };
-                crate::metrics::METRICS.webhook_health(&tenant_id, problem, enabled, failed);
+                crate::metrics::METRICS.webhook_health(
+                    &tenant_id,
+                    problem.is_none(),
+                    enabled,
+                    failed,
+                );
+                let problem_key = format!("webhook {tenant_id}");
+                match problem {
+                    Some(p) => crate::operations::PROBLEMS.set(
+                        &problem_key,
+                        format!("tenant {tenant_id}: {p}"),
+                        None,
+                    ),
+                    None => crate::operations::PROBLEMS.clear(&problem_key),
+                }
                 let key = health.key();
                 if !throttle.knows_a_state() && health == Health::Healthy {
                     // The first look, and all is well: nothing to tell.

@@ -120,3 +120,73 @@ async fn require_signature_with_mqtt_3_1_1_is_refused_by_check_config() {
         "{out}"
     );
 }
+
+/// Issue #33 item 5: the journal's folder not writable by the listener's user (the config's
+/// folder under the shipped systemd unit): `check-config` said OK and the service failed with
+/// SQLite's "unable to open database file", naming no key. Now both name `journal.path` and
+/// say what to do. As root, the listener runs as `nobody`, as a service account would.
+#[tokio::test]
+async fn a_journal_folder_the_listener_cannot_write_is_named_by_check_config_and_at_start() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let s = Setup::new("").await;
+    let yaml = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "      path: journal.sqlite\n",
+        "      path: state/journal.sqlite\n",
+        1,
+    );
+    std::fs::write(&s.config, yaml).unwrap();
+    let state = s.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    // Readable by the service's user, writable by its owner only.
+    mode(s.dir.path(), 0o755);
+    mode(&s.config, 0o644);
+    mode(&state, 0o555);
+    let listener = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(common::BIN);
+        cmd.args(args)
+            .args(["--config", s.config.to_str().unwrap()])
+            .envs(s.env())
+            .kill_on_drop(true);
+        if root {
+            cmd.uid(65534).gid(65534);
+        }
+        async move {
+            let out = tokio::time::timeout(LIMIT, cmd.output())
+                .await
+                .expect("the listener exits")
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.code(), text)
+        }
+    };
+    let said = format!(
+        "Butler.qlikCloudListener.journal.path: the listener cannot create its journal in {}",
+        state.display()
+    );
+    let (code, out) = listener(&["check-config"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&said) && out.contains("/var/lib/qlik-listener"),
+        "{out}"
+    );
+    assert!(!out.contains("configuration OK"), "{out}");
+
+    let (code, out) = listener(&["run"]).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains(&said), "{out}");
+    assert!(!out.contains("unable to open database file"), "{out}");
+
+    // Writable: fine.
+    mode(&state, 0o777);
+    let (code, out) = listener(&["check-config"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        std::fs::read_dir(&state).unwrap().next().is_none(),
+        "the check leaves nothing behind"
+    );
+}

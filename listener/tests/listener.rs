@@ -170,10 +170,31 @@ async fn duplicates_are_processed_once_and_garbage_never_stops_the_loop() {
     listener.kill().await;
 }
 
+/// Issue #33 item 4: with the wrong secret, rejections were only a warning per event; now
+/// `/readyz` says events are being rejected and hints at the secret, until one verifies.
 #[tokio::test]
 async fn unknown_tenants_are_skipped_and_forged_signatures_rejected() {
-    let s = Setup::new("          requireSignature: true\n").await;
-    let mut listener = s.start(true).await;
+    let s = Setup::with(Options {
+        forward: "          requireSignature: true\n",
+        listener: "    metricsListen: 127.0.0.1:0\n",
+        ..Options::default()
+    })
+    .await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let mut listener = process::Running::spawn(BIN, &["--config", &config], &s.env());
+    let line = listener
+        .wait_for_line("qlik-listener metrics on ", LIMIT)
+        .await;
+    listener.wait_for_output("subscribed", 1, LIMIT).await;
+    let metrics_url = line
+        .trim_start_matches("qlik-listener metrics on ")
+        .to_owned();
+    let readyz_url = metrics_url.replace("/metrics", "/readyz");
+    let readyz = || async {
+        let r = reqwest::get(&readyz_url).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(readyz().await.0, 200);
     let stranger = fixtures::minimal_event(
         "from-elsewhere",
         "com.qlik.v1.app.reload.finished",
@@ -197,12 +218,33 @@ async fn unknown_tenants_are_skipped_and_forged_signatures_rejected() {
     .await;
     s.wait_state(&event_id(&fixtures::event(FIXTURES[1].0)), State::Rejected)
         .await;
+    let (status, why) = readyz().await;
+    assert_eq!(status, 503, "{why}");
+    assert!(
+        why.contains("events are being rejected because their qlik-signature does not verify")
+            && why.contains(
+                "is the tenant's webhookSecret the same secret as the webhook's in Qlik Cloud"
+            ),
+        "{why}"
+    );
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("qlik_listener_events_rejected_total 2"),
+        "{metrics}"
+    );
 
     // A properly signed one is handled (the API asked about it); the API was never asked about
     // the others: neither rejected reload, nor their apps.
     let good = fixtures::event("reload-failed.cloudevents.json");
     s.publish(FIXTURES[4].1, &good).await;
     s.wait_state(&event_id(&good), State::Done).await;
+    // It verified: the secret is right (again), and the listener is ready.
+    assert_eq!(readyz().await, (200, r#"{"ready":true}"#.to_owned()));
     assert!(s.api.calls_to("/api/v1/reloads/673e95b1f0e1d2c3b4a59687") >= 1);
     for never in [
         "/api/v1/reloads/673d9f1c2a4b5c6d7e8f9012",

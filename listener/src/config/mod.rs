@@ -274,7 +274,9 @@ impl Config {
         })?;
         let base = file.parent().unwrap_or(Path::new("."));
         let mut check = Check::new(base, env);
+        check.ignored = ignored.clone();
         let mut config = check_file(&mut check, file, sections);
+        config.warnings.append(&mut check.warnings);
         config.warnings.extend(warnings::unknown_keys(&ignored));
         config.warnings.extend(warnings::mangled_paths(&config));
         if check.errors.is_empty() {
@@ -391,11 +393,7 @@ fn check_file(c: &mut Check<'_>, file: &Path, f: ConfigFile) -> Config {
         butler.incident_tool,
     );
     let mut tenants = tenants;
-    let warnings: Vec<String> = tenants
-        .iter()
-        .filter(|t| t.channels.is_empty())
-        .map(|t| format!("{}.alert: no alert channel is enabled for this tenant: failed reloads are recorded but nobody is told (enable one, e.g. teamsNotification.reloadAppFailure.enable: true)", t.path))
-        .collect();
+    let warnings: Vec<String> = Vec::new();
 
     let email = butler.email_notification.unwrap_or_default();
     let email_off = email.enable.is_some_and(|f| !f.0);

@@ -55,6 +55,20 @@ impl Config {
         }
     }
 
+    /// What would stop the listener at start that the file alone does not show: the SQLite
+    /// journal's folder must exist and be writable by this user (under the shipped systemd
+    /// unit only `/var/lib/qlik-listener` is). Each problem names its key.
+    pub fn local_problems(&self) -> Vec<String> {
+        if self.shared_journal.is_some() {
+            return Vec::new();
+        }
+        journal_writable(&self.journal_path)
+            .err()
+            .map(|e| format!("Butler.qlikCloudListener.journal.path: {e}"))
+            .into_iter()
+            .collect()
+    }
+
     /// A human summary for `check-config`, with secrets masked.
     pub fn summary(&self) -> String {
         let b = &self.broker;
@@ -176,5 +190,39 @@ impl Config {
             out += &format!("WARNING:       {warning}\n");
         }
         out
+    }
+}
+
+/// Whether the journal at `path` can be opened for writing, or created: tried for real (a file
+/// created and removed beside it), as permissions alone do not tell (ACLs, read-only mounts,
+/// systemd's `ProtectSystem`).
+fn journal_writable(path: &Path) -> Result<(), String> {
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| format!("{} cannot be written by this user ({e})", path.display()));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!(
+            "the folder {} does not exist: create it (writable by the listener's user) or point journal.path elsewhere",
+            dir.display()
+        ));
+    }
+    let probe = dir.join(format!(".qlik-listener-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "the listener cannot create its journal in {} ({e}): give the listener's user write access to it, or set journal.path to a folder it can write (under the shipped systemd unit: /var/lib/qlik-listener/journal.sqlite)",
+            dir.display()
+        )),
     }
 }

@@ -98,6 +98,9 @@ struct Tenant {
     comment: Option<Text>,
     /// Alert channels for failed reloads.
     alert: Option<channel::Alert>,
+    /// Ours: `none` when this tenant has no alert channel on purpose (its events are recorded,
+    /// nobody is told). Without it, a tenant with no enabled channel is an error.
+    alerts: Option<Text>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
@@ -118,6 +121,80 @@ struct Jwt {
 struct QlikSenseUrls {
     qmc: Option<Text>,
     hub: Option<Text>,
+}
+
+/// The tenant's address is where links in alerts start (`<tenantUrl>/sense/app/<id>`) and
+/// where the API is called: a path (`…/hub/`) or a query would break every link, so it is an
+/// error; plain HTTP to anything but this machine is warned about (the API key travels in it).
+fn tenant_address(c: &mut Check<'_>, at: &KeyPath, url: url::Url) -> Option<url::Url> {
+    let host = url.host_str().unwrap_or_default().to_owned();
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        c.error(
+            at,
+            format!("must be the tenant's address only, without a path: https://{host} (not {url}): links in alerts and API calls start from it"),
+        );
+        return None;
+    }
+    let local = matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]");
+    if url.scheme() == "http" && !local {
+        c.warnings.push(format!(
+            "{at}: {url} is plain HTTP: the API key would be sent unencrypted, and Qlik Cloud answers on https:// only; write https://{host}"
+        ));
+    }
+    Some(url)
+}
+
+/// A tenant alerts somewhere, or says `alerts: none`. A tenant without a channel is most often
+/// an `alert:` block indented one level too shallow or too deep: the error says where such a
+/// block was found.
+fn check_some_channel(c: &mut Check<'_>, at: &KeyPath, alerts: &Option<Text>, none_enabled: bool) {
+    let alerts_at = at.key("alerts");
+    let off = match Text::of(alerts) {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("none") => true,
+        Some(v) => {
+            c.error(
+                &alerts_at,
+                format!("'{v}' is not a value here: write `alerts: none` for a tenant that alerts nobody on purpose, or leave it out"),
+            );
+            return;
+        }
+    };
+    if !none_enabled || off {
+        return;
+    }
+    let alert_at = at.key("alert");
+    let alert_path = alert_at.to_string();
+    if c.errors.iter().any(|e| e.path.starts_with(&alert_path)) {
+        // A channel is enabled but wrong: that error says it.
+        return;
+    }
+    let misplaced: Vec<&str> = c
+        .ignored
+        .iter()
+        .filter(|p| {
+            let last = p.rsplit('.').next().unwrap_or(p);
+            last == "alert" || last.ends_with("Notification") || last == "reloadAppFailure"
+        })
+        .filter(|p| {
+            !p.starts_with("Butler.emailNotification")
+                && !p.starts_with("Butler.teamsNotification")
+                && !p.starts_with("Butler.slackNotification")
+                && !p.starts_with("Butler.webhookNotification")
+        })
+        .map(String::as_str)
+        .collect();
+    let found = match misplaced.as_slice() {
+        [] => String::new(),
+        paths => format!(
+            ". Found where the listener does not read it: {} (indented under the tenant, it would be {alert_path}.<channel>.reloadAppFailure)",
+            paths.join(", ")
+        ),
+    };
+    c.error(
+        &alert_at,
+        format!("no alert channel is enabled for this tenant: failed reloads would be recorded but nobody told. Enable one (e.g. teamsNotification.reloadAppFailure.enable: true), or write `alerts: none` beside tenantUrl if that is what you want{found}"),
+    );
 }
 
 pub fn check_cloud(
@@ -182,7 +259,7 @@ fn check_tenant(
                 None
             }
             Ok(url) if matches!(url.scheme(), "https" | "http") && url.host_str().is_some() => {
-                Some(url)
+                tenant_address(c, &url_at, url)
             }
             _ => {
                 c.error(
@@ -229,6 +306,7 @@ fn check_tenant(
         t.alert.unwrap_or_default(),
         &forward.subscription_root,
     );
+    check_some_channel(c, at, &t.alerts, channels.is_empty());
     let id = id?;
     let id = if id.contains('.') || id.contains(':') {
         TenantRef::Host(

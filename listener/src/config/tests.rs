@@ -34,6 +34,7 @@ Butler:
             qmc: https://acme.eu.qlikcloud.com/console
             hub: https://acme.eu.qlikcloud.com/hub
           comment: Production tenant
+          alerts: none              # ours: no channel on purpose (tests add them)
           alert:
             teamsNotification:
               reloadAppFailure:
@@ -106,7 +107,7 @@ fn extensions() {
             .replace("            port: 8883\n", "            port: 1883\n            clientId: relay-1\n            protocolVersion: \"5\"\n            tls:\n              enable: false\n")
             .replace("          enable: true\n          broker:", "          enable: true\n          requireSignature: true\n          broker:")
             .replace("          comment: Production tenant\n", "          comment: Production tenant\n          webhookSecret: s3cret-s3cret-s3cret-s3cret-s3cret\n")
-            .replace("  scriptLog:\n", "        tenants:\n          - id: Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG\n            tenantUrl: https://other.us.qlikcloud.com\n            auth: { jwt: { token: literal-token } }\n            webhookSecret: ${QLIK_API_KEY}\n  scriptLog:\n")
+            .replace("  scriptLog:\n", "        tenants:\n          - id: Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG\n            tenantUrl: https://other.us.qlikcloud.com\n            auth: { jwt: { token: literal-token } }\n            webhookSecret: ${QLIK_API_KEY}\n            alerts: none\n  scriptLog:\n")
             + "  qlikCloudListener:\n    journal:\n      path: /var/lib/qlik-listener/journal.sqlite\n      retentionDays: 8\n";
     let c = parse(&text).unwrap();
     assert!(!c.broker.tls.enable);
@@ -394,18 +395,50 @@ fn channels_are_typed_targets() {
     );
 }
 
-/// Configurations that do nothing are said: a tenant without an enabled channel, a key of ours
-/// misspelt or mis-indented, a Windows path that YAML's double quotes mangled. Butler's own
-/// sections and keys are not listed.
+/// Issue #33 item 1: an `alert:` block indented one level too shallow left the tenant without a
+/// channel, and `check-config` said OK with a warning. Now an error, naming where the block was
+/// found; `alerts: none` says it is meant.
+#[test]
+fn a_tenant_without_a_channel_is_an_error_that_says_where_the_block_went() {
+    let without = GOOD.replace(
+        "          alerts: none              # ours: no channel on purpose (tests add them)\n",
+        "",
+    );
+    let e = parse(&without).unwrap_err().to_string();
+    assert!(
+        e.contains("Butler.qlikSenseCloud.event.mqtt.tenant.alert: no alert channel is enabled"),
+        "{e}"
+    );
+    assert!(e.contains("alerts: none"), "{e}");
+
+    // The block one level too shallow: beside `tenant`, not in it.
+    let shallow = without.replace(
+        "          alert:\n            teamsNotification:\n              reloadAppFailure:\n                enable: false\n",
+        "        alert:\n          teamsNotification:\n            reloadAppFailure:\n              enable: true\n              webhookURL: https://x.example.com/w\n",
+    );
+    let e = parse(&shallow).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "Found where the listener does not read it: Butler.qlikSenseCloud.event.mqtt.alert"
+        ),
+        "{e}"
+    );
+
+    // Said on purpose: fine, and nothing to warn about.
+    let c = parse(GOOD).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let typo = GOOD.replace("alerts: none ", "alerts: nobody ");
+    let e = parse(&typo).unwrap_err().to_string();
+    assert!(
+        e.contains("tenant.alerts: 'nobody' is not a value here"),
+        "{e}"
+    );
+}
+
+/// Configurations that do nothing are said: a key of ours misspelt or mis-indented, a Windows
+/// path that YAML's double quotes mangled. Butler's own sections and keys are not listed.
 #[test]
 fn configurations_that_do_nothing_are_warned_about() {
-    let c = parse(GOOD).unwrap();
-    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-    assert!(
-        c.warnings[0].contains("tenant.alert: no alert channel is enabled"),
-        "{:?}",
-        c.warnings
-    );
     let text = GOOD
         .replace(
             "          alert:\n",
@@ -564,4 +597,41 @@ fn a_shared_journal() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("instanceId"), "{err}");
+}
+
+/// Issue #33 item 2: `tenantUrl: https://acme.eu.qlikcloud.com/hub/` was accepted and every
+/// "open the app" link in alerts was broken; plain HTTP to a real host said nothing.
+#[test]
+fn a_tenant_url_with_a_path_is_an_error_and_plain_http_is_warned_about() {
+    let with = |url: &str| {
+        GOOD.replace(
+            "          tenantUrl: https://acme.eu.qlikcloud.com\n",
+            &format!("          tenantUrl: {url}\n"),
+        )
+    };
+    let e = parse(&with("https://acme.eu.qlikcloud.com/hub/"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tenant.tenantUrl: must be the tenant's address only, without a path: https://acme.eu.qlikcloud.com (not https://acme.eu.qlikcloud.com/hub/)"),
+        "{e}"
+    );
+    assert!(parse(&with("https://acme.eu.qlikcloud.com/?x=1")).is_err());
+    assert!(parse(&with("https://acme.eu.qlikcloud.com/"))
+        .unwrap()
+        .warnings
+        .is_empty());
+
+    let w = parse(&with("http://acme.eu.qlikcloud.com"))
+        .unwrap()
+        .warnings
+        .join("\n");
+    assert!(
+        w.contains("tenant.tenantUrl: http://acme.eu.qlikcloud.com/ is plain HTTP")
+            && w.contains("write https://acme.eu.qlikcloud.com"),
+        "{w}"
+    );
+    // A stand-in on this machine is fine.
+    let local = parse(&with("http://127.0.0.1:8080")).unwrap();
+    assert!(local.warnings.is_empty(), "{:?}", local.warnings);
 }

@@ -192,6 +192,11 @@ pub struct Check<'a> {
     pub errors: Vec<super::ConfigError>,
     /// Key paths of secrets written in the file itself (not `${VAR}`).
     pub literal_secrets: Vec<String>,
+    /// Key paths in the file that the listener does not read (to say where a misplaced block
+    /// went).
+    pub ignored: Vec<String>,
+    /// What most likely does not do what was meant, key path first.
+    pub warnings: Vec<String>,
 }
 
 impl<'a> Check<'a> {
@@ -201,6 +206,8 @@ impl<'a> Check<'a> {
             base,
             errors: Vec::new(),
             literal_secrets: Vec::new(),
+            ignored: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 

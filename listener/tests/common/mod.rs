@@ -134,6 +134,14 @@ impl Setup {
             mqtt_config
         };
         let tenant_ref = tenant_ref.unwrap_or(TENANT);
+        // A tenant without channels must say so (`alerts: none`): tests about recording alone.
+        let channels = extra_tenant.starts_with("          alert:")
+            || extra_tenant.contains("\n          alert:");
+        let alerts_none = if channels {
+            ""
+        } else {
+            "          alerts: none\n"
+        };
         let broker = if logged_broker {
             Mosquitto::start_logged().await
         } else if shipped_broker {
@@ -180,7 +188,7 @@ impl Setup {
             qmc: {url}/console
             hub: {url}/hub
           comment: Test tenant
-{extra_tenant}  scriptLog:
+{alerts_none}{extra_tenant}  scriptLog:
     storeOnDisk:
       qsCloud:
         appReloadFailure:

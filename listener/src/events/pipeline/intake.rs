@@ -360,7 +360,12 @@ impl Pipeline {
                 }
             }
             Why::BadSignature(reason) => {
-                tracing::warn!(event_id = %id, tenant = %tenant_id, reason = %reason, "signature check failed; event rejected")
+                tracing::warn!(event_id = %id, tenant = %tenant_id, reason = %reason, "signature check failed; event rejected (is the tenant's webhookSecret the secret of the webhook in Qlik Cloud, which the forwarder passes on unchanged?)");
+                crate::operations::PROBLEMS.set(
+                    &format!("signature {tenant_id}"),
+                    rejected_problem(tenant_id, reason),
+                    Some(REJECTIONS_SHOWN),
+                );
             }
             Why::TooOld => {
                 tracing::warn!(event_id = %id, tenant = %tenant_id, time = event.time.as_deref().unwrap_or("-"), "event older than journal.retentionDays; rejected (a replay cannot be told from a new event)")
@@ -378,11 +383,26 @@ impl Pipeline {
             }
             Why::Failure | Why::Other => {}
         }
+        if signature.as_ref().is_some_and(Result::is_ok) {
+            // Signatures verify again: the secret was fixed.
+            crate::operations::PROBLEMS.clear(&format!("signature {tenant_id}"));
+        }
         if signature.is_some_and(|v| v == Ok(qlik_events::Matched::Previous)) {
             tracing::info!(event_id = %id, tenant = %tenant_id, "signed with the tenant's webhookSecretPrevious: finish the rotation in Qlik Cloud, then remove it");
         }
         (admitted.state, admitted.note)
     }
+}
+
+/// How long `/readyz` shows that a tenant's events were rejected for their signature, after the
+/// latest one (or until one verifies).
+const REJECTIONS_SHOWN: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What `/readyz` says while a tenant's events are rejected for their signature: most often
+/// the tenant's `webhookSecret` is not the webhook's secret in Qlik Cloud (the forwarder
+/// checks the same secret as `QLIK_WEBHOOK_SECRET` and passes the signature on unchanged).
+fn rejected_problem(tenant_id: &str, reason: &str) -> String {
+    format!("tenant {tenant_id}: events are being rejected because their qlik-signature does not verify ({reason}; see qlik_listener_events_rejected_total): is the tenant's webhookSecret the same secret as the webhook's in Qlik Cloud and the forwarder's QLIK_WEBHOOK_SECRET?")
 }
 
 #[cfg(test)]
