@@ -448,11 +448,24 @@ mod tests {
             }
         }
         assert!(alerts >= 5 && queries.len() > alerts, "{queries:?}");
+        // What docs/operations.md says to watch has a rule: backlog, rejections, absence.
+        for watched in [
+            "qlik_listener_backlog_events",
+            "qlik_listener_events_rejected_total",
+            "absent(up{job=\"qlik-listener\"})",
+            "up{job=\"qlik-listener\"} == 0",
+        ] {
+            assert!(
+                queries.iter().any(|q| q.contains(watched)),
+                "no rule or panel for {watched}"
+            );
+        }
         for query in &queries {
             let names = query
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .filter(|w| w.starts_with("qlik_listener_"));
-            let mut any = false;
+            // Prometheus' own `up` of the job the rules file says to name `qlik-listener`.
+            let mut any = query.contains(r#"up{job="qlik-listener"}"#);
             for name in names {
                 any = true;
                 assert!(
