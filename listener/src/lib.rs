@@ -43,6 +43,8 @@ mod script_log;
 mod subscriber;
 mod watchdog;
 
+pub use notify::templates::{check as check_templates, Findings as TemplateFindings};
+
 /// The parsers the fuzz targets exercise.
 pub mod parse {
     pub use crate::butler::qrs::{parse_request, TaskRequest};
@@ -301,6 +303,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (journal, _instance) = open_journal(&config).await?;
+    let templates = check_templates(&config);
+    for problem in templates.errors.iter().chain(&templates.warnings) {
+        tracing::warn!("{problem}");
+    }
     let lease = config
         .shared_journal
         .as_ref()

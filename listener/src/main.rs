@@ -108,7 +108,12 @@ fn main() -> ExitCode {
                 for warning in config.file_warnings(&path) {
                     eprintln!("warning: {warning}");
                 }
-                let problems = config.local_problems();
+                let templates = qlik_listener::check_templates(&config);
+                for warning in &templates.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                let mut problems = config.local_problems();
+                problems.extend(templates.errors);
                 for problem in &problems {
                     eprintln!("{}: {problem}", path.display());
                 }

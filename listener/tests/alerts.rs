@@ -960,3 +960,62 @@ async fn a_numeric_reload_id_is_alerted() {
     .await;
     assert_eq!(alerts[0].json()["alert"]["reloadId"], "4242");
 }
+
+/// Issue #33 item 3: a broken `templateFile` was found only by `preview`, and a misspelt
+/// variable rendered empty without a word. `check-config` compiles each template (an error
+/// naming the key) and warns about each variable the alert data does not have.
+#[tokio::test]
+async fn check_config_compiles_templates_and_names_unknown_variables() {
+    let tenant = "          alert:
+            teamsNotification:
+              reloadAppFailure:
+                enable: true
+                webhookURL: https://example.invalid/teams
+                templateFile: teams.handlebars
+            slackNotification:
+              reloadAppFailure:
+                enable: true
+                webhookURL: https://example.invalid/slack
+                messageType: basic
+                basicMsgTemplate: 'Failed: {{appName}} {{errorMesage}}'
+";
+    let s = Setup::with(Options {
+        tenant,
+        ..Options::default()
+    })
+    .await;
+    let template = s.dir.path().join("teams.handlebars");
+    let config = s.config.to_str().unwrap().to_owned();
+    let env = s.env();
+    let args = ["check-config", "--config", &config];
+    let check = || relay_tests::process::run(common::BIN, &args, &env);
+
+    std::fs::write(
+        &template,
+        r#"{"text": "{{appName}}: {{executionStartTime.startTimeLokal1}}"}"#,
+    )
+    .unwrap();
+    let (code, out) = check().await;
+    assert_eq!(code, Some(0), "{out}");
+    let at = "Butler.qlikSenseCloud.event.mqtt.tenant.alert";
+    for said in [
+        format!("warning: {at}.teamsNotification.reloadAppFailure.templateFile: {{{{executionStartTime.startTimeLokal1}}}} is not a variable of the alert data"),
+        format!("warning: {at}.slackNotification.reloadAppFailure.basicMsgTemplate: {{{{errorMesage}}}} is not a variable of the alert data"),
+    ] {
+        assert!(out.contains(&said), "{said}\n{out}");
+    }
+    assert!(
+        !out.contains("{{appName}}"),
+        "known variables are not listed: {out}"
+    );
+
+    std::fs::write(&template, r#"{"text": "{{#if appName}}never closed"}"#).unwrap();
+    let (code, out) = check().await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{at}.teamsNotification.reloadAppFailure.templateFile: the template does not compile"
+        )),
+        "{out}"
+    );
+}

@@ -15,6 +15,7 @@
 pub mod channel;
 pub mod operator;
 pub mod render;
+pub mod templates;
 
 pub use operator::OperatorAlert;
 

@@ -28,6 +28,15 @@ use relay_mqtt::Publish;
 use serde_json::Value;
 use std::sync::Arc;
 
+/// The built-in reload templates, by file name (for checks).
+#[cfg(test)]
+pub const BUILT_IN: [(&str, &str); 4] = [
+    ("teams-reload-failed", teams::TEMPLATE),
+    ("slack-reload-failed", slack::TEMPLATE),
+    ("email-reload-failed", email::TEMPLATE),
+    ("console-reload-failed", console::TEMPLATE),
+];
+
 /// What one delivery sends: the JSON document, the console's text or the e-mail's HTML body.
 #[derive(Debug)]
 pub struct Payload {
