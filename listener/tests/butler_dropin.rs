@@ -329,6 +329,11 @@ async fn check_config_names_what_to_fill_in_and_accepts_the_file_once_filled() {
         "{out}"
     );
     assert!(out.contains("task starts:"), "{out}");
+    // Butler's own templates use only variables the listener provides.
+    assert!(
+        !out.contains("is not a variable of the alert data"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
