@@ -1019,3 +1019,64 @@ async fn check_config_compiles_templates_and_names_unknown_variables() {
         "{out}"
     );
 }
+
+/// Issue #33 item 8: `send-test-event` through the forwarder gave three "lookup failed … 404"
+/// warnings and an alert with an empty owner that looked like a real failure. Now the alert
+/// says it is a test, and the listener does not ask Qlik Cloud about the made-up app.
+#[tokio::test]
+async fn a_test_event_alerts_as_a_test_without_lookups() {
+    let ch = Channels::start().await;
+    let s = setup(&ch, "", "").await;
+    let mut listener = s.start(true).await;
+    let bin = relay_tests::process::workspace_bin("qlik-webhook");
+    let bin = bin.to_str().unwrap().to_owned();
+    let env = vec![
+        ("QLIK_WEBHOOK_SECRET", fixtures::SECRET.to_owned()),
+        ("MQTT_URL", s.broker.url()),
+    ];
+    let (_forwarder, base) = relay_tests::process::serve_forwarder(&bin, &env).await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let url = format!("{base}/webhook");
+    let args = [
+        "send-test-event",
+        "--url",
+        &url,
+        "--listener-config",
+        &config,
+    ];
+    let (code, out) = relay_tests::process::run(&bin, &args, &env).await;
+    assert_eq!(code, Some(0), "{out}");
+
+    wait::until(LIMIT, "the three alerts", || {
+        let n = ch.counts();
+        async move { (n == (1, 1, 1)).then_some(()) }
+    })
+    .await;
+    let alert = ch.hook.delivered()[0].json();
+    let data = &alert["alert"];
+    assert!(
+        data["alertTitle"].as_str().unwrap().starts_with("TEST: "),
+        "{alert}"
+    );
+    assert!(
+        data["alertNote"]
+            .as_str()
+            .unwrap()
+            .contains("test event from qlik-webhook send-test-event"),
+        "{alert}"
+    );
+    assert_eq!(data["appOwnerName"], "(a test event: no app, no owner)");
+    let teams = ch.teams.delivered()[0].json().to_string();
+    assert!(teams.contains("TEST: "), "{teams}");
+    // No lookups of the made-up app and reload, so no warnings about them.
+    assert_eq!(s.api.calls_to("/api/v1/apps"), 0);
+    assert_eq!(s.api.calls_to("/api/v1/reloads"), 0);
+    listener
+        .wait_for_output("a test event (qlik-webhook send-test-event)", 1, LIMIT)
+        .await;
+    assert!(
+        !listener.output().join("\n").contains("lookup failed"),
+        "{:?}",
+        listener.output()
+    );
+}

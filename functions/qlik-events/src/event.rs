@@ -216,6 +216,19 @@ impl<'a> Event<'a> {
         self.data
     }
 
+    /// Whether `qlik-webhook send-test-event` made it (`data.qlikWebhookTest: true`): the
+    /// listener alerts it as a test, without asking Qlik Cloud about an app that does not exist.
+    pub fn is_test(&self) -> bool {
+        #[derive(Deserialize)]
+        struct Data {
+            #[serde(rename = "qlikWebhookTest", default)]
+            test: bool,
+        }
+        self.data
+            .and_then(|d| serde_json::from_str::<Data>(d.get()).ok())
+            .is_some_and(|d| d.test)
+    }
+
     /// The outcome of a reload, for the two reload event types; `None` for any other type.
     pub fn reload(&self) -> Option<Result<Reload, EventError>> {
         match self.event_type.as_ref() {

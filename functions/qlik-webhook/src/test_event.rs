@@ -2,7 +2,8 @@
 //! forwarder — the smoke test after deploying.
 //!
 //! Each event gets a new id and the current time, so de-duplication and `MAX_EVENT_AGE_SECONDS`
-//! treat it as new.
+//! treat it as new; `data.qlikWebhookTest: true` marks it, so the listener says in the alert
+//! that it is a test and does not look up its made-up app in Qlik Cloud.
 
 use qlik_events::Secret;
 use serde_json::{json, Value};
@@ -53,7 +54,7 @@ pub fn body(sample: Sample, format: Format, tenant_id: &str, now: &str) -> Value
                 "com.qlik.v1.app.reload.finished",
                 "com.qlik/engine",
                 json!({
-                    "name": "qlik-webhook test event", "reloadId": reload,
+                    "name": "qlik-webhook test event", "reloadId": reload, "qlikWebhookTest": true,
                     "status": if failed { "error" } else { "ok" }, "duration": 1234, "endTime": now,
                     "errors": if failed { json!(["Test event from qlik-webhook send-test-event"]) } else { json!([]) },
                     "warnings": [], "statements": [], "peakMemoryBytes": 1048576,
@@ -67,7 +68,7 @@ pub fn body(sample: Sample, format: Format, tenant_id: &str, now: &str) -> Value
             "com.qlik.v1.reload.finished",
             "com.qlik/reloads",
             json!({
-                "id": reload, "appId": app, "succeeded": false, "status": "FAILED", "type": "external",
+                "id": reload, "appId": app, "qlikWebhookTest": true, "succeeded": false, "status": "FAILED", "type": "external",
                 "errorCode": "EngineReloadFailed", "errorMessage": "Test event from qlik-webhook send-test-event",
                 "creationTime": now, "startTime": now, "durationSeconds": 1
             }),
@@ -75,7 +76,7 @@ pub fn body(sample: Sample, format: Format, tenant_id: &str, now: &str) -> Value
         Sample::AppCreated => (
             "com.qlik.app.created",
             "com.qlik/apps",
-            json!({ "attributes": { "id": app, "name": "qlik-webhook test app" } }),
+            json!({ "attributes": { "id": app, "name": "qlik-webhook test app" }, "qlikWebhookTest": true }),
         ),
     };
     match format {

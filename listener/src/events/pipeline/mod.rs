@@ -36,6 +36,9 @@ use std::sync::{Arc, Mutex};
 
 /// Script-log lines kept in the alert data when no channel asks for more.
 const DEFAULT_LOG_LINES: usize = 15;
+
+/// What the alert of a test event says (`qlik-webhook send-test-event`).
+const TEST_NOTE: &str = "This is a test event from qlik-webhook send-test-event: the path from the forwarder to this channel works. No reload failed.";
 pub(crate) const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// First and longest wait between attempts to record events the journal refused.
@@ -292,7 +295,11 @@ impl Pipeline {
                 let mut data = self
                     .alert_data(&entry, &event, attempt_event.as_ref(), &reload, tenant)
                     .await;
-                data.alert_note = note.unwrap_or_default();
+                data.alert_note = match note {
+                    Some(note) => note,
+                    None if event.is_test() => TEST_NOTE.to_owned(),
+                    None => String::new(),
+                };
                 if let Err(e) = self
                     .journal
                     .set_enrichment(&entry.id, serde_json::to_string(&data).unwrap_or_default())
@@ -491,8 +498,14 @@ impl Pipeline {
             dir,
             layout: self.script_log_layout,
         });
-        let enrichment: Enrichment =
-            enrich::enrich_and_store(&entry.id, &tenant.api, event, reload, store).await;
+        let test = event.is_test();
+        let enrichment: Enrichment = if test {
+            // Its app and reload are made up: asking Qlik Cloud would only fail (404s).
+            tracing::info!(event_id = %entry.id, "a test event (qlik-webhook send-test-event): alerted as a test, without Qlik Cloud lookups");
+            Enrichment::default()
+        } else {
+            enrich::enrich_and_store(&entry.id, &tenant.api, event, reload, store).await
+        };
         let channels = &tenant.config.channels;
         let head = channels
             .iter()
@@ -513,7 +526,11 @@ impl Pipeline {
             generic_urls: &self.generic_urls,
             time_zone: &self.time_zone,
         };
-        let data = alert_data::build(&inputs, head, tail);
+        let mut data = alert_data::build(&inputs, head, tail);
+        if test {
+            data.alert_title = format!("TEST: {}", data.alert_title);
+            data.app_owner_name = "(a test event: no app, no owner)".to_owned();
+        }
         tracing::info!(
             event_id = %entry.id,
             app = %data.app_name,
