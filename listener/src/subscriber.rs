@@ -105,7 +105,8 @@ pub fn subscribe(
         broker: format!("{}:{}", broker.host, broker.port),
         status_topic: status_topic.map(str::to_owned),
         client_id: broker.client_id.clone(),
-        setting: broker.key_path.clone(),
+        setting: relay_mqtt::Setting::Yaml(broker.key_path.clone()),
+        port: broker.port,
         tls: broker.tls.enable,
         outage: std::sync::Mutex::new(None),
     };
@@ -207,7 +208,7 @@ pub fn publisher(broker: &BrokerConfig, role: &str) -> anyhow::Result<relay_mqtt
         max_payload: MAX_MESSAGE_BYTES as usize,
         timeout: Duration::from_secs(10),
         description: format!("{scheme}://{}:{}", broker.host, broker.port),
-        setting: broker.key_path.clone(),
+        setting: relay_mqtt::Setting::Yaml(broker.key_path.clone()),
     }))
 }
 
@@ -229,8 +230,9 @@ struct LoopState {
     broker: String,
     status_topic: Option<String>,
     client_id: String,
-    /// For hints: the key path of this broker's settings, and whether TLS is on.
-    setting: String,
+    /// For hints: the key path of this broker's settings, its port, and whether TLS is on.
+    setting: relay_mqtt::Setting,
+    port: u16,
     tls: bool,
     /// While the broker cannot be reached: since when, and when that was last said.
     outage: std::sync::Mutex<Option<(Instant, Instant)>>,
@@ -261,7 +263,7 @@ impl LoopState {
     fn on_error(&self, error: String, failure: Failure, failures: &mut u32) -> Duration {
         let accepted = self.connected.0.swap(false, Ordering::SeqCst);
         let hint = failure
-            .hint(&self.setting, self.tls, accepted)
+            .hint(&self.setting, self.port, self.tls, accepted)
             .unwrap_or_else(|| "-".to_owned());
         let now = Instant::now();
         let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());

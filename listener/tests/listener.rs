@@ -661,9 +661,34 @@ async fn tls_and_passwords_to_the_broker_with_the_repo_acl() {
         .await;
     let out = plain.output().join("\n");
     assert!(
-        out.contains("if this port speaks TLS (8883), use TLS in Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker"),
+        out.contains("if this port speaks TLS (usually 8883), set tls.enable: true in Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker"),
+        "the hint is in this file's terms, not the forwarder's mqtts://: {out}"
+    );
+    assert!(!out.contains("mqtts://"), "{out}");
+    plain.kill().await;
+
+    // Issue #33 item 6: TLS to a plain MQTT port got "check the certificate"; the hint now says
+    // the port does not speak TLS.
+    configure(&ca.ca_file);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace(
+            &format!("            port: {tls_port}\n"),
+            &format!("            port: {}\n", s.broker.port),
+        ),
+    )
+    .unwrap();
+    let mut tls_to_plain = run("listener-pa55word");
+    tls_to_plain
+        .wait_for_output("broker connection lost", 1, LIMIT)
+        .await;
+    let out = tls_to_plain.output().join("\n");
+    assert!(
+        out.contains(&format!("port {} does not answer in TLS: is it the broker's plain MQTT port (usually 1883)? Use its TLS port (usually 8883), or set tls.enable: false in Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker", s.broker.port)),
         "{out}"
     );
+    assert!(!out.contains("check the broker's certificate"), "{out}");
 }
 
 /// A burst far larger than the listener's queues (found by the pipeline benchmark: the MQTT
@@ -689,7 +714,7 @@ async fn a_burst_of_events_is_recorded_without_stalling() {
         max_payload: 1 << 20,
         timeout: Duration::from_secs(30),
         description: s.broker.url(),
-        setting: "test".into(),
+        setting: relay_mqtt::Setting::Url("test".into()),
     });
     const N: usize = 2000;
     let topic = "qscloud/event/com.qlik.app.created/Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG";
@@ -878,7 +903,7 @@ async fn the_shipped_acl_lets_the_readme_examples_through_and_nothing_more() {
             max_payload: 1024,
             timeout: Duration::from_secs(10),
             description: "acl test".into(),
-            setting: "test".into(),
+            setting: relay_mqtt::Setting::Url("test".into()),
         });
         let topic = topic.to_owned();
         async move {

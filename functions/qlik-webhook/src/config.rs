@@ -92,6 +92,13 @@ impl MqttUrl {
     pub fn parse(var: &'static str, value: &str) -> Result<Self, ConfigError> {
         const SHAPE: &str = "expected mqtt://host[:port] or mqtts://[user:password@]host[:port]";
         // The value may contain a password: errors describe it, never quote it.
+        // A broker URL has no fragment, so `#` is a password's character, cutting the URL.
+        if value.contains('#') {
+            return Err(err(
+                var,
+                "holds a '#', which ends a URL: in a password write it as %23 (and '@' as %40, '/' as %2F, '?' as %3F, ':' as %3A, '%' as %25)",
+            ));
+        }
         let url =
             url::Url::parse(value.trim()).map_err(|_| err(var, format!("not a URL ({SHAPE})")))?;
         let (tls, default_port) = match url.scheme() {

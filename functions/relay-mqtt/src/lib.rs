@@ -9,7 +9,7 @@
 mod publisher;
 pub mod session;
 
-pub use publisher::{AckTracker, BrokerOptions, Failure, MqttPublisher};
+pub use publisher::{AckTracker, BrokerOptions, Failure, MqttPublisher, Setting};
 
 use std::future::Future;
 use std::pin::Pin;

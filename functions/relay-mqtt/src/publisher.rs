@@ -127,8 +127,9 @@ struct Shared {
     /// The largest packet we may send (payload limit plus overhead), to compare with the
     /// broker's maximum.
     max_packet_bytes: usize,
-    /// For hints: the setting holding the broker's details, and whether TLS is used.
-    setting: String,
+    /// For hints: the setting holding the broker's details, its port, and whether TLS is used.
+    setting: Setting,
+    port: u16,
     tls: bool,
 }
 
@@ -160,7 +161,7 @@ impl Shared {
         self.dead.store(true, Ordering::SeqCst);
         let accepted = self.connected.load(Ordering::SeqCst);
         let was = if accepted { "lost" } else { "failed" };
-        match failure.hint(&self.setting, self.tls, accepted) {
+        match failure.hint(&self.setting, self.port, self.tls, accepted) {
             Some(hint) => tracing::warn!(reason = %reason, hint = %hint, "broker connection {was}"),
             None => tracing::warn!(reason = %reason, "broker connection {was}"),
         }
@@ -258,7 +259,38 @@ pub struct BrokerOptions {
     pub description: String,
     /// The setting that holds these details (e.g. `MQTT_URL`), named in hints when the broker
     /// refuses the credentials or the connection.
-    pub setting: String,
+    pub setting: Setting,
+}
+
+/// Where a broker's details are set, so that a hint names it in that place's own terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setting {
+    /// A URL (`MQTT_URL`): TLS is its scheme, `mqtts://`.
+    Url(String),
+    /// A YAML section, by key path: TLS is its `tls.enable`.
+    Yaml(String),
+}
+
+impl Setting {
+    pub fn name(&self) -> &str {
+        match self {
+            Setting::Url(name) | Setting::Yaml(name) => name,
+        }
+    }
+
+    fn tls_on(&self) -> &'static str {
+        match self {
+            Setting::Url(_) => "write mqtts:// (not mqtt://)",
+            Setting::Yaml(_) => "set tls.enable: true",
+        }
+    }
+
+    fn tls_off(&self) -> &'static str {
+        match self {
+            Setting::Url(_) => "write mqtt:// (not mqtts://)",
+            Setting::Yaml(_) => "set tls.enable: false",
+        }
+    }
 }
 
 /// Why a broker connection failed, as far as the error tells.
@@ -266,8 +298,11 @@ pub struct BrokerOptions {
 pub enum Failure {
     /// The broker refused the user name, password or client certificate.
     Credentials,
-    /// The TLS handshake failed.
+    /// The TLS handshake failed on the certificate (or the broker's TLS settings).
     Tls,
+    /// The TLS handshake got no TLS answer: the broker hung up or answered in plain MQTT (a
+    /// plain port spoken to with TLS).
+    NotTls,
     /// The connection was reset, aborted or garbled (a hint only before the broker accepted
     /// it: then it is usually a TLS port spoken to without TLS).
     ClosedEarly,
@@ -282,7 +317,7 @@ impl Failure {
             E::ConnectionRefused(
                 Code::NotAuthorized | Code::BadUserNamePassword | Code::BadAuthenticationMethod,
             ) => Failure::Credentials,
-            E::Tls(_) => Failure::Tls,
+            E::Tls(e) => Failure::of_tls(&e.to_string()),
             // Reset, aborted or garbled before CONNACK: what a TLS port does to plain MQTT.
             E::MqttState(_) | E::Io(_) => Failure::ClosedEarly,
             _ => Failure::Other,
@@ -296,24 +331,48 @@ impl Failure {
             E::ConnectionRefused(Code::NotAuthorized | Code::BadUserNamePassword) => {
                 Failure::Credentials
             }
-            E::Tls(_) => Failure::Tls,
+            E::Tls(e) => Failure::of_tls(&e.to_string()),
             E::MqttState(rumqttc::StateError::ConnectionAborted) | E::Io(_) => Failure::ClosedEarly,
             _ => Failure::Other,
         }
     }
 
-    /// What to check, naming `setting`; `tls`: whether TLS was used; `accepted`: whether the
-    /// broker had accepted the connection before it failed.
-    pub fn hint(self, setting: &str, tls: bool, accepted: bool) -> Option<String> {
+    /// A TLS error: about the certificate, or no TLS answer at all (the connection closed or
+    /// answered with something that is not TLS).
+    fn of_tls(error: &str) -> Failure {
+        let e = error.to_ascii_lowercase();
+        let not_tls = [
+            "eof",
+            "corrupt message",
+            "invalidcontenttype",
+            "reset",
+            "aborted",
+        ];
+        if not_tls.iter().any(|n| e.contains(n)) && !e.contains("certificate") {
+            Failure::NotTls
+        } else {
+            Failure::Tls
+        }
+    }
+
+    /// What to check, in the terms of `setting`; `port`: the broker's port; `tls`: whether TLS
+    /// was used; `accepted`: whether the broker had accepted the connection before it failed.
+    pub fn hint(self, setting: &Setting, port: u16, tls: bool, accepted: bool) -> Option<String> {
+        let name = setting.name();
         match self {
             Failure::Credentials => Some(format!(
-                "the broker refused the credentials: check the user name and password (or client certificate) in {setting}"
+                "the broker refused the credentials: check the user name and password (or client certificate) in {name}"
             )),
             Failure::Tls => Some(format!(
-                "TLS failed: check the broker's certificate, the CA and the host name in {setting}"
+                "TLS failed: check the broker's certificate, the CA and the host name in {name}"
+            )),
+            Failure::NotTls if !accepted => Some(format!(
+                "port {port} does not answer in TLS: is it the broker's plain MQTT port (usually 1883)? Use its TLS port (usually 8883), or {} in {name}",
+                setting.tls_off()
             )),
             Failure::ClosedEarly if !accepted && !tls => Some(format!(
-                "the broker closed the connection before accepting it: if this port speaks TLS (8883), use TLS in {setting} (mqtts://)"
+                "the broker closed the connection before accepting it: if this port speaks TLS (usually 8883), {} in {name}",
+                setting.tls_on()
             )),
             _ => None,
         }
@@ -462,6 +521,7 @@ impl Endpoint {
             changed: tokio::sync::Notify::new(),
             max_packet_bytes: self.max_packet_bytes,
             setting: self.options.setting.clone(),
+            port: self.options.port,
             tls: self.options.tls.is_some(),
         });
         let id = self.client_id();

@@ -457,3 +457,16 @@ fn butler_output() {
         "",
     );
 }
+
+/// Issue #33 item 6: a password with `#` in `MQTT_URL` gave "a broker URL has no path or
+/// query": the error now says how to write it, without quoting the password.
+#[test]
+fn a_hash_in_the_broker_password_says_how_to_write_it() {
+    let e = MqttUrl::parse("MQTT_URL", "mqtts://relay:s3cr#t@broker.example.com:8883")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("MQTT_URL") && e.contains("%23"), "{e}");
+    assert!(!e.contains("s3cr"), "the password is not quoted: {e}");
+    let ok = MqttUrl::parse("MQTT_URL", "mqtts://relay:s3cr%23t@broker.example.com:8883").unwrap();
+    assert_eq!(ok.password.unwrap().expose(), b"s3cr#t");
+}

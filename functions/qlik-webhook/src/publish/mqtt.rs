@@ -45,11 +45,11 @@ pub fn publisher(
         client_id_prefix: config.client_id_prefix.clone(),
         max_payload,
         timeout,
-        setting: match &config.url {
+        setting: relay_mqtt::Setting::Url(match &config.url {
             crate::config::MqttUrlSource::Ssm(name) => {
                 format!("MQTT_URL_SSM_PARAMETER ({name})")
             }
             _ => "MQTT_URL".to_owned(),
-        },
+        }),
     }))
 }

@@ -83,3 +83,33 @@ fn a_timed_out_requester_does_not_break_the_others() {
     t.acked(2, Ok(()));
     assert_eq!(b.try_recv(), Ok(Ok(())));
 }
+
+/// Issue #33 item 6: hints name the setting in its own file's terms (the forwarder's URL, the
+/// listener's YAML), and TLS to a plain port is not called a certificate problem.
+#[test]
+fn hints_speak_the_settings_own_terms() {
+    let url = Setting::Url("MQTT_URL".into());
+    let yaml = Setting::Yaml("Butler.mqttConfig.qlikSenseCloud.event.mqttForward.broker".into());
+    let closed = |s: &Setting| Failure::ClosedEarly.hint(s, 8883, false, false).unwrap();
+    assert!(closed(&url).contains("write mqtts:// (not mqtt://) in MQTT_URL"));
+    assert!(closed(&yaml).contains("set tls.enable: true in Butler.mqttConfig"));
+    assert!(!closed(&yaml).contains("mqtts"));
+    let plain = |s: &Setting| Failure::NotTls.hint(s, 1883, true, false).unwrap();
+    assert!(plain(&url).starts_with("port 1883 does not answer in TLS"));
+    assert!(plain(&url).contains("write mqtt:// (not mqtts://) in MQTT_URL"));
+    assert!(plain(&yaml).contains("set tls.enable: false in Butler"));
+    // How rustls and rumqttc say it (the first seen against Mosquitto's plain port).
+    assert_eq!(
+        Failure::of_tls("I/O: Connection reset by peer (os error 104)"),
+        Failure::NotTls
+    );
+    assert_eq!(Failure::of_tls("I/O: tls handshake eof"), Failure::NotTls);
+    assert_eq!(
+        Failure::of_tls("TLS: received corrupt message of type InvalidContentType"),
+        Failure::NotTls
+    );
+    assert_eq!(
+        Failure::of_tls("TLS: invalid peer certificate: UnknownIssuer"),
+        Failure::Tls
+    );
+}
