@@ -63,6 +63,19 @@ async fn two_writers_record_claim_and_lease_once() {
         );
     }
     assert_eq!(pg.query("SELECT COUNT(*) FROM events"), "200");
+    // `history resend` given the start of an id (`_` and `%` are not wildcards).
+    assert_eq!(
+        b.ids_starting_with("event-19", 5).await.unwrap(),
+        [
+            "event-19",
+            "event-190",
+            "event-191",
+            "event-192",
+            "event-193"
+        ]
+    );
+    assert!(b.ids_starting_with("event_1", 5).await.unwrap().is_empty());
+    assert!(b.ids_starting_with("event-%", 5).await.unwrap().is_empty());
 
     // A reload is claimed by one event, whoever asks.
     let (ca, cb) = tokio::join!(

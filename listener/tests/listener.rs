@@ -116,7 +116,14 @@ async fn each_fixture_is_recorded_and_failures_are_enriched() {
     let (code, out) = process::run(
         BIN,
         &[
-            "history", "--config", &config, "--status", "failed", "--json", "--since", "1h",
+            "history",
+            "--config",
+            &config,
+            "--event-state",
+            "reload-failed",
+            "--json",
+            "--since",
+            "1h",
         ],
         &s.env(),
     )
@@ -544,6 +551,23 @@ async fn register_webhook_creates_updates_lists_and_resends() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains(url) && out.contains("1 webhook(s)"), "{out}");
     assert!(!out.contains(SECRET));
+    // Issue #33 item 14: why Qlik disabled it, and columns that line up.
+    s.api.update_webhook(
+        "qlik-cloud-mqtt-relay",
+        serde_json::json!({"enabled": false, "disabledReason": "Too many failed deliveries"}),
+    );
+    let (code, out) = run(with(&["webhook", "list"], &[])).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("disabled: Too many failed deliveries"),
+        "{out}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].find("url"),
+        lines[1].find(url),
+        "the url column lines up: {out}"
+    );
 
     let (code, out) = run(with(&["webhook", "failed-deliveries"], &[])).await;
     assert_eq!(code, Some(0), "{out}");

@@ -16,11 +16,13 @@ pub struct Args {
     /// How far back: 90s, 30m, 1h, 7d.
     #[arg(long, default_value = "24h", value_parser = parse_age)]
     since: Duration,
-    /// Only events in this state (`failed`: reload failures).
-    #[arg(long, value_enum)]
+    /// Only events in this state, whatever their alerts (`reload-failed`: events that are
+    /// reload failures). Not to be confused with --alert-state.
+    #[arg(long = "event-state", alias = "status", value_enum)]
     status: Option<StatusFilter>,
-    /// Only events with an alert in this state (`failed`: an alert that was given up on).
-    #[arg(long, value_enum)]
+    /// Only events with an alert (a delivery to a channel) in this state (`failed`: an alert
+    /// that was given up on: the channel refused, or was down past giveUpSeconds).
+    #[arg(long = "alert-state", alias = "alerts", value_enum)]
     alerts: Option<AlertFilter>,
     /// At most this many events.
     #[arg(long, default_value_t = 200)]
@@ -35,7 +37,7 @@ enum Action {
     /// Send an event's alert again on one channel, now (e.g. after fixing a Teams URL), and
     /// record it on the event's delivery. Tag and rate-limit rules do not apply to a resend.
     Resend {
-        /// The event's id, as `history` shows it.
+        /// The event's id as `history` shows it, or enough of its start to tell it apart.
         event: String,
         /// The channel (`teams`, `slack`, `email`, `webhook-1`, …; `email` resends to every
         /// recipient, `email:ops@example.com` to one).
@@ -85,6 +87,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         force,
     }) = args.action
     {
+        let event = whole_id(config, &journal, &event).await?;
         if !force {
             if let Some(why) = resend_refusal(&journal.deliveries(&event).await?, &channel) {
                 anyhow::bail!("{why}; add --force to send it again anyway");
@@ -105,10 +108,31 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The event `id` names: an id, or the start of exactly one.
+async fn whole_id(config: &Config, journal: &Journal, id: &str) -> anyhow::Result<String> {
+    if id.is_empty() || journal.get(id).await?.is_some() {
+        return Ok(id.to_owned());
+    }
+    let found = journal.ids_starting_with(id, 4).await?;
+    match found.as_slice() {
+        [] => anyhow::bail!(
+            "no event {id} in {} (qlik-listener history lists them)",
+            super::journal_shown(config)
+        ),
+        [one] => Ok(one.clone()),
+        several => anyhow::bail!(
+            "{id} is the start of several events ({}{}): give more of the id",
+            several[..several.len().min(3)].join(", "),
+            if several.len() > 3 { ", …" } else { "" }
+        ),
+    }
+}
+
 /// Which events to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StatusFilter {
     /// Reload failures (pending or done).
+    #[value(name = "reload-failed", alias = "failed")]
     Failed,
     Pending,
     Done,
@@ -388,25 +412,7 @@ pub fn table(rows: &[Row]) -> String {
             .map(|cell| super::shown(&cell)),
         );
     }
-    let widths: Vec<usize> = (0..8)
-        .map(|i| {
-            lines
-                .iter()
-                .map(|l| l[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for line in &lines {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out += cells.join("  ").trim_end();
-        out.push('\n');
-    }
+    let mut out = super::aligned(&lines);
     out += &format!("{} event(s)\n", rows.len());
     out
 }

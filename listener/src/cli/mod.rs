@@ -91,6 +91,34 @@ pub fn shown(text: &str) -> String {
     crate::notify::render::escape_controls(text, &[])
 }
 
+/// `lines` as a table: each column as wide as its widest cell (in characters), two spaces
+/// apart, one line each.
+pub fn aligned<L: AsRef<[String]>>(lines: &[L]) -> String {
+    let columns = lines.iter().map(|l| l.as_ref().len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            lines
+                .iter()
+                .filter_map(|l| l.as_ref().get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for line in lines {
+        let cells: Vec<String> = line
+            .as_ref()
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out += cells.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod shown_tests {
     #[test]

@@ -84,18 +84,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
     match command {
         Command::List(_) => {
             let hooks = list(&api).await?;
-            println!("{:<24}  {:<8}  {:<48}  events", "id", "enabled", "url");
-            for w in &hooks {
-                println!(
-                    "{:<24}  {:<8}  {:<48}  {}  ({})",
-                    super::shown(&w.id),
-                    w.enabled,
-                    super::shown(w.url.as_deref().unwrap_or("-")),
-                    super::shown(&w.event_types.join(",")),
-                    super::shown(w.name.as_deref().unwrap_or("-")),
-                );
-            }
-            println!("{} webhook(s)", hooks.len());
+            print!("{}", list_table(&hooks));
         }
         Command::FailedDeliveries(a) => {
             let id = find(&api, &a.name, expected_url).await?;
@@ -195,4 +184,27 @@ async fn find(api: &QlikApi, name: &str, expected_url: Option<&str>) -> anyhow::
             all.iter().map(|w| w.id.as_str()).collect::<Vec<_>>().join(", ")
         ),
     }
+}
+/// `webhook list`'s table: one line per webhook, columns aligned, and why Qlik disabled one
+/// (it does after repeated failed deliveries).
+pub fn list_table(hooks: &[crate::qlik_api::webhooks::Webhook]) -> String {
+    let mut lines = vec![["id", "name", "state", "url", "events"].map(str::to_owned)];
+    for w in hooks {
+        let state = match (w.enabled, w.disabled_reason.as_deref()) {
+            (true, _) => "enabled".to_owned(),
+            (false, Some(reason)) if !reason.is_empty() => format!("disabled: {reason}"),
+            (false, _) => "disabled".to_owned(),
+        };
+        lines.push(
+            [
+                w.id.clone(),
+                w.name.clone().unwrap_or_else(|| "-".into()),
+                state,
+                w.url.clone().unwrap_or_else(|| "-".into()),
+                w.event_types.join(","),
+            ]
+            .map(|cell| super::shown(&cell)),
+        );
+    }
+    format!("{}{} webhook(s)\n", super::aligned(&lines), hooks.len())
 }

@@ -332,6 +332,16 @@ impl Journal {
         on_backend!(self, b => b.get(id).await)
     }
 
+    /// The ids of events that start with `prefix`, at most `limit`, in order (for `history
+    /// resend` given a part of an id). Reads the whole table: for the command line only.
+    pub async fn ids_starting_with(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, JournalError> {
+        on_backend!(self, b => b.ids_starting_with(prefix, limit).await)
+    }
+
     /// Events with work left, oldest first.
     pub async fn pending(&self) -> Result<Vec<Entry>, JournalError> {
         on_backend!(self, b => b.pending().await)

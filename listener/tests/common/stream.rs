@@ -92,7 +92,7 @@ pub async fn wait_all_alerted(
         }
         assert!(
             Instant::now() < deadline,
-            "{} alert(s) never arrived, e.g. {:?}; read the qlik-listener log above and its journal (`qlik-listener history --alerts failed`)",
+            "{} alert(s) never arrived, e.g. {:?}; read the qlik-listener log above and its journal (`qlik-listener history --alert-state failed`)",
             missing.len(),
             &missing[..missing.len().min(5)]
         );

@@ -120,6 +120,22 @@ impl Postgres {
         found.as_ref().map(row).transpose()
     }
 
+    pub async fn ids_starting_with(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, JournalError> {
+        let client = self.client().await?;
+        let found = client
+            .query(
+                "SELECT DISTINCT id FROM events WHERE starts_with(id, $1) ORDER BY id LIMIT $2",
+                &[&prefix, &i64::from(limit)],
+            )
+            .await
+            .map_err(err("finding events by id"))?;
+        Ok(found.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Events with work left that this instance holds or takes over (its own, and those whose
     /// holder's lease ran out), oldest first; their leases are this instance's now.
     pub async fn pending(&self) -> Result<Vec<Entry>, JournalError> {

@@ -46,6 +46,23 @@ impl Sqlite {
         .await
     }
 
+    pub async fn ids_starting_with(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, JournalError> {
+        let prefix = prefix.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT DISTINCT id FROM events WHERE substr(id, 1, length(?1)) = ?1
+                 ORDER BY id LIMIT ?2",
+            )?;
+            let ids = stmt.query_map(rusqlite::params![prefix, limit], |r| r.get(0))?;
+            ids.collect()
+        })
+        .await
+    }
+
     /// Events with work left, oldest first.
     pub async fn pending(&self) -> Result<Vec<Entry>, JournalError> {
         self.with(|c| {
