@@ -27,13 +27,26 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// `check-config`'s options.
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Also connect to the broker and subscribe (as a passing client that leaves nothing
+    /// behind), call Qlik Cloud with each tenant's API key and read its webhook.
+    #[arg(long)]
+    online: bool,
+    /// With --online: send a test alert, marked as a test, on each channel.
+    #[arg(long, requires = "online")]
+    send_test: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the listener (the default).
     Run,
     /// Check the configuration, print a summary (secrets masked) and exit 0, or list every
-    /// problem with its key path and exit 1.
-    CheckConfig,
+    /// problem with its key path and exit 1. With --online, also try the broker, Qlik Cloud
+    /// (each API key and webhook) for real; with --send-test, send a test alert on each channel.
+    CheckConfig(CheckArgs),
     /// Print the JSON Schema of the configuration (also in the repository as
     /// listener/config.schema.json): editors use it for completion and checks with the line
     /// `# yaml-language-server: $schema=config.schema.json` at the top of the YAML file.
@@ -103,7 +116,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::CheckConfig) => match config() {
+        Some(Command::CheckConfig(check)) => match config() {
             Ok((path, config)) => {
                 for warning in config.file_warnings(&path) {
                     eprintln!("warning: {warning}");
@@ -123,7 +136,30 @@ fn main() -> ExitCode {
                 }
                 print!("{}", config.summary());
                 println!("configuration OK");
-                ExitCode::SUCCESS
+                if !check.online {
+                    return ExitCode::SUCCESS;
+                }
+                let send_test = check.send_test;
+                let lines = match tokio::runtime::Runtime::new() {
+                    Ok(rt) => rt.block_on(qlik_listener::cli::online::check(&config, send_test)),
+                    Err(e) => {
+                        eprintln!("error: cannot start the runtime: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                for line in &lines {
+                    println!("{line}");
+                }
+                match lines.iter().filter(|l| !l.ok).count() {
+                    0 => {
+                        println!("online checks OK");
+                        ExitCode::SUCCESS
+                    }
+                    n => {
+                        eprintln!("error: {n} online check(s) failed");
+                        ExitCode::FAILURE
+                    }
+                }
             }
             Err(code) => code,
         },

@@ -59,30 +59,16 @@ impl Message {
     }
 }
 
-/// Whether the broker connection is up, for health checks.
-#[derive(Clone, Default)]
-pub struct Connected(Arc<AtomicBool>);
-
-impl Connected {
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Connects and subscribes to `filter`; messages arrive on the returned channel. With a
-/// `status_topic`, an `online` status is published there (retained) on every connect, and the
-/// broker publishes the last will `offline` (retained) if the connection dies.
-pub fn subscribe(
+/// A session with the broker of `broker` as `client_id`: the listener's own (`persistent`:
+/// kept while it is away, so messages wait for it), or a passing one that leaves nothing
+/// behind (`check-config --online`). With a `status_topic`, the broker publishes `offline`
+/// there if the connection dies.
+pub fn session(
     broker: &BrokerConfig,
-    filter: &str,
+    client_id: &str,
+    persistent: bool,
     status_topic: Option<&str>,
-) -> anyhow::Result<(Messages, Connected)> {
-    if broker.tls.insecure_skip_verify {
-        tracing::warn!(
-            "{} is true: the broker's certificate is NOT verified",
-            broker.key("tls.insecureSkipVerify")
-        );
-    }
+) -> anyhow::Result<Session> {
     let transport = match tls_config(broker)? {
         Some(tls) => rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)),
         None => rumqttc::Transport::tcp(),
@@ -95,29 +81,18 @@ pub fn subscribe(
             .unwrap_or_default();
         (u, password)
     });
-    let (tx, rx) = mpsc::unbounded_channel();
-    let connected = Connected::default();
     let keep_alive = Duration::from_secs(u64::from(broker.keep_alive_secs));
-    let state = LoopState {
-        tx,
-        connected: connected.clone(),
-        filter: filter.to_owned(),
-        broker: format!("{}:{}", broker.host, broker.port),
-        status_topic: status_topic.map(str::to_owned),
-        client_id: broker.client_id.clone(),
-        setting: relay_mqtt::Setting::Yaml(broker.key_path.clone()),
-        port: broker.port,
-        tls: broker.tls.enable,
-        outage: std::sync::Mutex::new(None),
-    };
-    let offline = status_payload(&broker.client_id, "offline");
-    match broker.protocol {
+    let offline = status_payload(client_id, "offline");
+    Ok(match broker.protocol {
         Protocol::V5 => {
-            let mut opts =
-                rumqttc::v5::MqttOptions::new(&broker.client_id, &broker.host, broker.port);
+            let mut opts = rumqttc::v5::MqttOptions::new(client_id, &broker.host, broker.port);
             opts.set_keep_alive(keep_alive)
-                .set_clean_start(false)
-                .set_session_expiry_interval(Some(broker.session_expiry_secs))
+                .set_clean_start(!persistent)
+                .set_session_expiry_interval(Some(if persistent {
+                    broker.session_expiry_secs
+                } else {
+                    0
+                }))
                 .set_manual_acks(true)
                 .set_receive_maximum(Some(RECEIVE_MAXIMUM))
                 // Only the status messages go out on this connection. Without a limit rumqttc
@@ -142,13 +117,13 @@ pub fn subscribe(
             network.set_tcp_nodelay(true);
             opts.set_network_options(network);
             let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 256);
-            tokio::spawn(drive(Session::V5(client, Box::new(eventloop)), state));
+            Session::V5(client, Box::new(eventloop))
         }
         Protocol::V311 => {
-            let mut opts = rumqttc::MqttOptions::new(&broker.client_id, &broker.host, broker.port);
+            let mut opts = rumqttc::MqttOptions::new(client_id, &broker.host, broker.port);
             let max = MAX_PACKET_BYTES as usize;
             opts.set_keep_alive(keep_alive)
-                .set_clean_session(false)
+                .set_clean_session(!persistent)
                 .set_manual_acks(true)
                 .set_max_packet_size(max, 64 * 1024)
                 .set_transport(transport);
@@ -165,9 +140,51 @@ pub fn subscribe(
             }
             let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 256);
             eventloop.network_options.set_tcp_nodelay(true);
-            tokio::spawn(drive(Session::V311(client, Box::new(eventloop)), state));
+            Session::V311(client, Box::new(eventloop))
         }
+    })
+}
+
+/// Whether the broker connection is up, for health checks.
+#[derive(Clone, Default)]
+pub struct Connected(Arc<AtomicBool>);
+
+impl Connected {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
     }
+}
+
+/// Connects and subscribes to `filter`; messages arrive on the returned channel. With a
+/// `status_topic`, an `online` status is published there (retained) on every connect, and the
+/// broker publishes the last will `offline` (retained) if the connection dies.
+pub fn subscribe(
+    broker: &BrokerConfig,
+    filter: &str,
+    status_topic: Option<&str>,
+) -> anyhow::Result<(Messages, Connected)> {
+    if broker.tls.insecure_skip_verify {
+        tracing::warn!(
+            "{} is true: the broker's certificate is NOT verified",
+            broker.key("tls.insecureSkipVerify")
+        );
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let connected = Connected::default();
+    let state = LoopState {
+        tx,
+        connected: connected.clone(),
+        filter: filter.to_owned(),
+        broker: format!("{}:{}", broker.host, broker.port),
+        status_topic: status_topic.map(str::to_owned),
+        client_id: broker.client_id.clone(),
+        setting: relay_mqtt::Setting::Yaml(broker.key_path.clone()),
+        port: broker.port,
+        tls: broker.tls.enable,
+        outage: std::sync::Mutex::new(None),
+    };
+    let session = session(broker, &broker.client_id, true, status_topic)?;
+    tokio::spawn(drive(session, state));
     Ok((rx, connected))
 }
 

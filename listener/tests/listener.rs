@@ -972,3 +972,102 @@ async fn the_shipped_acl_lets_the_readme_examples_through_and_nothing_more() {
         );
     }
 }
+
+/// Issue #33 item 7: `check-config --online` tries what the file alone cannot show: the broker
+/// (credentials, subscription), each API key, the webhook (there, enabled, calling the
+/// forwarder) and, with `--send-test`, each channel. Each line is ok or names what to change.
+#[tokio::test]
+async fn check_config_online_tries_the_broker_the_api_key_the_webhook_and_the_channels() {
+    let hook = relay_tests::fakes::HttpReceiver::start().await;
+    let forwarder = "https://abc.lambda-url.eu-west-1.on.aws/webhook";
+    let tenant = common::webhook_alert(&hook.url("/alerts"));
+    let mut s = Setup::with(Options {
+        tenant: &tenant,
+        webhook_watch: &format!("      intervalSeconds: 3600\n      expectedUrl: {forwarder}\n"),
+        ..Options::default()
+    })
+    .await;
+    let config = s.config.to_str().unwrap().to_owned();
+    let online = |extra: &'static [&'static str], env: Vec<(&'static str, String)>| {
+        let config = config.clone();
+        async move {
+            let mut args = vec!["check-config", "--config", &config, "--online"];
+            args.extend(extra);
+            process::run(BIN, &args, &env).await
+        }
+    };
+
+    // No webhook yet: the broker and the key are fine, the webhook is missing.
+    let (code, out) = online(&[], s.env()).await;
+    assert_eq!(code, Some(1), "{out}");
+    let broker = format!("127.0.0.1:{}", s.broker.port);
+    assert!(
+        out.contains(&format!(
+            "ok   broker {broker}: connected, and subscribed to qscloud/#"
+        )),
+        "{out}"
+    );
+    assert!(out.contains(": the API key works"), "{out}");
+    assert!(
+        out.contains("FAIL tenant") && out.contains("no webhook named \"qlik-cloud-mqtt-relay\""),
+        "{out}"
+    );
+
+    // Registered elsewhere, then at the forwarder.
+    let register = |url: &'static str| {
+        let config = config.clone();
+        let mut env = s.env();
+        env.push(("QLIK_WEBHOOK_SECRET", SECRET.to_owned()));
+        async move {
+            let args = ["webhook", "register", "--config", &config, "--url", url];
+            process::run(BIN, &args, &env).await
+        }
+    };
+    let (code, out) = register("https://elsewhere.example.com/hook").await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = online(&[], s.env()).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("calls https://elsewhere.example.com/hook, not the forwarder at {forwarder} (qlikCloudListener.webhookWatch.expectedUrl)")),
+        "{out}"
+    );
+    let (code, out) = register(forwarder).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = online(&[], s.env()).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("online checks OK"), "{out}");
+    assert!(hook.delivered().is_empty(), "no alert without --send-test");
+
+    // --send-test: a test alert on the channel, said as a test.
+    let (code, out) = online(&["--send-test"], s.env()).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("channel webhook-1: test alert sent"), "{out}");
+    let alert = hook.delivered()[0].json();
+    assert!(
+        alert["alert"]["alertTitle"]
+            .as_str()
+            .unwrap()
+            .starts_with("TEST: "),
+        "{alert}"
+    );
+
+    // A revoked key, and a broker that is gone: each says which key to change.
+    let mut wrong = s.env();
+    wrong.retain(|(k, _)| *k != "QLIK_TOKEN");
+    wrong.push(("QLIK_TOKEN", "revoked-key-0123456789".to_owned()));
+    let (code, out) = online(&[], wrong).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("Qlik Cloud refused the API key")
+            && out.contains("Butler.qlikSenseCloud.event.mqtt.tenant.auth.jwt.token"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("revoked-key"),
+        "the key is not printed: {out}"
+    );
+    s.broker.stop().await;
+    let (code, out) = online(&[], s.env()).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("FAIL broker {broker}")), "{out}");
+}

@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod history;
 pub mod migrate;
+pub mod online;
 pub mod preview;
 pub mod service;
 pub mod webhooks;

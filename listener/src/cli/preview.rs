@@ -159,7 +159,10 @@ fn build(
 }
 
 /// A failed reload as the Qlik Cloud API would describe it, with a sample script log.
-fn sample(config: &Config, tenant: &crate::config::TenantConfig) -> anyhow::Result<AlertData> {
+pub(super) fn sample(
+    config: &Config,
+    tenant: &crate::config::TenantConfig,
+) -> anyhow::Result<AlertData> {
     let enrichment = Enrichment {
         reload: Some(ReloadInfo {
             trigger: Some("chronos".into()),

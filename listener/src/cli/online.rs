@@ -1,0 +1,216 @@
+//! `check-config --online`: what the file alone cannot show, tried for real before the service
+//! depends on it: the broker takes the listener's credentials and subscription, Qlik Cloud takes
+//! each tenant's API key, the webhook exists, is enabled and calls the forwarder; with
+//! `--send-test`, each channel gets a test alert.
+//!
+//! Promises: nothing is left behind (the broker session is a passing one under its own client
+//! id, so the service's queued messages are untouched; no event is recorded); each line is `ok`
+//! or says what is wrong and which key to change; secrets are never printed.
+
+use crate::config::Config;
+use crate::qlik_api::{webhooks, QlikApi};
+use relay_mqtt::session::Polled;
+use std::time::Duration;
+
+/// How long the broker may take to accept, and to answer the subscription.
+const BROKER_WAIT: Duration = Duration::from_secs(10);
+
+/// One finding: fine, or what is wrong and what to change.
+pub struct Line {
+    pub ok: bool,
+    pub text: String,
+}
+
+impl Line {
+    fn ok(text: String) -> Line {
+        Line { ok: true, text }
+    }
+
+    fn wrong(text: String) -> Line {
+        Line { ok: false, text }
+    }
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mark = if self.ok { "ok  " } else { "FAIL" };
+        write!(f, "{mark} {}", super::shown(&self.text))
+    }
+}
+
+/// Every check, in order: the broker, then each tenant's API key and webhook, then (with
+/// `send_test`) each channel.
+pub async fn check(config: &Config, send_test: bool) -> Vec<Line> {
+    let mut lines = vec![broker(config).await];
+    for tenant in &config.tenants {
+        lines.extend(qlik_cloud(config, tenant).await);
+    }
+    if send_test {
+        lines.extend(channels(config).await);
+    }
+    lines
+}
+
+/// Connects as a passing client (`<clientId>-check`), subscribes to the subscription root and
+/// leaves.
+async fn broker(config: &Config) -> Line {
+    let b = &config.broker;
+    let at = format!("{}:{}", b.host, b.port);
+    let client_id = format!("{}-check-{}", b.client_id, std::process::id());
+    let mut session = match crate::subscriber::session(b, &client_id, false, None) {
+        Ok(s) => s,
+        Err(e) => return Line::wrong(format!("broker {at}: {e:#}")),
+    };
+    let filter = &config.subscription_root;
+    let setting = relay_mqtt::Setting::Yaml(b.key_path.clone());
+    let outcome = tokio::time::timeout(BROKER_WAIT, async {
+        loop {
+            match session.poll().await {
+                Polled::Connected { .. } => {
+                    if let Err(e) = session.client().subscribe(filter).await {
+                        return Line::wrong(format!("broker {at}: cannot subscribe: {e}"));
+                    }
+                }
+                Polled::Subscribed(codes) if codes.contains("Success") => {
+                    return Line::ok(format!(
+                        "broker {at}: connected, and subscribed to {filter}"
+                    ));
+                }
+                Polled::Subscribed(codes) => {
+                    return Line::wrong(format!(
+                        "broker {at}: connected, but the broker refused the subscription to {filter} ({codes}): its ACL must let this user read it ({}.username, and the topic.subscriptionRoot beside it)",
+                        b.key_path
+                    ));
+                }
+                Polled::Failed(reason, failure) => {
+                    let hint = failure
+                        .hint(&setting, b.port, b.tls.enable, false)
+                        .unwrap_or_else(|| format!("check host and port in {}", b.key_path));
+                    return Line::wrong(format!("broker {at}: {reason}: {hint}"));
+                }
+                Polled::Message(_) | Polled::Other => {}
+            }
+        }
+    })
+    .await;
+    outcome.unwrap_or_else(|_| {
+        Line::wrong(format!(
+            "broker {at}: no answer within {}s (a firewall, or the wrong host or port in {})",
+            BROKER_WAIT.as_secs(),
+            b.key_path
+        ))
+    })
+}
+
+/// The tenant's API key (`users/me`) and its webhook (exists, enabled, calls the forwarder,
+/// sends reload events).
+async fn qlik_cloud(config: &Config, tenant: &crate::config::TenantConfig) -> Vec<Line> {
+    let name = format!(
+        "tenant {}",
+        tenant.tenant_url.as_str().trim_end_matches('/')
+    );
+    let key = format!("{}.auth.jwt.token", tenant.path);
+    let api = match QlikApi::new(tenant.tenant_url.clone(), tenant.token.clone()) {
+        Ok(api) => api,
+        Err(e) => return vec![Line::wrong(format!("{name}: {e}"))],
+    };
+    let me = match api.me().await {
+        Ok(me) => me,
+        Err(e) if e.is_key_refused() => {
+            return vec![Line::wrong(format!(
+                "{name}: Qlik Cloud refused the API key ({e}): create a new one (profile settings, API keys) and put it in {key}"
+            ))]
+        }
+        Err(e) => {
+            return vec![Line::wrong(format!(
+                "{name}: cannot reach the Qlik Cloud API ({e}): check {}.tenantUrl and the proxy or firewall",
+                tenant.path
+            ))]
+        }
+    };
+    let user = me.name.unwrap_or_else(|| "?".into());
+    let mut lines = vec![Line::ok(format!("{name}: the API key works (user {user})"))];
+    let watch = config.webhook_watch.as_ref();
+    let wanted = watch.map_or(webhooks::DEFAULT_NAME, |w| w.name.as_str());
+    let hooks = match webhooks::list(&api).await {
+        Ok(hooks) => hooks,
+        Err(e) => {
+            lines.push(Line::wrong(format!(
+                "{name}: cannot read its webhooks ({e}): the API key's user needs the Tenant Admin role (for the webhook watchdog and reconciliation too)"
+            )));
+            return lines;
+        }
+    };
+    let Some(hook) = hooks.iter().find(|w| w.is_named(wanted)) else {
+        lines.push(Line::wrong(format!(
+            "{name}: no webhook named {wanted:?}: create it with `qlik-listener webhook register --url https://<forwarder>/webhook` (or name yours in qlikCloudListener.webhookWatch.name)"
+        )));
+        return lines;
+    };
+    let url = hook.url.as_deref().unwrap_or("-");
+    if !hook.enabled {
+        let why = hook.disabled_reason.as_deref().unwrap_or("no reason given");
+        lines.push(Line::wrong(format!(
+            "{name}: webhook {wanted:?} is disabled ({why}): fix what failed, then `qlik-listener webhook enable`"
+        )));
+    } else if let Some(expected) = watch.and_then(|w| w.expected_url.as_deref()) {
+        if hook.calls(expected) {
+            lines.push(Line::ok(format!(
+                "{name}: webhook {wanted:?} is enabled and calls {url}"
+            )));
+        } else {
+            lines.push(Line::wrong(format!(
+                "{name}: webhook {wanted:?} calls {url}, not the forwarder at {expected} (qlikCloudListener.webhookWatch.expectedUrl): `qlik-listener webhook register --url {expected}`"
+            )));
+        }
+    } else {
+        lines.push(Line::ok(format!(
+            "{name}: webhook {wanted:?} is enabled and calls {url} (set qlikCloudListener.webhookWatch.expectedUrl to have it compared with the forwarder's)"
+        )));
+    }
+    if !hook.sends_reload_events() {
+        lines.push(Line::wrong(format!(
+            "{name}: webhook {wanted:?} sends no reload events ({}): `qlik-listener webhook register` sets them",
+            hook.event_types.join(", ")
+        )));
+    }
+    lines
+}
+
+/// A test alert on each channel of each tenant, said as a test.
+async fn channels(config: &Config) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let journal = match super::journal_opened(config, false).await {
+        Ok(j) => j,
+        Err(e) => return vec![Line::wrong(format!("channels: {e:#}"))],
+    };
+    for tenant in &config.tenants {
+        let mut data = match super::preview::sample(config, tenant) {
+            Ok(d) => d,
+            Err(e) => return vec![Line::wrong(format!("channels: {e:#}"))],
+        };
+        data.alert_title = format!("TEST: {}", data.alert_title);
+        data.alert_note = "A test from qlik-listener check-config --online --send-test: no reload failed. The app and its data are a sample.".into();
+        let id = format!("check-{}", crate::journal::now_ms());
+        let give_up = Duration::from_secs(30);
+        match super::deliver_now(config, &journal, &id, &tenant.channels, &data, give_up).await {
+            Ok(sent) => {
+                for d in sent {
+                    let at = format!("{}.alert, channel {}", tenant.path, d.channel);
+                    match d.state {
+                        crate::journal::DeliveryState::Sent => {
+                            lines.push(Line::ok(format!("{at}: test alert sent")));
+                        }
+                        state => lines.push(Line::wrong(format!(
+                            "{at}: test alert {} ({}): check its URL or address and credentials",
+                            state.as_str(),
+                            d.last_error.unwrap_or_default()
+                        ))),
+                    }
+                }
+            }
+            Err(e) => lines.push(Line::wrong(format!("{}.alert: {e:#}", tenant.path))),
+        }
+    }
+    lines
+}
