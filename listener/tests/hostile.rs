@@ -87,7 +87,7 @@ async fn a_forged_copy_or_a_foreign_tenant_does_not_claim_the_event_id() {
     assert_eq!(rows.len(), 3, "{rows:?}");
 }
 
-/// Promise: rotating the webhook's secret loses nothing (README "Rotating the secret"). With
+/// Promise: rotating the webhook's secret loses nothing (docs/deploy.md "Rotating the secret"). With
 /// `requireSignature`, events signed with the tenant's `webhookSecretPrevious` are accepted
 /// beside those signed with `webhookSecret`; a third secret is still refused. (Before: the
 /// listener had one secret per tenant and rejected every event signed with the other one.)

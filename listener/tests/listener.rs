@@ -885,7 +885,7 @@ async fn the_broker_subcommand_without_its_feature_says_which_build_has_it() {
     );
 }
 
-/// `infra/mosquitto/acl` lets the README's examples through (the forwarder's events, the
+/// `infra/mosquitto/acl` lets the documented examples through (the forwarder's events, the
 /// listener's alerts, status and API example topic, a task start) and nothing more: no one but
 /// the forwarder writes events, and the listener cannot start tasks through its API. MQTT 5, so
 /// a denied publish is a refused PUBACK, not silence.

@@ -1,4 +1,4 @@
-//! Configuration from the environment (the README's table is the reference).
+//! Configuration from the environment (the table in docs/forwarder.md is the reference).
 //!
 //! Why: a Lambda is configured by environment variables, and the server mode uses the same ones
 //! so that both behave alike. Promises: every setting is read and checked here, before anything

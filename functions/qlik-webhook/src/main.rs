@@ -12,7 +12,7 @@ use std::sync::Arc;
 ///
 /// Under AWS Lambda (AWS_LAMBDA_RUNTIME_API set) it runs as the function handler without any
 /// arguments. Elsewhere use `serve`. Settings come from the environment: QLIK_WEBHOOK_SECRET
-/// (or _SSM_PARAMETER / _ID), and MQTT_URL or AWS_IOT_ENDPOINT; see the README for the full list.
+/// (or _SSM_PARAMETER / _ID), and MQTT_URL or AWS_IOT_ENDPOINT; see docs/forwarder.md for the full list.
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -84,7 +84,7 @@ enum Command {
         #[arg(long)]
         listener_config: Option<std::path::PathBuf>,
     },
-    /// Print the table of settings (environment variables) in Markdown, as the README shows it.
+    /// Print the table of settings (environment variables) in Markdown, as docs/forwarder.md shows it.
     ConfigReference,
     /// Print the Qlik-Signature value for a body (a file, or standard input), as Qlik computes it.
     Sign {

@@ -1,4 +1,4 @@
-//! The forwarder's settings as environment variables, each described once: the README's table
+//! The forwarder's settings as environment variables, each described once: the table in docs/forwarder.md
 //! and `qlik-webhook config-reference` are generated from [`VARIABLES`], and a test keeps them,
 //! and what [`crate::config::Config::from_lookup`] and `serve`'s arguments read, in step.
 
@@ -79,7 +79,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         names: &["BUTLER_OUTPUT"],
         default: "`off`",
-        meaning: "also give Butler v16 a form it reads (see [Already running Butler?](#already-running-butler)): `copy` publishes a second, rewritten copy under `BUTLER_TOPIC_PREFIX` (for Butler beside our listener); `replace` publishes the rewritten form instead of the raw body (for Butler alone; never in front of our listener with `requireSignature`, which would reject every event: `qlik-webhook check --listener-config` refuses it); `off` the raw body only",
+        meaning: "also give Butler v16 a form it reads (see [Already running Butler?](butler.md)): `copy` publishes a second, rewritten copy under `BUTLER_TOPIC_PREFIX` (for Butler beside our listener); `replace` publishes the rewritten form instead of the raw body (for Butler alone; never in front of our listener with `requireSignature`, which would reject every event: `qlik-webhook check --listener-config` refuses it); `off` the raw body only",
     },
     Variable {
         names: &["BUTLER_TOPIC_PREFIX"],
@@ -138,7 +138,7 @@ pub const VARIABLES: &[Variable] = &[
     },
 ];
 
-/// The table, in Markdown (what the README shows under "Configuration (environment)").
+/// The table, in Markdown (what docs/forwarder.md shows under "Configuration (environment)").
 pub fn reference() -> String {
     let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
     for v in VARIABLES {
@@ -169,15 +169,15 @@ mod tests {
             .collect()
     }
 
-    /// The README's table is this one (regenerate with `qlik-webhook config-reference`).
+    /// docs/forwarder.md's table is this one (regenerate with `qlik-webhook config-reference`).
     #[test]
     fn the_readme_table_is_generated() {
         let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/forwarder.md"))
                 .unwrap();
         assert!(
             readme.contains(&reference()),
-            "README.md's forwarder table is out of date: replace it with `cargo run -q -p qlik-webhook -- config-reference`"
+            "docs/forwarder.md's table is out of date: replace it with `cargo run -q -p qlik-webhook -- config-reference`"
         );
     }
 

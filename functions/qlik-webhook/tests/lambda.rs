@@ -140,7 +140,7 @@ async fn a_bad_configuration_exits_naming_the_variable() {
     assert!(output.contains("MQTT_URL: no publisher"), "{output}");
 }
 
-/// One broker connection for every warm invocation (README "Delivery"): five invocations, one
+/// One broker connection for every warm invocation (docs/forwarder.md "Delivery"): five invocations, one
 /// connection in the broker's log.
 #[tokio::test]
 async fn warm_invocations_share_one_broker_connection() {

@@ -63,7 +63,7 @@ async fn every_fixture_is_published_byte_for_byte_with_its_signature() {
     }
 }
 
-/// One hostile request and the status the README documents for it.
+/// One hostile request and the status docs/forwarder.md documents for it.
 struct Hostile {
     what: &'static str,
     method: reqwest::Method,
@@ -1207,7 +1207,7 @@ async fn a_body_that_stops_arriving_gets_408_after_the_body_timeout() {
     assert!(before.is_empty(), "nothing published: {before:?}");
 }
 
-/// One log line per request with the fields the README lists, as JSON with `--log-format json`
+/// One log line per request with the fields docs/forwarder.md lists, as JSON with `--log-format json`
 /// (what CloudWatch or Loki index): status, event id, type, tenant, format, topic, bytes,
 /// latency, and the reason for a refusal.
 #[tokio::test]
@@ -1280,7 +1280,7 @@ async fn each_request_logs_one_line_with_its_fields() {
     );
 }
 
-/// README "Delivery": one broker connection for all requests; a broker that stays silent (its
+/// docs/forwarder.md "Delivery": one broker connection for all requests; a broker that stays silent (its
 /// process stopped, its connection open) past `PUBLISH_TIMEOUT_MS` gets a 503, never a hang or a
 /// 2xx; once it answers again, the next event is published.
 #[tokio::test]

@@ -13,7 +13,7 @@
 //! problem at once. [`schema`] gives the JSON Schema of the same types, shipped as
 //! `listener/config.schema.json` for editors.
 //!
-//! Our extensions live in the same tree (see the README's listener section):
+//! Our extensions live in the same tree (see docs/listener.md):
 //! - `…mqttForward.broker.{tls.{enable,caFile,certFile,keyFile,insecureSkipVerify}, clientId,
 //!   protocolVersion, keepAliveSeconds, sessionExpirySeconds}`;
 //! - `…mqttForward.requireSignature` with a `webhookSecret` per tenant (and

@@ -15,7 +15,7 @@
 //! each one whose outcome the journal has not decided. The journal's per-reload claim does the
 //! de-duplication, so a reload seen by many runs is alerted once.
 //!
-//! Promises (the bound the README states):
+//! Promises (the bound docs/reliability.md states):
 //! - a failed reload whose outcome did not arrive over the webhook is alerted within `grace` +
 //!   `interval` (+ the run's own time) after it ended, provided Qlik lists it within `look_back`
 //!   of its end (listing lag or clock skew up to `look_back` − `grace` − `interval` is covered),
