@@ -172,9 +172,11 @@ mod tests {
     /// docs/forwarder.md's table is this one (regenerate with `qlik-webhook config-reference`).
     #[test]
     fn the_readme_table_is_generated() {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/forwarder.md"))
-                .unwrap();
+        let readme = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/forwarder.md"
+        ))
+        .unwrap();
         assert!(
             readme.contains(&reference()),
             "docs/forwarder.md's table is out of date: replace it with `cargo run -q -p qlik-webhook -- config-reference`"

@@ -60,7 +60,9 @@ pub struct MqttForward {
     enable: Option<Flag>,
     /// Refuse events whose MQTT 5 `qlik-signature` does not verify against the tenant's webhookSecret.
     require_signature: Option<Flag>,
+    /// The broker the listener subscribes to (and publishes its own messages on).
     broker: Option<Connection>,
+    /// The topics: `subscriptionRoot` (what the listener subscribes to) and `appReload`.
     topic: Option<Topics>,
 }
 
@@ -77,11 +79,13 @@ struct Topics {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Tls {
+    /// Connect with TLS (default false; the broker's TLS port is usually 8883).
     enable: Option<Flag>,
     /// CA certificates (PEM); default: the system's roots.
     ca_file: Option<Text>,
     /// Client certificate (PEM), e.g. for AWS IoT Core.
     cert_file: Option<Text>,
+    /// The client certificate's private key (PEM), with `certFile` (AWS IoT Core, or a broker that wants client certificates).
     key_file: Option<Text>,
     /// Never in production; logged as a warning.
     insecure_skip_verify: Option<Flag>,
@@ -96,6 +100,7 @@ pub struct Connection {
     pub host: Option<Text>,
     /// Default 8883 with TLS, 1883 without.
     pub port: Option<Whole>,
+    /// The user name the broker knows the listener by.
     pub username: Option<Text>,
     /// A literal or `${ENV_VAR}`.
     pub password: Option<Text>,
@@ -107,6 +112,7 @@ pub struct Connection {
     pub keep_alive_seconds: Option<Whole>,
     /// MQTT 5: how long the broker queues events for the listener (default 604800, 7 days).
     pub session_expiry_seconds: Option<Whole>,
+    /// TLS to the broker: `enable`, `caFile`, `certFile`/`keyFile`, `insecureSkipVerify`.
     pub tls: Option<Tls>,
 }
 

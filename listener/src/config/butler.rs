@@ -67,6 +67,7 @@ pub struct RestConfig {
 pub struct MqttConfig {
     /// Butler's MQTT integration: task starts and status (needs configQRS and cert).
     enable: Option<Flag>,
+    /// Butler's broker (task starts, status, the publish API's messages): its host name or IP address.
     broker_host: Option<Text>,
     /// Default 1883 (8883 with TLS or Azure Event Grid).
     broker_port: Option<Whole>,
@@ -80,14 +81,22 @@ pub struct MqttConfig {
     task_result_topic: Option<Text>,
     /// Ours: only these task ids or names may be started.
     task_allow_list: Option<Vec<Text>>,
+    /// Butler's Azure Event Grid MQTT settings: read for Butler's compatibility only.
     azure_event_grid: Option<AzureEventGrid>,
     // Ours, as in mqttForward.broker:
+    /// The user name for Butler's broker.
     username: Option<Text>,
+    /// The password for Butler's broker (literal or `${ENV_VAR}`).
     password: Option<Text>,
+    /// The client id on Butler's broker (the listener adds a suffix per connection).
     client_id: Option<Text>,
+    /// `5` (default) or `3.1.1`.
     protocol_version: Option<Text>,
+    /// Seconds between keep-alive pings (default 30).
     keep_alive_seconds: Option<Whole>,
+    /// How long the broker keeps the session while the listener is away (seconds; default 604800, a week).
     session_expiry_seconds: Option<Whole>,
+    /// TLS to Butler's broker: `enable`, `caFile`, `certFile`/`keyFile`.
     tls: Option<Tls>,
     /// Where the forwarder's Qlik Cloud events arrive.
     pub qlik_sense_cloud: Option<ForwardSection>,
@@ -96,12 +105,14 @@ pub struct MqttConfig {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default)]
 pub struct ForwardSection {
+    /// Qlik Cloud events forwarded over MQTT (`event.mqttForward`).
     pub event: Option<ForwardEvent>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ForwardEvent {
+    /// The broker and topics Qlik Cloud events arrive on.
     pub mqtt_forward: Option<MqttForward>,
 }
 
@@ -109,9 +120,13 @@ pub struct ForwardEvent {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 struct AzureEventGrid {
+    /// Butler's Azure Event Grid switch: the listener does not connect to Event Grid.
     enable: Option<Flag>,
+    /// Butler's Event Grid client id (not used by the listener).
     client_id: Option<Text>,
+    /// Butler's Event Grid client certificate (not used by the listener).
     client_cert_file: Option<Text>,
+    /// Butler's Event Grid client key (not used by the listener).
     client_key_file: Option<Text>,
 }
 
@@ -119,6 +134,7 @@ struct AzureEventGrid {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ConfigQrs {
+    /// The Qlik Sense server running the repository service (host name or IP address).
     host: Option<Text>,
     /// Default 4242.
     port: Option<Whole>,
@@ -127,6 +143,7 @@ pub struct ConfigQrs {
     use_ssl: Option<Flag>,
     /// false: the QRS certificate is not verified (logged as a warning).
     reject_unauthorized: Option<Flag>,
+    /// HTTP headers sent with every QRS request.
     headers: Option<QrsHeaders>,
 }
 
@@ -141,7 +158,9 @@ struct QrsHeaders {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default)]
 struct Header {
+    /// The header's name.
     name: Option<Text>,
+    /// The header's value.
     value: Option<Text>,
 }
 
@@ -149,8 +168,11 @@ struct Header {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Cert {
+    /// The client certificate (PEM) exported from the QMC, for the QRS API.
     client_cert: Option<Text>,
+    /// Its private key (PEM).
     client_cert_key: Option<Text>,
+    /// The Qlik Sense root CA (PEM) that signed the QRS server's certificate.
     #[serde(rename = "clientCertCA")]
     client_cert_ca: Option<Text>,
 }
@@ -185,6 +207,7 @@ impl RestConfig {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RestServerConfig {
+    /// Serve Butler's HTTP API (`PUT /v4/mqttpublishmessage`, `/healthz`, `/readyz`, `/metrics`; default false).
     enable: Option<Flag>,
     /// An IP address (default 127.0.0.1), localhost or a host name of this machine (the API
     /// then also answers to that name).
@@ -209,6 +232,7 @@ pub struct RestServerConfig {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RestTlsSection {
+    /// Serve the HTTP API over HTTPS (needs `cert` and `key`).
     enable: Option<Flag>,
     /// The server certificate (PEM; a chain is allowed).
     cert: Option<Text>,
@@ -436,6 +460,7 @@ fn valid_host_name(host: &str) -> bool {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default)]
 pub struct Switch {
+    /// Butler's switch for this feature: the listener does not provide it, and `check-config` names it when true.
     enable: Option<Flag>,
 }
 
@@ -443,7 +468,9 @@ pub struct Switch {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct IncidentTool {
+    /// Butler's Signl4 integration (not provided by the listener).
     signl4: Option<Switch>,
+    /// Butler's New Relic integration (not provided by the listener).
     new_relic: Option<Switch>,
 }
 

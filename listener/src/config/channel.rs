@@ -191,6 +191,7 @@ pub struct Alert {
 #[serde(default, rename_all = "camelCase")]
 #[schemars(rename = "OnReloadFailure_{T}")]
 struct OnFailure<T> {
+    /// The alert for a failed reload.
     reload_app_failure: Option<T>,
 }
 
@@ -206,6 +207,7 @@ impl<T> Default for OnFailure<T> {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ChannelSection {
+    /// Send alerts on this channel (default false).
     enable: Option<Flag>,
     /// Teams, Slack: where to POST (literal or `${ENV_VAR}`).
     #[serde(rename = "webhookURL")]
@@ -224,7 +226,7 @@ pub struct ChannelSection {
     basic_content_only: Option<Flag>,
     /// Alert only apps with a tag.
     alert_enable_by_tag: Option<ByTag>,
-    /// Seconds between two alerts for the same app on this channel (default 0: none).
+    /// Seconds between two alerts on this channel: Teams per reload, Slack per app, as Butler (default 300); our webhook, MQTT, console and file per app (default 0: none).
     rate_limit: Option<Whole>,
     /// Script-log lines from the start (default 15).
     head_script_log_lines: Option<Whole>,
@@ -232,12 +234,81 @@ pub struct ChannelSection {
     tail_script_log_lines: Option<Whole>,
     /// Slack: channel, user name and icon.
     channel: Option<Text>,
+    /// Slack: the user name the message is posted as.
     from_user: Option<Text>,
+    /// Slack: the icon, as an emoji name (`:rotating_light:`).
     icon_emoji: Option<Text>,
     /// MQTT: the topic to publish to (default `qlikcloud/alerts/reload-failed`).
     topic: Option<Text>,
     /// File: the file to append to (its folder must exist).
     path: Option<Text>,
+}
+
+/// Which of a channel section's keys each kind reads (`emailNotification` has a section of its
+/// own). The reference documents only these under each kind, and `check-config` warns about a
+/// key set where it does nothing (`iconEmoji` for Teams).
+pub const KEYS_OF: [(&str, &[&[&str]]); 6] = [
+    ("teamsNotification", &[TEMPLATED, RULES, &["webhookURL"]]),
+    (
+        "slackNotification",
+        &[
+            TEMPLATED,
+            RULES,
+            &["webhookURL", "channel", "fromUser", "iconEmoji"],
+        ],
+    ),
+    ("webhookNotification", &[RULES, &["urls", "secret"]]),
+    ("mqttNotification", &[RULES, &["topic"]]),
+    ("consoleNotification", &[TEMPLATED, RULES]),
+    ("fileNotification", &[RULES, &["path"]]),
+];
+
+/// Keys of channels whose message is rendered from a template.
+const TEMPLATED: &[&str] = &["messageType", "basicMsgTemplate", "templateFile"];
+/// Keys of every channel.
+const RULES: &[&str] = &[
+    "enable",
+    "alertEnableByTag",
+    "rateLimit",
+    "headScriptLogLines",
+    "tailScriptLogLines",
+    "basicContentOnly",
+];
+
+/// Whether channel kind `section` (`teamsNotification`) reads `key`.
+pub fn reads(section: &str, key: &str) -> bool {
+    KEYS_OF
+        .iter()
+        .find(|(kind, _)| *kind == section)
+        .is_none_or(|(_, groups)| groups.iter().any(|g| g.contains(&key)))
+}
+
+impl ChannelSection {
+    /// The keys written in this section.
+    fn written(&self) -> Vec<&'static str> {
+        [
+            ("enable", self.enable.is_some()),
+            ("webhookURL", self.webhook_url.is_some()),
+            ("urls", self.urls.is_some()),
+            ("secret", self.secret.is_some()),
+            ("messageType", self.message_type.is_some()),
+            ("basicMsgTemplate", self.basic_msg_template.is_some()),
+            ("templateFile", self.template_file.is_some()),
+            ("basicContentOnly", self.basic_content_only.is_some()),
+            ("alertEnableByTag", self.alert_enable_by_tag.is_some()),
+            ("rateLimit", self.rate_limit.is_some()),
+            ("headScriptLogLines", self.head_script_log_lines.is_some()),
+            ("tailScriptLogLines", self.tail_script_log_lines.is_some()),
+            ("channel", self.channel.is_some()),
+            ("fromUser", self.from_user.is_some()),
+            ("iconEmoji", self.icon_emoji.is_some()),
+            ("topic", self.topic.is_some()),
+            ("path", self.path.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
 }
 
 /// Checks a tenant's `alert` section. `subscription` is the events subscription, which the
@@ -287,6 +358,14 @@ pub fn check_alert(
         };
         if Flag::or(s.enable, false) {
             let at = at.key(key).key("reloadAppFailure");
+            for written in s.written() {
+                if !reads(key, written) {
+                    c.warnings.push(format!(
+                        "{}: does nothing in {key} (it is for another kind of channel)",
+                        at.key(written)
+                    ));
+                }
+            }
             check_channel(c, &at, kind, s, subscription, &mut channels);
         }
     }

@@ -67,23 +67,29 @@ pub struct SmtpConfig {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct EmailSection {
+    /// Send e-mail alerts (default false; the server is `Butler.emailNotification.smtp`).
     pub enable: Option<Flag>,
     /// `Name <address>` or an address.
     from_address: Option<Text>,
+    /// Who gets each alert (e-mail addresses).
     recipients: Option<Vec<Text>>,
     /// A handlebars template (default `{{alertTitle}}: {{appName}}`, i.e. `Qlik Cloud reload failed: <app>`).
     subject: Option<Text>,
     /// With htmlTemplateFile: the body template, relative to this file's folder.
     body_file_directory: Option<Text>,
+    /// The HTML template's file name in `bodyFileDirectory` (`.handlebars` added when missing); default: the built-in template.
     html_template_file: Option<Text>,
     /// high (default), normal or low.
     priority: Option<Text>,
+    /// Also e-mail the app's owner, as Qlik Cloud knows them.
     app_owner_alert: Option<AppOwnerAlert>,
     /// Alert only apps with a tag.
     pub alert_enable_by_tag: Option<ByTag>,
-    /// Seconds between two alerts for the same app and recipient (default 0: none).
+    /// Seconds between two alerts for the same app and recipient (default 300, as Butler).
     pub rate_limit: Option<Whole>,
+    /// Script-log lines from the start (default 15).
     pub head_script_log_lines: Option<Whole>,
+    /// Script-log lines from the end (default 15).
     pub tail_script_log_lines: Option<Whole>,
 }
 
@@ -91,8 +97,11 @@ pub struct EmailSection {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 struct AppOwnerAlert {
+    /// E-mail the app owner too (default false).
     enable: Option<Flag>,
+    /// Only these owners (by e-mail); with `includeAll`, every owner.
     include_owner: Option<OwnerList>,
+    /// Never these owners (by e-mail).
     exclude_owner: Option<OwnerList>,
 }
 
@@ -101,12 +110,14 @@ struct AppOwnerAlert {
 struct OwnerList {
     /// Every owner (default true); otherwise only those listed under `user`.
     include_all: Option<Flag>,
+    /// The owners, each by `email`.
     user: Option<Vec<OwnerUser>>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default)]
 struct OwnerUser {
+    /// The owner's e-mail address.
     email: Option<Text>,
 }
 
@@ -116,18 +127,22 @@ struct OwnerUser {
 pub struct EmailNotification {
     /// Butler's master switch for e-mail: false turns e-mail alerts off here too.
     pub enable: Option<Flag>,
+    /// The SMTP server.
     pub smtp: Option<Smtp>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Smtp {
+    /// The SMTP server's host name.
     host: Option<Text>,
     /// Default 465 with `secure`, else 587.
     port: Option<Whole>,
     /// TLS from the first byte (port 465).
     secure: Option<Flag>,
+    /// TLS settings: `serverName`, `ignoreTLS`, `requireTLS`, `rejectUnauthorized`.
     tls: Option<SmtpTls>,
+    /// Log in to the server: `enable`, `user`, `password`.
     auth: Option<SmtpAuth>,
 }
 
@@ -149,7 +164,9 @@ struct SmtpTls {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default)]
 struct SmtpAuth {
+    /// Log in to the SMTP server (default false).
     enable: Option<Flag>,
+    /// The user name to log in with.
     user: Option<Text>,
     /// A literal or `${ENV_VAR}`.
     password: Option<Text>,

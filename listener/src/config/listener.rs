@@ -87,6 +87,7 @@ pub struct Listener {
     /// How stored script logs are laid out: `butler` (default:
     /// `<day>/<time>_appId=…_reloadId=….log`) or `byTenant` (`<tenantId>/<appId>/<reloadId>.log`).
     script_log_layout: Option<Text>,
+    /// Where events and deliveries are recorded: a SQLite file (`path`, the default) or PostgreSQL shared by two or three listeners (`url`).
     journal: Option<JournalSection>,
     /// This listener's name among those sharing a PostgreSQL journal (default: the host name);
     /// it also ends the MQTT client ids (`<clientId>-<instanceId>`), so each instance has its
@@ -94,6 +95,7 @@ pub struct Listener {
     instance_id: Option<Text>,
     /// error, warn, info (default), verbose or debug, silly or trace; `RUST_LOG` wins.
     log_level: Option<Text>,
+    /// Alert delivery: retries, give-up time, waiting for a reload's final outcome.
     alerts: Option<AlertsSection>,
     /// Asking Qlik Cloud for failed reloads that never arrived over the webhook.
     reconcile: Option<ReconcileSection>,

@@ -101,8 +101,11 @@ impl fmt::Display for ConfigErrors {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenericUrl {
+    /// The link's id (`genericUrls[].id` in templates).
     pub id: String,
+    /// The text shown for the link.
     pub link_text: String,
+    /// The link's address.
     pub url: String,
     /// Butler's free-text note on the link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,6 +171,7 @@ pub struct Config {
 #[serde(default)]
 #[schemars(title = "qlik-listener configuration (Butler-style YAML)")]
 pub struct ConfigFile {
+    /// Everything is under `Butler`, as in Butler's file.
     #[serde(rename = "Butler")]
     butler: Option<Butler>,
 }
@@ -180,6 +184,7 @@ struct Butler {
     mqtt_config: Option<butler::MqttConfig>,
     /// Qlik Cloud: the tenants and their alert channels.
     qlik_sense_cloud: Option<tenant::QlikSenseCloud>,
+    /// Storing failed reloads' script logs on disk.
     script_log: Option<ScriptLog>,
     /// Links offered to alert templates as `genericUrls`.
     generic_urls: Option<Vec<GenericUrlSection>>,
@@ -192,32 +197,41 @@ struct Butler {
     cert: Option<butler::Cert>,
     /// The listener's HTTP API (health, metrics, Butler's publish endpoint).
     rest_server_config: Option<butler::RestServerConfig>,
+    /// Butler's HTTP endpoints: the listener serves `mqttPublishMessage` and `butlerping`.
     rest_server_endpoints_enable: Option<butler::RestServerEndpointsEnable>,
     /// The listener's own settings (not Butler's).
     qlik_cloud_listener: Option<listener::Listener>,
     // Butler's features the listener does not provide (named by check-config when enabled):
+    /// Butler's InfluxDB output (not provided by the listener).
     influx_db: Option<butler::Switch>,
+    /// Butler's key-value store (not provided by the listener).
     key_value_store: Option<butler::Switch>,
+    /// Butler's scheduler (not provided by the listener).
     scheduler: Option<butler::Switch>,
+    /// Butler's uptime monitor (not provided by the listener).
     uptime_monitor: Option<butler::Switch>,
+    /// Butler's incident tools (not provided by the listener).
     incident_tool: Option<butler::IncidentTool>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 struct ScriptLog {
+    /// Where script logs are written.
     store_on_disk: Option<StoreOnDisk>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 struct StoreOnDisk {
+    /// Qlik Cloud's script logs.
     qs_cloud: Option<QsCloud>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 struct QsCloud {
+    /// Script logs of failed reloads: `enable`, `logDirectory`.
     app_reload_failure: Option<ScriptLogStore>,
 }
 
@@ -225,6 +239,7 @@ struct QsCloud {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 struct ScriptLogStore {
+    /// Store each failed reload's script log (default false).
     enable: Option<Flag>,
     /// Folder for the logs, relative to this file's folder.
     log_directory: Option<Text>,
@@ -233,8 +248,11 @@ struct ScriptLogStore {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default, rename_all = "camelCase")]
 struct GenericUrlSection {
+    /// The link's id (`genericUrls[].id` in templates).
     id: Option<Text>,
+    /// The text shown for the link.
     link_text: Option<Text>,
+    /// The link's address.
     url: Option<Text>,
     /// A note on the link (Butler's `comment`), for templates.
     comment: Option<Text>,

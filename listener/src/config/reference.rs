@@ -65,7 +65,7 @@ fn kind(node: &Value) -> String {
 }
 
 fn walk(path: &str, node: &Value, defs: &Value, out: &mut String, depth: usize) {
-    if depth > 12 {
+    if depth > 12 || !read_by_its_channel(path) {
         return;
     }
     let description = node["description"]
@@ -86,6 +86,11 @@ fn walk(path: &str, node: &Value, defs: &Value, out: &mut String, depth: usize) 
     }
     if kind(node) == "list" {
         let items = resolve(&node["items"], defs);
+        if path.ends_with(".tenants") {
+            // The same keys as `tenant`: listed once, there.
+            let _ = writeln!(out, "| `{path}` | list of sections | {description} Each entry has the keys of `tenant` above. |");
+            return;
+        }
         if items["properties"].is_object() {
             let _ = writeln!(out, "| `{path}` | list of sections | {description} |");
             walk(&format!("{path}[]"), &node["items"], defs, out, depth + 1);
@@ -99,6 +104,18 @@ fn walk(path: &str, node: &Value, defs: &Value, out: &mut String, depth: usize) 
         return;
     }
     let _ = writeln!(out, "| `{path}` | {} | {description} |", kind(node));
+}
+
+/// Whether `path`, if it is a channel's key (`…alert.slackNotification.reloadAppFailure.channel`),
+/// is one its kind reads: the others are not listed under it.
+fn read_by_its_channel(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('.').collect();
+    match parts.iter().position(|p| *p == "reloadAppFailure") {
+        Some(i) if i > 0 && i + 1 < parts.len() => {
+            super::channel::reads(parts[i - 1], parts[i + 1])
+        }
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +135,35 @@ mod tests {
         ] {
             assert!(now.contains(&format!("| `{key}` |")), "{key}");
         }
+    }
+
+    /// Issue #33 item 11: 125 of 450 rows said nothing, and the channel keys were repeated for
+    /// every kind (`iconEmoji` under Teams) and again under `tenants[]`. Every key is described,
+    /// once, where it applies.
+    #[test]
+    fn every_key_is_described_once_where_it_applies() {
+        let now = super::reference();
+        let rows: Vec<&str> = now.lines().filter(|l| l.starts_with("| `")).collect();
+        let undescribed: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.trim_end().ends_with("|  |"))
+            .copied()
+            .collect();
+        assert!(
+            undescribed.is_empty(),
+            "keys without a description: {undescribed:#?}"
+        );
+        let under = |key: &str| {
+            rows.iter()
+                .filter(|r| r.contains(&format!(".{key}` |")))
+                .count()
+        };
+        assert_eq!(under("iconEmoji"), 1, "Slack's only");
+        assert_eq!(under("webhookURL"), 2, "Teams and Slack");
+        assert_eq!(under("templateFile"), 3, "Teams, Slack, console");
+        assert!(
+            !now.contains("tenants[]."),
+            "tenants[] has the keys of tenant"
+        );
     }
 }

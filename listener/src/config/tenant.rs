@@ -61,12 +61,14 @@ impl TenantConfig {
 pub struct QlikSenseCloud {
     /// Must be true to handle Qlik Cloud events.
     enable: Option<Flag>,
+    /// Qlik Cloud events (`event.mqtt`).
     event: Option<Event>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default)]
 struct Event {
+    /// The tenants whose events arrive over MQTT: `tenant`, and more in `tenants`.
     mqtt: Option<Tenants>,
 }
 
@@ -89,12 +91,15 @@ struct Tenant {
     tenant_url: Option<Text>,
     /// `jwt`: an API key or JWT, sent as bearer token.
     auth_type: Option<Text>,
+    /// How the listener calls the Qlik Cloud API: `jwt.token`.
     auth: Option<Auth>,
     /// The webhook's secret (literal or `${ENV_VAR}`), to check `qlik-signature`.
     webhook_secret: Option<Text>,
     /// Accepted beside webhookSecret while the secret is rotated.
     webhook_secret_previous: Option<Text>,
+    /// Links offered to templates: `qmc` and `hub`.
     qlik_sense_urls: Option<QlikSenseUrls>,
+    /// A name for the tenant in alerts (`tenantComment`) and logs.
     comment: Option<Text>,
     /// Alert channels for failed reloads.
     alert: Option<channel::Alert>,
@@ -106,6 +111,7 @@ struct Tenant {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default)]
 struct Auth {
+    /// The API key (`token`).
     jwt: Option<Jwt>,
 }
 
@@ -119,7 +125,9 @@ struct Jwt {
 #[derive(Deserialize, JsonSchema, Default)]
 #[serde(default)]
 struct QlikSenseUrls {
+    /// The Management Console's address, for templates (`qlikSenseQMC`).
     qmc: Option<Text>,
+    /// The hub's address, for templates (`qlikSenseHub`).
     hub: Option<Text>,
 }
 

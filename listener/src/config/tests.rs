@@ -635,3 +635,20 @@ fn a_tenant_url_with_a_path_is_an_error_and_plain_http_is_warned_about() {
     let local = parse(&with("http://127.0.0.1:8080")).unwrap();
     assert!(local.warnings.is_empty(), "{:?}", local.warnings);
 }
+
+/// Issue #33 item 11: a channel key set where its kind does not read it (Slack's `iconEmoji`
+/// under Teams) does nothing: said.
+#[test]
+fn a_key_of_another_channel_kind_is_warned_about() {
+    let text = GOOD.replace(
+        "              reloadAppFailure:\n                enable: false\n",
+        "              reloadAppFailure:\n                enable: true\n                webhookURL: https://x.example.com/w\n                iconEmoji: \":ghost:\"\n",
+    );
+    let w = parse(&text).unwrap().warnings.join("\n");
+    assert!(
+        w.contains(
+            "teamsNotification.reloadAppFailure.iconEmoji: does nothing in teamsNotification"
+        ),
+        "{w}"
+    );
+}

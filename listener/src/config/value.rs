@@ -357,6 +357,8 @@ impl<'a> Check<'a> {
 #[derive(serde::Deserialize, JsonSchema, Default)]
 #[serde(default)]
 pub struct ByTag {
+    /// Alert only apps with `tag` (default false).
     pub enable: Option<Flag>,
+    /// The app tag that turns alerts on.
     pub tag: Option<Text>,
 }
