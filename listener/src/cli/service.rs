@@ -1,7 +1,7 @@
 //! `qlik-listener service …`: the listener as a native Windows service (no wrapper needed).
 //!
-//! `install` registers it with the service control manager (automatic start, restarted by the
-//! SCM's recovery settings if set, the account `NT AUTHORITY\LocalService` unless `--account`
+//! `install` registers it with the service control manager (automatic start, restarted after a
+//! failure: 10 s, 60 s, then every 5 minutes, the count reset after a day; the account `NT AUTHORITY\LocalService` unless `--account`
 //! says otherwise) to run `qlik-listener --config <file> service run`; `start`, `stop` and
 //! `uninstall` do what they say. `run` is what the SCM starts: the listener, with its log in a
 //! daily file under `logs\` beside the configuration (kept 14 days), stopping cleanly when
@@ -122,7 +122,8 @@ mod windows {
     use std::sync::OnceLock;
     use std::time::Duration;
     use windows_service::service::{
-        ServiceAccess, ServiceControl, ServiceControlAccept, ServiceErrorControl, ServiceExitCode,
+        ServiceAccess, ServiceAction, ServiceActionType, ServiceControl, ServiceControlAccept,
+        ServiceErrorControl, ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod,
         ServiceInfo, ServiceStartType, ServiceState, ServiceStatus, ServiceType,
     };
     use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
@@ -185,11 +186,29 @@ mod windows {
         let manager =
             manager(ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE)?;
         let service = manager
-            .create_service(&info, ServiceAccess::CHANGE_CONFIG)
+            .create_service(&info, ServiceAccess::CHANGE_CONFIG | ServiceAccess::START)
             .context("cannot create the service (already installed? run as Administrator)")?;
         service.set_description(
             "Receives Qlik Cloud events over MQTT, records them and alerts on failed reloads.",
         )?;
+        // Recovery, as `sc.exe failure` would set it: restarted after a crash or an error exit.
+        let restart = |secs| ServiceAction {
+            action_type: ServiceActionType::Restart,
+            delay: std::time::Duration::from_secs(secs),
+        };
+        service
+            .update_failure_actions(ServiceFailureActions {
+                reset_period: ServiceFailureResetPeriod::After(std::time::Duration::from_secs(
+                    24 * 3600,
+                )),
+                reboot_msg: None,
+                command: None,
+                actions: Some(vec![restart(10), restart(60), restart(300)]),
+            })
+            .context("cannot set the service's recovery (restart on failure)")?;
+        service
+            .set_failure_actions_on_non_crash_failures(true)
+            .context("cannot set the service's recovery for error exits")?;
         // The Event Log source; without it entries still appear, with a "description not
         // found" note around the text.
         let registered = std::process::Command::new("reg")

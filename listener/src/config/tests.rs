@@ -652,3 +652,58 @@ fn a_key_of_another_channel_kind_is_warned_about() {
         "{w}"
     );
 }
+
+/// The example per channel in docs/operations.md is a working configuration: seven channels
+/// (e-mail with its SMTP server), nothing refused, nothing warned about.
+#[test]
+fn the_documented_example_per_channel_is_valid() {
+    let doc = include_str!("../../../docs/operations.md");
+    let start = doc
+        .find("## Examples: one per channel")
+        .expect("the section");
+    let block = &doc[start..];
+    let block = &block[block.find("```yaml\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    let indented: String = block.lines().map(|l| format!("          {l}\n")).collect();
+    let text = GOOD
+        .replace(
+            "          alerts: none              # ours: no channel on purpose (tests add them)\n",
+            "",
+        )
+        .replace(
+            "          alert:\n            teamsNotification:\n              reloadAppFailure:\n                enable: false\n",
+            &indented,
+        )
+        + "  emailNotification:\n    smtp: { host: smtp.example.com, port: 587 }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let env = |name: &str| {
+        env(name).or_else(|| {
+            [
+                "TEAMS_WORKFLOW_URL",
+                "SLACK_WEBHOOK_URL",
+                "ALERT_HOOK_SECRET",
+            ]
+            .contains(&name)
+            .then(|| format!("https://hooks.example.com/{name}"))
+        })
+    };
+    let c = Config::parse(&dir.path().join("butler.yaml"), &text, &env).unwrap();
+    let ids: Vec<&str> = c.tenants[0]
+        .channels
+        .iter()
+        .map(|ch| ch.id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "teams",
+            "slack",
+            "webhook-1",
+            "mqtt",
+            "console",
+            "file",
+            "email"
+        ]
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
