@@ -206,9 +206,10 @@ mod windows {
                 actions: Some(vec![restart(10), restart(60), restart(300)]),
             })
             .context("cannot set the service's recovery (restart on failure)")?;
-        service
-            .set_failure_actions_on_non_crash_failures(true)
-            .context("cannot set the service's recovery for error exits")?;
+        // Also after an error exit, not only a crash (wine's service manager lacks this setting).
+        if let Err(e) = service.set_failure_actions_on_non_crash_failures(true) {
+            eprintln!("note: the service restarts after a crash, but could not be set to restart after an error exit too ({e}): sc.exe failureflag {NAME} 1");
+        }
         // The Event Log source; without it entries still appear, with a "description not
         // found" note around the text.
         let registered = std::process::Command::new("reg")
