@@ -505,7 +505,7 @@ fn the_minimal_config_works_once_filled_in() {
     }
     let filled = text
         .replace(
-            "<broker host, e.g. abc123-ats.iot.eu-west-1.amazonaws.com>",
+            "<broker host, e.g. mqtt.example.com>",
             "broker.example.com",
         )
         .replace(
