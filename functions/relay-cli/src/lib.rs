@@ -80,21 +80,11 @@ fn env_filter(default_level: &str) -> (tracing_subscriber::EnvFilter, Option<Str
     (filter, warning)
 }
 
-/// Installs the global log subscriber. `RUST_LOG` wins over `default_level`.
+/// Installs the global log subscriber on standard error (coloured on a terminal). `RUST_LOG`
+/// wins over `default_level`.
 pub fn init_logging(format: LogFormat, default_level: &str) {
-    let (filter, warning) = env_filter(default_level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-    if let Some(w) = warning {
-        tracing::warn!("{w}");
-    }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    install(format, default_level, std::io::stderr, ansi);
 }
 
 /// Installs the global log subscriber writing to `writer` (a log file: no colours). `RUST_LOG`
@@ -103,11 +93,18 @@ pub fn init_logging_to<W>(format: LogFormat, default_level: &str, writer: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    install(format, default_level, writer, false);
+}
+
+fn install<W>(format: LogFormat, default_level: &str, writer: W, ansi: bool)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let (filter, warning) = env_filter(default_level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(false)
+        .with_ansi(ansi)
         .with_target(false);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),

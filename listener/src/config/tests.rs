@@ -504,10 +504,7 @@ fn the_minimal_config_works_once_filled_in() {
         );
     }
     let filled = text
-        .replace(
-            "<broker host, e.g. mqtt.example.com>",
-            "broker.example.com",
-        )
+        .replace("<broker host, e.g. mqtt.example.com>", "broker.example.com")
         .replace(
             "<tenant id, e.g. Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG>",
             "Xy2Zq8hT4kLmN0pQrS7uVwA1bC3dE5fG",

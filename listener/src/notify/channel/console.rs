@@ -16,6 +16,7 @@ pub const TRAITS: Traits = Traits {
     script_log_limit: crate::script_log::SCRIPT_LOG_FIELD_MAX,
     for_people: true,
     markup: Markup::Plain,
+    line_break: "\n",
 };
 
 /// The user's template file, `basicMsgTemplate` with `messageType: basic`, or the built-in

@@ -21,6 +21,7 @@ pub const TRAITS: Traits = Traits {
     script_log_limit: crate::script_log::SCRIPT_LOG_FIELD_MAX,
     for_people: true,
     markup: Markup::Plain,
+    line_break: "\n",
 };
 
 /// The subject (`subject`, a text template) and the HTML body, from the user's `bodyFileName`

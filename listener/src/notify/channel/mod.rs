@@ -70,6 +70,8 @@ pub struct Traits {
     pub for_people: bool,
     /// The markup values must not be able to write.
     pub markup: Markup,
+    /// How a script log's line break is written so that the channel shows it.
+    pub line_break: &'static str,
 }
 
 /// For machines: the alert data as a JSON document, whole.
@@ -77,6 +79,7 @@ const DOCUMENT: Traits = Traits {
     script_log_limit: crate::script_log::SCRIPT_LOG_FIELD_MAX,
     for_people: false,
     markup: Markup::Plain,
+    line_break: "\n",
 };
 
 pub fn traits(kind: ChannelKind) -> Traits {
@@ -121,6 +124,10 @@ pub fn channel_data(channel: &ChannelConfig, data: &AlertData) -> Value {
     };
     d.script_log_head_count = head_count;
     d.script_log_tail_count = tail_count;
+    let (head, tail) = match traits.line_break {
+        "\n" => (head, tail),
+        other => (head.replace('\n', other), tail.replace('\n', other)),
+    };
     d.script_log_head = head;
     d.script_log_tail = tail;
     let mut value = serde_json::to_value(d).unwrap_or_default();

@@ -17,6 +17,7 @@ pub const TRAITS: Traits = Traits {
     script_log_limit: 2_500,
     for_people: true,
     markup: Markup::Slack,
+    line_break: "\n",
 };
 
 pub fn render(

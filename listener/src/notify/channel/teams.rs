@@ -16,6 +16,9 @@ pub const TRAITS: Traits = Traits {
     script_log_limit: 8_000,
     for_people: true,
     markup: Markup::Teams,
+    // Adaptive Card text is Markdown: one line break is a space, so the script log came out as
+    // one run-on paragraph. A blank line between lines is a line break in Teams.
+    line_break: "\n\n",
 };
 
 pub fn render(message: &Message, data: &Value) -> Result<(Payload, Option<String>), RenderError> {
