@@ -385,9 +385,12 @@ async fn butlers_file_and_templates_give_butlers_alerts_with_every_variable() {
         .collect();
     check_values("teams", &facts, &w.api, 5);
     // The script log keeps its lines, quotes and backslashes (Butler pre-escapes them for its
-    // triple braces; here they stay valid JSON with the same text).
+    // triple braces; here they stay valid JSON with the same text). Its lines are separated by
+    // a blank line, so that Teams shows them as lines (Butler's single line breaks are spaces
+    // in Adaptive Card Markdown: one run-on paragraph).
     let head = body[3]["text"].as_str().unwrap();
-    assert_eq!(head.lines().count(), 5, "{head}");
+    let shown_lines = head.split("\n\n").filter(|l| !l.contains('\n')).count();
+    assert_eq!(shown_lines, 5, "{head:?}");
     let tail = body[5]["text"].as_str().unwrap();
     assert!(
         tail.contains("Error: Field \"Amount\" not found \\ (see `Orders`)"),
