@@ -107,27 +107,19 @@ pub fn channel_data(channel: &ChannelConfig, data: &AlertData) -> Value {
     let traits = traits(channel.target.kind());
     let limit = traits.script_log_limit;
     let message = &channel.message;
-    let head = crate::script_log::first_lines(&data.script_log_head, message.head_lines);
-    let tail = crate::script_log::last_lines(&data.script_log_tail, message.tail_lines);
-    let (head, tail) = if message.basic_content_only {
-        (String::new(), String::new())
+    // Butler's meaning of `basicContentOnly`: no script log, and counts of 0.
+    let (head, tail, counts) = if message.basic_content_only {
+        (String::new(), String::new(), (0, 0))
     } else {
+        let head = crate::script_log::first_lines(&data.script_log_head, message.head_lines);
+        let tail = crate::script_log::last_lines(&data.script_log_tail, message.tail_lines);
         (
-            crate::script_log::cut_end(&head, limit),
-            crate::script_log::cut_start(&tail, limit),
+            crate::script_log::cut_end(&head, limit).replace('\n', traits.line_break),
+            crate::script_log::cut_start(&tail, limit).replace('\n', traits.line_break),
+            (message.head_lines, message.tail_lines),
         )
     };
-    // Butler's meaning: the configured counts (none with `basicContentOnly`).
-    let (head_count, tail_count) = match message.basic_content_only {
-        true => (0, 0),
-        false => (message.head_lines, message.tail_lines),
-    };
-    d.script_log_head_count = head_count;
-    d.script_log_tail_count = tail_count;
-    let (head, tail) = match traits.line_break {
-        "\n" => (head, tail),
-        other => (head.replace('\n', other), tail.replace('\n', other)),
-    };
+    (d.script_log_head_count, d.script_log_tail_count) = counts;
     d.script_log_head = head;
     d.script_log_tail = tail;
     let mut value = serde_json::to_value(d).unwrap_or_default();
