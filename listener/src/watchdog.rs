@@ -116,7 +116,10 @@ pub fn health(hooks: &[Webhook], watch: &WebhookWatch, failed_since_last: usize)
 }
 
 /// The watched webhook: `Err(n)` when `n` share its name and none can be told apart.
-fn watched<'a>(hooks: &'a [Webhook], watch: &WebhookWatch) -> Result<Option<&'a Webhook>, usize> {
+pub fn watched<'a>(
+    hooks: &'a [Webhook],
+    watch: &WebhookWatch,
+) -> Result<Option<&'a Webhook>, usize> {
     let expected = watch.expected_url.as_deref();
     match choose(hooks, watch.id.as_deref(), &watch.name, expected) {
         Choice::None => Ok(None),

@@ -7,8 +7,9 @@
 //! id, so the service's queued messages are untouched; no event is recorded); each line is `ok`
 //! or says what is wrong and which key to change; secrets are never printed.
 
-use crate::config::Config;
+use crate::config::{Config, WebhookWatch};
 use crate::qlik_api::{webhooks, QlikApi};
+use crate::watchdog::{self, Health};
 use relay_mqtt::session::Polled;
 use std::time::Duration;
 
@@ -130,8 +131,6 @@ async fn qlik_cloud(config: &Config, tenant: &crate::config::TenantConfig) -> Ve
     };
     let user = me.name.unwrap_or_else(|| "?".into());
     let mut lines = vec![Line::ok(format!("{name}: the API key works (user {user})"))];
-    let watch = config.webhook_watch.as_ref();
-    let wanted = watch.map_or(webhooks::DEFAULT_NAME, |w| w.name.as_str());
     let hooks = match webhooks::list(&api).await {
         Ok(hooks) => hooks,
         Err(e) => {
@@ -141,39 +140,56 @@ async fn qlik_cloud(config: &Config, tenant: &crate::config::TenantConfig) -> Ve
             return lines;
         }
     };
-    let Some(hook) = hooks.iter().find(|w| w.is_named(wanted)) else {
-        lines.push(Line::wrong(format!(
-            "{name}: no webhook named {wanted:?}: create it with `qlik-listener webhook register --url https://<forwarder>/webhook` (or name yours in qlikCloudListener.webhookWatch.name)"
-        )));
-        return lines;
-    };
-    let url = hook.url.as_deref().unwrap_or("-");
-    if !hook.enabled {
-        let why = hook.disabled_reason.as_deref().unwrap_or("no reason given");
-        lines.push(Line::wrong(format!(
-            "{name}: webhook {wanted:?} is disabled ({why}): fix what failed, then `qlik-listener webhook enable`"
-        )));
-    } else if let Some(expected) = watch.and_then(|w| w.expected_url.as_deref()) {
-        if hook.calls(expected) {
-            lines.push(Line::ok(format!(
-                "{name}: webhook {wanted:?} is enabled and calls {url}"
-            )));
-        } else {
-            lines.push(Line::wrong(format!(
-                "{name}: webhook {wanted:?} calls {url}, not the forwarder at {expected} (qlikCloudListener.webhookWatch.expectedUrl): `qlik-listener webhook register --url {expected}`"
-            )));
+    // The watchdog's judgement (the same choice by id, name and URL), in this command's words:
+    // what to run, or which key to change.
+    let watch = config
+        .webhook_watch
+        .clone()
+        .unwrap_or_else(|| WebhookWatch {
+            name: webhooks::DEFAULT_NAME.to_owned(),
+            id: None,
+            expected_url: None,
+            interval: Duration::ZERO,
+            min_alert_interval: Duration::ZERO,
+        });
+    let wanted = watch.name.as_str();
+    let expected = watch.expected_url.as_deref();
+    lines.push(match watchdog::health(&hooks, &watch, 0) {
+        Health::Healthy => {
+            let url = watchdog::watched(&hooks, &watch)
+                .ok()
+                .flatten()
+                .and_then(|w| w.url.clone())
+                .unwrap_or_else(|| "-".into());
+            match expected {
+                Some(_) => Line::ok(format!("{name}: webhook {wanted:?} is enabled and calls {url}")),
+                None => Line::ok(format!(
+                    "{name}: webhook {wanted:?} is enabled and calls {url} (set qlikCloudListener.webhookWatch.expectedUrl to have it compared with the forwarder's)"
+                )),
+            }
         }
-    } else {
-        lines.push(Line::ok(format!(
-            "{name}: webhook {wanted:?} is enabled and calls {url} (set qlikCloudListener.webhookWatch.expectedUrl to have it compared with the forwarder's)"
-        )));
-    }
-    if !hook.sends_reload_events() {
-        lines.push(Line::wrong(format!(
+        Health::Missing => Line::wrong(format!(
+            "{name}: no webhook named {wanted:?}: create it with `qlik-listener webhook register --url https://<forwarder>/webhook` (or name yours in qlikCloudListener.webhookWatch.name)"
+        )),
+        Health::Disabled(reason) => Line::wrong(format!(
+            "{name}: webhook {wanted:?} is disabled ({}): fix what failed, then `qlik-listener webhook enable`",
+            reason.as_deref().unwrap_or("no reason given")
+        )),
+        Health::WrongUrl(url) => {
+            let expected = expected.unwrap_or_default();
+            Line::wrong(format!(
+                "{name}: webhook {wanted:?} calls {url}, not the forwarder at {expected} (qlikCloudListener.webhookWatch.expectedUrl): `qlik-listener webhook register --url {expected}`"
+            ))
+        }
+        Health::NoReloadEvents(types) => Line::wrong(format!(
             "{name}: webhook {wanted:?} sends no reload events ({}): `qlik-listener webhook register` sets them",
-            hook.event_types.join(", ")
-        )));
-    }
+            types.join(", ")
+        )),
+        other => Line::wrong(format!(
+            "{name}: {}",
+            other.problem(wanted).unwrap_or_default()
+        )),
+    });
     lines
 }
 
