@@ -121,45 +121,13 @@ fn main() -> ExitCode {
                 for warning in config.file_warnings(&path) {
                     eprintln!("warning: {warning}");
                 }
-                let templates = qlik_listener::check_templates(&config);
-                for warning in &templates.warnings {
-                    eprintln!("warning: {warning}");
-                }
-                let mut problems = config.local_problems();
-                problems.extend(templates.errors);
-                for problem in &problems {
-                    eprintln!("{}: {problem}", path.display());
-                }
-                if !problems.is_empty() {
-                    eprintln!("error: the configuration has {} problem(s)", problems.len());
-                    return ExitCode::FAILURE;
-                }
-                print!("{}", config.summary());
-                println!("configuration OK");
-                if !check.online {
-                    return ExitCode::SUCCESS;
-                }
-                let send_test = check.send_test;
-                let lines = match tokio::runtime::Runtime::new() {
-                    Ok(rt) => rt.block_on(qlik_listener::cli::online::check(&config, send_test)),
-                    Err(e) => {
-                        eprintln!("error: cannot start the runtime: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                for line in &lines {
-                    println!("{line}");
-                }
-                match lines.iter().filter(|l| !l.ok).count() {
-                    0 => {
-                        println!("online checks OK");
-                        ExitCode::SUCCESS
-                    }
-                    n => {
-                        eprintln!("error: {n} online check(s) failed");
-                        ExitCode::FAILURE
-                    }
-                }
+                let check = qlik_listener::cli::online::check_config(
+                    &path,
+                    &config,
+                    check.online,
+                    check.send_test,
+                );
+                run_to_exit(check)
             }
             Err(code) => code,
         },

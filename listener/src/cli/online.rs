@@ -39,6 +39,44 @@ impl std::fmt::Display for Line {
     }
 }
 
+/// `check-config` after the file parsed (its file warnings printed): the template and journal
+/// checks, the summary, and with `online` every check of [`check`]. Errors when anything is
+/// wrong (the caller exits 1), each problem printed first with its key.
+pub async fn check_config(
+    path: &std::path::Path,
+    config: &Config,
+    online: bool,
+    send_test: bool,
+) -> anyhow::Result<()> {
+    let templates = crate::check_templates(config);
+    for warning in &templates.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut problems = config.local_problems();
+    problems.extend(templates.errors);
+    for problem in &problems {
+        eprintln!("{}: {problem}", path.display());
+    }
+    anyhow::ensure!(
+        problems.is_empty(),
+        "the configuration has {} problem(s)",
+        problems.len()
+    );
+    print!("{}", config.summary());
+    println!("configuration OK");
+    if !online {
+        return Ok(());
+    }
+    let lines = check(config, send_test).await;
+    for line in &lines {
+        println!("{line}");
+    }
+    let failed = lines.iter().filter(|l| !l.ok).count();
+    anyhow::ensure!(failed == 0, "{failed} online check(s) failed");
+    println!("online checks OK");
+    Ok(())
+}
+
 /// Every check, in order: the broker, then each tenant's API key and webhook, then (with
 /// `send_test`) each channel.
 pub async fn check(config: &Config, send_test: bool) -> Vec<Line> {
