@@ -802,7 +802,22 @@ async fn a_failed_alert_is_listed_and_resent_by_hand() {
             relay_tests::process::run(common::BIN, &all, &env).await
         }
     };
-    let (code, out) = run(vec!["--alert-state", "failed"]).await;
+    // Newer events without an alert do not hide it: the filter applies before --limit.
+    for n in 0..3 {
+        let mut newer: serde_json::Value =
+            serde_json::from_slice(&fixtures::event(FIXTURES[5].0)).unwrap();
+        let newer_id = format!("00000000-0000-4000-8000-00000000000{n}");
+        newer["id"] = newer_id.clone().into();
+        s.publish(FIXTURES[5].1, &serde_json::to_vec(&newer).unwrap())
+            .await;
+        let journal = s.journal().await;
+        wait::until(LIMIT, "the newer event to be recorded", || {
+            let (journal, newer_id) = (journal.clone(), newer_id.clone());
+            async move { journal.get(&newer_id).await.unwrap().map(|_| ()) }
+        })
+        .await;
+    }
+    let (code, out) = run(vec!["--alert-state", "failed", "--limit", "1"]).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("1 event(s)"), "{out}");
     assert!(out.contains(&id), "{out}");

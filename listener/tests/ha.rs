@@ -229,6 +229,8 @@ async fn three_listeners_alert_every_reload_once_while_instances_are_killed() {
             "history",
             "--config",
             group[0].config.to_str().unwrap(),
+            "--alert-state",
+            "sent",
             "--limit",
             "5",
         ],
@@ -237,7 +239,7 @@ async fn three_listeners_alert_every_reload_once_while_instances_are_killed() {
     .await;
     assert_eq!(code, Some(0), "{history}");
     assert!(
-        history.contains("mqtt@") && history.contains(":sent@"),
+        history.contains("5 event(s)") && history.contains("mqtt@") && history.contains(":sent@"),
         "{history}"
     );
     eprintln!(

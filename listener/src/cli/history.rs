@@ -24,7 +24,7 @@ pub struct Args {
     /// that was given up on: the channel refused, or was down past giveUpSeconds).
     #[arg(long = "alert-state", alias = "alerts", value_enum)]
     alerts: Option<AlertFilter>,
-    /// At most this many events.
+    /// At most this many events: the newest that pass --event-state and --alert-state.
     #[arg(long, default_value_t = 200)]
     limit: u32,
     /// JSON instead of a table.
@@ -96,10 +96,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         let give_up = std::time::Duration::from_secs(give_up_seconds);
         return resend(config, &journal, &event, &channel, give_up).await;
     }
-    let mut rows = load(&journal, args.since, args.status, args.limit).await?;
-    if let Some(filter) = args.alerts {
-        rows.retain(|r| filter.keeps(&r.deliveries));
-    }
+    let rows = load(&journal, args.since, args.status, args.alerts, args.limit).await?;
     if args.json {
         println!("{}", json(&rows));
     } else {
@@ -306,26 +303,53 @@ pub async fn load(
     journal: &Journal,
     since: Duration,
     status: Option<StatusFilter>,
+    alerts: Option<AlertFilter>,
     limit: u32,
 ) -> Result<Vec<Row>, JournalError> {
     let since_ms = crate::journal::now_ms() - since.as_millis() as i64;
+    let wanted = limit as usize;
     let mut rows = Vec::new();
-    for entry in journal.recent(since_ms, limit).await? {
-        if status.is_some_and(|s| !s.keeps(entry.state)) {
-            continue;
-        }
-        let deliveries = journal.deliveries(&entry.id).await?;
-        let who = match journal.shared() {
-            Some(pg) => Some(pg.who(&entry.id).await?),
-            None => None,
-        };
-        rows.push(Row {
-            entry,
-            deliveries,
-            who,
-        });
+    if wanted == 0 {
+        return Ok(rows);
     }
-    Ok(rows)
+    // The filters apply before the limit: `--alert-state failed --limit 5` is the five newest
+    // events with a failed alert, however many newer events have none. Read newest first in
+    // growing pages until there are enough or the journal has no more.
+    // (An event recorded meanwhile shifts the pages: `seen` keeps a row from showing twice.)
+    let mut seen = std::collections::HashSet::new();
+    let mut page = limit.max(50);
+    loop {
+        let entries = journal.recent(since_ms, page).await?;
+        let exhausted = entries.len() < page as usize;
+        for entry in entries {
+            if !seen.insert(entry.id.clone()) {
+                continue;
+            }
+            if status.is_some_and(|s| !s.keeps(entry.state)) {
+                continue;
+            }
+            let deliveries = journal.deliveries(&entry.id).await?;
+            if alerts.is_some_and(|a| !a.keeps(&deliveries)) {
+                continue;
+            }
+            let who = match journal.shared() {
+                Some(pg) => Some(pg.who(&entry.id).await?),
+                None => None,
+            };
+            rows.push(Row {
+                entry,
+                deliveries,
+                who,
+            });
+            if rows.len() == wanted {
+                return Ok(rows);
+            }
+        }
+        if exhausted || page == u32::MAX {
+            return Ok(rows);
+        }
+        page = page.saturating_mul(4);
+    }
 }
 
 fn time(ms: i64) -> String {

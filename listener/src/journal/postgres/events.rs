@@ -201,7 +201,7 @@ impl Postgres {
         let client = self.client().await?;
         let found = super::query_cached(&client,
                 &format!(
-                    "SELECT {COLUMNS} FROM events WHERE received_at >= $1 ORDER BY received_at DESC LIMIT $2"
+                    "SELECT {COLUMNS} FROM events WHERE received_at >= $1 ORDER BY received_at DESC, id DESC LIMIT $2"
                 ),
                 &[&since_ms, &i64::from(limit)],
             )

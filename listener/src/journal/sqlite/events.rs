@@ -92,7 +92,7 @@ impl Sqlite {
     pub async fn recent(&self, since_ms: i64, limit: u32) -> Result<Vec<Entry>, JournalError> {
         self.with(move |c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM events WHERE received_at >= ?1 ORDER BY received_at DESC LIMIT ?2"
+                "SELECT {COLUMNS} FROM events WHERE received_at >= ?1 ORDER BY received_at DESC, id DESC LIMIT ?2"
             ))?;
             let rows = stmt.query_map(params![since_ms, limit], row)?;
             rows.collect()
