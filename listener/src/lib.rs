@@ -338,6 +338,11 @@ pub async fn run(
         instance = group.instance().unwrap_or("-"),
         "listener started"
     );
+    // What `check-config --online` checks, said once in the log (it only reports).
+    tokio::spawn(cli::online::at_start(
+        config.clone(),
+        events_connected.clone(),
+    ));
     let receiving = tokio::spawn(pipeline.clone().receive(messages));
     let prune = pipeline.clone();
     let mut tasks = vec![

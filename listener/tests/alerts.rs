@@ -806,7 +806,7 @@ async fn a_failed_alert_is_listed_and_resent_by_hand() {
     for n in 0..3 {
         let mut newer: serde_json::Value =
             serde_json::from_slice(&fixtures::event(FIXTURES[5].0)).unwrap();
-        let newer_id = format!("00000000-0000-4000-8000-00000000000{n}");
+        let newer_id = format!("ffffffff-0000-4000-8000-00000000000{n}");
         newer["id"] = newer_id.clone().into();
         s.publish(FIXTURES[5].1, &serde_json::to_vec(&newer).unwrap())
             .await;

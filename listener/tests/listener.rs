@@ -575,9 +575,18 @@ async fn register_webhook_creates_updates_lists_and_resends() {
         out.contains("2 failed deliveries") && out.contains("d-1") && out.contains("d-3"),
         "{out}"
     );
+    // Qlik sends them to the webhook's URL again; this one does not answer, so each failed
+    // again (Qlik still answers 201), and the command says so.
     let (code, out) = run(with(&["webhook", "resend"], &[])).await;
-    assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("[2/2] resent d-3"), "{out}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("[2/2] resent d-3") && out.contains("failed again: could not deliver"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 of 2 resent deliveries failed again"),
+        "{out}"
+    );
     assert_eq!(s.api.resent(), ["d-1", "d-3"]);
 
     let (code, out) = run(with(&["webhook", "resend"], &["--name", "other"])).await;
@@ -760,6 +769,7 @@ async fn a_burst_of_events_is_recorded_without_stalling() {
             let rows = qlik_listener::cli::history::load(
                 &journal,
                 Duration::from_secs(3600),
+                None,
                 None,
                 10_000,
             )
@@ -979,14 +989,26 @@ async fn the_shipped_acl_lets_the_readme_examples_through_and_nothing_more() {
 #[tokio::test]
 async fn check_config_online_tries_the_broker_the_api_key_the_webhook_and_the_channels() {
     let hook = relay_tests::fakes::HttpReceiver::start().await;
-    let forwarder = "https://abc.lambda-url.eu-west-1.on.aws/webhook";
+    let placeholder = "https://abc.lambda-url.eu-west-1.on.aws/webhook";
     let tenant = common::webhook_alert(&hook.url("/alerts"));
     let mut s = Setup::with(Options {
         tenant: &tenant,
-        webhook_watch: &format!("      intervalSeconds: 3600\n      expectedUrl: {forwarder}\n"),
+        webhook_watch: &format!("      intervalSeconds: 3600\n      expectedUrl: {placeholder}\n"),
         ..Options::default()
     })
     .await;
+    // A real forwarder on the same broker, with the secret the webhook should have.
+    let (_forwarder, base) = process::serve_forwarder(
+        process::workspace_bin("qlik-webhook").to_str().unwrap(),
+        &[
+            ("QLIK_WEBHOOK_SECRET", SECRET.to_owned()),
+            ("MQTT_URL", s.broker.url()),
+        ],
+    )
+    .await;
+    let forwarder = format!("{base}/webhook");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, text.replace(placeholder, &forwarder)).unwrap();
     let config = s.config.to_str().unwrap().to_owned();
     let online = |extra: &'static [&'static str], env: Vec<(&'static str, String)>| {
         let config = config.clone();
@@ -1013,17 +1035,37 @@ async fn check_config_online_tries_the_broker_the_api_key_the_webhook_and_the_ch
         "{out}"
     );
 
+    // The service says the same at start, summarised (and starts anyway).
+    let mut listener = s.start(true).await;
+    listener
+        .wait_for_output(
+            "1 of 3 start-up checks failed (`qlik-listener check-config --online` repeats them)",
+            1,
+            LIMIT,
+        )
+        .await;
+    assert!(
+        listener
+            .output()
+            .iter()
+            .any(|l| l.contains("start-up check failed: tenant")
+                && l.contains("no webhook named \"qlik-cloud-mqtt-relay\"")),
+        "{:#?}",
+        listener.output()
+    );
+    listener.kill().await;
+
     // Registered elsewhere, then at the forwarder.
-    let register = |url: &'static str| {
-        let config = config.clone();
+    let register = |url: &str, secret: &str| {
+        let (config, url) = (config.clone(), url.to_owned());
         let mut env = s.env();
-        env.push(("QLIK_WEBHOOK_SECRET", SECRET.to_owned()));
+        env.push(("QLIK_WEBHOOK_SECRET", secret.to_owned()));
         async move {
-            let args = ["webhook", "register", "--config", &config, "--url", url];
+            let args = ["webhook", "register", "--config", &config, "--url", &url];
             process::run(BIN, &args, &env).await
         }
     };
-    let (code, out) = register("https://elsewhere.example.com/hook").await;
+    let (code, out) = register("https://elsewhere.example.com/hook", SECRET).await;
     assert_eq!(code, Some(0), "{out}");
     let (code, out) = online(&[], s.env()).await;
     assert_eq!(code, Some(1), "{out}");
@@ -1031,16 +1073,36 @@ async fn check_config_online_tries_the_broker_the_api_key_the_webhook_and_the_ch
         out.contains(&format!("calls https://elsewhere.example.com/hook, not the forwarder at {forwarder} (qlikCloudListener.webhookWatch.expectedUrl)")),
         "{out}"
     );
-    let (code, out) = register(forwarder).await;
+    let (code, out) = register(&forwarder, SECRET).await;
     assert_eq!(code, Some(0), "{out}");
     let (code, out) = online(&[], s.env()).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("online checks OK"), "{out}");
     assert!(hook.delivered().is_empty(), "no alert without --send-test");
+    let mut listener = s.start(false).await;
+    listener
+        .wait_for_output("start-up checks passed", 1, LIMIT)
+        .await;
+    assert!(
+        !listener
+            .output()
+            .iter()
+            .any(|l| l.contains("start-up check failed")),
+        "{:#?}",
+        listener.output()
+    );
+    listener.kill().await;
 
-    // --send-test: a test alert on the channel, said as a test.
+    // --send-test: Qlik resends the webhook's newest delivery, which the forwarder takes (the
+    // same secret); a test alert on the channel, said as a test.
     let (code, out) = online(&["--send-test"], s.env()).await;
     assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "and {forwarder} took it: the webhook's secret is the forwarder's"
+        )),
+        "{out}"
+    );
     assert!(out.contains("channel webhook-1: test alert sent"), "{out}");
     let alert = hook.delivered()[0].json();
     assert!(
@@ -1050,6 +1112,23 @@ async fn check_config_online_tries_the_broker_the_api_key_the_webhook_and_the_ch
             .starts_with("TEST: "),
         "{alert}"
     );
+
+    // The webhook with a secret that is not the forwarder's: the resend is refused (401), and
+    // the line says which secret to align.
+    let other = "another-secret-that-is-32-chars-long!!";
+    let (code, out) = register(&forwarder, other).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = online(&["--send-test"], s.env()).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL tenant")
+            && out.contains("401")
+            && out.contains(
+                "the webhook's secret in Qlik Cloud is not the forwarder's QLIK_WEBHOOK_SECRET"
+            ),
+        "{out}"
+    );
+    assert!(!out.contains(other) && !out.contains(SECRET), "{out}");
 
     // A revoked key, and a broker that is gone: each says which key to change.
     let mut wrong = s.env();

@@ -631,6 +631,11 @@ async fn webhooks_api(state: &Shared, host: &str, request: Request) -> Response 
         }
         w
     };
+    if let ("POST", [id, "deliveries", delivery, "actions", "resend"]) =
+        (method.as_str(), segments.as_slice())
+    {
+        return resend(state, id, delivery).await;
+    }
     let mut hooks = state.webhooks.lock().unwrap();
     match (method.as_str(), segments.as_slice()) {
         // Newest first, `limit` a page (default 20, at most 100), as Qlik lists them.
@@ -736,18 +741,79 @@ async fn webhooks_api(state: &Shared, host: &str, request: Request) -> Response 
                 None,
             )
         }
-        ("POST", [id, "deliveries", delivery, "actions", "resend"])
-            if hooks.iter().any(|w| w["id"] == *id) =>
-        {
-            state.resent.lock().unwrap().push(delivery.to_string());
-            json(
-                StatusCode::CREATED,
-                serde_json::json!({ "id": format!("{delivery}-resent"), "webhookId": id, "status": "success" }),
-            )
-        }
         _ => json(
             StatusCode::NOT_FOUND,
             serde_json::json!({"errors": [{"title": "not found"}]}),
         ),
     }
+}
+
+/// `POST …/deliveries/{id}/actions/resend` as Qlik documents it: the delivery's event again (the
+/// stand-in keeps no payloads, so a minimal event of the delivery's type, with an id of its
+/// own), to the webhook's current URL, signed with its current secret; the answer is the new
+/// delivery, `201` even when it failed, and it joins the webhook's deliveries.
+async fn resend(state: &Shared, webhook_id: &str, delivery_id: &str) -> Response {
+    let hook = state
+        .webhooks
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == webhook_id)
+        .cloned();
+    let Some(hook) = hook else {
+        return (
+            StatusCode::NOT_FOUND,
+            [("content-type", "application/json")],
+            serde_json::json!({"errors": [{"title": "not found"}]}).to_string(),
+        )
+            .into_response();
+    };
+    state.resent.lock().unwrap().push(delivery_id.to_owned());
+    let event_type = state
+        .deliveries
+        .lock()
+        .unwrap()
+        .get(webhook_id)
+        .and_then(|all| all.iter().find(|d| d["id"] == delivery_id).cloned())
+        .and_then(|d| d["eventType"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "com.qlik.v1.app.reload.finished".into());
+    let body = crate::fixtures::minimal_event(
+        &format!("{delivery_id}-resent-{}", fastrand::u32(..)),
+        &event_type,
+        &state.tenant_id,
+    );
+    let url = hook["url"].as_str().unwrap_or_default().to_owned();
+    let mut request = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client")
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("user-agent", "Qlik Webhook");
+    if let Some(secret) = hook["secret"].as_str() {
+        let signature = qlik_events::sign(&qlik_events::Secret::new(secret), &body);
+        request = request.header("qlik-signature", signature);
+    }
+    let (status, message) = match request.body(body).send().await {
+        Ok(r) if r.status().is_success() => ("success", r.status().to_string()),
+        Ok(r) => ("failed", r.status().to_string()),
+        Err(e) => ("failed", format!("could not deliver: {e}")),
+    };
+    let n = state.next_delivery.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut new = delivery(n, status, qlik_time(time::OffsetDateTime::now_utc(), n));
+    new["statusMessage"] = message.into();
+    new["eventType"] = event_type.into();
+    state
+        .deliveries
+        .lock()
+        .unwrap()
+        .entry(webhook_id.to_owned())
+        .or_default()
+        .push(new.clone());
+    (
+        StatusCode::CREATED,
+        [("content-type", "application/json")],
+        new.to_string(),
+    )
+        .into_response()
 }

@@ -1,7 +1,8 @@
 //! `check-config --online`: what the file alone cannot show, tried for real before the service
 //! depends on it: the broker takes the listener's credentials and subscription, Qlik Cloud takes
 //! each tenant's API key, the webhook exists, is enabled and calls the forwarder; with
-//! `--send-test`, each channel gets a test alert.
+//! `--send-test`, Qlik resends the webhook's newest delivery (so the forwarder's answer shows
+//! whether the webhook's secret is its own) and each channel gets a test alert.
 //!
 //! Promises: nothing is left behind (the broker session is a passing one under its own client
 //! id, so the service's queued messages are untouched; no event is recorded); each line is `ok`
@@ -82,12 +83,51 @@ pub async fn check_config(
 pub async fn check(config: &Config, send_test: bool) -> Vec<Line> {
     let mut lines = vec![broker(config).await];
     for tenant in &config.tenants {
-        lines.extend(qlik_cloud(config, tenant).await);
+        lines.extend(qlik_cloud(config, tenant, send_test).await);
     }
     if send_test {
         lines.extend(channels(config).await);
     }
     lines
+}
+
+/// The same checks at service start, summarised in the log: the service's own broker session
+/// (connected within [`BROKER_WAIT`], or not: its own log lines say why), then each tenant's API
+/// key and webhook. One line when all pass; otherwise a warning for each failure and their count.
+/// It only reports: the service starts either way, and keeps retrying what failed.
+pub async fn at_start(config: Config, connected: crate::subscriber::Connected) {
+    let b = &config.broker;
+    let at = format!("{}:{}", b.host, b.port);
+    let deadline = tokio::time::Instant::now() + BROKER_WAIT;
+    while !connected.get() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut lines = vec![if connected.get() {
+        Line::ok(format!("broker {at}: connected"))
+    } else {
+        Line::wrong(format!(
+            "broker {at}: not connected within {}s (the lines above say why; check {})",
+            BROKER_WAIT.as_secs(),
+            b.key_path
+        ))
+    }];
+    for tenant in &config.tenants {
+        lines.extend(qlik_cloud(&config, tenant, false).await);
+    }
+    let failed: Vec<&Line> = lines.iter().filter(|l| !l.ok).collect();
+    if failed.is_empty() {
+        let passed: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        tracing::info!(checks = %passed.join("; "), "start-up checks passed");
+        return;
+    }
+    for line in &failed {
+        tracing::warn!("start-up check failed: {}", super::shown(&line.text));
+    }
+    tracing::warn!(
+        "{} of {} start-up checks failed (`qlik-listener check-config --online` repeats them)",
+        failed.len(),
+        lines.len()
+    );
 }
 
 /// Connects as a passing client (`<clientId>-check`), subscribes to the subscription root and
@@ -142,8 +182,13 @@ async fn broker(config: &Config) -> Line {
 }
 
 /// The tenant's API key (`users/me`) and its webhook (exists, enabled, calls the forwarder,
-/// sends reload events).
-async fn qlik_cloud(config: &Config, tenant: &crate::config::TenantConfig) -> Vec<Line> {
+/// sends reload events); with `resend`, whether the forwarder takes the webhook's signature
+/// ([`secret`]).
+async fn qlik_cloud(
+    config: &Config,
+    tenant: &crate::config::TenantConfig,
+    resend: bool,
+) -> Vec<Line> {
     let name = format!(
         "tenant {}",
         tenant.tenant_url.as_str().trim_end_matches('/')
@@ -228,7 +273,50 @@ async fn qlik_cloud(config: &Config, tenant: &crate::config::TenantConfig) -> Ve
             other.problem(wanted).unwrap_or_default()
         )),
     });
+    if resend {
+        if let Ok(Some(hook)) = watchdog::watched(&hooks, &watch) {
+            lines.push(secret(&api, &name, hook).await);
+        }
+    }
     lines
+}
+
+/// Whether the forwarder takes what Qlik signs with the webhook's secret. Qlik never shows the
+/// secret, but it resends a delivery with the webhook's current URL and secret and says how
+/// that went: the newest delivery is resent (its event again, which the listener recognises as
+/// a duplicate by its id; one that had failed arrives now).
+async fn secret(api: &QlikApi, name: &str, hook: &webhooks::Webhook) -> Line {
+    let called = hook.url.as_deref().unwrap_or("-");
+    let newest = match webhooks::newest_delivery(api, &hook.id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return Line::ok(format!(
+                "{name}: the webhook has no delivery of the last 7 days to resend, so its secret is tried with the first event (`qlik-webhook send-test-event` tries the forwarder's)"
+            ))
+        }
+        Err(e) => return Line::wrong(format!("{name}: cannot read the webhook's deliveries ({e})")),
+    };
+    match webhooks::resend(api, &hook.id, &newest.id).await {
+        Ok(new) if new.succeeded() => Line::ok(format!(
+            "{name}: Qlik Cloud resent the webhook's newest delivery ({}) and {called} took it: the webhook's secret is the forwarder's",
+            newest.id
+        )),
+        Ok(new) => {
+            let said = new.status_message.unwrap_or_else(|| "no reason given".into());
+            let hint = if said.contains("401") {
+                "the forwarder refused the signature: the webhook's secret in Qlik Cloud is not the forwarder's QLIK_WEBHOOK_SECRET; `qlik-listener webhook register --url <the forwarder's URL>` with QLIK_WEBHOOK_SECRET set to the forwarder's sets it"
+            } else {
+                "the forwarder's log says why (a 401 is a secret that is not the forwarder's QLIK_WEBHOOK_SECRET)"
+            };
+            Line::wrong(format!(
+                "{name}: Qlik Cloud resent the webhook's newest delivery ({}) to {called} and it failed ({said}): {hint}",
+                newest.id
+            ))
+        }
+        Err(e) => Line::wrong(format!(
+            "{name}: cannot have Qlik Cloud resend a delivery ({e})"
+        )),
+    }
 }
 
 /// A test alert on each channel of each tenant, said as a test.

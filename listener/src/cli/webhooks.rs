@@ -28,7 +28,9 @@ pub enum Command {
     List(TenantArg),
     /// Show the webhook's failed deliveries (Qlik keeps them 7 days).
     FailedDeliveries(NamedArgs),
-    /// Resend the webhook's failed deliveries: the recovery path after an outage.
+    /// Resend the webhook's failed deliveries: the recovery path after an outage. Qlik sends
+    /// each to the webhook's current URL with its current secret; each line says whether it
+    /// was delivered this time, and the command fails when any was not.
     Resend(NamedArgs),
     /// Turn the webhook back on after Qlik disabled it (it does so after repeated failed
     /// deliveries); then `webhook resend` sends what failed meanwhile.
@@ -108,16 +110,33 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             // Oldest first, whatever order Qlik lists them in: resent in the order they happened.
             failed.sort_by_key(|d| d.triggered());
             println!("{} failed deliveries of webhook {id}", failed.len());
+            // Qlik answers a resend with the new delivery, which can have failed again.
+            let mut again = 0;
             for (i, d) in failed.iter().enumerate() {
-                resend(&api, &id, &d.id).await?;
+                let new = resend(&api, &id, &d.id).await?;
+                let outcome = if new.succeeded() {
+                    "delivered".to_owned()
+                } else {
+                    again += 1;
+                    format!(
+                        "failed again: {}",
+                        new.status_message.as_deref().unwrap_or("no reason given")
+                    )
+                };
                 println!(
-                    "[{}/{}] resent {} ({})",
+                    "[{}/{}] resent {} ({}): {}",
                     i + 1,
                     failed.len(),
-                    d.id,
-                    d.triggered_at.as_deref().unwrap_or("-")
+                    super::shown(&d.id),
+                    super::shown(d.triggered_at.as_deref().unwrap_or("-")),
+                    super::shown(&outcome)
                 );
             }
+            anyhow::ensure!(
+                again == 0,
+                "{again} of {} resent deliveries failed again: the forwarder is still not taking them (its log says why; a 401 means the webhook's secret is not the forwarder's QLIK_WEBHOOK_SECRET)",
+                failed.len()
+            );
         }
         Command::Enable(a) => {
             let id = find(&api, &a.name, expected_url).await?;

@@ -65,12 +65,21 @@ impl Webhook {
 #[serde(rename_all = "camelCase", default)]
 pub struct WebhookDelivery {
     pub id: String,
+    /// `success`, or a failure (`fail`; the exact word is not relied on).
+    pub status: Option<String>,
     pub event_type: Option<String>,
     pub status_message: Option<String>,
     pub triggered_at: Option<String>,
 }
 
 impl WebhookDelivery {
+    /// Whether the receiver took it (Qlik's `status` is `success`).
+    pub fn succeeded(&self) -> bool {
+        self.status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("success"))
+    }
+
     /// When it was triggered, parsed (Qlik writes RFC 3339, with or without fractions and with
     /// `Z` or an offset: compared as times, never as text).
     pub fn triggered(&self) -> Option<time::OffsetDateTime> {
@@ -151,15 +160,35 @@ pub async fn enable(api: &QlikApi, webhook_id: &str) -> Result<(), ApiError> {
         .map(|_| ())
 }
 
-pub async fn resend(api: &QlikApi, webhook_id: &str, delivery_id: &str) -> Result<(), ApiError> {
+/// The webhook's newest delivery, if Qlik kept one (7 days): one page, asked newest first, and
+/// the newest of it by time in case the order is not kept.
+pub async fn newest_delivery(
+    api: &QlikApi,
+    webhook_id: &str,
+) -> Result<Option<WebhookDelivery>, ApiError> {
+    let path = format!(
+        "{WEBHOOKS}/{}/deliveries?sort=-triggeredAt&limit=20",
+        segment(webhook_id)
+    );
+    let page = api.list_all::<WebhookDelivery>(&path, 1).await?.items;
+    Ok(page.into_iter().max_by_key(|d| d.triggered()))
+}
+
+/// Asks Qlik to send a delivery's event again, to the webhook's current URL with its current
+/// secret. Qlik answers with the new delivery, which may have failed (a `201` all the same), so
+/// the caller looks at [`WebhookDelivery::succeeded`].
+pub async fn resend(
+    api: &QlikApi,
+    webhook_id: &str,
+    delivery_id: &str,
+) -> Result<WebhookDelivery, ApiError> {
     let path = format!(
         "{WEBHOOKS}/{}/deliveries/{}/actions/resend",
         segment(webhook_id),
         segment(delivery_id)
     );
-    api.write(reqwest::Method::POST, &path, &json!({}))
-        .await
-        .map(|_| ())
+    let answer = api.write(reqwest::Method::POST, &path, &json!({})).await?;
+    Ok(serde_json::from_value(answer).unwrap_or_default())
 }
 
 pub struct Registration {
