@@ -96,6 +96,13 @@ impl LifeEvent {
     }
 }
 
+/// Now, as the log lines write it (UTC, RFC 3339).
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// Where the service writes its log: `logs` beside the configuration file.
 pub fn log_dir(config: &Path) -> PathBuf {
     config.parent().unwrap_or(Path::new(".")).join("logs")
@@ -371,11 +378,25 @@ mod windows {
 
     fn run_listener(
         config_path: &Path,
-        appender: tracing_appender::rolling::RollingFileAppender,
+        mut appender: tracing_appender::rolling::RollingFileAppender,
         stop: tokio::sync::oneshot::Receiver<()>,
     ) -> anyhow::Result<()> {
-        let config = crate::config::Config::load(config_path, &|name| std::env::var(name).ok())
-            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        let config =
+            match crate::config::Config::load(config_path, &|name| std::env::var(name).ok()) {
+                Ok(config) => config,
+                Err(errors) => {
+                    // Logging is set up from the configuration, so this one goes to the log
+                    // file by hand: a service that cannot start says why where the admin looks
+                    // (typically a ${VAR} the service's environment lacks).
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        appender,
+                        "{} ERROR the service cannot start: {errors}",
+                        super::now_rfc3339()
+                    );
+                    anyhow::bail!("{errors}");
+                }
+            };
         relay_cli::init_logging_to(
             relay_cli::LogFormat::Text,
             config.log_level.as_deref().unwrap_or("info"),

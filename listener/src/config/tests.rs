@@ -704,3 +704,66 @@ fn the_documented_example_per_channel_is_valid() {
     );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
+
+/// Each getting-started page's listener configuration is one the listener takes, once its
+/// placeholders are filled in as the page says: nothing refused but the files that exist only
+/// on the admin's machine (certificates), nothing warned about.
+#[test]
+fn the_getting_started_configurations_are_valid() {
+    let pages = [
+        (
+            "linux",
+            include_str!("../../../docs/getting-started-linux.md"),
+        ),
+        (
+            "windows",
+            include_str!("../../../docs/getting-started-aws-windows.md"),
+        ),
+        (
+            "containers",
+            include_str!("../../../docs/getting-started-containers.md"),
+        ),
+    ];
+    let fill = [
+        (
+            "<tenant id: Administration → Settings → Tenant ID>",
+            "tenant-0001",
+        ),
+        ("<your-tenant>.<region>", "acme.eu"),
+        ("<your host>", "relay.example.com"),
+        (
+            "<$Endpoint from step 3, e.g. abc123-ats.iot.eu-west-1.amazonaws.com>",
+            "abc123-ats.iot.eu-west-1.amazonaws.com",
+        ),
+    ];
+    let env = |name: &str| {
+        env(name).or_else(|| {
+            ["TEAMS_WORKFLOW_URL", "QLIK_WEBHOOK_SECRET"]
+                .contains(&name)
+                .then(|| format!("https://hooks.example.com/{name}-0123456789abcdef0123456789"))
+        })
+    };
+    for (page, doc) in pages {
+        let start = doc
+            .find("```yaml\nButler:")
+            .expect("a listener configuration");
+        let block = &doc[start + 8..];
+        let mut text = block[..block.find("```").unwrap()].to_owned();
+        for (placeholder, value) in fill {
+            text = text.replace(placeholder, value);
+        }
+        assert!(!text.contains('<'), "{page}: a placeholder is left: {text}");
+        let dir = tempfile::tempdir().unwrap();
+        match Config::parse(&dir.path().join("butler.yaml"), &text, &env) {
+            Ok(c) => assert!(c.warnings.is_empty(), "{page}: {:?}", c.warnings),
+            Err(e) => {
+                let other: Vec<&ConfigError> = e
+                    .errors
+                    .iter()
+                    .filter(|e| !(e.reason.starts_with("no such file")))
+                    .collect();
+                assert!(other.is_empty(), "{page}: {other:?}");
+            }
+        }
+    }
+}
