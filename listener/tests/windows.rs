@@ -40,22 +40,38 @@ fn wine_env(s: &Setup) -> Vec<(&'static str, String)> {
     env
 }
 
-#[tokio::test]
-#[ignore = "needs the Windows build and wine: scripts/windows-smoke runs it"]
-async fn the_windows_listener_checks_its_config_and_alerts_a_failed_reload() {
-    let exe = exe();
+/// A listener set up to alert to `alerts.jsonl` beside its configuration.
+async fn alerting_to_a_file() -> Setup {
     let tenant = "          alert:
             fileNotification:
               reloadAppFailure:
                 enable: true
                 path: alerts.jsonl
 ";
-    let s = Setup::with(Options {
+    Setup::with(Options {
         tenant,
         listener: NO_WAIT,
         ..Options::default()
     })
+    .await
+}
+
+/// The first alert written to `alerts.jsonl`, once there.
+async fn first_alert(s: &Setup) -> serde_json::Value {
+    let alerts = s.dir.path().join("alerts.jsonl");
+    let line = relay_tests::wait::until(WINE_LIMIT, "the alert in alerts.jsonl", || {
+        let text = std::fs::read_to_string(&alerts).unwrap_or_default();
+        async move { text.lines().next().map(str::to_owned) }
+    })
     .await;
+    serde_json::from_str(&line).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs the Windows build and wine: scripts/windows-smoke runs it"]
+async fn the_windows_listener_checks_its_config_and_alerts_a_failed_reload() {
+    let exe = exe();
+    let s = alerting_to_a_file().await;
     let config = windows_path(&s.config);
     let env = wine_env(&s);
 
@@ -68,14 +84,8 @@ async fn the_windows_listener_checks_its_config_and_alerts_a_failed_reload() {
     listener.wait_for_output("subscribed", 1, WINE_LIMIT).await;
     let body = fixtures::event("app-reload-failed.cloudevents.json");
     s.publish(FIXTURES[0].1, &body).await;
-    let alerts = s.dir.path().join("alerts.jsonl");
     let id = event_id(&body);
-    let line = relay_tests::wait::until(WINE_LIMIT, "the alert in alerts.jsonl", || {
-        let text = std::fs::read_to_string(&alerts).unwrap_or_default();
-        async move { text.lines().next().map(str::to_owned) }
-    })
-    .await;
-    let alert: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let alert = first_alert(&s).await;
     assert_eq!(alert["alert"]["eventId"], id.as_str(), "{alert}");
     // Enriched from the Qlik Cloud stand-in, through Windows' own HTTP stack and TLS roots.
     assert_eq!(
@@ -194,18 +204,7 @@ fn wineserver(prefix: &std::path::Path, args: &[&str]) {
 #[ignore = "needs the Windows build and wine: scripts/windows-smoke runs it"]
 async fn the_windows_service_is_installed_started_alerts_and_is_stopped_and_removed() {
     let exe = exe();
-    let tenant = "          alert:
-            fileNotification:
-              reloadAppFailure:
-                enable: true
-                path: alerts.jsonl
-";
-    let s = Setup::with(Options {
-        tenant,
-        listener: NO_WAIT,
-        ..Options::default()
-    })
-    .await;
+    let s = alerting_to_a_file().await;
     let prefix = tempfile::tempdir().unwrap();
     boot(prefix.path());
     // Installed as the Windows guide says, in Program Files (with the shim wine needs beside it:
@@ -263,13 +262,7 @@ async fn the_windows_service_is_installed_started_alerts_and_is_stopped_and_remo
     assert!(log().contains("INFO service started"), "{}", log());
     let body = fixtures::event("app-reload-failed.cloudevents.json");
     s.publish(FIXTURES[0].1, &body).await;
-    let alerts = s.dir.path().join("alerts.jsonl");
-    let line = relay_tests::wait::until(WINE_LIMIT, "the alert in alerts.jsonl", || {
-        let text = std::fs::read_to_string(&alerts).unwrap_or_default();
-        async move { text.lines().next().map(str::to_owned) }
-    })
-    .await;
-    let alert: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let alert = first_alert(&s).await;
     assert_eq!(
         alert["alert"]["eventId"],
         event_id(&body).as_str(),

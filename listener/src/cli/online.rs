@@ -4,9 +4,11 @@
 //! `--send-test`, Qlik resends the webhook's newest delivery (so the forwarder's answer shows
 //! whether the webhook's secret is its own) and each channel gets a test alert.
 //!
-//! Promises: nothing is left behind (the broker session is a passing one under its own client
-//! id, so the service's queued messages are untouched; no event is recorded); each line is `ok`
-//! or says what is wrong and which key to change; secrets are never printed.
+//! Promises: without `--send-test` nothing is left behind (the broker session is a passing one
+//! under its own client id, so the service's queued messages are untouched; no event is
+//! recorded, nothing is sent); with it, the test alerts are marked `TEST:` and the resent event
+//! is one Qlik already sent (a duplicate to the listener, unless its delivery had failed); each
+//! line is `ok` or says what is wrong and which key to change; secrets are never printed.
 
 use crate::config::{Config, WebhookWatch};
 use crate::qlik_api::{webhooks, QlikApi};
