@@ -69,7 +69,8 @@ async fn tenants(config: &Config) -> anyhow::Result<Vec<Tenant>> {
         let me = api.me().await;
         let refused = match &me {
             Err(e) if e.is_key_refused() => Some(format!(
-                "Qlik Cloud refused the API key of {key} (wrong, expired or revoked: create a new one in the tenant's profile settings, API keys)"
+                "Qlik Cloud refused the API key of {key} (wrong, expired or revoked): {} and put it there",
+                qlik_api::NEW_KEY
             )),
             Err(e) => {
                 tracing::warn!(tenant = %t.path, error = %e, "cannot reach the Qlik Cloud API to check the API key; carrying on");
@@ -166,7 +167,7 @@ impl watchdog::Report for SafetyNet {
                 problem: problem.is_some(),
                 title,
                 what,
-                action: webhook_action(health),
+                action: webhook_action(health).to_owned(),
                 subject: format!("the webhook {webhook}"),
                 page: notify::operator::Page::Webhooks,
             },
@@ -198,7 +199,10 @@ impl watchdog::Report for SafetyNet {
                         problem: true,
                         title: "Qlik Cloud refuses the listener's API key",
                         what: problem,
-                        action: "Create a new API key (Profile settings, API keys; the user needs the Tenant Admin role for reconciliation and the webhook watchdog), put it where the tenant's auth.jwt.token reads it, and restart the listener.",
+                        action: format!(
+                            "The listener's API key: {}, put it where the tenant's auth.jwt.token reads it, and restart the listener.",
+                            qlik_api::NEW_KEY
+                        ),
                         subject,
                         page: notify::operator::Page::ApiKeys,
                     },
@@ -214,7 +218,7 @@ impl watchdog::Report for SafetyNet {
                         problem: false,
                         title: "Qlik Cloud accepts the listener's API key again",
                         what: format!("Qlik Cloud accepts the API key of tenant {tenant_id} again: reconciliation and the webhook watchdog run again, and alerts carry app details."),
-                        action: "Nothing; reconciliation catches up on failures of the time the key was refused.",
+                        action: "Nothing; reconciliation catches up on failures of the time the key was refused.".into(),
                         subject,
                         page: notify::operator::Page::ApiKeys,
                     },

@@ -271,7 +271,7 @@ pub trait Report: Send + Sync {
 /// What to say when Qlik refuses a tenant's API key during a check.
 pub fn key_refused(e: &ApiError, what: &str) -> Option<String> {
     e.is_key_refused().then(|| {
-        format!("Qlik Cloud refused the tenant's API key ({e}) while {what}: it was revoked, expired or lost its permissions. Create a new key (Profile settings, API keys) and put it in the tenant's auth.jwt.token; meanwhile reconciliation and the webhook watchdog cannot run, and alerts lack app details")
+        format!("Qlik Cloud refused the tenant's API key ({e}) while {what}: it was revoked, expired or lost its permissions: {} and put it in the tenant's auth.jwt.token; meanwhile reconciliation and the webhook watchdog cannot run, and alerts lack app details", crate::qlik_api::NEW_KEY)
     })
 }
 

@@ -204,7 +204,8 @@ async fn qlik_cloud(
         Ok(me) => me,
         Err(e) if e.is_key_refused() => {
             return vec![Line::wrong(format!(
-                "{name}: Qlik Cloud refused the API key ({e}): create a new one (profile settings, API keys) and put it in {key}"
+                "{name}: Qlik Cloud refused the API key ({e}): {} and put it in {key}",
+                crate::qlik_api::NEW_KEY
             ))]
         }
         Err(e) => {

@@ -54,7 +54,7 @@ pub struct Notice {
     pub problem: bool,
     pub title: &'static str,
     pub what: String,
-    pub action: &'static str,
+    pub action: String,
     pub subject: String,
     pub page: Page,
 }
@@ -99,7 +99,7 @@ impl OperatorAlert {
             alert_id,
             title: title.to_owned(),
             what,
-            action: action.to_owned(),
+            action,
             problem,
             tenant: match tenant.comment.as_deref().filter(|c| !c.is_empty()) {
                 Some(c) => format!("{c} ({tenant_id})"),
@@ -141,7 +141,7 @@ mod tests {
             problem: true,
             title: "Qlik Cloud webhook needs attention",
             what,
-            action: "Run qlik-listener webhook enable, then webhook resend.",
+            action: "Run qlik-listener webhook enable, then webhook resend.".into(),
             subject: "webhook relay".into(),
             page: Page::Webhooks,
         };

@@ -35,6 +35,10 @@ pub enum ApiError {
     Body { path: String, reason: String },
 }
 
+/// What to do when Qlik Cloud refuses an API key, in the words of Qlik Cloud's own menus: one
+/// wording for every message that asks for a new key.
+pub const NEW_KEY: &str = "create a new one (profile → Settings → API keys → Generate new key; the key's user must be a Tenant Admin for the webhook watchdog and reconciliation)";
+
 impl ApiError {
     /// Qlik Cloud refused the API key (401 or 403): wrong, expired or revoked.
     pub fn is_key_refused(&self) -> bool {
