@@ -300,8 +300,12 @@ async fn secret(api: &QlikApi, name: &str, hook: &webhooks::Webhook) -> Line {
         Err(e) => return Line::wrong(format!("{name}: cannot read the webhook's deliveries ({e})")),
     };
     match webhooks::resend(api, &hook.id, &newest.id).await {
-        Ok(new) if new.succeeded() => Line::ok(format!(
+        Ok(new) if new.succeeded() == Some(true) => Line::ok(format!(
             "{name}: Qlik Cloud resent the webhook's newest delivery ({}) and {called} took it: the webhook's secret is the forwarder's",
+            newest.id
+        )),
+        Ok(new) if new.succeeded().is_none() => Line::ok(format!(
+            "{name}: Qlik Cloud resent the webhook's newest delivery ({}), but its answer does not say how it went, so the webhook's secret is not known to be the forwarder's (`qlik-listener webhook failed-deliveries` lists the resend if it failed)",
             newest.id
         )),
         Ok(new) => {

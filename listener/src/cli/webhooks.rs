@@ -114,14 +114,16 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             let mut again = 0;
             for (i, d) in failed.iter().enumerate() {
                 let new = resend(&api, &id, &d.id).await?;
-                let outcome = if new.succeeded() {
-                    "delivered".to_owned()
-                } else {
-                    again += 1;
-                    format!(
-                        "failed again: {}",
-                        new.status_message.as_deref().unwrap_or("no reason given")
-                    )
+                let outcome = match new.succeeded() {
+                    Some(true) => "delivered".to_owned(),
+                    Some(false) => {
+                        again += 1;
+                        format!(
+                            "failed again: {}",
+                            new.status_message.as_deref().unwrap_or("no reason given")
+                        )
+                    }
+                    None => "resent; Qlik's answer does not say how it went (`webhook failed-deliveries` lists it if it failed)".to_owned(),
                 };
                 println!(
                     "[{}/{}] resent {} ({}): {}",

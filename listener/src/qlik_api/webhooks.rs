@@ -73,11 +73,19 @@ pub struct WebhookDelivery {
 }
 
 impl WebhookDelivery {
-    /// Whether the receiver took it (Qlik's `status` is `success`).
-    pub fn succeeded(&self) -> bool {
-        self.status
-            .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case("success"))
+    /// Whether the receiver took it: `Some(true)` for Qlik's `success`, `Some(false)` for a
+    /// failure (`fail`, `failed`), `None` when the answer does not say (no status, or a word
+    /// not seen before: Qlik's formats have changed before, so neither is taken for the other).
+    /// Pure.
+    pub fn succeeded(&self) -> Option<bool> {
+        let status = self.status.as_deref()?.trim().to_ascii_lowercase();
+        if status.starts_with("succe") {
+            Some(true)
+        } else if status.starts_with("fail") {
+            Some(false)
+        } else {
+            None
+        }
     }
 
     /// When it was triggered, parsed (Qlik writes RFC 3339, with or without fractions and with
@@ -176,7 +184,7 @@ pub async fn newest_delivery(
 
 /// Asks Qlik to send a delivery's event again, to the webhook's current URL with its current
 /// secret. Qlik answers with the new delivery, which may have failed (a `201` all the same), so
-/// the caller looks at [`WebhookDelivery::succeeded`].
+/// the caller looks at [`WebhookDelivery::succeeded`] (an answer it cannot read says nothing).
 pub async fn resend(
     api: &QlikApi,
     webhook_id: &str,
@@ -292,6 +300,20 @@ pub async fn register(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resent_delivery_is_judged_only_when_its_status_says() {
+        let with = |status: Option<&str>| WebhookDelivery {
+            status: status.map(str::to_owned),
+            ..WebhookDelivery::default()
+        };
+        assert_eq!(with(Some("success")).succeeded(), Some(true));
+        assert_eq!(with(Some("SUCCEEDED")).succeeded(), Some(true));
+        assert_eq!(with(Some("fail")).succeeded(), Some(false));
+        assert_eq!(with(Some("failed")).succeeded(), Some(false));
+        assert_eq!(with(Some("pending")).succeeded(), None);
+        assert_eq!(with(None).succeeded(), None);
+    }
 
     fn reg(failures_only: bool) -> Registration {
         Registration {
