@@ -240,13 +240,10 @@ async fn qlik_cloud(
         });
     let wanted = watch.name.as_str();
     let expected = watch.expected_url.as_deref();
+    let hook = watchdog::watched(&hooks, &watch).ok().flatten();
     lines.push(match watchdog::health(&hooks, &watch, 0) {
         Health::Healthy => {
-            let url = watchdog::watched(&hooks, &watch)
-                .ok()
-                .flatten()
-                .and_then(|w| w.url.clone())
-                .unwrap_or_else(|| "-".into());
+            let url = hook.and_then(|w| w.url.as_deref()).unwrap_or("-");
             match expected {
                 Some(_) => Line::ok(format!("{name}: webhook {wanted:?} is enabled and calls {url}")),
                 None => Line::ok(format!(
@@ -276,10 +273,8 @@ async fn qlik_cloud(
             other.problem(wanted).unwrap_or_default()
         )),
     });
-    if resend {
-        if let Ok(Some(hook)) = watchdog::watched(&hooks, &watch) {
-            lines.push(secret(&api, &name, hook).await);
-        }
+    if let (true, Some(hook)) = (resend, hook) {
+        lines.push(secret(&api, &name, hook).await);
     }
     lines
 }
@@ -299,16 +294,24 @@ async fn secret(api: &QlikApi, name: &str, hook: &webhooks::Webhook) -> Line {
         }
         Err(e) => return Line::wrong(format!("{name}: cannot read the webhook's deliveries ({e})")),
     };
-    match webhooks::resend(api, &hook.id, &newest.id).await {
-        Ok(new) if new.succeeded() == Some(true) => Line::ok(format!(
+    let new = match webhooks::resend(api, &hook.id, &newest.id).await {
+        Ok(new) => new,
+        Err(e) => {
+            return Line::wrong(format!(
+                "{name}: cannot have Qlik Cloud resend a delivery ({e})"
+            ))
+        }
+    };
+    match new.succeeded() {
+        Some(true) => Line::ok(format!(
             "{name}: Qlik Cloud resent the webhook's newest delivery ({}) and {called} took it: the webhook's secret is the forwarder's",
             newest.id
         )),
-        Ok(new) if new.succeeded().is_none() => Line::ok(format!(
+        None => Line::ok(format!(
             "{name}: Qlik Cloud resent the webhook's newest delivery ({}), but its answer does not say how it went, so the webhook's secret is not known to be the forwarder's (`qlik-listener webhook failed-deliveries` lists the resend if it failed)",
             newest.id
         )),
-        Ok(new) => {
+        Some(false) => {
             let said = new.status_message.unwrap_or_else(|| "no reason given".into());
             let hint = if said.contains("401") {
                 "the forwarder refused the signature: the webhook's secret in Qlik Cloud is not the forwarder's QLIK_WEBHOOK_SECRET; `qlik-listener webhook register --url <the forwarder's URL>` with QLIK_WEBHOOK_SECRET set to the forwarder's sets it"
@@ -320,9 +323,6 @@ async fn secret(api: &QlikApi, name: &str, hook: &webhooks::Webhook) -> Line {
                 newest.id
             ))
         }
-        Err(e) => Line::wrong(format!(
-            "{name}: cannot have Qlik Cloud resend a delivery ({e})"
-        )),
     }
 }
 

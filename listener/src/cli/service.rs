@@ -96,13 +96,6 @@ impl LifeEvent {
     }
 }
 
-/// Now, as the log lines write it (UTC, RFC 3339).
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// Where the service writes its log: `logs` beside the configuration file.
 pub fn log_dir(config: &Path) -> PathBuf {
     config.parent().unwrap_or(Path::new(".")).join("logs")
@@ -392,7 +385,7 @@ mod windows {
                     let _ = writeln!(
                         appender,
                         "{} ERROR the service cannot start: {errors}",
-                        super::now_rfc3339()
+                        crate::journal::now_rfc3339()
                     );
                     anyhow::bail!("{errors}");
                 }

@@ -79,9 +79,7 @@ impl InstanceLock {
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "this host".into());
-        let since = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let since = super::now_rfc3339();
         let said = format!(
             "process {} on {host}, started {since}\n",
             std::process::id()
